@@ -1,0 +1,47 @@
+"""The `m2s2l-edge` command line.
+
+Each command group lives in its own module with a ``register(app)`` function; registration must stay cheap, so
+command modules import torch, onnx or tensorrt inside the command functions, never at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="m2s2l-edge",
+    help="M²S²L video anomaly detection: train, evaluate, export to ONNX / TensorRT and benchmark on edge GPUs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Command modules, registered in this order (shown in --help in the order each registers).
+_COMMAND_MODULES = (
+    "m2s2l_edge.cli.profile_cmd",
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    from m2s2l_edge.cli.errors import run_app
+
+    sys.exit(run_app(app))
