@@ -43,4 +43,5 @@ class MemoryBank(nn.Module):
         weight = weight / weight.max(dim=0, keepdim=True).values.clamp_min(1e-12)
         mask = F.one_hot(nearest, self.items.shape[0]).to(q.dtype)  # (Q, M)
         delta = (weight * mask).t() @ q  # (M, C)
-        self.items.copy_(F.normalize(self.items + delta.to(self.items.dtype), dim=1))
+        # Rebind rather than copy_: the old items are still referenced by this step's autograd graph.
+        self.items = F.normalize(self.items + delta.to(self.items.dtype), dim=1)

@@ -1,0 +1,80 @@
+"""Checkpoints: model config + weights + optimiser state, written atomically, refused clearly when wrong.
+
+Format (a dict saved with torch.save): {"format": "m2s2l-edge/1", "config": ModelConfig dict, "model": state_dict,
+"optimizer": state_dict | None, "scheduler": state_dict | None, "epoch": completed epochs, "step": int,
+"extra": dict (train config, data set, rng state, versions...)}.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from m2s2l_edge.config import ModelConfig
+from m2s2l_edge.io import atomic_write
+
+FORMAT = "m2s2l-edge/1"
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: object | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    extra: dict | None = None,
+) -> Path:
+    state = {
+        "format": FORMAT,
+        "config": model.cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "step": step,
+        "extra": extra or {},
+    }
+    return atomic_write(path, lambda p: torch.save(state, p))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate a checkpoint file; ValueError (one line) when it is missing fields or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several unrelated types for truncated / foreign files
+        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not an m2s2l-edge checkpoint (expected format {FORMAT!r})")
+    for key in ("config", "model", "epoch"):
+        if key not in state:
+            raise ValueError(f"checkpoint {path} is missing {key!r}")
+    return state
+
+
+def load_model(path: str | os.PathLike, *, expected_preset: str | None = None, scan_backend: str | None = None):
+    """Rebuild the model stored in a checkpoint. Returns (model, state).
+
+    ``expected_preset``: refuse a checkpoint of another preset with a message naming both.
+    """
+    from m2s2l_edge.models import M2S2L
+
+    state = read_checkpoint(path)
+    cfg = ModelConfig.from_dict(state["config"])
+    if expected_preset is not None and cfg.name != expected_preset:
+        raise ValueError(f"checkpoint {path} holds preset {cfg.name!r}, not {expected_preset!r}")
+    if scan_backend is not None:
+        cfg = cfg.replace(scan_backend=scan_backend)
+    model = M2S2L(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"checkpoint {path} does not match its own config: {first}") from None
+    return model, state
