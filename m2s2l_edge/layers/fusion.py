@@ -28,8 +28,6 @@ class ScaleAttention(nn.Module):
         return torch.softmax(logits, dim=1)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        if feats.shape[1] == 1:
-            return feats[:, 0]
         return (self.weights(feats) * feats).sum(dim=1)
 
 

@@ -62,7 +62,8 @@ class M2S2L(nn.Module):
             nn.Sequential(*(MSVSSBlock(c, cfg.mlp_ratio, ms_kernels=cfg.ms_kernels, **ssm) for _ in range(depth)))
             for depth in cfg.active_spatial_depths
         )
-        self.spatial_fuse = ScaleAttention(c, per_position=False)
+        multi = len(cfg.active_patch_sizes) > 1
+        self.spatial_fuse = ScaleAttention(c, per_position=False) if multi else None
 
         # Temporal stream. Scale-specific Δ: a window of w frames covers w× the time per step, so its Δ range is
         # initialised w× smaller (our reading of "scale-specific step parameters").
@@ -82,7 +83,7 @@ class M2S2L(nn.Module):
             )
             for w in cfg.active_windows
         )
-        self.temporal_fuse = ScaleAttention(c, per_position=True)
+        self.temporal_fuse = ScaleAttention(c, per_position=True) if len(cfg.active_windows) > 1 else None
 
         # Fusion, decomposition, memory.
         self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c), nn.GELU())
@@ -126,6 +127,8 @@ class M2S2L(nn.Module):
             elif f.shape[-1] < size:
                 f = F.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
             feats.append(f)
+        if self.spatial_fuse is None:
+            return feats[0]
         return self.spatial_fuse(torch.stack(feats, dim=1))  # (B, C, h, w)
 
     def _temporal(self, clip: torch.Tensor) -> torch.Tensor:
@@ -142,6 +145,8 @@ class M2S2L(nn.Module):
             tok = tok + self.temporal_pe[:n, None, None, :] + self.scale_embed[i]
             tok = blocks(tok.reshape(b, n * h * ww, c))  # (B, n·h·w, C), time-major
             feats.append(tok.view(b, n, h, ww, c).mean(dim=1).permute(0, 3, 1, 2))  # (B, C, h, w)
+        if self.temporal_fuse is None:
+            return feats[0]
         return self.temporal_fuse(torch.stack(feats, dim=1))  # (B, C, h, w)
 
     # -- forward ------------------------------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Model shapes, gradients, presets and ablations; configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from m2s2l_edge.config import ABLATIONS, LOSS_SETS, LossConfig, ModelConfig, get_preset, preset_names
+from m2s2l_edge.losses import total_loss
+from m2s2l_edge.models import create_model
+
+
+def clip_for(cfg: ModelConfig, batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, cfg.clip_len + 1, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_tiny_forward_backward_every_ablation(ablation):
+    model = create_model("tiny", ablation=ablation, seed=0)
+    cfg = model.cfg
+    frames = clip_for(cfg)
+    clip, target = frames[:, :-1], frames[:, -1]
+    out = model(clip)
+    assert out["frame_pred"].shape == (2, 3, cfg.image_size, cfg.image_size)
+    assert out["motion_pred"].shape == (2, 3, cfg.image_size, cfg.image_size)
+    assert out["frame_pred"].abs().max() <= 1 and out["motion_pred"].abs().max() <= 2
+    assert ("common" in out) == (ablation == "M4")
+    loss, terms = total_loss(out, clip, target, LossConfig())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert ("sep" in terms) == (ablation == "M4")
+    # Every trainable parameter gets a gradient (no dead branch in any ablation).
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+def test_ablations_change_the_architecture():
+    sizes = {a: sum(p.numel() for p in create_model("tiny", ablation=a).parameters()) for a in ABLATIONS}
+    assert sizes["M1"] < sizes["M2"] < sizes["M3"]  # each adds encoders
+    m1 = create_model("tiny", ablation="M1")
+    assert len(m1.patch_embeds) == 1 and len(m1.temporal_blocks) == 1 and m1.decomposition is None
+    m4 = create_model("tiny", ablation="M4")
+    assert len(m4.patch_embeds) == 3 and len(m4.temporal_blocks) == 3 and len(m4.memories) == 3
+
+
+@pytest.mark.parametrize("loss_set,expected", [("L1", {"frame"}), ("L2", {"frame", "motion"}),
+                                               ("L3", {"frame", "motion", "sep"})])
+def test_loss_sets(loss_set, expected):
+    model = create_model("tiny", seed=0)
+    frames = clip_for(model.cfg)
+    _, terms = total_loss(model(frames[:, :-1]), frames[:, :-1], frames[:, -1], LossConfig().with_loss_set(loss_set))
+    assert set(terms) - {"compact", "separate"} == expected
+    assert set(LOSS_SETS) == {"L1", "L2", "L3"}
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_larger_presets_forward_shapes(preset):
+    model = create_model(preset, seed=0).eval()
+    cfg = model.cfg
+    with torch.no_grad():
+        frame, motion = model.predict(clip_for(cfg, batch=1)[:, :-1])
+    assert frame.shape == motion.shape == (1, 3, cfg.image_size, cfg.image_size)
+    assert torch.isfinite(frame).all() and torch.isfinite(motion).all()
+
+
+def test_small_preset_backward():
+    model = create_model("small", seed=0)
+    frames = clip_for(model.cfg, batch=1)
+    loss, _ = total_loss(model(frames[:, :-1]), frames[:, :-1], frames[:, -1], LossConfig())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_memory_items_move_only_in_training():
+    model = create_model("tiny", seed=0)
+    frames = clip_for(model.cfg)
+    before = model.memories[0].items.clone()
+    model.eval()
+    with torch.no_grad():
+        model(frames[:, :-1])
+    assert torch.equal(before, model.memories[0].items)
+    model.train()
+    model(frames[:, :-1])
+    assert not torch.equal(before, model.memories[0].items)
+    torch.testing.assert_close(model.memories[0].items.norm(dim=1), torch.ones(before.shape[0]))
+
+
+def test_presets_registered_and_unknown_rejected():
+    assert {"paper", "small", "tiny"} <= set(preset_names())
+    assert get_preset("paper").image_size == 256 and get_preset("paper").clip_len == 4 and get_preset("paper").dim == 256
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid: paper, small, tiny"):
+        get_preset("huge")
+    with pytest.raises(ValueError, match="unknown ablation"):
+        get_preset("tiny").with_ablation("M9")
+
+
+def test_resolution_must_divide_by_coarsest_patch():
+    with pytest.raises(ValueError, match="not divisible by the coarsest patch size 32"):
+        get_preset("paper", image_size=250)
+    assert get_preset("paper", image_size=320).fused_size == 20
+
+
+def test_wrong_input_shape_names_the_dimension():
+    model = create_model("tiny")
+    with pytest.raises(ValueError, match=r"dimension 3 \(H\) is 32, expected 64"):
+        model(torch.zeros(1, 4, 3, 32, 64))
+    with pytest.raises(ValueError, match=r"dimension 1 \(T\) is 3, expected 4"):
+        model(torch.zeros(1, 3, 3, 64, 64))
+    with pytest.raises(ValueError, match="must be \\(B, T, C, H, W\\)"):
+        model(torch.zeros(4, 3, 64, 64))
+
+
+def test_config_round_trips_through_dict():
+    cfg = get_preset("small").with_ablation("M2")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_scan_backends_give_the_same_model_output():
+    torch.manual_seed(0)
+    ref_model = create_model("tiny", scan_backend="ref", seed=1).eval()
+    frames = clip_for(ref_model.cfg)[:, :-1]
+    with torch.no_grad():
+        ref = ref_model.predict(frames)
+        for backend in ("torch", "op", "auto"):
+            m = create_model("tiny", scan_backend=backend)
+            m.load_state_dict(ref_model.state_dict())
+            out = m.eval().predict(frames)
+            for a, b in zip(out, ref, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
