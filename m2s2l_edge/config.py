@@ -200,8 +200,8 @@ register_preset(
         dim=64,
         mlp_ratio=2.0,
         d_state=8,
-        decoder_channels=(96, 64, 48, 32, 24),
-        skip_channels=(48, 32, 24, 16),
+        decoder_channels=(64, 48, 32, 24, 16),
+        skip_channels=(32, 24, 16, 16),
     )
 )
 # Tests: smallest shapes that keep every component (three scales, three windows, four upsampling stages).
