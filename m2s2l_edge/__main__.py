@@ -1,0 +1,3 @@
+from m2s2l_edge.cli.app import main
+
+main()
