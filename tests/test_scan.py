@@ -204,3 +204,27 @@ def test_auto_logs_its_choice_once(caplog):
         selective_scan(**inputs)
         selective_scan(**inputs)
     assert sum("selective scan: backend=" in r.message for r in caplog.records) == 1
+
+
+def _mamba_ssm_ready() -> str | None:
+    from m2s2l_edge.ops.dispatch import _mamba_ssm_fn
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA device"
+    if _mamba_ssm_fn() is None:
+        return "mamba-ssm is not installed (pip install 'm2s2l-edge[mamba]')"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: "B{}_KD{}_K{}_N{}_L{}".format(*s))
+def test_mamba_ssm_matches_reference(shape):
+    reason = _mamba_ssm_ready()
+    if reason:
+        pytest.skip(reason)
+    inputs = make_inputs(*shape, dtype=torch.float32)
+    ref = selective_scan_ref(**{k: v.double() if v is not None else None for k, v in inputs.items()},
+                             delta_softplus=True)
+    out = selective_scan(**{k: v.cuda() if v is not None else None for k, v in inputs.items()},
+                         delta_softplus=True, backend="mamba_ssm")
+    assert ((out.double().cpu() - ref).abs().max() / ref.abs().max()).item() < 1e-5
