@@ -1,0 +1,276 @@
+"""Our CUDA selective-scan kernel (``plugins/selective_scan``) from PyTorch: forward only, built on first use.
+
+The extension is the kernel's own ``.cu`` files plus a thin host binding (``plugins/torch_binding``), compiled with
+``torch.utils.cpp_extension.load`` for the GPUs visible at build time (``TORCH_CUDA_ARCH_LIST`` overrides). It is
+built by the first call that needs it, or ahead of time with::
+
+    python -m m2s2l_edge.ops.cuda_backend build
+
+Build directory: ``$M2S2L_EXT_DIR`` if set, else ``~/.cache/m2s2l_edge/torch_ext/<torch>-<cuda>``. The sources are
+read from the source tree this package lives in (a checkout used with ``pip install -e .`` or ``PYTHONPATH=.``).
+
+Shapes and semantics are those of ``selective_scan_ref`` (see ``m2s2l_edge.ops.selective_scan``)::
+
+    u, delta, z: (B, KD, L)    A: (KD, N)    B, C: (B, K, N, L)    D, delta_bias: (KD,)
+    y: (B, KD, L), dtype of u    last_state: (B, KD, N), float32
+
+The kernel reads FP16 or FP32 activations and keeps the state in FP32; inputs of any other floating dtype
+(bfloat16, or a mix of FP16 and FP32) run through the FP32 kernel and y is cast back to u's dtype. float64 is
+refused rather than silently computed in FP32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from m2s2l_edge.ops.selective_scan import check_scan_inputs
+
+logger = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+
+BUILD_COMMAND = "python -m m2s2l_edge.ops.cuda_backend build"
+EXT_DIR_ENV = "M2S2L_EXT_DIR"
+EXT_NAME = "m2s2l_selective_scan_cuda"
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+KERNEL_DIR = _REPO_ROOT / "plugins" / "selective_scan"
+BINDING_SOURCE = _REPO_ROOT / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
+KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+# Targets when no GPU is visible at build time: Jetson Orin, H100, and PTX for anything newer.
+DEFAULT_ARCHS = ((8, 7), (9, 0))
+
+
+def source_files() -> list[Path]:
+    """The binding and the kernel files the extension is compiled from."""
+    return [BINDING_SOURCE, *(KERNEL_DIR / name for name in KERNEL_SOURCES)]
+
+
+def build_directory() -> Path:
+    """Where the extension is built: ``$M2S2L_EXT_DIR``, else a per-(torch, CUDA) folder under ~/.cache."""
+    override = os.environ.get(EXT_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    # One folder per torch/CUDA pair: an extension built against another torch would fail to import (ABI).
+    tag = re.sub(r"[^A-Za-z0-9._-]", "_", f"torch{torch.__version__}-cu{torch.version.cuda}")
+    return Path.home() / ".cache" / "m2s2l_edge" / "torch_ext" / tag
+
+
+def _arch_flags() -> list[str]:
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return []  # torch.utils.cpp_extension turns the list into -gencode flags itself
+    if torch.cuda.is_available():
+        archs = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    else:
+        archs = list(DEFAULT_ARCHS)
+    flags = [f"-gencode=arch=compute_{ma}{mi},code=sm_{ma}{mi}" for ma, mi in archs]
+    ma, mi = archs[-1]
+    return [*flags, f"-gencode=arch=compute_{ma}{mi},code=compute_{ma}{mi}"]
+
+
+def build(verbose: bool = False) -> ModuleType:
+    """Compile (if needed) and import the extension. Raises RuntimeError with the reason when that is impossible."""
+    if torch.version.cuda is None:
+        raise RuntimeError(
+            f"this PyTorch build ({torch.__version__}) has no CUDA support; install a CUDA build of PyTorch and "
+            f"run `{BUILD_COMMAND}`"
+        )
+    missing = [str(p) for p in source_files() if not p.is_file()]
+    if missing:
+        raise RuntimeError(
+            f"kernel sources not found ({', '.join(missing)}); the CUDA backend builds from a source checkout "
+            f"(pip install -e . or PYTHONPATH=<checkout>), then `{BUILD_COMMAND}`"
+        )
+    from torch.utils import cpp_extension
+
+    build_dir = build_directory()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("building/loading the CUDA selective-scan extension in %s (a first build takes ~1 min)", build_dir)
+    try:
+        return cpp_extension.load(
+            name=EXT_NAME,
+            sources=[str(p) for p in source_files()],
+            extra_include_paths=[str(KERNEL_DIR)],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "-lineinfo", *_arch_flags()],
+            build_directory=str(build_dir),
+            verbose=verbose,
+        )
+    except Exception as exc:  # compiler, linker and import failures arrive as several exception types
+        raise RuntimeError(f"building the CUDA selective-scan extension failed: {exc}") from exc
+
+
+@functools.cache
+def _extension() -> tuple[ModuleType | None, str]:
+    """The loaded extension, or None and the reason; built at most once per process (cached, never raises)."""
+    if torch.version.cuda is None:
+        return None, (
+            f"the CUDA selective-scan kernel needs a CUDA build of PyTorch (this is {torch.__version__}); "
+            f"on a CUDA machine build it with `{BUILD_COMMAND}`"
+        )
+    if not torch.cuda.is_available():
+        return None, (
+            "torch.cuda.is_available() is False (no CUDA device or driver); "
+            f"on a CUDA machine build the kernel with `{BUILD_COMMAND}`"
+        )
+    try:
+        return build(verbose=False), ""
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"{first_line[:300]}; run `{BUILD_COMMAND}` to see the compiler output"
+
+
+def is_available() -> bool:
+    """True when a CUDA device is visible and the extension builds and loads. Cached; never raises."""
+    return _extension()[0] is not None
+
+
+def unavailable_reason() -> str:
+    """One line saying why ``is_available()`` is False, with the build command; empty when it is available."""
+    return _extension()[1]
+
+
+def device_attributes(device: int = 0) -> dict[str, int]:
+    """SM clock, SM count and memory attributes from cudaDeviceGetAttribute (CUDA 13 dropped them from the props)."""
+    ext = _require_extension()
+    clock_khz, sm_count, smem_optin, mem_clock_khz, bus_width = ext.device_attributes(device)
+    return {
+        "sm_clock_khz": clock_khz,
+        "sm_count": sm_count,
+        "max_smem_per_block_optin": smem_optin,
+        "memory_clock_khz": mem_clock_khz,
+        "memory_bus_width_bits": bus_width,
+    }
+
+
+def _require_extension() -> ModuleType:
+    ext, reason = _extension()
+    if ext is None:
+        raise RuntimeError(f"the CUDA selective-scan backend is unavailable: {reason}")
+    return ext
+
+
+def _io_dtype(tensors: list[Tensor]) -> torch.dtype:
+    # The FP16 kernel only when every activation is FP16: anything else is widened, never narrowed.
+    return torch.float16 if all(t.dtype == torch.float16 for t in tensors) else torch.float32
+
+
+def selective_scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Forward selective scan on our CUDA kernel, with the contract of ``selective_scan_ref``.
+
+    Shapes: u, delta, z (B, KD, L); A (KD, N); B, C (B, K, N, L); D, delta_bias (KD,) → y (B, KD, L) in u's dtype,
+    and with ``return_last_state`` also h_L (B, KD, N) float32. Forward only: raises RuntimeError when a gradient
+    would be needed (use backend ``torch`` for training) or when the extension is unavailable.
+    """
+    return _selective_scan_cuda(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, states_per_thread=0
+    )
+
+
+def _selective_scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+    states_per_thread: int,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``selective_scan_cuda`` with the kernel variant forced (``states_per_thread`` 2, 4 or 8; 0 = automatic),
+    for the parity tests and the benchmark's variant sweep."""
+    ext = _require_extension()
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if states_per_thread not in (0, 2, 4, 8):
+        raise ValueError(f"states_per_thread must be 0 (automatic), 2, 4 or 8, got {states_per_thread}")
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    present = {name: t for name, t in named.items() if t is not None}
+    for name, t in present.items():
+        if t.device != u.device or not t.is_cuda:
+            raise ValueError(f"selective_scan_cuda: every tensor must be on one CUDA device; {name} is on {t.device}")
+        if t.dtype == torch.float64:
+            raise ValueError(
+                f"selective_scan_cuda: {name} is float64, which the kernel does not compute in; "
+                "use backend='torch' or 'ref' for float64"
+            )
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present.values()):
+        raise RuntimeError(
+            "selective_scan_cuda is forward-only: call it under torch.no_grad()/torch.inference_mode(), or use "
+            "backend='torch' (or 'auto' through the custom op) when gradients are needed"
+        )
+    activations = [t for t in (u, delta, B, C, z) if t is not None]
+    io = _io_dtype(activations)
+
+    def act(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(io).contiguous()
+
+    def fp32(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(torch.float32).contiguous()
+
+    out = ext.fwd(
+        act(u),
+        act(delta),
+        fp32(A),
+        act(B),
+        act(C),
+        fp32(D),
+        act(z),
+        fp32(delta_bias),
+        bool(delta_softplus),
+        bool(return_last_state),
+        int(states_per_thread),
+    )
+    y = out[0] if out[0].dtype == u.dtype else out[0].to(u.dtype)
+    return (y, out[1]) if return_last_state else y
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m2s2l_edge.ops.cuda_backend build``: compile the extension now and report where it is."""
+    parser = argparse.ArgumentParser(prog="python -m m2s2l_edge.ops.cuda_backend", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="compile the CUDA extension (needs nvcc and a CUDA build of PyTorch)")
+    p_build.add_argument("-q", "--quiet", action="store_true", help="hide the compiler output")
+    sub.add_parser("status", help="say whether the backend is available and why not")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.command == "status":
+        if is_available():
+            logger.info("CUDA selective-scan backend: available (%s)", build_directory())
+            return 0
+        logger.error("CUDA selective-scan backend: unavailable: %s", unavailable_reason())
+        return 1
+    try:
+        ext = build(verbose=not args.quiet)
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
+    logger.info("built %s in %s (%s)", EXT_NAME, build_directory(), ext.__file__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

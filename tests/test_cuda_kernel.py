@@ -1,0 +1,777 @@
+"""Our CUDA selective-scan kernel (plugins/selective_scan) and its PyTorch binding (m2s2l_edge.ops.cuda_backend).
+
+Without a GPU (always run when the tools exist):
+  - the kernel and launcher compile with nvcc for sm_87 (Jetson Orin), sm_90 (H100) and compute_90 PTX with every
+    warning an error, the G = 2 / 4 variants keep their state in registers (no spills), and the launcher rejects
+    bad parameters (linked and run on the CPU: validation happens before any CUDA call);
+  - the kernel body itself runs on the CPU under a small emulation of the CUDA thread model (one std::thread per
+    CUDA thread, barriers for __syncthreads and shuffles) and is compared with ``selective_scan_ref`` in float64:
+    this checks the indexing, chunking, padding and lane reduction, not speed;
+  - the binding compiles against PyTorch's headers; the Python side reports "unavailable" with the build command.
+On a GPU (marked ``gpu``): parity with ``selective_scan_ref`` in float64 over random and paper-preset shapes, every
+kernel variant, FP32 and FP16, plus the wrapper's dtype, stream and CUDA-graph behaviour.
+
+Error measure: max|y - y_ref| / max|y_ref| (elementwise relative error is meaningless where y crosses zero).
+Bounds: FP32 1e-5; FP16 1e-3, twice the 2^-11 relative rounding of the FP16 output itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from m2s2l_edge.ops import cuda_backend
+from m2s2l_edge.ops.selective_scan import selective_scan_ref
+
+REPO = Path(__file__).resolve().parents[1]
+KERNEL_DIR = REPO / "plugins" / "selective_scan"
+BINDING = REPO / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
+KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+KERNEL_FILES = sorted(KERNEL_DIR.glob("selectiveScanKernel*"))
+
+NVCC = shutil.which("nvcc")
+CXX = shutil.which(os.environ.get("CXX", "g++"))
+TARGETS = [
+    "-gencode=arch=compute_87,code=sm_87",
+    "-gencode=arch=compute_90,code=sm_90",
+    "-gencode=arch=compute_90,code=compute_90",
+]
+WERROR = ["-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror"]
+FP32_BOUND = 1e-5
+FP16_BOUND = 1e-3
+
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or $CXX)")
+
+
+def _cuda_include_dir() -> Path | None:
+    candidates = []
+    if NVCC is not None:
+        candidates.append(Path(NVCC).resolve().parent.parent / "include")
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(env):
+            candidates.append(Path(os.environ[env]) / "include")
+    candidates.append(Path("/usr/local/cuda/include"))
+    return next((c for c in candidates if (c / "cuda_runtime_api.h").is_file()), None)
+
+
+CUDA_INCLUDE = _cuda_include_dir()
+needs_cuda_headers = pytest.mark.skipif(CUDA_INCLUDE is None, reason="CUDA headers (cuda_runtime_api.h) not found")
+
+
+def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    scale = ref.abs().max().item()
+    err = (out.double() - ref.double()).abs().max().item()
+    return err / scale if scale > 0 else err
+
+
+def make_inputs(
+    batch: int,
+    kd: int,
+    k: int,
+    n: int,
+    length: int,
+    dtype: torch.dtype = torch.float32,
+    *,
+    softplus: bool = True,
+    with_d: bool = True,
+    with_bias: bool = True,
+    with_z: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Inputs like a trained Mamba block's: dt = softplus(delta + bias) in ~[1e-3, 1e-1], A = -(1..N) jittered.
+    Without softplus dt stays positive (a negative dt makes exp(dt*A) grow and FP16 overflow)."""
+    g = torch.Generator().manual_seed(seed)
+    dt0 = torch.exp(torch.empty(kd).uniform_(-6.9, -2.3, generator=g))
+    if softplus:
+        bias = dt0 + torch.log(-torch.expm1(-dt0))  # inverse softplus
+        delta = 0.5 * torch.randn(batch, kd, length, generator=g)
+    else:
+        bias = dt0
+        delta = 0.05 * torch.rand(batch, kd, length, generator=g)
+    if not with_bias:
+        delta = delta + bias[:, None]
+    A = -torch.arange(1, n + 1, dtype=torch.float32).repeat(kd, 1) * torch.exp(0.1 * torch.randn(kd, n, generator=g))
+    return {
+        "u": torch.randn(batch, kd, length, generator=g).to(dtype),
+        "delta": delta.to(dtype),
+        "A": A,
+        "B": torch.randn(batch, k, n, length, generator=g).to(dtype),
+        "C": torch.randn(batch, k, n, length, generator=g).to(dtype),
+        "D": torch.randn(kd, generator=g) if with_d else None,
+        "z": torch.randn(batch, kd, length, generator=g).to(dtype) if with_z else None,
+        "delta_bias": bias if with_bias else None,
+        "delta_softplus": softplus,
+    }
+
+
+def reference(inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    f64 = {name: (t.double() if isinstance(t, torch.Tensor) else t) for name, t in inputs.items()}
+    return selective_scan_ref(**f64, return_last_state=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Compilation (nvcc, no GPU needed)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel_objects(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The three kernel files compiled for sm_87, sm_90 and compute_90 PTX, warnings as errors; ptxas -v output."""
+    if NVCC is None:
+        pytest.skip("nvcc not found on PATH")
+    out = tmp_path_factory.mktemp("kernel_objects")
+    ptxas = {}
+    for name in KERNEL_SOURCES:
+        proc = _run(
+            [NVCC, "-std=c++17", "-O3", *WERROR, *TARGETS, "-Xptxas", "-v", "-I", str(KERNEL_DIR), "-c",
+             str(KERNEL_DIR / name), "-o", str(out / (name + ".o"))]
+        )  # fmt: skip
+        ptxas[name] = proc.stderr
+    return out, ptxas
+
+
+@needs_nvcc
+def test_kernel_compiles_for_orin_h100_and_ptx_with_warnings_as_errors(kernel_objects):
+    out, _ = kernel_objects
+    for name in KERNEL_SOURCES:
+        assert (out / (name + ".o")).stat().st_size > 0
+
+
+@needs_nvcc
+def test_kernel_variants_for_small_n_keep_their_state_in_registers(kernel_objects):
+    """ptxas: the G = 2 and G = 4 kernels (N <= 64) neither spill nor use a stack frame on sm_87 / sm_90."""
+    _, ptxas = kernel_objects
+    checked = 0
+    for name in ("selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu"):
+        blocks = re.findall(
+            r"Compiling entry function '(\S+)' for '(sm_\d+)'.*?(\d+) bytes stack frame, (\d+) bytes spill stores",
+            ptxas[name],
+            flags=re.S,
+        )
+        assert blocks, ptxas[name]
+        for function, arch, stack, spills in blocks:
+            if re.search(r"Li[24]EE", function):
+                checked += 1
+                assert int(spills) == 0 and int(stack) == 0, f"{function} on {arch}: {stack} B stack, {spills} B spills"
+    assert checked == 8  # {fp32, fp16} x {G2, G4} x {sm_87, sm_90}
+
+
+@needs_nvcc
+def test_launcher_rejects_bad_parameters_before_touching_the_gpu(kernel_objects, tmp_path):
+    out, _ = kernel_objects
+    (tmp_path / "validate.cpp").write_text(VALIDATE_CPP)
+    objects = [str(out / (name + ".o")) for name in KERNEL_SOURCES]
+    exe = tmp_path / "validate"
+    _run([NVCC, "-std=c++17", *WERROR, "-I", str(KERNEL_DIR), str(tmp_path / "validate.cpp"), *objects, "-o", str(exe)])
+    assert _run([str(exe)]).stdout.strip() == "ok"
+
+
+@needs_cxx
+@needs_cuda_headers
+def test_launcher_contract_compiles_as_plain_cpp(tmp_path):
+    """The header the TensorRT plugin includes: plain C++17, the agreed signature, aggregate-initialisable."""
+    src = tmp_path / "contract.cpp"
+    src.write_text(
+        '#include "selectiveScanKernel.h"\n#include <type_traits>\n'
+        "static_assert(std::is_same<decltype(&m2s2l::selectiveScanForward),\n"
+        '    cudaError_t (*)(m2s2l::SelectiveScanParams const&, cudaStream_t)>::value, "launcher signature");\n'
+        'static_assert(std::is_trivially_copyable<m2s2l::SelectiveScanParams>::value, "kernel argument");\n'
+        "int main() { m2s2l::SelectiveScanParams p{};\n"
+        "    return p.lastState == nullptr && p.statesPerThread == 0 ? 0 : 1; }\n"
+    )
+    _run([CXX, "-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-isystem",
+          str(CUDA_INCLUDE), "-I", str(KERNEL_DIR), str(src)])  # fmt: skip
+
+
+def test_kernel_files_do_not_depend_on_tensorrt():
+    assert len(KERNEL_FILES) >= 6, KERNEL_FILES
+    for path in [*KERNEL_FILES, BINDING]:
+        text = path.read_text()
+        assert "NvInfer" not in text and "nvinfer1" not in text, path
+
+
+@pytest.mark.slow
+@needs_cxx
+@needs_cuda_headers
+def test_binding_compiles_against_torch_headers(tmp_path):
+    """g++ -fsyntax-only of the host binding. CPU wheels of PyTorch lack c10's generated CUDA config header; an
+    empty stand-in is enough for a syntax check (the real one only defines the shared-library export macro)."""
+    import sysconfig
+
+    torch_include = Path(torch.__file__).parent / "include"
+    if not (torch_include / "c10" / "cuda" / "CUDAGuard.h").is_file():
+        pytest.skip("this PyTorch wheel ships no c10/cuda headers")
+    stub = tmp_path / "stub" / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    _run([CXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-DTORCH_EXTENSION_NAME=check",
+          "-DTORCH_API_INCLUDE_EXTENSION_H", "-isystem", str(torch_include), "-isystem",
+          str(torch_include / "torch" / "csrc" / "api" / "include"), "-isystem", sysconfig.get_paths()["include"],
+          "-isystem", str(CUDA_INCLUDE), "-idirafter", str(tmp_path / "stub"), "-I", str(KERNEL_DIR), str(BINDING)],
+         timeout=600)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The kernel body on the CPU (emulated CUDA threads)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> Path:
+    if CXX is None or CUDA_INCLUDE is None:
+        pytest.skip("needs g++ and the CUDA headers")
+    out = tmp_path_factory.mktemp("emulation")
+    (out / "scan_emulation.cpp").write_text(EMULATION_CPP)
+    exe = out / "scan_emulation"
+    _run([CXX, "-std=c++20", "-O1", "-Wall", "-Wextra", "-Wno-unknown-pragmas", "-pthread", "-isystem",
+          str(CUDA_INCLUDE), "-I", str(KERNEL_DIR), str(out / "scan_emulation.cpp"), "-o", str(exe)])  # fmt: skip
+    return exe
+
+
+EMULATED_CASES = [
+    # (batch, KD, K, N, L, dtype, G, options): G = 4 / 2 / 8 are the kernel variants (states per thread)
+    (2, 64, 4, 16, 100, torch.float32, 4, {"with_z": True}),
+    (2, 64, 4, 16, 100, torch.float32, 2, {"with_z": True}),
+    (2, 64, 4, 16, 100, torch.float32, 8, {"with_z": True}),
+    (1, 40, 1, 16, 1, torch.float32, 4, {"softplus": False, "with_d": False, "with_bias": False}),
+    (1, 40, 1, 16, 3, torch.float32, 2, {"softplus": False}),
+    (2, 24, 4, 5, 67, torch.float16, 4, {"with_z": True}),
+    (1, 8, 2, 1, 129, torch.float32, 2, {"with_z": True, "with_bias": False}),
+    (1, 6, 1, 100, 70, torch.float32, 4, {}),
+    (1, 4, 1, 256, 65, torch.float32, 8, {"with_z": True}),
+    (1, 70, 1, 32, 64, torch.float32, 4, {"with_z": True}),
+    (1, 16, 4, 16, 64, torch.float16, 2, {"with_bias": False, "with_d": False}),
+]
+
+
+@needs_cuda_headers
+@needs_cxx
+@pytest.mark.parametrize("case", EMULATED_CASES, ids=lambda c: f"B{c[0]}-KD{c[1]}-K{c[2]}-N{c[3]}-L{c[4]}-G{c[6]}")
+def test_kernel_body_matches_reference_under_cpu_emulation(emulator, tmp_path, case):
+    import numpy as np
+
+    batch, kd, k, n, length, dtype, states, options = case
+    inputs = make_inputs(batch, kd, k, n, length, dtype, seed=len(options) + n, **options)
+    flags = [inputs["delta_softplus"], dtype == torch.float16, inputs["D"] is not None]
+    flags += [inputs["delta_bias"] is not None, inputs["z"] is not None]
+    header = np.array([batch, kd, k, n, length, *map(int, flags), states, 1], dtype=np.int32)
+    with open(tmp_path / "in.bin", "wb") as f:
+        f.write(header.tobytes())
+        for name in ("u", "delta", "A", "B", "C", "D", "delta_bias", "z"):
+            if inputs[name] is not None:
+                f.write(inputs[name].contiguous().numpy().tobytes())
+    _run([str(emulator), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], timeout=120)
+    raw = (tmp_path / "out.bin").read_bytes()
+    y_bytes = batch * kd * length * (2 if dtype == torch.float16 else 4)
+    y = torch.frombuffer(bytearray(raw[:y_bytes]), dtype=dtype).view(batch, kd, length)
+    h = torch.frombuffer(bytearray(raw[y_bytes:]), dtype=torch.float32).view(batch, kd, n)
+    y_ref, h_ref = reference(inputs)
+    bound = FP16_BOUND if dtype == torch.float16 else FP32_BOUND
+    assert torch.isfinite(y).all() and torch.isfinite(h).all()
+    assert rel_err(y, y_ref) <= bound
+    assert rel_err(h, h_ref) <= FP32_BOUND * 10
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The binding's Python side without a GPU
+# --------------------------------------------------------------------------------------------------------------------
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on machines without CUDA")
+
+
+@no_cuda
+def test_backend_reports_unavailable_with_the_build_command():
+    assert cuda_backend.is_available() is False
+    reason = cuda_backend.unavailable_reason()
+    assert "python -m m2s2l_edge.ops.cuda_backend build" in reason
+    assert "\n" not in reason
+
+
+@no_cuda
+def test_selective_scan_cuda_raises_runtime_error_naming_the_build_command():
+    inputs = make_inputs(1, 8, 1, 4, 16)
+    with pytest.raises(RuntimeError, match="python -m m2s2l_edge.ops.cuda_backend build"):
+        cuda_backend.selective_scan_cuda(**inputs)
+
+
+@no_cuda
+def test_dispatcher_cuda_backend_raises_instead_of_falling_back():
+    from m2s2l_edge.ops.dispatch import selective_scan
+
+    with pytest.raises(RuntimeError, match="cuda_backend build"):
+        selective_scan(**make_inputs(1, 8, 1, 4, 16), backend="cuda")
+
+
+def test_public_api_is_exactly_the_contract():
+    import inspect
+
+    params = list(inspect.signature(cuda_backend.selective_scan_cuda).parameters)
+    ref_params = list(inspect.signature(selective_scan_ref).parameters)
+    assert params == ref_params
+    assert callable(cuda_backend.is_available) and callable(cuda_backend.unavailable_reason)
+
+
+def test_build_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(cuda_backend.EXT_DIR_ENV, str(tmp_path / "ext"))
+    assert cuda_backend.build_directory() == tmp_path / "ext"
+    monkeypatch.delenv(cuda_backend.EXT_DIR_ENV)
+    assert cuda_backend.build_directory().parent == Path.home() / ".cache" / "m2s2l_edge" / "torch_ext"
+
+
+def test_extension_sources_exist():
+    for path in cuda_backend.source_files():
+        assert path.is_file(), path
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="checks the message of a CPU-only PyTorch build")
+def test_build_command_fails_with_one_clear_line_on_cpu_torch():
+    proc = subprocess.run(
+        [sys.executable, "-m", "m2s2l_edge.ops.cuda_backend", "build", "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 1
+    assert "no CUDA support" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_check_script_parses():
+    _run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")])
+
+
+def test_benchmark_dry_run_exercises_every_section(tmp_path, monkeypatch):
+    """The GPU benchmark's Python paths on the CPU (selective_scan_torch stands in for the kernel, tiny model)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_scan_cuda", REPO / "benchmarks" / "bench_scan_cuda.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up while being created
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--dry-run", "--budget-s", "300", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["parity"] and all(p["ok"] for p in report["parity"])
+    assert report["speed"] and all("kernel_ms" in s and "floor_ms" in s for s in report["speed"])
+    assert report["model"] and all("eager_fps" in m for m in report["model"]), report["model"]
+    assert not report["errors"]
+    assert {s.name for s in bench.paper_shapes()} >= {"ss2d_fine32x32_b8", "temporal_w1_b1"}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# GPU: parity with the reference
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ext():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    # With a GPU present the extension must build: a failure here is a failure, not a skip.
+    assert cuda_backend.is_available(), cuda_backend.unavailable_reason()
+    return cuda_backend
+
+
+def _to_cuda(inputs: dict) -> dict:
+    return {name: (t.cuda() if isinstance(t, torch.Tensor) else t) for name, t in inputs.items()}
+
+
+def _check(inputs: dict, states_per_thread: int = 0) -> None:
+    dtype = inputs["u"].dtype
+    y_ref, h_ref = reference(inputs)
+    y, h = cuda_backend._selective_scan_cuda(**inputs, return_last_state=True, states_per_thread=states_per_thread)
+    assert y.dtype == dtype and y.shape == inputs["u"].shape and y.is_cuda
+    assert h.dtype == torch.float32 and h.shape == h_ref.shape
+    bound = FP16_BOUND if dtype == torch.float16 else FP32_BOUND
+    y_err, h_err = rel_err(y, y_ref), rel_err(h, h_ref)
+    assert y_err <= bound, f"y error {y_err:.3e} > {bound:.0e}"
+    assert h_err <= FP32_BOUND * 10, f"state error {h_err:.3e}"
+
+
+RANDOM_SHAPES = [
+    # (batch, KD, K, N, L, options)
+    (2, 64, 4, 16, 1, {"with_z": True}),
+    (3, 96, 4, 16, 127, {"with_z": True, "with_bias": False}),
+    (2, 40, 1, 16, 200, {"softplus": False}),
+    (1, 24, 4, 16, 333, {"with_z": True, "with_d": False}),
+    (2, 36, 2, 5, 65, {}),
+    (1, 64, 1, 64, 130, {"with_z": True}),
+    (1, 8, 1, 256, 70, {}),
+    (2, 128, 4, 16, 1024, {"with_z": True}),
+    (1, 4 * 37, 4, 16, 96, {"softplus": False, "with_z": True}),
+    (4, 512, 1, 16, 768, {}),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("states_per_thread", [0, 2, 4, 8], ids=["auto", "G2", "G4", "G8"])
+@pytest.mark.parametrize("shape", RANDOM_SHAPES, ids=lambda s: f"B{s[0]}-KD{s[1]}-K{s[2]}-N{s[3]}-L{s[4]}")
+def test_gpu_parity_random_shapes(ext, shape, states_per_thread, dtype):
+    batch, kd, k, n, length, options = shape
+    if states_per_thread and n > 32 * states_per_thread:
+        pytest.skip(f"G={states_per_thread} holds at most {32 * states_per_thread} states")
+    _check(_to_cuda(make_inputs(batch, kd, k, n, length, dtype, seed=n + length, **options)), states_per_thread)
+
+
+PAPER_SHAPES = [
+    # SS2D: KD = 4 x 512, K = 4, N = 16 over the fine / medium / coarse grids; temporal: KD = 512, K = 1.
+    *[(b, 2048, 4, 16, length) for b in (1, 8) for length in (1024, 256, 64)],
+    *[(b, 512, 1, 16, length) for b in (1, 8) for length in (768, 512, 256)],
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", PAPER_SHAPES, ids=lambda s: f"B{s[0]}-KD{s[1]}-K{s[2]}-L{s[4]}")
+def test_gpu_parity_paper_shapes(ext, shape, dtype):
+    _check(_to_cuda(make_inputs(*shape, dtype, seed=shape[4])))
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+def test_gpu_non_contiguous_mixed_and_bf16_inputs(ext):
+    inputs = _to_cuda(make_inputs(2, 32, 4, 16, 50, torch.float32, with_z=True))
+    # A transposed view of u: the wrapper makes it contiguous, values unchanged.
+    inputs["u"] = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not inputs["u"].is_contiguous()
+    _check(inputs)
+    # FP16 activations with FP32 B/C: computed by the FP32 kernel (never narrowed), y in u's dtype.
+    mixed = {**inputs, "u": inputs["u"].half(), "delta": inputs["delta"].half()}
+    y = cuda_backend.selective_scan_cuda(**mixed)
+    assert y.dtype == torch.float16 and rel_err(y, reference(mixed)[0]) <= FP16_BOUND
+    bf16 = {name: (t.bfloat16() if name in ("u", "delta", "B", "C", "z") else t) for name, t in inputs.items()}
+    y = cuda_backend.selective_scan_cuda(**bf16)
+    assert y.dtype == torch.bfloat16 and rel_err(y, reference(bf16)[0]) <= 1e-2
+
+
+@pytest.mark.gpu
+def test_gpu_wrapper_errors(ext):
+    inputs = _to_cuda(make_inputs(1, 8, 1, 4, 16))
+    with pytest.raises(ValueError, match="float64"):
+        cuda_backend.selective_scan_cuda(**{**inputs, "u": inputs["u"].double()})
+    with pytest.raises(ValueError, match="CUDA device"):
+        cuda_backend.selective_scan_cuda(**{**inputs, "B": inputs["B"].cpu()})
+    with pytest.raises(ValueError):
+        cuda_backend.selective_scan_cuda(**{**inputs, "B": inputs["B"][:, :, :2]})
+    with pytest.raises(RuntimeError, match="forward-only"):
+        cuda_backend.selective_scan_cuda(**{**inputs, "u": inputs["u"].clone().requires_grad_(True)})
+    with torch.no_grad():
+        cuda_backend.selective_scan_cuda(**{**inputs, "u": inputs["u"].clone().requires_grad_(True)})
+
+
+@pytest.mark.gpu
+def test_gpu_empty_and_side_stream_and_cuda_graph(ext):
+    empty = _to_cuda(make_inputs(0, 8, 1, 4, 16))
+    y, h = cuda_backend.selective_scan_cuda(**empty, return_last_state=True)
+    assert y.shape == (0, 8, 16) and h.shape == (0, 8, 4)
+
+    inputs = _to_cuda(make_inputs(2, 64, 4, 16, 300, torch.float16, with_z=True))
+    expected = cuda_backend.selective_scan_cuda(**inputs)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        on_side = cuda_backend.selective_scan_cuda(**inputs)
+    torch.cuda.current_stream().wait_stream(stream)
+    assert torch.equal(on_side, expected)
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = cuda_backend.selective_scan_cuda(**inputs)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, expected)
+
+
+@pytest.mark.gpu
+def test_gpu_dispatcher_uses_the_kernel(ext):
+    from m2s2l_edge.ops.dispatch import selective_scan
+
+    inputs = _to_cuda(make_inputs(1, 32, 4, 16, 40, torch.float16))
+    assert torch.equal(selective_scan(**inputs, backend="cuda"), cuda_backend.selective_scan_cuda(**inputs))
+
+
+VALIDATE_CPP = r"""
+#include "selectiveScanKernel.h"
+
+#include <cstdio>
+
+using m2s2l::SelectiveScanParams;
+
+int main()
+{
+    static float buffer[64] = {};
+    SelectiveScanParams base{};
+    base.batch = 1;
+    base.dim = 4;
+    base.groups = 1;
+    base.dstate = 16;
+    base.seqlen = 8;
+    base.ioDtype = m2s2l::ScanDType::kFLOAT32;
+    base.u = base.delta = base.B = base.C = buffer;
+    base.A = buffer;
+    base.y = buffer;
+    struct Case
+    {
+        char const* name;
+        void (*mutate)(SelectiveScanParams&);
+    };
+    Case const cases[] = {
+        {"batch=0", [](SelectiveScanParams& p) { p.batch = 0; }},
+        {"dim=0", [](SelectiveScanParams& p) { p.dim = 0; }},
+        {"groups=0", [](SelectiveScanParams& p) { p.groups = 0; }},
+        {"dim%groups", [](SelectiveScanParams& p) { p.dim = 6; p.groups = 4; }},
+        {"dstate=0", [](SelectiveScanParams& p) { p.dstate = 0; }},
+        {"dstate=257", [](SelectiveScanParams& p) { p.dstate = 257; }},
+        {"seqlen=0", [](SelectiveScanParams& p) { p.seqlen = 0; }},
+        {"ioDtype", [](SelectiveScanParams& p) { p.ioDtype = static_cast<m2s2l::ScanDType>(7); }},
+        {"u=null", [](SelectiveScanParams& p) { p.u = nullptr; }},
+        {"A=null", [](SelectiveScanParams& p) { p.A = nullptr; }},
+        {"y=null", [](SelectiveScanParams& p) { p.y = nullptr; }},
+        {"statesPerThread=3", [](SelectiveScanParams& p) { p.statesPerThread = 3; }},
+        {"G=2,N=65", [](SelectiveScanParams& p) { p.statesPerThread = 2; p.dstate = 65; }},
+    };
+    int failures = 0;
+    for (Case const& c : cases)
+    {
+        SelectiveScanParams p = base;
+        c.mutate(p);
+        cudaError_t const status = m2s2l::selectiveScanForward(p, nullptr);
+        if (status != cudaErrorInvalidValue)
+        {
+            std::printf("FAIL %s: %d\n", c.name, static_cast<int>(status));
+            ++failures;
+        }
+    }
+    std::printf(failures == 0 ? "ok\n" : "failed\n");
+    return failures == 0 ? 0 : 1;
+}
+"""
+
+EMULATION_CPP = r"""
+// CPU emulation of the CUDA thread model, just enough to run selectiveScanFwdKernel on the host: one std::thread
+// per CUDA thread, std::barrier for __syncthreads and for warp shuffles. It checks the kernel's indexing, chunking,
+// padding and lane reduction on machines without a GPU; it says nothing about speed or about SFU accuracy.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace emu
+{
+struct ThreadCtx
+{
+    uint3 thread;
+    uint3 block;
+};
+thread_local ThreadCtx ctx;
+std::barrier<>* blockBarrier = nullptr;
+std::barrier<>* warpBarrier[4] = {};
+float warpSlots[4][32];
+} // namespace emu
+
+#define threadIdx (emu::ctx.thread)
+#define blockIdx (emu::ctx.block)
+#define __launch_bounds__(...)
+
+inline void __syncthreads()
+{
+    emu::blockBarrier->arrive_and_wait();
+}
+
+inline float __shfl_xor_sync(unsigned, float v, int laneMask)
+{
+    int const tid = static_cast<int>(threadIdx.x);
+    int const w = tid / 32;
+    int const l = tid % 32;
+    emu::warpSlots[w][l] = v;
+    emu::warpBarrier[w]->arrive_and_wait();
+    float const r = emu::warpSlots[w][l ^ laneMask];
+    emu::warpBarrier[w]->arrive_and_wait();
+    return r;
+}
+
+template <typename T>
+T __ldg(T const* p)
+{
+    return *p;
+}
+
+inline float __expf(float x)
+{
+    return std::exp(x);
+}
+
+inline float __fdividef(float a, float b)
+{
+    return a / b;
+}
+
+using std::min;
+
+#include "selectiveScanKernelTemplate.h"
+
+namespace m2s2l
+{
+namespace scan_detail
+{
+float4 smemRaw[1 << 16];
+} // namespace scan_detail
+} // namespace m2s2l
+
+namespace
+{
+template <typename T>
+std::vector<T> readArray(std::FILE* f, size_t count)
+{
+    std::vector<T> v(count);
+    if (count != 0 && std::fread(v.data(), sizeof(T), count, f) != count)
+    {
+        std::fprintf(stderr, "short read\n");
+        std::exit(2);
+    }
+    return v;
+}
+
+template <typename T, int32_t kStates>
+void runKernel(m2s2l::SelectiveScanParams const& p, int32_t lanesLog2, int32_t tilesPerGroup, int32_t numBlocks,
+    size_t smemBytes)
+{
+    using namespace m2s2l::scan_detail;
+    if (smemBytes > sizeof(smemRaw))
+    {
+        std::fprintf(stderr, "shared memory too large for the emulation\n");
+        std::exit(2);
+    }
+    for (int32_t block = 0; block < numBlocks; ++block)
+    {
+        // NaN-fill: reading a shared-memory word the kernel did not write this chunk poisons the output.
+        std::fill_n(reinterpret_cast<float*>(smemRaw), smemBytes / sizeof(float), std::nanf(""));
+        std::barrier<> blockBarrier(kTHREADS);
+        std::vector<std::unique_ptr<std::barrier<>>> warps;
+        for (int32_t w = 0; w < kTHREADS / 32; ++w)
+        {
+            warps.push_back(std::make_unique<std::barrier<>>(32));
+            emu::warpBarrier[w] = warps.back().get();
+        }
+        emu::blockBarrier = &blockBarrier;
+        std::vector<std::thread> threads;
+        for (int32_t t = 0; t < kTHREADS; ++t)
+        {
+            threads.emplace_back([&, t] {
+                emu::ctx.thread = uint3{static_cast<unsigned>(t), 0, 0};
+                emu::ctx.block = uint3{static_cast<unsigned>(block), 0, 0};
+                selectiveScanFwdKernel<T, kStates>(p, lanesLog2, tilesPerGroup);
+            });
+        }
+        for (auto& th : threads)
+        {
+            th.join();
+        }
+    }
+}
+} // namespace
+
+// Usage: scan_emulation IN OUT. IN: 12 int32 (batch, dim, groups, dstate, seqlen, softplus, fp16, hasD, hasBias,
+// hasZ, statesPerThread, lastState) then u, delta, A, B, C, [D], [bias], [z]. OUT: y (io dtype), [lastState f32].
+int main(int argc, char** argv)
+{
+    if (argc != 3)
+    {
+        return 2;
+    }
+    std::FILE* in = std::fopen(argv[1], "rb");
+    if (in == nullptr)
+    {
+        return 2;
+    }
+    auto const hdr = readArray<int32_t>(in, 12);
+    m2s2l::SelectiveScanParams p{};
+    p.batch = hdr[0];
+    p.dim = hdr[1];
+    p.groups = hdr[2];
+    p.dstate = hdr[3];
+    p.seqlen = hdr[4];
+    p.deltaSoftplus = hdr[5] != 0;
+    bool const fp16 = hdr[6] != 0;
+    p.ioDtype = fp16 ? m2s2l::ScanDType::kFLOAT16 : m2s2l::ScanDType::kFLOAT32;
+    size_t const elem = fp16 ? 2 : 4;
+    size_t const nU = static_cast<size_t>(p.batch) * p.dim * p.seqlen;
+    size_t const nBC = static_cast<size_t>(p.batch) * p.groups * p.dstate * p.seqlen;
+    auto const u = readArray<uint8_t>(in, nU * elem);
+    auto const delta = readArray<uint8_t>(in, nU * elem);
+    auto const A = readArray<float>(in, static_cast<size_t>(p.dim) * p.dstate);
+    auto const B = readArray<uint8_t>(in, nBC * elem);
+    auto const C = readArray<uint8_t>(in, nBC * elem);
+    auto const D = readArray<float>(in, hdr[7] ? p.dim : 0);
+    auto const bias = readArray<float>(in, hdr[8] ? p.dim : 0);
+    auto const z = readArray<uint8_t>(in, hdr[9] ? nU * elem : 0);
+    std::fclose(in);
+    std::vector<uint8_t> y(nU * elem);
+    std::vector<float> last(hdr[11] ? static_cast<size_t>(p.batch) * p.dim * p.dstate : 0, std::nanf(""));
+    p.u = u.data();
+    p.delta = delta.data();
+    p.A = A.data();
+    p.B = B.data();
+    p.C = C.data();
+    p.D = hdr[7] ? D.data() : nullptr;
+    p.deltaBias = hdr[8] ? bias.data() : nullptr;
+    p.z = hdr[9] ? z.data() : nullptr;
+    p.y = y.data();
+    p.lastState = hdr[11] ? last.data() : nullptr;
+
+    int32_t const states = hdr[10];
+    int32_t lanesLog2 = 0;
+    while ((1 << lanesLog2) * states < p.dstate)
+    {
+        ++lanesLog2;
+    }
+    int32_t const tileChannels = m2s2l::scan_detail::kTHREADS >> lanesLog2;
+    int32_t const dimPerGroup = p.dim / p.groups;
+    int32_t const tilesPerGroup = (dimPerGroup + tileChannels - 1) / tileChannels;
+    int32_t const numBlocks = p.batch * p.groups * tilesPerGroup;
+    size_t const smem = m2s2l::scan_detail::scanSmemBytes(lanesLog2, states, p.z != nullptr);
+    switch (states * 2 + (fp16 ? 1 : 0))
+    {
+    case 4: runKernel<float, 2>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 5: runKernel<__half, 2>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 8: runKernel<float, 4>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 9: runKernel<__half, 4>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 16: runKernel<float, 8>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 17: runKernel<__half, 8>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    default: return 2;
+    }
+    std::FILE* out = std::fopen(argv[2], "wb");
+    if (out == nullptr)
+    {
+        return 2;
+    }
+    std::fwrite(y.data(), 1, y.size(), out);
+    std::fwrite(last.data(), sizeof(float), last.size(), out);
+    std::fclose(out);
+    return 0;
+}
+"""
