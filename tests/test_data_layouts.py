@@ -16,6 +16,7 @@ from m2s2l_edge.data import (
     FrameFolderSource,
     VideoFileSource,
     discover,
+    extract_frames,
     iter_video_clips,
     natural_sorted,
     preprocess_frame,
@@ -133,6 +134,15 @@ def test_video_file_seeks_and_decodes_once(tmp_path, write_avi, make_frame):
     assert VideoFileSource(tmp_path / "a.avi", exact_count=True).num_frames == 40
 
 
+def test_extract_frames(tmp_path, write_avi, make_frame):
+    video = VideoFileSource(write_avi(tmp_path / "01_001.avi", 6))
+    frames = extract_frames(video, tmp_path / "training" / "frames" / "01_001")
+    assert (frames.name, len(frames), frames.files[0].name) == ("01_001", 6, "0000.jpg")
+    assert_close(frames.read(5), make_frame(5), tol=6.0)  # decoded from MJPG, then JPEG again
+    with pytest.raises(ValueError, match="unsupported frame extension"):
+        extract_frames(video, tmp_path / "x", ext=".gif")
+
+
 def test_shanghaitech_original(tmp_path, write_avi, write_frames, make_frame):
     write_avi(tmp_path / "training" / "videos" / "01_001.avi", 6)
     write_avi(tmp_path / "training" / "videos" / "01_002.avi", 4)
@@ -241,6 +251,11 @@ def test_clip_dataset_shapes_values_and_index(tmp_path, write_frames, write_avi)
     target = preprocess_frame(videos[1].read(5), (12, 16))
     np.testing.assert_allclose(clip[4].numpy(), target, atol=1e-6)
     np.testing.assert_allclose(clip[0].numpy(), preprocess_frame(videos[1].read(1), (12, 16)), atol=1e-6)
+    everything = ClipDataset(videos, clip_len=4, image_size=(12, 16), cache_size=None)
+    for i in range(len(everything)):
+        everything[i]
+    assert len(everything._cache) == 7 + 9  # every frame of the clip-giving videos, each decoded once
+    torch.testing.assert_close(everything[4], clip)
     strided = ClipDataset(videos, clip_len=2, image_size=8, stride=2)
     assert len(strided) == 3 + 4 + 1 and strided.locate(4) == (1, 2) and strided.locate(7) == (2, 0)
     with pytest.raises(ValueError, match="clip_len"):

@@ -103,6 +103,11 @@ def test_generate_dataset_round_trip(tmp_path):
     normal = render_video(48, 32, seed=7, index=0, split="train").frames
     assert np.abs(train[0].read_range(0, 32).astype(np.float32) - normal).mean() < 4.0
 
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        generate_dataset(tmp_path, n_train=1, n_test=1, frames=30, size=32)
+    generate_dataset(tmp_path, n_train=1, n_test=1, frames=30, size=32, overwrite=True)
+    assert [len(v) for v in discover(tmp_path, "synthetic", "test")] == [30]  # no stale frames or videos
+
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown anomaly kind 'meteor'.*fast_object, foreign_object"):

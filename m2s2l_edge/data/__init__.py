@@ -31,6 +31,7 @@ from .sources import (
     FrameFolderSource,
     VideoFileSource,
     VideoSource,
+    extract_frames,
     natural_key,
     natural_sorted,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "VideoFileSource",
     "VideoSource",
     "discover",
+    "extract_frames",
     "generate_dataset",
     "iter_video_clips",
     "label_candidates",

@@ -68,7 +68,8 @@ class ClipDataset(Dataset):
         clip_len: T, the number of past frames (the model config's ``T``).
         image_size: model resolution, an int (square) or (H, W) (the model config's ``image_size``).
         stride: step between the start frames of consecutive clips.
-        cache_size: preprocessed frames kept per process; 0 disables the cache.
+        cache_size: preprocessed frames kept per process; 0 disables the cache, ``None`` keeps every frame (a small
+            data set then costs one decode per frame for the whole run: 3·H·W·4 bytes per frame and process).
 
     Returns (``__getitem__``):
         (T+1, 3, H, W) float32 in [-1, 1]; ``[:T]`` the past frames, ``[T]`` the target.
@@ -80,19 +81,19 @@ class ClipDataset(Dataset):
         clip_len: int = 4,
         image_size: int | Sequence[int] = 256,
         stride: int = 1,
-        cache_size: int = 32,
+        cache_size: int | None = 32,
     ):
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if cache_size is not None and cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0 or None (unbounded), got {cache_size}")
         self.videos = list(videos)
         self.clip_len = int(clip_len)
         self.image_size = _size_hw(image_size)
         self.stride = int(stride)
-        self.cache_size = int(cache_size)
+        self.cache_size = None if cache_size is None else int(cache_size)
         # Clips per video: starts 0, stride, ... up to len - clip_len - 1 (the target must exist).
         counts = [max(0, (len(v) - self.clip_len - 1) // self.stride + 1) for v in self.videos]
         short = [v.name for v, c in zip(self.videos, counts, strict=True) if c == 0]
@@ -132,9 +133,9 @@ class ClipDataset(Dataset):
             self._cache.move_to_end(key)
             return frame
         frame = preprocess_frame(self.videos[v].read(f), self.image_size)  # (3, H, W)
-        if self.cache_size:
+        if self.cache_size is None or self.cache_size > 0:
             self._cache[key] = frame
-            while len(self._cache) > self.cache_size:
+            while self.cache_size is not None and len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return frame
 

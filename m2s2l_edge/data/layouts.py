@@ -106,12 +106,11 @@ def _candidates(root: Path, dataset: str, split: str, name: str | None) -> list[
             ("Avenue videos", root / "Avenue Dataset" / videos, "videos"),
         ]
     if dataset == "shanghaitech":
-        if split == "train":
-            original = [("ShanghaiTech videos", root / "training" / "videos", "videos")]
-            original.append(("ShanghaiTech videos", root / "shanghaitech" / "training" / "videos", "videos"))
-        else:  # the original test split ships as frames, in the same place MNAD puts them
-            original = [("ShanghaiTech frames", root / "shanghaitech" / "testing" / "frames", "frame_dirs")]
-        return mnad + original
+        # The original release trains from videos; its test frames sit where MNAD puts them (testing/frames).
+        if split == "test":
+            return mnad
+        originals = (root, root / "shanghaitech")
+        return mnad + [("ShanghaiTech videos", r / "training" / "videos", "videos") for r in originals]
     if dataset == "synthetic":
         return mnad
     # custom: an MNAD tree first (honours split), then the flat forms.

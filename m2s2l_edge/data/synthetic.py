@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -658,11 +659,17 @@ def generate_dataset(
     n_pedestrians: float = 6.0,
     noise: float = 2.0,
     jpeg_quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
     """Render a data set and write it in the MNAD layout (see the module docstring); returns ``<root>/<name>``.
 
     Training videos are normal; test video ``i`` gets the anomaly kind ``kinds[i % len(kinds)]`` starting between
-    20 % and 45 % of the video (a stall also gets a later moving anomaly). Existing frame files are overwritten.
+    20 % and 45 % of the video (a stall also gets a later moving anomaly). Read it back with
+    ``discover(root, "synthetic", split, name=name)`` and ``load_frame_labels(root, "synthetic", videos, name=name)``.
+
+    Raises:
+        FileExistsError: ``<root>/<name>`` already holds a data set and ``overwrite`` is False (with ``overwrite``
+            its ``training`` and ``testing`` folders are deleted first, so no stale frames survive).
     """
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
         raise ValueError(f"need n_train, n_test >= 0 and at least one video, got {n_train} and {n_test}")
@@ -678,6 +685,11 @@ def generate_dataset(
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     tic = time.perf_counter()
     out = Path(root).expanduser() / name
+    existing = [out / d for d in ("training", "testing") if (out / d).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds a data set; pass overwrite=True to replace it")
+    for folder in existing:
+        shutil.rmtree(folder)
     scene = _make_scene(size, seed)
     # Full-resolution chroma (4:4:4): the default 4:2:0 visibly smears small, saturated objects at 64-128 px.
     params = [
