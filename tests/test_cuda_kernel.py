@@ -332,6 +332,33 @@ def test_build_directory_follows_the_environment(monkeypatch, tmp_path):
     assert cuda_backend.build_directory().parent == Path.home() / ".cache" / "m2s2l_edge" / "torch_ext"
 
 
+def test_arch_list_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.7;9.0+PTX")
+    assert cuda_backend._gencode_flags() == [
+        "-gencode=arch=compute_87,code=sm_87",
+        "-gencode=arch=compute_90,code=sm_90",
+        "-gencode=arch=compute_90,code=compute_90",
+    ]
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "sm90")
+    with pytest.raises(RuntimeError, match="TORCH_CUDA_ARCH_LIST"):
+        cuda_backend._gencode_flags()
+
+
+@needs_nvcc
+def test_ninja_free_build_commands(monkeypatch, tmp_path):
+    """The fallback for machines without ninja: compile commands for every source, one link with torch's libs."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(Path(NVCC).resolve().parent.parent))
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    compiles, link, library = cuda_backend._direct_build_commands(tmp_path)
+    assert [cmd[cmd.index("-c") + 1] for cmd in compiles] == [str(p) for p in cuda_backend.source_files()]
+    assert all(any(f.startswith("-D_GLIBCXX_USE_CXX11_ABI=") for f in cmd) for cmd in compiles)
+    assert f"-DTORCH_EXTENSION_NAME={cuda_backend.EXT_NAME}" in compiles[0]
+    assert {"-lc10_cuda", "-ltorch_cuda", "-ltorch_python", "-lcudart"} <= set(link)
+    assert library.parent == tmp_path and library.name.startswith(cuda_backend.EXT_NAME)
+
+
 def test_extension_sources_exist():
     for path in cuda_backend.source_files():
         assert path.is_file(), path

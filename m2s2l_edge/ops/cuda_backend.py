@@ -26,7 +26,9 @@ import functools
 import logging
 import os
 import re
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 from types import ModuleType
 
@@ -65,16 +67,32 @@ def build_directory() -> Path:
     return Path.home() / ".cache" / "m2s2l_edge" / "torch_ext" / tag
 
 
-def _arch_flags() -> list[str]:
-    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        return []  # torch.utils.cpp_extension turns the list into -gencode flags itself
+def _archs() -> list[tuple[tuple[int, int], bool]]:
+    """(compute capability, with PTX) to compile for: TORCH_CUDA_ARCH_LIST, else the visible GPUs, else Orin + H100."""
+    listed = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if listed:
+        archs = []
+        for item in re.split(r"[;\s]+", listed):
+            m = re.fullmatch(r"(\d+)\.(\d+)(\+PTX)?", item)
+            if m is None:
+                raise RuntimeError(f"TORCH_CUDA_ARCH_LIST entry {item!r} is not like '9.0' or '9.0+PTX'")
+            archs.append(((int(m.group(1)), int(m.group(2))), m.group(3) is not None))
+        return archs
     if torch.cuda.is_available():
-        archs = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
     else:
-        archs = list(DEFAULT_ARCHS)
-    flags = [f"-gencode=arch=compute_{ma}{mi},code=sm_{ma}{mi}" for ma, mi in archs]
-    ma, mi = archs[-1]
-    return [*flags, f"-gencode=arch=compute_{ma}{mi},code=compute_{ma}{mi}"]
+        caps = list(DEFAULT_ARCHS)
+    # SASS for each, plus PTX of the newest so that a later GPU can JIT it.
+    return [(cap, cap == caps[-1]) for cap in caps]
+
+
+def _gencode_flags() -> list[str]:
+    flags = []
+    for (major, minor), ptx in _archs():
+        flags.append(f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{major}{minor},code=compute_{major}{minor}")
+    return flags
 
 
 def build(verbose: bool = False) -> ModuleType:
@@ -96,17 +114,94 @@ def build(verbose: bool = False) -> ModuleType:
     build_dir.mkdir(parents=True, exist_ok=True)
     logger.info("building/loading the CUDA selective-scan extension in %s (a first build takes ~1 min)", build_dir)
     try:
+        if not cpp_extension.is_ninja_available():
+            # torch's JIT loader needs ninja, which a bare CUDA machine may lack: compile with nvcc and c++ directly.
+            return _build_without_ninja(build_dir, verbose)
         return cpp_extension.load(
             name=EXT_NAME,
             sources=[str(p) for p in source_files()],
             extra_include_paths=[str(KERNEL_DIR)],
             extra_cflags=["-O3"],
-            extra_cuda_cflags=["-O3", "-lineinfo", *_arch_flags()],
+            extra_cuda_cflags=["-O3", "-lineinfo", *_gencode_flags()],
             build_directory=str(build_dir),
             verbose=verbose,
         )
     except Exception as exc:  # compiler, linker and import failures arrive as several exception types
         raise RuntimeError(f"building the CUDA selective-scan extension failed: {exc}") from exc
+
+
+def _direct_build_commands(build_dir: Path) -> tuple[list[list[str]], list[str], Path]:
+    """(compile commands, link command, library path) of the ninja-free build; the same flags torch's JIT uses
+    where they matter: the C++11 ABI of the torch build, the extension name, PIC, torch's and CUDA's headers."""
+    from torch.utils import cpp_extension
+
+    cuda_home = cpp_extension.CUDA_HOME or os.environ.get("CUDA_HOME")
+    nvcc = str(Path(cuda_home) / "bin" / "nvcc") if cuda_home else shutil.which("nvcc")
+    if nvcc is None or not Path(nvcc).exists():
+        raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    cuda_root = Path(nvcc).resolve().parent.parent
+    cxx = os.environ.get("CXX", "c++")
+    torch_dir = Path(torch.__file__).resolve().parent
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    includes = [
+        torch_dir / "include",
+        torch_dir / "include" / "torch" / "csrc" / "api" / "include",
+        cuda_root / "include",
+        Path(sysconfig.get_paths()["include"]),
+    ]
+    compiles = [
+        [cxx, "-std=c++17", "-O3", "-fPIC", abi, f"-DTORCH_EXTENSION_NAME={EXT_NAME}",
+         "-DTORCH_API_INCLUDE_EXTENSION_H", *(f"-isystem{p}" for p in includes), f"-I{KERNEL_DIR}", "-c",
+         str(BINDING_SOURCE), "-o", str(build_dir / "selective_scan_binding.o")],
+    ]  # fmt: skip
+    for name in KERNEL_SOURCES:
+        compiles.append(
+            [nvcc, "-std=c++17", "-O3", "-lineinfo", *_gencode_flags(), "-Xcompiler", "-fPIC", abi,
+             f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / name), "-o", str(build_dir / f"{name}.o")]
+        )  # fmt: skip
+    library = build_dir / f"{EXT_NAME}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+    cuda_lib = next((d for d in (cuda_root / "lib64", cuda_root / "lib") if d.is_dir()), cuda_root / "lib64")
+    link = [
+        cxx, "-shared", *(cmd[cmd.index("-o") + 1] for cmd in compiles), f"-L{torch_dir / 'lib'}", "-lc10",
+        "-lc10_cuda", "-ltorch", "-ltorch_cpu", "-ltorch_cuda", "-ltorch_python", f"-L{cuda_lib}", "-lcudart", "-o",
+        str(library) + ".tmp",
+    ]  # fmt: skip
+    return compiles, link, library
+
+
+def _build_without_ninja(build_dir: Path, verbose: bool) -> ModuleType:
+    import hashlib
+    import importlib.util
+    import subprocess
+
+    compiles, link, library = _direct_build_commands(build_dir)
+    digest = hashlib.sha256(repr((compiles, link, torch.__version__)).encode())
+    for path in source_files() + sorted(KERNEL_DIR.glob("selectiveScanKernel*.h")):
+        digest.update(path.read_bytes())
+    stamp = library.with_suffix(".sha256")
+    if not (library.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest()):
+        procs = [(cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                 for cmd in compiles]  # fmt: skip
+        failures = []
+        for cmd, proc in procs:
+            output, _ = proc.communicate()
+            if verbose or proc.returncode != 0:
+                logger.info("%s\n%s", " ".join(cmd), output)
+            if proc.returncode != 0:
+                failures.append(f"{Path(cmd[0]).name} {cmd[cmd.index('-c') + 1]} (exit {proc.returncode})")
+        if failures:
+            raise RuntimeError(f"compilation failed: {'; '.join(failures)}")
+        proc = subprocess.run(link, capture_output=True, text=True)
+        if verbose or proc.returncode != 0:
+            logger.info("%s\n%s%s", " ".join(link), proc.stdout, proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"linking failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        os.replace(link[-1], library)  # atomic: a concurrent loader sees the old or the new library, never half
+        stamp.write_text(digest.hexdigest())
+    spec = importlib.util.spec_from_file_location(EXT_NAME, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @functools.cache
