@@ -69,8 +69,8 @@ enum Status : int
     kINTERNAL_ERROR = 3,
 };
 
-// Steps whose exp(dt * A) the portable forward kernel computes in one vector loop before the recurrence uses them: 64 steps
-// of N = 16 floats are 4 KiB, which stay in L1 between the two loops.
+// Steps whose exp(dt * A) the portable forward kernel computes in one vector loop before the recurrence uses
+// them: 64 steps of N = 16 floats are 4 KiB, which stay in L1 between the two loops.
 constexpr int64_t kCHUNK = 64;
 
 // Scratch arrays start on 128-byte boundaries (whole cache lines), and rows of L steps have room for whole
@@ -232,7 +232,8 @@ inline void expBatch(__m256* x)
 inline __m256 log1pUnit8(__m256 e)
 {
     __m256 const hi = _mm256_cmp_ps(e, _mm256_set1_ps(0.41421356F), _CMP_GE_OQ);
-    __m256 const f = _mm256_blendv_ps(e, _mm256_mul_ps(_mm256_sub_ps(e, _mm256_set1_ps(1.0F)), _mm256_set1_ps(0.5F)), hi);
+    __m256 const half = _mm256_mul_ps(_mm256_sub_ps(e, _mm256_set1_ps(1.0F)), _mm256_set1_ps(0.5F));
+    __m256 const f = _mm256_blendv_ps(e, half, hi);
     __m256 const ex = _mm256_and_ps(hi, _mm256_set1_ps(1.0F));
     __m256 const z = _mm256_mul_ps(f, f);
     __m256 y = _mm256_set1_ps(7.0376836292e-2F);
