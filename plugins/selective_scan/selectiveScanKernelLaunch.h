@@ -22,6 +22,8 @@ constexpr int32_t kMIN_BLOCKS_PER_SM = 4;
 // Time steps staged in shared memory per iteration: a power of two so the index arithmetic is shifts.
 constexpr int32_t kCHUNK_LOG2 = 6;
 constexpr int32_t kCHUNK = 1 << kCHUNK_LOG2;
+// Global loads each thread keeps in flight while staging a chunk (per array).
+constexpr int32_t kLOAD_BATCH = 8;
 // Row pitch of the shared-memory tiles, in floats. +4 keeps rows 16-byte aligned for float4 reads and shifts
 // consecutive rows by 4 banks, so the 8 rows one quarter-warp reads with 128-bit loads hit distinct banks.
 constexpr int32_t kROW = kCHUNK + 4;

@@ -190,55 +190,87 @@ __global__ void __launch_bounds__(kTHREADS, kMIN_BLOCKS_PER_SM) selectiveScanFwd
         // Steps past len (up to a multiple of 4) are staged as dt = 0, dt*u = 0: exp(0) = 1, so h passes unchanged.
         int32_t const steps = (len + 3) & ~3;
 
-        // Stage dt, dt*u, D*u (the start of y) and the gate, computed once per (d, t) rather than once per state.
-        for (int32_t e = tid; e < tileChannels * kCHUNK; e += kTHREADS)
+        // Staging. Each thread first issues kLOAD_BATCH independent loads per array, then uses them: a loop that
+        // used each value right after loading it would pay one full memory latency per element.
+        int32_t const stateElems = paddedStates * kCHUNK;
+        for (int32_t e0 = tid; e0 < stateElems; e0 += kLOAD_BATCH * kTHREADS)
         {
-            int32_t const c = e >> kCHUNK_LOG2;
-            int32_t const t = e & (kCHUNK - 1);
-            if (t >= steps)
+            float bv[kLOAD_BATCH];
+            float cv[kLOAD_BATCH];
+#pragma unroll
+            for (int32_t i = 0; i < kLOAD_BATCH; ++i)
             {
-                continue;
+                int32_t const e = e0 + i * kTHREADS;
+                int32_t const n = e >> kCHUNK_LOG2;
+                int32_t const t = e & (kCHUNK - 1);
+                bool const valid = e < stateElems && n < dstate && t < len;
+                int64_t const off = n * seqlen + t0 + t;
+                bv[i] = valid ? loadFloat(Bg + off) : 0.f;
+                cv[i] = valid ? loadFloat(Cg + off) : 0.f;
             }
-            float dt = 0.f;
-            float du = 0.f;
-            float y0 = 0.f;
-            float gate = 0.f;
-            if (c < validChannels && t < len)
+#pragma unroll
+            for (int32_t i = 0; i < kLOAD_BATCH; ++i)
             {
-                int64_t const off = c * seqlen + t0 + t;
-                float const uv = loadFloat(u + off);
-                dt = loadFloat(delta + off) + (p.deltaBias != nullptr ? __ldg(p.deltaBias + d0 + c) : 0.f);
-                if (p.deltaSoftplus)
+                int32_t const e = e0 + i * kTHREADS;
+                if (e < stateElems && (e & (kCHUNK - 1)) < steps)
                 {
-                    dt = softplus(dt);
+                    sB[(e >> kCHUNK_LOG2) * kROW + (e & (kCHUNK - 1))] = bv[i];
+                    sC[(e >> kCHUNK_LOG2) * kROW + (e & (kCHUNK - 1))] = cv[i];
                 }
-                du = dt * uv;
-                y0 = p.D != nullptr ? __ldg(p.D + d0 + c) * uv : 0.f;
-                if (z != nullptr)
-                {
-                    gate = silu(loadFloat(z + off));
-                }
-            }
-            sDt[c * kROW + t] = dt;
-            sDu[c * kROW + t] = du;
-            sY[c * kROW + t] = y0;
-            if (z != nullptr)
-            {
-                sGate[c * kROW + t] = gate;
             }
         }
-        for (int32_t e = tid; e < paddedStates * kCHUNK; e += kTHREADS)
+        // dt, dt*u, D*u (the start of y) and the gate, computed once per (d, t) rather than once per state.
+        int32_t const channelElems = tileChannels * kCHUNK;
+        for (int32_t e0 = tid; e0 < channelElems; e0 += kLOAD_BATCH * kTHREADS)
         {
-            int32_t const n = e >> kCHUNK_LOG2;
-            int32_t const t = e & (kCHUNK - 1);
-            if (t >= steps)
+            float uv[kLOAD_BATCH];
+            float dv[kLOAD_BATCH];
+            float zv[kLOAD_BATCH];
+#pragma unroll
+            for (int32_t i = 0; i < kLOAD_BATCH; ++i)
             {
-                continue;
+                int32_t const e = e0 + i * kTHREADS;
+                int32_t const c = e >> kCHUNK_LOG2;
+                int32_t const t = e & (kCHUNK - 1);
+                bool const valid = e < channelElems && c < validChannels && t < len;
+                int64_t const off = c * seqlen + t0 + t;
+                uv[i] = valid ? loadFloat(u + off) : 0.f;
+                dv[i] = valid ? loadFloat(delta + off) : 0.f;
+                zv[i] = valid && z != nullptr ? loadFloat(z + off) : 0.f;
             }
-            bool const valid = n < dstate && t < len;
-            int64_t const off = n * seqlen + t0 + t;
-            sB[n * kROW + t] = valid ? loadFloat(Bg + off) : 0.f;
-            sC[n * kROW + t] = valid ? loadFloat(Cg + off) : 0.f;
+#pragma unroll
+            for (int32_t i = 0; i < kLOAD_BATCH; ++i)
+            {
+                int32_t const e = e0 + i * kTHREADS;
+                int32_t const c = e >> kCHUNK_LOG2;
+                int32_t const t = e & (kCHUNK - 1);
+                if (e >= channelElems || t >= steps)
+                {
+                    continue;
+                }
+                float dt = 0.f;
+                float du = 0.f;
+                float y0 = 0.f;
+                float gate = 0.f;
+                if (c < validChannels && t < len)
+                {
+                    dt = dv[i] + (p.deltaBias != nullptr ? __ldg(p.deltaBias + d0 + c) : 0.f);
+                    if (p.deltaSoftplus)
+                    {
+                        dt = softplus(dt);
+                    }
+                    du = dt * uv[i];
+                    y0 = p.D != nullptr ? __ldg(p.D + d0 + c) * uv[i] : 0.f;
+                    gate = z != nullptr ? silu(zv[i]) : 0.f;
+                }
+                sDt[c * kROW + t] = dt;
+                sDu[c * kROW + t] = du;
+                sY[c * kROW + t] = y0;
+                if (z != nullptr)
+                {
+                    sGate[c * kROW + t] = gate;
+                }
+            }
         }
         __syncthreads();
 
