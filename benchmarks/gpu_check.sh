@@ -45,7 +45,9 @@ if torch.cuda.is_available():
 else:
     print()
 nvcc = shutil.which("nvcc")
-version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] if nvcc else "not found"
+version = "not found"
+if nvcc:
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
 print(f"nvcc: {nvcc} ({version})")
 EOF
 if ! "${py}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -76,8 +78,8 @@ else
 fi
 
 step "benchmark: benchmarks/bench_scan_cuda.py ${bench_args[*]:-}"
-timeout 210 "${py}" benchmarks/bench_scan_cuda.py --out "${logs}/bench_scan_cuda.json" --budget-s 150 "${bench_args[@]}" \
-    2>&1 | tee "${logs}/bench.log"
+timeout 210 "${py}" benchmarks/bench_scan_cuda.py --out "${logs}/bench_scan_cuda.json" --budget-s 150 \
+    ${bench_args[@]+"${bench_args[@]}"} 2>&1 | tee "${logs}/bench.log"
 rc=${PIPESTATUS[0]}
 if [[ ${rc} -ne 0 ]]; then
     echo "gpu_check: benchmark exited with ${rc} (1: a parity check failed; 2: kernel unavailable; 124: timeout)" >&2
