@@ -4,7 +4,8 @@ Shapes are the paper preset's real ones (float32, delta_softplus, with D, z and 
 SS2D at B = 1 (KD = 2048 in K = 4 groups, N = 16, L = 1024 / 256 / 64 tokens), the temporal blocks (K = 1,
 KD = 512, L = 768 / 512 / 256) and SS2D at batch 8 on the finest level. Every number is a median (and p90) over
 timed calls after warm-up; speedups are against the reference measured in the same run. The reference takes
-seconds per call at the large shapes, so it gets fewer iterations and is skipped where it would take minutes.
+seconds per forward call and minutes per forward+backward call at the large shapes (its autograd graph has a node
+per step), so it is timed once, without warm-up, and skipped at batch 8: a full run takes 10-30 minutes.
 
     python benchmarks/bench_scan_cpu.py --json scan_cpu.json
     python benchmarks/bench_scan_cpu.py --shapes ss2d_L1024,temporal_L768 --iterations 20
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated subset of {', '.join(SHAPES)}")
     parser.add_argument("--iterations", type=int, default=10, help="timed calls of the torch path and the kernel")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (not for the reference)")
-    parser.add_argument("--ref-iterations", type=int, default=2, help="timed calls of the reference (0 skips it)")
+    parser.add_argument("--ref-iterations", type=int, default=1, help="timed calls of the reference (0 skips it)")
     parser.add_argument(
         "--ref-max-updates",
         type=int,

@@ -401,7 +401,6 @@ struct BackwardWork
     T* decay;  // (L, N) exp(dt * A)
     T* hs;     // (L + 1, N) states; hs[0] = h_{-1} = 0, hs[t + 1] = h_t
     T* adj;    // (N,) adjoint state (portable kernel with a run-time N)
-    T* dAsum;  // (N,) a channel's dA summed over the batch
 
     BackwardWork(T* w, int64_t L, int64_t N)
         : dt(w)
@@ -412,13 +411,12 @@ struct BackwardWork
         , decay(dout + roundUp(L))
         , hs(decay + roundUp(L * N))
         , adj(hs + roundUp((L + 1) * N))
-        , dAsum(adj + roundUp(N))
     {
     }
 
     static int64_t size(int64_t L, int64_t N)
     {
-        return 5 * roundUp(L) + roundUp(L * N) + roundUp((L + 1) * N) + 2 * roundUp(N);
+        return 5 * roundUp(L) + roundUp(L * N) + roundUp((L + 1) * N) + roundUp(N);
     }
 };
 
@@ -547,13 +545,13 @@ T finishDelta(ScanArgs<T> const& a, T const* __restrict__ dtGrad, T* __restrict_
     return dBias;
 }
 
-// Per-channel sums the backward pass accumulates over the batch before writing them once.
+// Where the backward pass of one channel adds its contributions that are summed over the batch.
 template <typename T>
 struct ChannelSums
 {
-    T* dA; // (N,)
-    T dD;
-    T dBias;
+    T* dA;    // (N,)
+    T* dD;    // a scratch value when there is no D
+    T* dBias; // a scratch value when there is no delta_bias
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -670,7 +668,7 @@ struct PortableKernel
             }
             w.yPre[t] = acc;
         }
-        sums.dD += gateBackward(a, g, ch, w.yPre, w.dout);
+        *sums.dD += gateBackward(a, g, ch, w.yPre, w.dout);
 
         T const* __restrict__ dLast = g.dlastState != nullptr ? g.dlastState + ch.state : nullptr;
         for (int64_t n = 0; n < N; ++n)
@@ -706,7 +704,7 @@ struct PortableKernel
             du[t] += dtc * gB;
             ddelta[t] = u[t] * gB + qA;
         }
-        sums.dBias += finishDelta(a, w.dtGrad, ddelta);
+        *sums.dBias += finishDelta(a, w.dtGrad, ddelta);
     }
 };
 
@@ -900,7 +898,7 @@ struct Avx2Kernel
                 }
             }
         }
-        sums.dD += gateBackward(a, g, ch, w.yPre, w.dout);
+        *sums.dD += gateBackward(a, g, ch, w.yPre, w.dout);
 
         __m256 adj[kV];
         __m256 dAsum[kV];
@@ -960,7 +958,7 @@ struct Avx2Kernel
         {
             _mm256_storeu_ps(sums.dA + 8 * v, dAsum[v]);
         }
-        sums.dBias += finishDelta(a, w.dtGrad, ddelta);
+        *sums.dBias += finishDelta(a, w.dtGrad, ddelta);
     }
 };
 #endif
@@ -1068,31 +1066,32 @@ int backward(ScanArgs<T> const& a, ScanGrads<T> const& g, int numThreads)
             int const tid = omp_get_thread_num();
             int const team = omp_get_num_threads(); // may be fewer than asked (OMP_THREAD_LIMIT, nesting)
             T* work = workAll.data() + tid * workStride;
-            T* dAsum = BackwardWork<T>(work, a.seqlen, N).dAsum;
             T* dBAcc = accAll.data() + 2 * tid * accSize;
             T* dCAcc = dBAcc + accSize;
             std::fill(dBAcc, dBAcc + 2 * accSize, T(0));
-            // Static scheduling: which thread sums which channel into its dB/dC buffer must not depend on timing.
-#pragma omp for schedule(static)
-            for (int64_t d = 0; d < a.dim; ++d)
+            // A fixed block of channels per thread: which thread sums which channel into its dB/dC buffer must not
+            // depend on timing, and dA, dD and d(delta_bias) of a channel have a single writer. Batch outermost, so
+            // consecutive channels share their group's slice of B, C, dB and dC (cache reuse at batch > 1).
+            int64_t const d0 = a.dim * tid / team;
+            int64_t const d1 = a.dim * (tid + 1) / team;
+            std::fill(g.dA + d0 * N, g.dA + d1 * N, T(0));
+            T unused[2] = {};
+            for (int64_t d = d0; d < d1; ++d)
             {
-                std::fill(dAsum, dAsum + N, T(0));
-                ChannelSums<T> sums{dAsum, T(0), T(0)};
-                for (int64_t b = 0; b < a.batch; ++b)
+                (g.dD != nullptr ? g.dD[d] : unused[0]) = T(0);
+                (g.ddeltaBias != nullptr ? g.ddeltaBias[d] : unused[1]) = T(0);
+            }
+            for (int64_t b = 0; b < a.batch; ++b)
+            {
+                for (int64_t d = d0; d < d1; ++d)
                 {
+                    ChannelSums<T> sums{g.dA + d * N, g.dD != nullptr ? g.dD + d : &unused[0],
+                        g.ddeltaBias != nullptr ? g.ddeltaBias + d : &unused[1]};
                     Kernel::backward(a, g, b, d, work, dBAcc, dCAcc, sums);
                 }
-                std::copy(dAsum, dAsum + N, g.dA + d * N);
-                if (g.dD != nullptr)
-                {
-                    g.dD[d] = sums.dD;
-                }
-                if (g.ddeltaBias != nullptr)
-                {
-                    g.ddeltaBias[d] = sums.dBias;
-                }
             }
-            // The implicit barrier above makes every thread's buffer complete; sum them in thread order.
+#pragma omp barrier
+            // Every thread's buffer is complete after the barrier; sum them in thread order.
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < accSize; ++i)
             {
