@@ -1,0 +1,99 @@
+"""`m2s2l-edge export`: ONNX with one SelectiveScan node per scan (plugin) or standard ops only (portable)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from m2s2l_edge.cli.errors import EXIT_BAD_INPUT, fail, user_errors
+
+# Third-party loggers that narrate every optimisation pass at INFO; shown with --verbose only.
+_CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+def default_output(preset: str, scan: str, precision: str, batch: int, dynamic: bool) -> Path:
+    return Path(f"m2s2l_{preset}_{scan}_{precision}_{'dynamic' if dynamic else f'b{batch}'}.onnx")
+
+
+def _quiet_exporter() -> None:
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"parity with PyTorch float32 ({report.precision}, {report.scan} scan via {report.scan_backend})")
+    for col in ("inputs", "batch", "quantity", "max abs", "allowed", "rel", ""):
+        table.add_column(col, justify="left" if col in ("inputs", "quantity") else "right")
+    for r in report.rows:
+        table.add_row(r.inputs, str(r.batch), r.quantity, f"{r.max_abs:.3g}", f"{r.allowed:.3g}", f"{r.rel:.3g}",
+                      "ok" if r.ok else "[bold red]FAIL[/]")
+    tol = report.tolerance
+    table.caption = f"allowed = {tol.atol:g} + {tol.rtol:g} · max |torch|; rel = max abs / max |torch|"
+    Console(stderr=not report.passed).print(table)
+
+
+def export(
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint to export.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="Preset: with --weights, the preset the checkpoint must hold; alone, fresh weights from --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fresh weights of --preset.")] = 0,
+    scan: Annotated[str, typer.Option(
+        help="plugin: one SelectiveScan node per scan (TensorRT plugin); portable: standard ONNX ops only.",
+    )] = "plugin",
+    half: Annotated[bool, typer.Option("--half/--fp32", help="FP16 graph (scan state stays FP32) or FP32.")] = False,
+    batch: Annotated[int, typer.Option(help="Fixed batch size (--dynamic makes the batch symbolic instead).")] = 1,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Symbolic batch dimension.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
+    out: Annotated[Path | None, typer.Option(
+        help="Output .onnx (default m2s2l_<preset>_<scan>_<precision>_<batch>.onnx); metadata goes to <out>.json.",
+    )] = None,
+    output_format: Annotated[str, typer.Option("--format", help="Output format: onnx.")] = "onnx",
+    check: Annotated[bool, typer.Option(
+        "--check/--no-check", help="Check parity with PyTorch in ONNX Runtime before publishing the file.")] = True,
+    dataset: Annotated[str | None, typer.Option(
+        help="Data set the weights were trained on, for λ (default: the checkpoint's).")] = None,
+    lambda_: Annotated[float | None, typer.Option(
+        "--lambda", help="Score weight λ of the frame PSNR (default: the paper's for --dataset, else 0.5).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the parity check.")] = None,
+) -> None:
+    """Export M²S²L to ONNX, with its metadata, and check it against PyTorch in ONNX Runtime."""
+    from m2s2l_edge.export.onnx_export import FORMATS
+
+    with user_errors():
+        if output_format not in FORMATS:
+            raise ValueError(f"unknown format {output_format!r}; valid: {', '.join(FORMATS)}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        from m2s2l_edge.export.onnx_export import ExportConfig, export_and_check, load_source_model
+        from m2s2l_edge.export.parity import ParityError
+
+        config = ExportConfig(scan=scan, precision="fp16" if half else "fp32", batch=batch, dynamic_batch=dynamic,
+                              opset=opset)
+        if weights is None and preset is None:
+            raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
+        _quiet_exporter()
+        model, source = load_source_model(weights, preset, seed)
+        out = out or default_output(model.cfg.name, config.scan, config.precision, batch, dynamic)
+        try:
+            path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
+                                            check=check, threads=threads)
+        except ParityError as e:
+            _print_report(e.report)
+            raise fail(f"{e}; nothing written to {out}", EXIT_BAD_INPUT) from None
+    if report is not None:
+        _print_report(report)
+    size_mb = path.stat().st_size / 1e6
+    typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, {config.precision}, "
+               f"batch {config.batch_label}, opset {config.opset}")

@@ -1,0 +1,86 @@
+"""`m2s2l-edge bench`: the trtexec-like summary, the JSON record, and bad input as one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from m2s2l_edge.cli.app import app
+
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "onnxruntime_extensions")),
+    reason="needs onnx, onnxruntime and onnxruntime-extensions (pip install 'm2s2l-edge[onnx]')",
+)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    from test_export import tiny_exports
+
+    return tiny_exports(tmp_path_factory, "fp32")
+
+
+def _check_summary(output: str) -> None:
+    for fragment in ("=== Performance summary ===", "Throughput:", "mean = ", "median = ", "percentile(90%)",
+                     "percentile(99%)", "Machine:"):
+        assert fragment in output, output
+
+
+@needs_onnx
+def test_bench_onnx_prints_summary_and_writes_json(tmp_path, exports):
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(app, ["bench", "--onnx", str(exports["portable"]), "--batch", "2", "--warmup", "1",
+                                 "--iterations", "3", "--threads", "1", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    _check_summary(r.output)
+    data = json.loads(out.read_text())
+    assert data["backend"] == "onnxruntime" and data["threads"] == 1
+    assert data["input"]["shape"] == [2, 4, 3, 64, 64]
+    assert data["latency"]["iterations"] == 3 and data["latency"]["fps"] > 0
+    assert {"mean_ms", "median_ms", "p90_ms", "p99_ms"} <= set(data["latency"])
+    assert data["model"]["preset"] == "tiny" and data["model"]["scan"] == "portable"
+    assert "cpu_count" in data["machine"] and "onnxruntime" in data["machine"]
+    assert "load_average" in data
+
+
+def test_bench_torch_to_stdout_json():
+    r = CliRunner().invoke(app, ["bench", "--torch", "--preset", "tiny", "--warmup", "0", "--iterations", "2",
+                                 "--json", "-"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["backend"] == "torch" and data["input"]["shape"] == [1, 4, 3, 64, 64]
+
+
+def test_bench_torch_summary():
+    r = CliRunner().invoke(app, ["bench", "--torch", "--preset", "tiny", "--warmup", "0", "--iterations", "2"])
+    assert r.exit_code == 0, r.output
+    _check_summary(r.output)
+
+
+def _one_line_error(result, code: int, fragment: str) -> None:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
+
+
+def test_bench_needs_exactly_one_source(tmp_path):
+    _one_line_error(CliRunner().invoke(app, ["bench"]), 1, "choose one model source")
+    r = CliRunner().invoke(app, ["bench", "--torch", "--onnx", str(tmp_path / "m.onnx"), "--preset", "tiny"])
+    _one_line_error(r, 1, "--onnx and --torch")
+    _one_line_error(CliRunner().invoke(app, ["bench", "--torch"]), 1, "--preset")
+
+
+def test_bench_bad_values(tmp_path):
+    _one_line_error(CliRunner().invoke(app, ["bench", "--onnx", str(tmp_path / "none.onnx")]), 1, "does not exist")
+    r = CliRunner().invoke(app, ["bench", "--torch", "--preset", "tiny", "--iterations", "0"])
+    _one_line_error(r, 1, "iterations must be >= 1")
+    _one_line_error(CliRunner().invoke(app, ["bench", "--torch", "--preset", "huge"]), 1, "unknown preset 'huge'")
+
+
+@needs_onnx
+def test_bench_plugin_flavour_without_python_scan_exits_3(exports):
+    r = CliRunner().invoke(app, ["bench", "--onnx", str(exports["plugin"]), "--iterations", "1"])
+    _one_line_error(r, 3, "--scan portable")

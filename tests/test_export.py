@@ -1,0 +1,436 @@
+"""`m2s2l-edge export`: both flavours and both precisions of the tiny preset, checked graph by graph and in ONNX
+Runtime.
+
+One trace per precision serves both flavours (``trace_onnx``); the exported files are cached for the session under
+pytest's base temp folder, where tests/test_runtime.py and tests/test_bench_cli.py find them too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime_extensions")
+
+import onnx  # noqa: E402
+from m2s2l_edge.export import metadata as meta_mod  # noqa: E402
+from m2s2l_edge.export.onnx_export import (  # noqa: E402
+    ExportConfig,
+    export_and_check,
+    fold_scan_parameters,
+    load_source_model,
+    trace_onnx,
+)
+from m2s2l_edge.export.parity import TOLERANCES, ParityError, Tolerance  # noqa: E402
+from m2s2l_edge.export.scan_onnx import lower_scans, scan_op_schema  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from m2s2l_edge.cli.app import app  # noqa: E402
+from m2s2l_edge.ops import selective_scan_ref, spec  # noqa: E402
+
+FLAVOURS = ("plugin", "portable")
+
+
+def tiny_exports(tmp_path_factory, precision: str) -> dict:
+    """{"plugin": path, "portable": path, "reports": {...}} for the tiny preset (seed 0, dynamic batch), exported once
+    per session with the parity check on."""
+    root = tmp_path_factory.getbasetemp() / f"tiny_exports_{precision}"
+    paths = {s: root / f"tiny_{s}_{precision}.onnx" for s in FLAVOURS}
+    reports_file = root / "reports.json"
+    if not reports_file.exists():
+        root.mkdir(exist_ok=True)
+        model, source = load_source_model(preset="tiny", seed=0)
+        config = ExportConfig(precision=precision, dynamic_batch=True)
+        traced = trace_onnx(model, config)
+        reports = {}
+        for scan in FLAVOURS:
+            _, report = export_and_check(model, paths[scan], dataclasses.replace(config, scan=scan), source=source,
+                                         dataset="ped2", check=True, threads=2, traced=traced)
+            reports[scan] = report.as_dict()
+        reports_file.write_text(json.dumps(reports))
+    return {**paths, "reports": json.loads(reports_file.read_text())}
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return tiny_exports(tmp_path_factory, "fp32")
+
+
+@pytest.fixture(scope="module")
+def fp16(tmp_path_factory):
+    return tiny_exports(tmp_path_factory, "fp16")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    model, _ = load_source_model(preset="tiny", seed=0)
+    return model
+
+
+def scan_calls(model) -> int:
+    """Scan calls of one forward pass, counted by the profiler on a model built with the custom op (independent of
+    the exporter's own count)."""
+    from m2s2l_edge.export.onnx_export import export_copy
+
+    op_model = export_copy(model, "fp32")
+    clip = torch.zeros(1, model.cfg.clip_len, 3, model.cfg.image_size, model.cfg.image_size)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        op_model.predict(clip)
+    return sum(1 for e in prof.events() if e.name == "m2s2l::selective_scan")
+
+
+def _types(model) -> dict[str, int]:
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    return types
+
+
+# --- graphs ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("scan", FLAVOURS)
+def test_checker_full_check_passes(request, precision, scan):
+    paths = request.getfixturevalue(precision)
+    onnx.checker.check_model(onnx.load(str(paths[scan])), full_check=True)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_plugin_graph_has_one_node_per_scan_call(request, precision, tiny_model):
+    model = onnx.load(str(request.getfixturevalue(precision)["plugin"]))
+    nodes = [n for n in model.graph.node if n.op_type == spec.OP_NAME]
+    assert len(nodes) == scan_calls(tiny_model) == 6  # 3 SS2D (K=4) + 3 temporal Mamba blocks (K=1)
+    assert {n.domain for n in nodes} == {spec.ONNX_DOMAIN}
+    assert {(o.domain, o.version) for o in model.opset_import if o.domain == spec.ONNX_DOMAIN} == {
+        (spec.ONNX_DOMAIN, spec.ONNX_DOMAIN_VERSION)}
+    inits = {i.name: i for i in model.graph.initializer}
+    types = _types(model)
+    act = onnx.TensorProto.FLOAT16 if precision == "fp16" else onnx.TensorProto.FLOAT
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs == {"delta_softplus": 1, "plugin_version": spec.PLUGIN_VERSION.encode(),
+                         "plugin_namespace": spec.PLUGIN_NAMESPACE.encode()}
+        assert {a.name: a.type for a in node.attribute}["delta_softplus"] == onnx.AttributeProto.INT
+        assert len(node.input) in (7, 8)  # the temporal blocks pass the gate z as 8th input
+        named = dict(zip(spec.INPUT_NAMES, node.input, strict=False))
+        for role in ("A", "D", "delta_bias"):
+            assert named[role] in inits, f"{role} of {node.name} is computed at run time"
+            assert types[named[role]] == onnx.TensorProto.FLOAT  # parameters stay FP32 in both precisions
+        for role in ("u", "delta", "B", "C", "z"):
+            if role in named:
+                assert types[named[role]] == act, (node.name, role)
+        assert types[node.output[0]] == act
+        a = onnx.numpy_helper.to_array(inits[named["A"]])
+        assert a.dtype == np.float32 and np.all(a < 0)
+    assert sum(len(n.input) == 8 for n in nodes) == 3
+
+
+def test_plugin_A_is_minus_exp_A_log_of_the_float32_weights(fp16, tiny_model):
+    # Even in FP16 the folded A comes from the float32 A_log, not from an FP16-rounded one.
+    model = onnx.load(str(fp16["plugin"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    want = [(-torch.exp(m.A_log.detach().float())).numpy() for m in tiny_model.modules() if hasattr(m, "A_log")]
+    got = [inits[n.input[2]] for n in model.graph.node if n.op_type == spec.OP_NAME]
+    for a in got:
+        assert any(a.shape == w.shape and np.array_equal(a, w) for w in want)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("scan", FLAVOURS)
+def test_only_standard_ops_besides_selective_scan(request, precision, scan):
+    model = onnx.load(str(request.getfixturevalue(precision)[scan]))
+    allowed = {"", "ai.onnx"} | ({spec.ONNX_DOMAIN} if scan == "plugin" else set())
+    assert {n.domain for n in model.graph.node} <= allowed
+    assert not [n for n in model.graph.node if n.op_type.lower().startswith("aten")]
+    assert len(model.functions) == 0
+    if scan == "portable":
+        assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+        assert sum(n.op_type == "Scan" for n in model.graph.node) == 6
+
+
+def test_fp16_graph_has_explicit_casts_and_float32_io(fp16):
+    model = onnx.load(str(fp16["portable"]))
+    io = [*model.graph.input, *model.graph.output]
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+    # The clip is read by a Shape (the dynamic batch) and otherwise only through its Cast to FP16.
+    consumers = [n for n in model.graph.node if "clip" in n.input and n.op_type != "Shape"]
+    assert [n.op_type for n in consumers] == ["Cast"]
+    # Every portable scan widens its FP16 inputs before the recurrence and narrows y after it.
+    casts = [n for n in model.graph.node if n.op_type == "Cast" and n.name.startswith("portable_scan_")]
+    to = [onnx.helper.get_attribute_value(a) for n in casts for a in n.attribute if a.name == "to"]
+    assert to.count(onnx.TensorProto.FLOAT) >= 6 * 4 and to.count(onnx.TensorProto.FLOAT16) == 6
+
+
+# --- numerics -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("scan", FLAVOURS)
+def test_parity_with_pytorch(request, precision, scan):
+    report = request.getfixturevalue(precision)["reports"][scan]
+    assert report["passed"], report
+    quantities = {(r["inputs"], r["batch"], r["quantity"]) for r in report["rows"]}
+    assert {("random", 1, "frame_pred"), ("random", 3, "motion_pred"), ("synthetic", 3, "score")} <= quantities
+    assert all(r["max_abs"] <= r["allowed"] for r in report["rows"])
+    if precision == "fp32":
+        assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= 1e-4
+        assert max(r["rel"] for r in report["rows"]) <= 1e-4
+
+
+def test_dynamic_batch_runs_batch_1_and_3(fp32):
+    import onnxruntime as ort
+
+    model = onnx.load(str(fp32["portable"]))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = ort.InferenceSession(str(fp32["portable"]), providers=["CPUExecutionProvider"])
+    for b in (1, 3):
+        clips = np.random.default_rng(b).uniform(-1, 1, (b, 4, 3, 64, 64)).astype(np.float32)
+        frame, motion = session.run(None, {"clip": clips})
+        assert frame.shape == motion.shape == (b, 3, 64, 64)
+
+
+def _single_scan_model(kd: int, k: int, n: int, length: int, gated: bool, dtype):
+    """A one-node plugin-flavour graph: SelectiveScan over graph inputs, A / D / delta_bias as initializers."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    rng = np.random.default_rng(kd + k + n + length + gated)
+    params = {
+        "A": -np.exp(rng.normal(size=(kd, n))).astype(np.float32),
+        "D": rng.normal(size=kd).astype(np.float32),
+        "delta_bias": rng.normal(size=kd).astype(np.float32),
+    }
+    shapes = {"u": ["b", kd, length], "delta": ["b", kd, length], "B": ["b", k, n, length],
+              "C": ["b", k, n, length], "z": ["b", kd, length]}
+    names = list(spec.INPUT_NAMES[:7]) + (["z"] if gated else [])
+    node = oh.make_node(spec.OP_NAME, names, ["y"], domain=spec.ONNX_DOMAIN, delta_softplus=1,
+                        plugin_version=spec.PLUGIN_VERSION, plugin_namespace=spec.PLUGIN_NAMESPACE)
+    graph = oh.make_graph(
+        [node], "scan", [oh.make_tensor_value_info(x, t, shapes[x]) for x in names if x in shapes],
+        [oh.make_tensor_value_info("y", t, ["b", kd, length])],
+        initializer=[onnx.numpy_helper.from_array(v, name) for name, v in params.items()],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18), oh.make_opsetid(spec.ONNX_DOMAIN, 1)])
+    return model, params
+
+
+@pytest.mark.parametrize("form", ["in_body", "precompute"])
+@pytest.mark.parametrize(("kd", "k", "gated", "dtype"), [(8, 4, False, np.float32), (6, 1, True, np.float32),
+                                                         (8, 4, True, np.float16)])
+def test_portable_scan_matches_the_reference(form, kd, k, gated, dtype):
+    import onnxruntime as ort
+
+    n, length, batch = 3, 9, 2
+    model, params = _single_scan_model(kd, k, n, length, gated, dtype)
+    portable = lower_scans(model, form=form)
+    onnx.checker.check_model(portable, full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {"u": rng.normal(size=(batch, kd, length)), "B": rng.normal(size=(batch, k, n, length)),
+             "C": rng.normal(size=(batch, k, n, length)), "z": rng.normal(size=(batch, kd, length)),
+             # Large steps too: softplus(delta) up to ~100 must neither overflow nor lose the state (exp(dt·A) ≈ 0).
+             "delta": np.concatenate([rng.normal(size=(batch, kd, length - 2)),
+                                      np.full((batch, kd, 2), 100.0)], axis=-1)}
+    feeds = {x: v.astype(dtype) for x, v in feeds.items() if gated or x != "z"}
+    (y,) = ort.InferenceSession(portable.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    as64 = {x: torch.from_numpy(v.astype(np.float64)) for x, v in {**feeds, **params}.items()}
+    want = selective_scan_ref(as64["u"], as64["delta"], as64["A"], as64["B"], as64["C"], as64["D"], as64.get("z"),
+                              as64["delta_bias"], True).numpy()
+    assert y.dtype == dtype and np.all(np.isfinite(y))
+    tol = 2e-3 if dtype == np.float16 else 1e-5  # FP16: one rounding of y (and of the inputs, already in feeds)
+    np.testing.assert_allclose(y.astype(np.float64), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_scan_parameters_fold_into_initializers():
+    from onnx import helper as oh
+
+    model, params = _single_scan_model(8, 4, 3, 5, False, np.float32)
+    graph = model.graph
+    a_log = np.log(-params["A"])
+    kept = [i for i in graph.initializer if i.name != "A"]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, onnx.numpy_helper.from_array(a_log.astype(np.float32), "A_log")])
+    nodes = [oh.make_node("Exp", ["A_log"], ["A_exp"]), oh.make_node("Neg", ["A_exp"], ["A"]), *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    assert fold_scan_parameters(model) == 1
+    assert [n.op_type for n in graph.node] == [spec.OP_NAME]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    assert "A_log" not in inits
+    np.testing.assert_allclose(inits["A"], params["A"], rtol=1e-6)
+
+
+def test_schema_lists_the_plugin_contract():
+    schema = scan_op_schema()
+    assert [i.name for i in schema.inputs] == list(spec.INPUT_NAMES)
+    assert set(schema.attributes) == {"delta_softplus", "plugin_version", "plugin_namespace"}
+    assert schema.domain == spec.ONNX_DOMAIN
+
+
+# --- metadata -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scan", FLAVOURS)
+def test_metadata_round_trips(fp32, scan, tiny_model):
+    path = fp32[scan]
+    meta = meta_mod.read_metadata(path)
+    assert meta.model_config == tiny_model.cfg.replace(scan_backend="auto")
+    assert (meta.preset, meta.clip_len, meta.image_size) == ("tiny", 4, 64)
+    assert (meta.scan, meta.precision, meta.batch, meta.opset, meta.scan_calls) == (scan, "fp32", "dynamic", 18, 6)
+    assert meta.normalization == "[-1, 1]" and meta.dataset == "ped2" and meta.lam == 0.6
+    assert {"m2s2l_edge", "torch", "onnx"} <= set(meta.versions)
+    assert meta.input_shape == ("dynamic", 4, 3, 64, 64)
+    sidecar = json.loads(meta_mod.sidecar_path(path).read_text())
+    assert meta_mod.ExportMetadata.from_dict(sidecar) == meta
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["preset"] == "tiny" and props["lambda"] == "0.6" and props["scan"] == scan
+    # Without the ONNX file the sidecar alone still describes the model (what an engine next to it relies on).
+    engine = path.with_suffix(".engine")
+    engine.write_bytes(b"not an onnx")
+    meta_mod.sidecar_path(engine).write_text(meta_mod.sidecar_path(path).read_text())
+    assert meta_mod.read_metadata(engine) == meta
+
+
+def test_lambda_resolution():
+    assert meta_mod.resolve_lambda("avenue", None) == (0.4, "paper (avenue)")
+    assert meta_mod.resolve_lambda("synthetic", None)[0] == 0.5
+    assert meta_mod.resolve_lambda("ped2", 0.3) == (0.3, "explicit")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        meta_mod.resolve_lambda(None, 1.5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown scan flavour 'fast'; valid: plugin, portable"):
+        ExportConfig(scan="fast")
+    with pytest.raises(ValueError, match="unknown precision"):
+        ExportConfig(precision="int8")
+    with pytest.raises(ValueError, match="opset must be >= 18"):
+        ExportConfig(opset=17)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        ExportConfig(batch=0)
+
+
+@pytest.mark.slow
+def test_failed_parity_publishes_nothing(tmp_path, tiny_model, monkeypatch):
+    # A bound no export can meet: the check fails on the written temporary file, which is then removed.
+    import m2s2l_edge.export.parity as parity
+
+    monkeypatch.setitem(parity.TOLERANCES, "fp32", Tolerance(rtol=0.0))
+    config = ExportConfig(scan="portable", dynamic_batch=False, batch=1)
+    traced = trace_onnx(tiny_model, config)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ParityError) as info:
+        export_and_check(tiny_model, out, config, traced=traced, check=True, threads=1)
+    assert not info.value.report.passed and "FAILED" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    # The same trace exports fine without the check; a fixed batch serves any number of clips in chunks.
+    export_and_check(tiny_model, out, config, traced=traced, check=False)
+    from m2s2l_edge.runtime import create_backend
+
+    backend = create_backend("onnxruntime", out, threads=1)
+    assert backend.inputs[0].shape == (1, 4, 3, 64, 64)
+    clips = np.random.default_rng(0).uniform(-1, 1, (3, 4, 3, 64, 64)).astype(np.float32)
+    with torch.inference_mode():
+        want = tiny_model.predict(torch.from_numpy(clips))[0].numpy()
+    np.testing.assert_allclose(backend.run(clips)["frame_pred"], want, atol=1e-5)
+
+
+# --- CLI: bad input is one line, a non-zero exit, and no file -----------------------------------------------------
+
+
+def _one_line_error(result, code: int, *fragments: str) -> None:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def _no_onnx_left(folder) -> None:
+    assert not [p for p in folder.rglob("*") if ".onnx" in p.name], list(folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, tiny_model):
+    from m2s2l_edge.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_checkpoint(path, tiny_model, extra={"dataset": "avenue"})
+    return path
+
+
+def test_cli_missing_checkpoint(tmp_path):
+    r = CliRunner().invoke(app, ["export", "--weights", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "does not exist")
+    _no_onnx_left(tmp_path)
+
+
+def test_cli_corrupt_checkpoint(tmp_path, tiny_checkpoint):
+    # A truncated file: an interrupted copy or download.
+    bad = tmp_path / "bad.ckpt"
+    data = tiny_checkpoint.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    r = CliRunner().invoke(app, ["export", "--weights", str(bad), "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "corrupt")
+    _no_onnx_left(tmp_path)
+
+
+def test_cli_checkpoint_of_another_preset(tmp_path, tiny_checkpoint):
+    r = CliRunner().invoke(app, ["export", "--preset", "small", "--weights", str(tiny_checkpoint),
+                                 "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "'tiny'", "'small'")
+    _no_onnx_left(tmp_path)
+
+
+def test_cli_unknown_flavour_and_format(tmp_path):
+    r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--scan", "fast", "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "unknown scan flavour 'fast'", "plugin, portable")
+    r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--format", "engine", "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "unknown format 'engine'")
+    _no_onnx_left(tmp_path)
+
+
+def test_cli_unwritable_output(tmp_path, tiny_checkpoint):
+    r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out",
+                                 str(tmp_path / "missing" / "m.onnx")])
+    _one_line_error(r, 1, "does not exist")
+    r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out", str(tmp_path)])
+    _one_line_error(r, 1, "is a folder")
+    _no_onnx_left(tmp_path)
+
+
+def test_cli_read_only_folder(tmp_path, tiny_checkpoint):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out", str(ro / "m.onnx")])
+        _one_line_error(r, 1, "permission denied")
+    finally:
+        ro.chmod(0o700)
+    _no_onnx_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_export_from_checkpoint(tmp_path, tiny_checkpoint):
+    out = tmp_path / "tiny.onnx"
+    r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--preset", "tiny", "--scan", "plugin",
+                                 "--half", "--batch", "2", "--out", str(out), "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    assert "parity with PyTorch" in r.output and f"wrote {out}" in r.output
+    meta = meta_mod.read_metadata(out)
+    # λ from the checkpoint's data set, batch fixed, FP16, plugin.
+    assert (meta.dataset, meta.lam, meta.batch, meta.precision, meta.scan) == ("avenue", 0.4, 2, "fp16", "plugin")
+    assert "checkpoint tiny.ckpt" in meta.weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]
