@@ -25,6 +25,9 @@ _COMMAND_MODULES = (
     "m2s2l_edge.cli.profile_cmd",
     "m2s2l_edge.cli.export_cmd",
     "m2s2l_edge.cli.bench_cmd",
+    "m2s2l_edge.cli.train_cmd",
+    "m2s2l_edge.cli.eval_cmd",
+    "m2s2l_edge.cli.demo_cmd",
 )
 
 

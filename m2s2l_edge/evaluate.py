@@ -1,0 +1,403 @@
+"""Frame-level evaluation (DESIGN.md §4) over any inference backend.
+
+Protocol, in order:
+
+1. every test video is run clip by clip: the clip ending at frame t-1 predicts frame t, so the first T frames
+   (T = clip length) have no prediction and are dropped from the scores *and* the labels;
+2. per predicted frame: PSNR of the predicted frame and PSNR of the predicted motion (frame difference), both on
+   [0, 1] images with MAX = 1 (:func:`m2s2l_edge.scoring.psnr`);
+3. fused per video: λ·PSNR_app + (1−λ)·PSNR_mot, min-max normalised *within the video*, anomaly = 1 − normalised;
+4. micro AUC: ``roc_auc_score`` over the scores and labels of all videos concatenated (the published numbers);
+   macro AUC: the mean of per-video AUCs over the videos that hold both classes (the others are counted as skipped).
+
+No choice here (checkpoint, λ, smoothing) looks at the labels.
+
+A backend is any object with ``run(clips) -> {"frame_pred", "motion_pred"}`` (see :mod:`m2s2l_edge.runtime.base`);
+clips are (B, T, 3, H, W) float32 in [-1, 1], outputs (B, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from m2s2l_edge.scoring import anomaly_scores
+
+logger = logging.getLogger(__name__)
+
+
+# --- the AUC protocol (pure numpy) -------------------------------------------------------------------------------
+
+
+def drop_unpredicted(labels: Sequence[np.ndarray], clip_len: int) -> list[np.ndarray]:
+    """Labels of the frames that get a score: frames T .. N-1 of each video (the first T have no prediction)."""
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    return [np.asarray(lab).reshape(-1)[clip_len:] for lab in labels]
+
+
+def per_video_scores(psnr_app: Sequence[np.ndarray], psnr_mot: Sequence[np.ndarray], lam: float) -> list[np.ndarray]:
+    """Anomaly scores in [0, 1] per video (higher = more anomalous), min-max normalised within each video."""
+    if len(psnr_app) != len(psnr_mot):
+        raise ValueError(f"{len(psnr_app)} appearance but {len(psnr_mot)} motion PSNR arrays")
+    return [anomaly_scores(a, m, lam) if len(a) else np.zeros(0) for a, m in zip(psnr_app, psnr_mot, strict=True)]
+
+
+@dataclass(frozen=True)
+class AUCResult:
+    micro: float  # roc_auc_score over all videos concatenated
+    macro: float  # mean per-video AUC over the videos with both classes (nan if there are none)
+    per_video: tuple[float | None, ...]  # None where a video holds a single class
+    skipped: tuple[int, ...]  # indices of the videos left out of the macro AUC
+
+    @property
+    def videos_in_macro(self) -> int:
+        return len(self.per_video) - len(self.skipped)
+
+
+def frame_auc(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> AUCResult:
+    """Micro and macro frame-level AUC of already normalised per-video ``scores`` against 0/1 ``labels``.
+
+    Shapes: one (N_v,) array per video in each list, same lengths pairwise.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} label arrays but {len(scores)} score arrays")
+    if not labels:
+        raise ValueError("no videos to evaluate")
+    labels = [np.asarray(lab).reshape(-1).astype(np.int64) for lab in labels]
+    scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
+    for i, (lab, s) in enumerate(zip(labels, scores, strict=True)):
+        if lab.shape != s.shape:
+            raise ValueError(f"video {i}: {lab.shape[0]} labels but {s.shape[0]} scores")
+        if np.any((lab != 0) & (lab != 1)):
+            raise ValueError(f"video {i}: labels must be 0/1")
+    all_labels, all_scores = np.concatenate(labels), np.concatenate(scores)
+    if all_labels.min(initial=1) == all_labels.max(initial=0):
+        kind = "anomalous" if all_labels.size and all_labels[0] == 1 else "normal"
+        raise ValueError(f"the frame-level AUC needs normal and anomalous frames, but all {all_labels.size} scored "
+                         f"frames are {kind}; check the labels")
+    micro = float(roc_auc_score(all_labels, all_scores))
+    per_video: list[float | None] = []
+    skipped: list[int] = []
+    for i, (lab, s) in enumerate(zip(labels, scores, strict=True)):
+        if lab.size and lab.min() != lab.max():
+            per_video.append(float(roc_auc_score(lab, s)))
+        else:
+            per_video.append(None)
+            skipped.append(i)
+    valid = [a for a in per_video if a is not None]
+    macro = float(np.mean(valid)) if valid else math.nan
+    return AUCResult(micro, macro, tuple(per_video), tuple(skipped))
+
+
+# --- running a backend over the test videos ----------------------------------------------------------------------
+
+
+@dataclass
+class VideoResult:
+    name: str
+    frames: int  # frames in the video
+    targets: np.ndarray  # (N_v - T,) indices of the predicted frames
+    psnr_app: np.ndarray  # (N_v - T,)
+    psnr_mot: np.ndarray  # (N_v - T,)
+    labels: np.ndarray  # (N_v,) all labels, for plots
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) anomaly score in [0, 1]
+    auc: float | None = None
+
+    @property
+    def scored_labels(self) -> np.ndarray:
+        return self.labels[self.frames - len(self.targets):]
+
+
+@dataclass
+class EvalResult:
+    auc: AUCResult
+    videos: list[VideoResult]
+    lam: float
+    clip_len: int
+    image_size: tuple[int, int]
+    seconds: float
+    predicted_frames: int
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (no per-frame arrays; those go to <out>/scores/<video>.npy)."""
+        skipped = [self.videos[i].name for i in self.auc.skipped]
+        return {
+            "micro_auc": self.auc.micro,
+            "macro_auc": None if math.isnan(self.auc.macro) else self.auc.macro,
+            "videos": len(self.videos),
+            "videos_in_macro": self.auc.videos_in_macro,
+            "videos_skipped_in_macro": skipped,
+            "lambda": self.lam,
+            "clip_len": self.clip_len,
+            "image_size": list(self.image_size),
+            "predicted_frames": self.predicted_frames,
+            "seconds": self.seconds,
+            "fps": self.predicted_frames / self.seconds if self.seconds > 0 else None,
+            "per_video": [
+                {"name": v.name, "frames": v.frames, "scored_frames": len(v.targets),
+                 "anomalous_scored_frames": int(v.scored_labels.sum()), "auc": v.auc}
+                for v in self.videos
+            ],
+        }
+
+
+def backend_geometry(backend) -> tuple[int, tuple[int, int]]:
+    """(T, (H, W)) a backend expects, read from its first input spec (B, T, 3, H, W)."""
+    shape = tuple(backend.inputs[0].shape)
+    if len(shape) != 5 or not all(isinstance(s, int) for s in shape[1:]):
+        raise ValueError(f"backend {getattr(backend, 'name', backend)!r} input shape {shape} is not (B, T, 3, H, W) "
+                         f"with fixed T, H, W")
+    return int(shape[1]), (int(shape[3]), int(shape[4]))
+
+
+def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
+                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
+    import torch
+
+    from m2s2l_edge.data import iter_video_clips
+    from m2s2l_edge.losses import motion_target
+    from m2s2l_edge.scoring import psnr
+
+    targets, app, mot = [], [], []
+    for idx, batch in iter_video_clips(video, clip_len=clip_len, image_size=image_size, batch_size=batch_size):
+        clip, target = batch[:, :clip_len], batch[:, clip_len]  # (B, T, 3, H, W), (B, 3, H, W)
+        out = backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
+        frame_pred = torch.as_tensor(np.asarray(out["frame_pred"]), dtype=torch.float32)  # (B, 3, H, W)
+        motion_pred = torch.as_tensor(np.asarray(out["motion_pred"]), dtype=torch.float32)  # (B, 3, H, W)
+        if frame_pred.shape != target.shape or motion_pred.shape != target.shape:
+            raise ValueError(f"backend returned frame_pred {tuple(frame_pred.shape)} / motion_pred "
+                             f"{tuple(motion_pred.shape)}, expected {tuple(target.shape)}")
+        targets.append(idx)
+        app.append(psnr(frame_pred, target).numpy())
+        mot.append(psnr(motion_pred, motion_target(clip, target)).numpy())
+        if on_batch is not None:
+            on_batch(len(idx))
+    if not targets:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(targets), np.concatenate(app).astype(np.float64), np.concatenate(mot).astype(np.float64)
+
+
+def evaluate(
+    backend,
+    videos: Sequence,
+    labels: Sequence[np.ndarray],
+    lam: float,
+    *,
+    batch_size: int = 8,
+    on_video: Callable[[int, str, int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Score every test video with ``backend`` and compute the frame-level AUCs.
+
+    Args:
+        backend: anything with ``run(clips) -> {"frame_pred", "motion_pred"}`` and ``inputs`` (see runtime.base).
+        videos: the test :class:`~m2s2l_edge.data.VideoSource` objects.
+        labels: one (N_v,) 0/1 array per video, covering every frame (the first T are dropped here).
+        lam: fusion weight λ of the appearance PSNR.
+        on_video(index, name, predicted_frames) / on_batch(clips): progress hooks.
+
+    Raises ValueError for labels that do not fit the videos and for a λ outside [0, 1].
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must lie in [0, 1], got {lam}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if len(videos) != len(labels):
+        raise ValueError(f"{len(videos)} test videos but labels for {len(labels)}")
+    for v, lab in zip(videos, labels, strict=True):
+        if len(np.asarray(lab).reshape(-1)) != len(v):
+            raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
+                             f"labels for {len(v)} frames")
+    clip_len, size = backend_geometry(backend)
+    tic = time.perf_counter()
+    results: list[VideoResult] = []
+    for i, (video, lab) in enumerate(zip(videos, labels, strict=True)):
+        if on_video is not None:
+            on_video(i, video.name, max(0, len(video) - clip_len))
+        targets, app, mot = score_video(backend, video, clip_len, size, batch_size, on_batch)
+        if len(targets) == 0:
+            logger.warning("video %r has %d frames, no more than the clip length %d: it gets no score",
+                           video.name, len(video), clip_len)
+        results.append(VideoResult(video.name, len(video), targets, app, mot, np.asarray(lab).reshape(-1)))
+    seconds = time.perf_counter() - tic
+    scores = per_video_scores([r.psnr_app for r in results], [r.psnr_mot for r in results], lam)
+    kept = drop_unpredicted([r.labels for r in results], clip_len)
+    for r, s, k in zip(results, scores, kept, strict=True):
+        assert len(s) == len(k), (r.name, len(s), len(k))  # iter_video_clips predicts frames T .. N-1
+        r.scores = s
+    auc = frame_auc(kept, scores)
+    for r, a in zip(results, auc.per_video, strict=True):
+        r.auc = a
+    predicted = sum(len(r.targets) for r in results)
+    logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
+                auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
+    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted)
+
+
+# --- backends ----------------------------------------------------------------------------------------------------
+
+
+class TorchModelBackend:
+    """A PyTorch model behind the runtime interface, for installations whose :mod:`m2s2l_edge.runtime` has no
+    ``create_backend`` (then :func:`open_backend` uses this for ``--backend torch``).
+
+    ``amp``: run the forward pass under fp16 autocast (CUDA only).
+    """
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu", amp: bool = False, source: str | None = None) -> None:
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.amp = amp and self.device.type == "cuda"
+        self.source = source
+
+    @property
+    def inputs(self):
+        from m2s2l_edge.runtime.base import TensorSpec
+
+        c = self.model.cfg
+        return (TensorSpec("clips", ("batch", c.clip_len, c.in_channels, c.image_size, c.image_size), "float32"),)
+
+    @property
+    def outputs(self):
+        from m2s2l_edge.runtime.base import TensorSpec
+
+        c = self.model.cfg
+        return tuple(TensorSpec(n, ("batch", 3, c.image_size, c.image_size), "float32")
+                     for n in ("frame_pred", "motion_pred"))
+
+    @property
+    def metadata(self) -> dict:
+        c = self.model.cfg
+        return {"preset": c.name, "config": c.to_dict(), "clip_len": c.clip_len, "image_size": c.image_size,
+                "source": self.source}
+
+    def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32)).to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            frame, motion = self.model.predict(x)
+        return {"frame_pred": frame.float().cpu().numpy(), "motion_pred": motion.float().cpu().numpy()}
+
+
+def open_backend(kind: str, path: str, *, device: str | None = None, expected_preset: str | None = None):
+    """A backend for ``kind`` (torch, onnxruntime, tensorrt) reading ``path``; ``device`` None: the kind's default.
+
+    :func:`m2s2l_edge.runtime.create_backend` serves every kind when this installation has it; without it, the torch
+    kind is served from the checkpoint by :class:`TorchModelBackend` and the others raise RuntimeError.
+    ``expected_preset``: refuse a model of another preset (ValueError naming both).
+    """
+    kinds = ("torch", "onnxruntime", "tensorrt")
+    if kind not in kinds:
+        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(kinds)}")
+    try:
+        from m2s2l_edge.runtime import create_backend
+    except ImportError:
+        create_backend = None
+    if create_backend is None:
+        if kind != "torch":
+            raise RuntimeError(f"backend {kind!r} needs m2s2l_edge.runtime.create_backend, which this installation "
+                               f"does not provide; use --backend torch with a checkpoint")
+        from m2s2l_edge.checkpoint import load_model
+
+        model, _ = load_model(path, expected_preset=expected_preset, scan_backend="auto")
+        return TorchModelBackend(model, device=device or "cpu", source=str(path))
+    options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
+    backend = create_backend(kind, path, device=device, **options)
+    preset = (getattr(backend, "metadata", None) or {}).get("preset")
+    if expected_preset is not None and preset is not None and preset != expected_preset:
+        raise ValueError(f"{path} holds preset {preset!r}, not {expected_preset!r}")
+    return backend
+
+
+# --- outputs -----------------------------------------------------------------------------------------------------
+
+RESULTS = "results.json"
+
+
+def _file_stem(name: str) -> str:
+    # Video names come from folder and file names; keep them readable but never let one escape <out>/scores/.
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return stem or "video"
+
+
+def _save_npy(path, array: np.ndarray) -> None:
+    # Through a file object: np.save on a path appends ".npy" to a name that lacks it (our temporary name does).
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def write_outputs(result: EvalResult, out_dir, *, meta: dict | None = None, plots: bool = True) -> dict[str, object]:
+    """Write ``<out>/scores/<video>.npy``, the plots and, last, ``<out>/results.json`` (each file atomically).
+
+    Everything has been computed before this is called, so a failed evaluation leaves earlier outputs untouched;
+    results.json is written last, so when it is new, every file it lists is too. Returns the paths written.
+    """
+    import json
+    from pathlib import Path
+
+    from m2s2l_edge.io import atomic_write, atomic_write_text
+
+    out = Path(out_dir)
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    stems: dict[str, str] = {}
+    for v in result.videos:
+        stem = _file_stem(v.name)
+        while stem in stems.values():  # two names that sanitise alike
+            stem += "_"
+        stems[v.name] = stem
+        atomic_write(out / "scores" / f"{stem}.npy", lambda p, s=v.scores: _save_npy(p, s.astype(np.float32)))
+    paths: dict[str, object] = {"scores": str(out / "scores")}
+    if plots:
+        from m2s2l_edge import plots as P
+
+        (out / "plots").mkdir(exist_ok=True)
+        labels = np.concatenate([v.scored_labels for v in result.videos])
+        scores = np.concatenate([v.scores for v in result.videos])
+        tag = (meta or {}).get("title", "")
+        paths["roc"] = str(P.plot_roc(labels, scores, out / "roc.png",
+                                      title=f"frame-level ROC {tag}".strip() + f" (micro AUC {result.auc.micro:.3f})"))
+        paths["overview"] = str(P.plot_overview(
+            [(v.name, v.targets, v.scores, v.labels, v.auc) for v in result.videos], out / "scores_overview.png",
+            title=f"anomaly scores per video {tag}".strip()))
+        for v in result.videos:
+            auc = "single class" if v.auc is None else f"AUC {v.auc:.3f}"
+            P.plot_video_scores(v.targets, v.scores, v.labels, out / "plots" / f"{stems[v.name]}.png",
+                                title=f"video {v.name}: {auc}, λ = {result.lam}")
+        paths["plots"] = str(out / "plots")
+    data = {**(meta or {}), **result.as_dict(), "files": paths}
+    data["per_video"] = [{**row, "scores_file": f"scores/{stems[row['name']]}.npy"} for row in data["per_video"]]
+    atomic_write_text(out / RESULTS, json.dumps(data, indent=2, default=str))
+    paths["results"] = str(out / RESULTS)
+    return paths
+
+
+def load_test_set(root, dataset: str, *, name: str | None = None, labels_path=None) -> tuple[list, list[np.ndarray]]:
+    """The test videos of a data set and one full-length 0/1 label array per video (checked against frame counts)."""
+    from m2s2l_edge.data import discover, load_frame_labels
+
+    videos = discover(root, dataset, "test", name=name)
+    labels = load_frame_labels(root, dataset, videos, path=labels_path, name=name)
+    return videos, labels
+
+
+def default_lambda(dataset: str) -> float:
+    """λ of the paper for its data sets (Ped2 0.6, Avenue 0.4, ShanghaiTech 0.5), our DEFAULT_LAMBDA otherwise."""
+    from m2s2l_edge.config import DEFAULT_LAMBDA, PAPER_LAMBDA
+
+    return PAPER_LAMBDA.get(dataset, DEFAULT_LAMBDA)

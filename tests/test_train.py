@@ -1,0 +1,147 @@
+"""Training: the loss goes down, checkpoints hold everything needed, and a resumed run continues exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from m2s2l_edge.checkpoint import read_checkpoint
+from m2s2l_edge.config import TrainConfig, get_preset
+from m2s2l_edge.train import DataConfig, RunConfig, epoch_order, train
+
+# Tiny preset, two 30-frame videos, a clip every 4th frame: 14 clips, 3 steps of 4 per epoch.
+MODEL = get_preset("tiny")
+TRAIN = TrainConfig(epochs=2, batch_size=4, lr=2e-3)
+STRIDE = 4
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from m2s2l_edge.data import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, n_train=2, n_test=2, frames=30, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    """An uninterrupted two-epoch run that keeps a copy of each epoch's checkpoint."""
+    out = tmp_path_factory.mktemp("reference")
+    result = train(MODEL, TRAIN, DataConfig(str(data_root), "synthetic", stride=STRIDE),
+                   RunConfig(str(out), keep_epochs=True))
+    return out, result
+
+
+def assert_same_state(a: dict, b: dict, what: str) -> None:
+    """Nested state dicts (tensors, numbers, lists) equal; CPU training is deterministic for a fixed thread count."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape, what
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=lambda m: f"{what}: {m}")
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{what}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            assert_same_state(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{what}[{i}]")
+    else:
+        assert a == b, f"{what}: {a!r} != {b!r}"
+
+
+def test_data_order_depends_on_seed_and_epoch_only():
+    assert epoch_order(50, seed=0, epoch=3) == epoch_order(50, seed=0, epoch=3)
+    assert sorted(epoch_order(50, 0, 3)) == list(range(50))
+    assert epoch_order(50, 0, 3) != epoch_order(50, 0, 4)
+    assert epoch_order(50, 0, 3) != epoch_order(50, 1, 3)
+
+
+def test_short_training_lowers_the_loss(data_root, tmp_path):
+    cfg = dataclasses.replace(TRAIN, epochs=4)
+    result = train(MODEL, cfg, DataConfig(str(data_root), "synthetic", stride=STRIDE), RunConfig(str(tmp_path)))
+    losses = [h.loss for h in result.history]
+    assert len(losses) == 4 and result.step == 4 * 3
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert result.history[-1].terms["frame"] < result.history[0].terms["frame"]
+
+
+def test_checkpoint_holds_the_whole_training_state(reference):
+    out, result = reference
+    state = read_checkpoint(out / "last.pt")
+    assert state["epoch"] == 2 and state["step"] == result.step == 6
+    assert state["optimizer"]["state"], "Adam moments are saved"
+    assert state["scheduler"]["last_epoch"] == 2
+    extra = state["extra"]
+    assert extra["dataset"] == "synthetic" and extra["seed"] == 0
+    assert extra["train_config"]["batch_size"] == 4 and extra["train_config"]["loss"]["lambda_sep"] == 0.1
+    assert set(extra["rng"]) >= {"torch", "numpy", "python"}
+    assert [h["epoch"] for h in extra["history"]] == [1, 2]
+    assert (out / "epoch_001.pt").is_file() and (out / "epoch_002.pt").is_file()
+    assert (out / "history.json").is_file()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resume_after_interruption_continues_exactly(data_root, reference, tmp_path):
+    ref_out, _ = reference
+    data = DataConfig(str(data_root), "synthetic", stride=STRIDE)
+    # Interrupted in the middle of epoch 2: only epoch 1 reached the disk.
+    partial = train(MODEL, TRAIN, data, RunConfig(str(tmp_path)), stop_after_steps=3 + 2)
+    assert partial.epochs == 1
+    saved = read_checkpoint(tmp_path / "last.pt")
+    epoch1 = read_checkpoint(ref_out / "epoch_001.pt")
+    assert saved["epoch"] == 1 and saved["step"] == 3
+    assert_same_state(saved["model"], epoch1["model"], "model after epoch 1")
+    assert_same_state(saved["optimizer"], epoch1["optimizer"], "optimizer after epoch 1")
+    assert_same_state(saved["scheduler"], epoch1["scheduler"], "scheduler after epoch 1")
+
+    resumed = train(MODEL, TRAIN, data, RunConfig(str(tmp_path), resume=True))
+    assert resumed.resumed_from == 1 and resumed.step == 6
+    final, ref = read_checkpoint(tmp_path / "last.pt"), read_checkpoint(ref_out / "last.pt")
+    assert_same_state(final["model"], ref["model"], "model after epoch 2")
+    assert_same_state(final["optimizer"], ref["optimizer"], "optimizer after epoch 2")
+    assert_same_state(final["scheduler"], ref["scheduler"], "scheduler after epoch 2")
+    assert [h["loss"] for h in final["extra"]["history"]] == pytest.approx(
+        [h["loss"] for h in ref["extra"]["history"]], rel=1e-5)
+
+
+def test_resume_refuses_a_different_request(data_root, reference, tmp_path):
+    import shutil
+
+    ref_out, _ = reference
+    shutil.copyfile(ref_out / "epoch_001.pt", tmp_path / "last.pt")
+    data = DataConfig(str(data_root), "synthetic", stride=STRIDE)
+    with pytest.raises(ValueError, match=r"train.lr: checkpoint 0.002, requested 0.001"):
+        train(MODEL, dataclasses.replace(TRAIN, lr=1e-3), data, RunConfig(str(tmp_path), resume=True))
+    with pytest.raises(ValueError, match=r"model.dim"):
+        train(MODEL.replace(dim=8), TRAIN, data, RunConfig(str(tmp_path), resume=True))
+    with pytest.raises(ValueError, match="already finished 1 of 1 epochs"):
+        train(MODEL, dataclasses.replace(TRAIN, epochs=1), data, RunConfig(str(tmp_path), resume=True))
+
+
+def test_refuses_to_overwrite_a_run_or_resume_nothing(data_root, reference, tmp_path):
+    ref_out, _ = reference
+    data = DataConfig(str(data_root), "synthetic", stride=STRIDE)
+    before = (ref_out / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="already exists; pass --resume"):
+        train(MODEL, TRAIN, data, RunConfig(str(ref_out)))
+    assert (ref_out / "last.pt").read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(MODEL, TRAIN, data, RunConfig(str(tmp_path / "empty"), resume=True))
+
+
+def test_bad_configs_are_value_errors(data_root, tmp_path):
+    data = DataConfig(str(data_root), "synthetic")
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        train(MODEL, dataclasses.replace(TRAIN, epochs=0), data, RunConfig(str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown device"):
+        RunConfig(str(tmp_path), device="tpu")
+    with pytest.raises(ValueError, match="needs --device cuda"):
+        train(MODEL, TRAIN, data, RunConfig(str(tmp_path), amp=True))
+    with pytest.raises(ValueError, match="unknown data set"):
+        DataConfig(str(data_root), "ucsd")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train(MODEL, TRAIN, DataConfig(str(tmp_path / "missing"), "synthetic"), RunConfig(str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists(), "no output folder for a run that could not start"
