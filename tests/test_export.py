@@ -392,8 +392,8 @@ def test_cli_checkpoint_of_another_preset(tmp_path, tiny_checkpoint):
 def test_cli_unknown_flavour_and_format(tmp_path):
     r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--scan", "fast", "--out", str(tmp_path / "m.onnx")])
     _one_line_error(r, 1, "unknown scan flavour 'fast'", "plugin, portable")
-    r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--format", "engine", "--out", str(tmp_path / "m.onnx")])
-    _one_line_error(r, 1, "unknown format 'engine'")
+    r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--format", "plan", "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "unknown format 'plan'", "onnx, engine")
     _no_onnx_left(tmp_path)
 
 

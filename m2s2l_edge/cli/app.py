@@ -28,6 +28,8 @@ _COMMAND_MODULES = (
     "m2s2l_edge.cli.train_cmd",
     "m2s2l_edge.cli.eval_cmd",
     "m2s2l_edge.cli.demo_cmd",
+    "m2s2l_edge.cli.build_cmd",
+    "m2s2l_edge.cli.plugin_cmd",
 )
 
 

@@ -1,4 +1,5 @@
-"""`m2s2l-edge bench`: latency and FPS of an exported model (ONNX Runtime) or of the PyTorch model.
+"""`m2s2l-edge bench`: latency and FPS of an exported model (ONNX Runtime), of the PyTorch model or of a TensorRT
+engine (timed on the GPU by ``m2s2l_edge.runtime.tensorrt_backend.bench_engine``, with a CUDA graph like trtexec).
 
 Every source is a runtime backend (``m2s2l_edge.runtime.create_backend``) timed by ``m2s2l_edge.runtime.bench``;
 a new source is one more option and one more entry in ``_open_backend``.
@@ -36,8 +37,34 @@ def _open_backend(onnx: Path | None, torch_: bool, weights: Path | None, preset:
     return create_backend("torch", weights, device=device, threads=threads, preset=preset, seed=seed)
 
 
+def _bench_engine(engine: Path, plugin: Path | None, cuda_graph: bool, others: list[str], batch: int | None,
+                  warmup: int, iterations: int, device: str | None, json_out: Path | None) -> None:
+    from m2s2l_edge.runtime.tensorrt_backend import bench_engine, format_summary
+
+    if others:
+        raise ValueError(f"--engine does not go with {', '.join(others)} (an engine carries its own model)")
+    result = bench_engine(engine, plugin=plugin, device=device or "cuda", batch=batch, warmup=warmup,
+                          iterations=iterations, cuda_graph=cuda_graph)
+    text = json.dumps(result, indent=2)
+    if json_out is not None and str(json_out) == "-":
+        typer.echo(text)
+        return
+    typer.echo("\n".join(format_summary(result)))
+    if json_out is not None:
+        from m2s2l_edge.io import atomic_write_text
+
+        atomic_write_text(json_out, text + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
 def bench(
     onnx: Annotated[Path | None, typer.Option(help="Exported ONNX model, run in ONNX Runtime.")] = None,
+    engine: Annotated[Path | None, typer.Option(
+        help="TensorRT engine (m2s2l-edge build), timed on the GPU with its inputs kept there.")] = None,
+    plugin: Annotated[Path | None, typer.Option(
+        help="--engine: libm2s2l_plugins.so (default: $M2S2L_PLUGIN_LIB, the build's, plugins/build/).")] = None,
+    cuda_graph: Annotated[bool, typer.Option(
+        "--cuda-graph/--no-cuda-graph", help="--engine: also time the enqueue replayed from a CUDA graph.")] = True,
     torch_: Annotated[bool, typer.Option("--torch", help="Time the PyTorch model (eager) instead.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Checkpoint for --torch.")] = None,
     preset: Annotated[str | None, typer.Option(help="Preset for --torch (fresh weights; checks --weights).")] = None,
@@ -53,6 +80,13 @@ def bench(
 ) -> None:
     """Benchmark inference latency (mean / median / p90 / p99) and throughput, trtexec style."""
     with user_errors():
+        if engine is not None:
+            others = [flag for flag, given in (("--onnx", onnx), ("--torch", torch_), ("--weights", weights),
+                                               ("--preset", preset), ("--threads", threads),
+                                               ("--python-scan", python_scan)) if given]
+            return _bench_engine(engine, plugin, cuda_graph, others, batch, warmup, iterations, device, json_out)
+        if plugin is not None:
+            raise ValueError("--plugin goes with --engine")
         from m2s2l_edge.runtime.bench import BenchConfig, bench_backend, format_summary
 
         config = BenchConfig(batch=batch, warmup=warmup, iterations=iterations)

@@ -28,6 +28,18 @@ def _quiet_exporter() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _engine_config(scan: str, half: bool, batch: int, dynamic: bool, plugin: Path | None):
+    """`--format engine`: the build settings the export implies, checked (and TensorRT and the plugin found) before
+    the slow export. The engine computes in the export's precision; a dynamic batch gets the profile 1..--batch."""
+    from m2s2l_edge.export.engine import EngineConfig
+    from m2s2l_edge.runtime.tensorrt_backend import find_plugin_library, import_tensorrt
+
+    import_tensorrt()
+    if scan == "plugin":
+        find_plugin_library(plugin)
+    return EngineConfig(fp16=half, min_batch=1 if dynamic else batch, opt_batch=batch, max_batch=batch, plugin=plugin)
+
+
 def _print_report(report) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -59,7 +71,11 @@ def export(
     out: Annotated[Path | None, typer.Option(
         help="Output .onnx (default m2s2l_<preset>_<scan>_<precision>_<batch>.onnx); metadata goes to <out>.json.",
     )] = None,
-    output_format: Annotated[str, typer.Option("--format", help="Output format: onnx.")] = "onnx",
+    output_format: Annotated[str, typer.Option(
+        "--format", help="onnx, or engine: the ONNX, then a TensorRT engine of the export's precision (as `build`; "
+        "--out names the engine, the ONNX goes beside it).")] = "onnx",
+    plugin: Annotated[Path | None, typer.Option(
+        help="--format engine: libm2s2l_plugins.so (default: $M2S2L_PLUGIN_LIB, else plugins/build/).")] = None,
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Check parity with PyTorch in ONNX Runtime before publishing the file.")] = True,
     dataset: Annotated[str | None, typer.Option(
@@ -72,8 +88,8 @@ def export(
     from m2s2l_edge.export.onnx_export import FORMATS
 
     with user_errors():
-        if output_format not in FORMATS:
-            raise ValueError(f"unknown format {output_format!r}; valid: {', '.join(FORMATS)}")
+        if output_format not in (*FORMATS, "engine"):
+            raise ValueError(f"unknown format {output_format!r}; valid: {', '.join((*FORMATS, 'engine'))}")
         if threads is not None and threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         from m2s2l_edge.export.onnx_export import ExportConfig, export_and_check, load_source_model
@@ -83,8 +99,17 @@ def export(
                               opset=opset)
         if weights is None and preset is None:
             raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
+        if plugin is not None and output_format != "engine":
+            raise ValueError("--plugin goes with --format engine")
+        engine_cfg = _engine_config(scan, half, batch, dynamic, plugin) if output_format == "engine" else None
         _quiet_exporter()
         model, source = load_source_model(weights, preset, seed)
+        if engine_cfg is not None:
+            engine_out = out or default_output(model.cfg.name, config.scan, config.precision, batch,
+                                               dynamic).with_suffix(".engine")
+            if engine_out.suffix != ".engine":
+                raise ValueError(f"with --format engine, --out names the engine (*.engine), got {engine_out}")
+            out = engine_out.with_suffix(".onnx")
         out = out or default_output(model.cfg.name, config.scan, config.precision, batch, dynamic)
         try:
             path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
@@ -97,3 +122,10 @@ def export(
     size_mb = path.stat().st_size / 1e6
     typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, {config.precision}, "
                f"batch {config.batch_label}, opset {config.opset}")
+    if engine_cfg is not None:
+        from m2s2l_edge.export.engine import build_engine
+
+        with user_errors():
+            eng = build_engine(path, engine_out, engine_cfg)["engine"]
+        typer.echo(f"wrote {engine_out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and "
+                   f"{engine_out.name}.json")

@@ -1,0 +1,113 @@
+"""`m2s2l-edge plugin build`: configure and build plugins/ (CUDA kernels + TensorRT plugin libraries) with CMake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from m2s2l_edge.cli.errors import user_errors
+
+plugin_app = typer.Typer(help="The SelectiveScan CUDA kernels and TensorRT plugin (plugins/).", no_args_is_help=True)
+
+# What the build leaves in the build folder (plugins/CMakeLists.txt).
+LIBRARIES = ("libm2s2l_plugins.so", "libm2s2l_plugins_static.so", "libm2s2l_scan_kernels.a")
+# Where JetPack and NVIDIA's installers put nvcc; it is not on PATH by default.
+_NVCC_FALLBACK = Path("/usr/local/cuda/bin/nvcc")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plugin_app, name="plugin")
+
+
+def plugin_source_dir(cwd: Path | None = None) -> Path:
+    """plugins/ of this checkout (editable install), else of the working folder."""
+    for root in (Path(__file__).resolve().parents[2], cwd or Path.cwd()):
+        if (root / "plugins" / "CMakeLists.txt").is_file():
+            return root / "plugins"
+    raise FileNotFoundError("plugins/CMakeLists.txt not found: run from the m2s2l-edge repository root")
+
+
+def find_nvcc(env: dict | None = None) -> tuple[Path, bool]:
+    """nvcc to use and whether CMake must be told (it finds nvcc on PATH or in $CUDACXX by itself)."""
+    env = os.environ if env is None else env
+    if env.get("CUDACXX"):
+        return Path(env["CUDACXX"]), False
+    on_path = shutil.which("nvcc")
+    if on_path:
+        return Path(on_path), False
+    if _NVCC_FALLBACK.is_file():
+        return _NVCC_FALLBACK, True
+    raise RuntimeError("nvcc (CUDA toolkit) not found on PATH or in /usr/local/cuda/bin: install the CUDA toolkit "
+                       "(JetPack: sudo apt install nvidia-jetpack) and add its bin/ folder to PATH")
+
+
+def cmake_commands(
+    source: Path,
+    build_dir: Path,
+    *,
+    cmake: str = "cmake",
+    nvcc: Path | None = None,
+    tensorrt_root: Path | None = None,
+    cuda_arch: str | None = None,
+    kernels_only: bool = False,
+    static_lib: bool = True,
+    jobs: int | None = None,
+) -> list[list[str]]:
+    """The configure and build command lines (plugins/CMakeLists.txt documents the options)."""
+    configure = [cmake, "-S", str(source), "-B", str(build_dir)]
+    if nvcc is not None:
+        configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    if cuda_arch:
+        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
+    # The switches are cache variables: always set, so that an earlier run's choice does not stick to this one.
+    configure.append(f"-DM2S2L_BUILD_PLUGIN={'OFF' if kernels_only else 'ON'}")
+    if not kernels_only:
+        configure.append(f"-DM2S2L_BUILD_STATIC_PLUGIN_LIB={'ON' if static_lib else 'OFF'}")
+        if tensorrt_root is not None:
+            configure.append(f"-DTensorRT_ROOT={tensorrt_root}")
+    build = [cmake, "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 1)]
+    return [configure, build]
+
+
+@plugin_app.command("build")
+def build(
+    tensorrt_root: Annotated[Path | None, typer.Option(
+        help="TensorRT tarball (include/, lib/); default: $TensorRT_ROOT or the system paths (JetPack).")] = None,
+    cuda_arch: Annotated[str | None, typer.Option(
+        help="CMAKE_CUDA_ARCHITECTURES, e.g. 87 (Orin), 110 (Thor), 90 (H100); default 87-real;90.")] = None,
+    kernels_only: Annotated[bool, typer.Option("--kernels-only", help="CUDA kernels only, no TensorRT.")] = False,
+    static_lib: Annotated[bool, typer.Option(
+        "--static/--no-static", help="Also build libm2s2l_plugins_static.so (links libnvinfer).")] = True,
+    build_dir: Annotated[Path | None, typer.Option(help="Build folder (default: plugins/build).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel compile jobs.")] = None,
+) -> None:
+    """Configure and build plugins/ with CMake; prints where the libraries are."""
+    with user_errors():
+        cmake = shutil.which("cmake")
+        if cmake is None:
+            raise RuntimeError("cmake not found on PATH: sudo apt install cmake (or pip install cmake); needs >= 3.18")
+        if tensorrt_root is not None and not tensorrt_root.is_dir():
+            raise FileNotFoundError(f"--tensorrt-root {tensorrt_root} is not a folder")
+        source = plugin_source_dir()
+        build_dir = build_dir if build_dir is not None else source / "build"
+        nvcc, tell_cmake = find_nvcc()
+        commands = cmake_commands(
+            source, build_dir, cmake=cmake, nvcc=nvcc if tell_cmake else None,
+            tensorrt_root=tensorrt_root.resolve() if tensorrt_root else None, cuda_arch=cuda_arch,
+            kernels_only=kernels_only, static_lib=static_lib, jobs=jobs,
+        )
+        for step, argv in zip(("configure", "build"), commands, strict=True):
+            typer.echo("$ " + " ".join(argv), err=True)
+            code = subprocess.run(argv, check=False).returncode
+            if code != 0:
+                raise RuntimeError(f"cmake {step} failed (exit {code}); its output above says why")
+    built = [build_dir / name for name in LIBRARIES if (build_dir / name).is_file()]
+    for path in built:
+        typer.echo(f"built {path.resolve()}")
+    if not kernels_only:
+        typer.echo(f"load with --plugin {(build_dir / LIBRARIES[0]).resolve()} (or export M2S2L_PLUGIN_LIB=...)")
