@@ -251,8 +251,8 @@ class TensorRTBackend:
     """A serialized TensorRT engine behind the ``Backend`` interface (``runtime/base.py``).
 
     The engine must have one input (the clip) and may have a dynamic batch (one optimisation profile); a batch outside
-    the profile runs in chunks. Enqueues go to a dedicated CUDA stream: TensorRT warns against the
-    legacy default stream (it synchronises with everything), and CUDA graph capture needs a non-default one.
+    the profile runs in chunks. Enqueues go to a dedicated CUDA stream: TensorRT warns against the legacy default
+    stream (it synchronises with everything), and CUDA graph capture needs a non-default one.
     """
 
     name = "tensorrt"
