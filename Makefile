@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/m2s2l-edge profile --preset paper
+	$(BIN)/m2s2l-edge demo
 
 test: setup
 	$(BIN)/python -m pytest -q tests
