@@ -25,6 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise PermissionError(f"cannot write to {parent}: permission denied") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates the file owner-only (0600); give the result the permissions a plain open() would (umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
