@@ -49,8 +49,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several unrelated types for truncated / foreign files
-        first = (str(e).strip().splitlines() or [""])[0]  # the unpickler's messages run to several lines
-        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}: {first})") from None
+        # Only the exception's type: torch's messages run to several lines, and for foreign bytes they suggest
+        # weights_only=False, which would be the wrong advice for a file that is simply corrupt.
+        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not an m2s2l-edge checkpoint (expected format {FORMAT!r})")
     for key in ("config", "model", "epoch"):
