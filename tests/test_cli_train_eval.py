@@ -284,3 +284,24 @@ def test_torch_path_without_the_runtime_factory(run, monkeypatch):
         open_backend("torch", str(run / "last.pt"), expected_preset="paper")
     with pytest.raises(RuntimeError, match="create_backend"):
         open_backend("onnxruntime", "model.onnx")
+
+
+@pytest.mark.slow  # the ONNX export of even the tiny model takes tens of seconds on 2 cores
+def test_onnxruntime_backend_gives_the_torch_scores(root, run, evaluated, tmp_path):
+    """eval --backend onnxruntime on the exported checkpoint reproduces the torch backend's per-frame scores."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "tiny.onnx"
+    result = invoke("export", "--weights", run / "last.pt", "--scan", "portable", "--dynamic", "--no-check",
+                    "--out", model)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    out = tmp_path / "ort"
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model", model,
+                    "--preset", "tiny", "--out", out, "--no-plots")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    for name in ("01", "02"):
+        np.testing.assert_allclose(np.load(out / "scores" / f"{name}.npy"),
+                                   np.load(evaluated[0] / "scores" / f"{name}.npy"), atol=2e-3)
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model", model,
+                    "--preset", "small", "--out", out)
+    assert_one_line_error(result, "preset 'tiny', not 'small'")
