@@ -26,9 +26,10 @@
 // libm's for double. No -ffast-math: NaN and inf must propagate as in the reference.
 //
 // Parallelism: one (b, d) channel is a sequential scan over L with its N states in registers; OpenMP spreads the
-// channels over threads. The backward pass gives each thread whole channels d (all b), so dA, dD and d(delta_bias)
-// of a channel have one writer, and accumulates dB, dC (summed over the channels of a group) in a buffer per
-// thread, reduced in a fixed order afterwards: the gradients are deterministic for a given thread count.
+// channels over threads (dynamically: on a shared machine no thread waits for a descheduled one). The backward
+// pass hands out blocks of whole channels d (all b), so dA, dD and d(delta_bias) of a channel have one writer,
+// and accumulates dB, dC (sums over the channels of a group) per block, reduced in a fixed order afterwards: the
+// gradients are bitwise reproducible, whatever the thread count.
 //
 // Every exported function is noexcept and returns a status code (0 = success); see m2s2l_scan_status_string.
 
@@ -38,6 +39,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -621,8 +623,9 @@ struct PortableKernel
     // g_t = dout_t C_t + exp(dt_{t+1} A) g_{t+1} from the end. With q_t = g_t h_{t-1} exp(dt_t A):
     //   dC_t += dout_t h_t,  dB_t += g_t dt_t u_t,  dA += q_t dt_t,
     //   du_t += dt_t sum(g_t B_t),  d dt_t = u_t sum(g_t B_t) + sum(q_t A).
-    static void backward(ScanArgs<T> const& a, ScanGrads<T> const& g, int64_t b, int64_t d, T* work, T* dBAcc,
-        T* dCAcc, ChannelSums<T>& sums)
+    // dBSlab, dCSlab: the (L, N) accumulators where this channel adds its dB and dC.
+    static void backward(ScanArgs<T> const& a, ScanGrads<T> const& g, int64_t b, int64_t d, T* work, T* dBSlab,
+        T* dCSlab, ChannelSums<T>& sums)
     {
         int64_t const N = kN > 0 ? kN : a.dstate;
         int64_t const L = a.seqlen;
@@ -633,8 +636,8 @@ struct PortableKernel
         T const* __restrict__ Ct = a.Ct + ch.group;
         T* __restrict__ du = g.du + ch.row;
         T* __restrict__ ddelta = g.ddelta + ch.row; // d loss / d dt until finishDelta
-        T* __restrict__ dBt = dBAcc + ch.group;
-        T* __restrict__ dCt = dCAcc + ch.group;
+        T* __restrict__ dBt = dBSlab;
+        T* __restrict__ dCt = dCSlab;
         T* __restrict__ dAsum = sums.dA;
         BackwardWork<T> const w(work, L, N);
         T adjLocal[kN > 0 ? kN : 1];
@@ -842,7 +845,7 @@ struct Avx2Kernel
     }
 
     static void backward(ScanArgs<float> const& a, ScanGrads<float> const& g, int64_t b, int64_t d, float* work,
-        float* dBAcc, float* dCAcc, ChannelSums<float>& sums)
+        float* dBSlab, float* dCSlab, ChannelSums<float>& sums)
     {
         int64_t const L = a.seqlen;
         Channel<float> const ch = channelOf(a, b, d);
@@ -851,8 +854,8 @@ struct Avx2Kernel
         float const* __restrict__ Ct = a.Ct + ch.group;
         float* __restrict__ du = g.du + ch.row;
         float* __restrict__ ddelta = g.ddelta + ch.row;
-        float* __restrict__ dBt = dBAcc + ch.group;
-        float* __restrict__ dCt = dCAcc + ch.group;
+        float* __restrict__ dBt = dBSlab;
+        float* __restrict__ dCt = dCSlab;
         BackwardWork<float> const w(work, L, kN);
         discretizeAvx2(a, ch, w.dt, w.dtu, a.softplus ? w.dtGrad : nullptr);
 
@@ -1055,55 +1058,82 @@ int backward(ScanArgs<T> const& a, ScanGrads<T> const& g, int numThreads)
         return kBAD_ARGUMENT;
     }
     int64_t const N = a.dstate;
+    int64_t const LN = a.seqlen * N;
+    int64_t const dimPerGroup = a.dim / a.groups;
+    // dB and dC sum over the channels of a group. Each group's channels are split into a fixed number of blocks,
+    // each with its own (B, L, N) accumulators, summed in block order at the end: the result depends on neither the
+    // thread count nor the timing, and blocks can be scheduled dynamically (a shared machine stalls no thread).
+    // At least 128 channels per block keeps the accumulators' zeroing and reduction near 5% of the work.
+    int64_t const blocksPerGroup = std::clamp<int64_t>(dimPerGroup / 128, 1, 8);
+    int64_t const numBlocks = a.groups * blocksPerGroup;
+    int64_t const slab = a.batch * LN; // one block's dB (or dC)
     int64_t const workStride = BackwardWork<T>::size(a.seqlen, N);
-    int64_t const accSize = a.batch * a.groups * a.seqlen * N;
     std::vector<T> workAll(static_cast<size_t>(workStride * numThreads));
-    std::vector<T> accAll(static_cast<size_t>(2 * accSize * numThreads)); // dB and dC of each thread
+    // Left uninitialised here: each block zeroes its own accumulators on the thread that then uses them.
+    std::unique_ptr<T[]> acc(new T[static_cast<size_t>(2 * numBlocks * slab)]);
     withKernel<T>(N, [&](auto kernel) {
         using Kernel = decltype(kernel);
 #pragma omp parallel num_threads(numThreads)
         {
-            int const tid = omp_get_thread_num();
-            int const team = omp_get_num_threads(); // may be fewer than asked (OMP_THREAD_LIMIT, nesting)
-            T* work = workAll.data() + tid * workStride;
-            T* dBAcc = accAll.data() + 2 * tid * accSize;
-            T* dCAcc = dBAcc + accSize;
-            std::fill(dBAcc, dBAcc + 2 * accSize, T(0));
-            // A fixed block of channels per thread: which thread sums which channel into its dB/dC buffer must not
-            // depend on timing, and dA, dD and d(delta_bias) of a channel have a single writer. Batch outermost, so
-            // consecutive channels share their group's slice of B, C, dB and dC (cache reuse at batch > 1).
-            int64_t const d0 = a.dim * tid / team;
-            int64_t const d1 = a.dim * (tid + 1) / team;
-            std::fill(g.dA + d0 * N, g.dA + d1 * N, T(0));
-            T unused[2] = {};
-            for (int64_t d = d0; d < d1; ++d)
+            T* work = workAll.data() + omp_get_thread_num() * workStride;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t blk = 0; blk < numBlocks; ++blk)
             {
-                (g.dD != nullptr ? g.dD[d] : unused[0]) = T(0);
-                (g.ddeltaBias != nullptr ? g.ddeltaBias[d] : unused[1]) = T(0);
-            }
-            for (int64_t b = 0; b < a.batch; ++b)
-            {
+                int64_t const k = blk / blocksPerGroup;
+                int64_t const j = blk % blocksPerGroup;
+                int64_t const d0 = k * dimPerGroup + dimPerGroup * j / blocksPerGroup;
+                int64_t const d1 = k * dimPerGroup + dimPerGroup * (j + 1) / blocksPerGroup;
+                T* dB = acc.get() + 2 * blk * slab;
+                T* dC = dB + slab;
+                std::fill(dB, dB + 2 * slab, T(0));
+                // A channel lives in one block, so dA, dD and d(delta_bias) have a single writer. Batch outermost:
+                // consecutive channels share their slices of B, C, dB and dC (cache reuse at batch > 1).
+                std::fill(g.dA + d0 * N, g.dA + d1 * N, T(0));
+                T unused[2] = {};
                 for (int64_t d = d0; d < d1; ++d)
                 {
-                    ChannelSums<T> sums{g.dA + d * N, g.dD != nullptr ? g.dD + d : &unused[0],
-                        g.ddeltaBias != nullptr ? g.ddeltaBias + d : &unused[1]};
-                    Kernel::backward(a, g, b, d, work, dBAcc, dCAcc, sums);
+                    (g.dD != nullptr ? g.dD[d] : unused[0]) = T(0);
+                    (g.ddeltaBias != nullptr ? g.ddeltaBias[d] : unused[1]) = T(0);
+                }
+                for (int64_t b = 0; b < a.batch; ++b)
+                {
+                    for (int64_t d = d0; d < d1; ++d)
+                    {
+                        ChannelSums<T> sums{g.dA + d * N, g.dD != nullptr ? g.dD + d : &unused[0],
+                            g.ddeltaBias != nullptr ? g.ddeltaBias + d : &unused[1]};
+                        Kernel::backward(a, g, b, d, work, dB + b * LN, dC + b * LN, sums);
+                    }
                 }
             }
-#pragma omp barrier
-            // Every thread's buffer is complete after the barrier; sum them in thread order.
+            // After the loop's implicit barrier every block is complete: dBt[b, k] = sum of k's blocks in block
+            // order. One block at a time over a short run of elements: the blocks lie a multiple of 64 KiB apart,
+            // so reading all of them per element would map every read to the same cache sets.
+            constexpr int64_t kRUN = 2048;
+            int64_t const runs = (LN + kRUN - 1) / kRUN;
 #pragma omp for schedule(static)
-            for (int64_t i = 0; i < accSize; ++i)
+            for (int64_t q = 0; q < a.batch * a.groups * runs; ++q)
             {
-                T sB = T(0);
-                T sC = T(0);
-                for (int s = 0; s < team; ++s)
+                int64_t const bk = q / runs;
+                int64_t const r0 = (q % runs) * kRUN;
+                int64_t const len = std::min(kRUN, LN - r0);
+                int64_t const b = bk / a.groups;
+                int64_t const k = bk % a.groups;
+                T const* src = acc.get() + 2 * k * blocksPerGroup * slab + b * LN + r0;
+                T* __restrict__ outB = g.dBt + bk * LN + r0;
+                T* __restrict__ outC = g.dCt + bk * LN + r0;
+                std::copy(src, src + len, outB);
+                std::copy(src + slab, src + slab + len, outC);
+                for (int64_t j = 1; j < blocksPerGroup; ++j)
                 {
-                    sB += accAll[2 * s * accSize + i];
-                    sC += accAll[(2 * s + 1) * accSize + i];
+                    T const* __restrict__ sB = src + 2 * j * slab;
+                    T const* __restrict__ sC = sB + slab;
+#pragma omp simd
+                    for (int64_t r = 0; r < len; ++r)
+                    {
+                        outB[r] += sB[r];
+                        outC[r] += sC[r];
+                    }
                 }
-                g.dBt[i] = sB;
-                g.dCt[i] = sC;
             }
         }
     });
