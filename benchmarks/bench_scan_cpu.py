@@ -14,6 +14,7 @@ per step), so it is timed once, without warm-up, and skipped at batch 8: a full 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from m2s2l_edge.benchmarking import LatencyStats, machine_info, time_callable
-from m2s2l_edge.ops import cpu_kernel
+from m2s2l_edge.ops import cpu_kernel, selective_scan
 from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch
 
 
@@ -59,6 +60,9 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "reference": selective_scan_ref,
     "torch": selective_scan_torch,
     "cpu_kernel": cpu_kernel.selective_scan_cpu,
+    # torch.ops.m2s2l.selective_scan: the operator the model exports with; on the CPU it runs the C++ kernel, so
+    # its row shows the operator's dispatch overhead (and, with backward, its recompute-based autograd).
+    "custom_op": functools.partial(selective_scan, backend="op"),
 }
 
 
@@ -118,6 +122,8 @@ class Result:
 def skip_reason(impl: str, mode: str, shape: ScanShape, args: argparse.Namespace) -> str:
     if impl == "reference" and (args.ref_iterations == 0 or shape.state_updates > args.ref_max_updates):
         return "reference skipped (minutes per call at this shape; see --ref-max-updates)"
+    if impl == "reference" and mode == "forward+backward" and shape.state_updates > args.ref_backward_max_updates:
+        return "reference backward skipped (autograd through L steps: minutes; see --ref-backward-max-updates)"
     # The torch path's autograd keeps about five (L, B, KD, N) float32 tensors alive.
     if impl == "torch" and mode == "forward+backward" and 5 * 4 * shape.state_updates > args.torch_grad_max_bytes:
         return f"torch autograd skipped (about {5 * 4 * shape.state_updates / 2**30:.1f} GiB of buffers)"
@@ -188,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1 * 2048 * 1024 * 16,
         help="skip the reference above this many state updates B*KD*L*N (default: the B=1 SS2D shape)",
+    )
+    parser.add_argument(
+        "--ref-backward-max-updates",
+        type=int,
+        default=4 * 2**20,
+        help="skip the reference's backward above this many state updates (default: the smaller shapes only)",
     )
     parser.add_argument("--torch-grad-max-bytes", type=float, default=3 * 2**30, help="skip torch-path autograd above")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")

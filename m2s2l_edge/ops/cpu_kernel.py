@@ -1,10 +1,13 @@
 """Fast CPU selective scan: a small C++ library (``csrc/scan_cpu.cpp``) compiled on first use, loaded with ctypes.
 
-Same contract as ``selective_scan_ref`` (DESIGN.md §3), forward and backward, about 40x faster than the plain
-PyTorch recurrence on CPU. The library has no Python or PyTorch headers, so it builds in a few seconds with the
-system's g++; it is compiled with ``-march=native`` for the machine that runs it and cached under
-``${M2S2L_CACHE_DIR:-~/.cache/m2s2l_edge}/scan_cpu/``, keyed by a hash of the source, the compiler, the flags and the
-CPU, so an edited source, another compiler or a shared home directory on another CPU triggers a fresh build.
+Same contract as ``selective_scan_ref`` (DESIGN.md §3), forward and backward. On 2 cores the forward pass at the
+SS2D shape (KD = 2048, N = 16, L = 1024) takes about 13 ms, 170x faster than the plain PyTorch recurrence and 40x
+faster than ``selective_scan_torch``; forward + backward about 40 ms.
+
+The library has no Python or PyTorch headers, so it builds in a few seconds with the system's g++; it is compiled
+with ``-march=native`` for the machine that runs it and cached under ``${M2S2L_CACHE_DIR:-~/.cache/m2s2l_edge}/
+scan_cpu/``, keyed by a hash of the source, the compiler, the flags and the CPU, so an edited source, another
+compiler or a shared home directory on another CPU triggers a fresh build.
 
 Build ahead of time (e.g. in a Docker image) with::
 
