@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{preset:6s} batch {batch:2d}: auto {fast['median_ms']:9.1f} ms (p90 {fast['p90_ms']:9.1f}, "
                 f"{fast['fps']:7.2f} FPS) | {args.baseline} scan {base['median_ms']:9.1f} ms | "
-                f"scan share {100 * share['scan_fraction']:5.1f} % ({share['scan_ms']:.1f} of {share['forward_ms']:.1f} ms)",
+                f"scan share {100 * share['scan_fraction']:5.1f} % "
+                f"({share['scan_ms']:.1f} of {share['forward_ms']:.1f} ms)",
                 flush=True,
             )
     from m2s2l_edge.ops import resolve_backend

@@ -51,7 +51,6 @@ def _time_interleaved(fns: dict, warmup: int, iterations: int, batch: int) -> di
 def bench_preset(preset: str, batches: list[int], threads: int, warmup: int, iterations: int, work: Path,
                  scan_form: str) -> list[dict]:
     from m2s2l_edge.export.onnx_export import ExportConfig, export_onnx, load_source_model
-
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.bench import load_average
 

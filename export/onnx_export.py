@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from m2s2l_edge.export import metadata as meta_mod
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
 
@@ -182,10 +183,10 @@ def fold_scan_parameters(model) -> int:
     """
     import onnx
     import onnx.helper as oh
-    from m2s2l_edge.export.scan_onnx import is_scan_node
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
+    from m2s2l_edge.export.scan_onnx import is_scan_node
     from m2s2l_edge.ops import spec
 
     graph = model.graph
@@ -268,7 +269,6 @@ def check_graph(model, scan: str) -> None:
     delta_bias is computed at run time instead of being an initializer. RuntimeError: an exporter bug, not a user
     error."""
     from m2s2l_edge.export.scan_onnx import NODE_ATTRIBUTES, is_scan_node
-
     from m2s2l_edge.ops import spec
 
     if len(model.functions):
@@ -321,7 +321,6 @@ class TracedOnnx:
 def trace_onnx(model, config: ExportConfig) -> TracedOnnx:
     """Trace ``model`` (M2S2L) into a plugin-flavour ONNX graph (``config.scan`` is not used here)."""
     from m2s2l_edge.export.scan_onnx import scan_nodes, scan_translation
-
     from m2s2l_edge.ops import custom_op  # noqa: F401  (registers torch.ops.m2s2l.selective_scan)
 
     cfg = model.cfg
@@ -364,6 +363,7 @@ def to_onnx(model, config: ExportConfig, traced: TracedOnnx | None = None):
     """The ONNX graph of ``config.scan`` flavour (from ``traced`` when given, else a fresh trace), without metadata.
     Returns (ModelProto, scan call count); nothing is written."""
     import onnx
+
     from m2s2l_edge.export.scan_onnx import lower_scans
 
     if traced is None:

@@ -78,6 +78,7 @@ def python_scan_model(model):
     """A copy of a plugin-flavour ModelProto whose SelectiveScan nodes run as Python ops (see module docstring)."""
     import onnx
     import onnx.helper as oh
+
     from m2s2l_edge.export.scan_onnx import _GraphInfo, is_scan_node
 
     out = onnx.ModelProto()

@@ -176,8 +176,8 @@ def check_parity(
     on a failed comparison (``export_and_check`` does).
     """
     import torch
-    from m2s2l_edge.export.ort_scan import _scan_backend
 
+    from m2s2l_edge.export.ort_scan import _scan_backend
     from m2s2l_edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(onnx_path, threads=threads, python_scan=True)

@@ -19,6 +19,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime_extensions")
 
 import onnx  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from m2s2l_edge.cli.app import app  # noqa: E402
 from m2s2l_edge.export import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.export.onnx_export import (  # noqa: E402
     ExportConfig,
@@ -29,9 +32,6 @@ from m2s2l_edge.export.onnx_export import (  # noqa: E402
 )
 from m2s2l_edge.export.parity import TOLERANCES, ParityError, Tolerance  # noqa: E402
 from m2s2l_edge.export.scan_onnx import lower_scans, scan_op_schema  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from m2s2l_edge.cli.app import app  # noqa: E402
 from m2s2l_edge.ops import selective_scan_ref, spec  # noqa: E402
 
 FLAVOURS = ("plugin", "portable")

@@ -88,7 +88,8 @@ def test_memory_items_move_only_in_training():
 
 def test_presets_registered_and_unknown_rejected():
     assert {"paper", "small", "tiny"} <= set(preset_names())
-    assert get_preset("paper").image_size == 256 and get_preset("paper").clip_len == 4 and get_preset("paper").dim == 256
+    paper = get_preset("paper")
+    assert (paper.image_size, paper.clip_len, paper.dim) == (256, 4, 256)
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid: paper, small, tiny"):
         get_preset("huge")
     with pytest.raises(ValueError, match="unknown ablation"):

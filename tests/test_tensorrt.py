@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+from m2s2l_edge.cli.app import app
 from m2s2l_edge.export.engine import (
     EngineConfig,
     PrecisionPlan,
@@ -24,9 +27,6 @@ from m2s2l_edge.export.engine import (
     profile_shapes,
     read_onnx_info,
 )
-from typer.testing import CliRunner
-
-from m2s2l_edge.cli.app import app
 from m2s2l_edge.ops import spec
 from m2s2l_edge.runtime import tensorrt_backend as trtb
 
@@ -121,9 +121,9 @@ def _tiny_onnx(path: Path, *, precision: str = "fp32", batch="batch", with_scan:
     the exporter's metadata record."""
     import onnx
     import onnx.helper as oh
-    from m2s2l_edge.export import metadata as meta_mod
 
     from m2s2l_edge.config import get_preset
+    from m2s2l_edge.export import metadata as meta_mod
 
     clip = oh.make_tensor_value_info("clip", onnx.TensorProto.FLOAT, [batch, 4, 3, 32, 32])
     outs = [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [batch, 3, 32, 32])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 # Exit codes: 1 = bad input or failed check, 2 = usage error (typer/click), 3 = missing backend or failed build.

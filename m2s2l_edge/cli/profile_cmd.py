@@ -41,8 +41,9 @@ def _fps_rows(preset: str, resolution: int | None, batch: int, device: str, warm
     if device == "cuda":
         half = model.half()
         clip_h = clip.half()
-        rows.append({"mode": "fp16 eager", **time_callable(lambda: run(half, clip_h), warmup=warmup,
-                                                             iterations=iters, batch=batch, synchronize=sync).as_dict()})
+        stats = time_callable(lambda: run(half, clip_h), warmup=warmup, iterations=iters, batch=batch,
+                              synchronize=sync)
+        rows.append({"mode": "fp16 eager", **stats.as_dict()})
         # CUDA graph: capture one forward on static buffers, then replay (removes launch overhead at batch 1).
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

@@ -99,7 +99,8 @@ def _auto_backend(device_type: str) -> str:
 
         if cpu_kernel.is_available():
             return "cpu"
-        logger.warning("selective scan: C++ CPU kernel unavailable (%s); using 'torch'", cpu_kernel.unavailable_reason())
+        reason = cpu_kernel.unavailable_reason()
+        logger.warning("selective scan: C++ CPU kernel unavailable (%s); using 'torch'", reason)
     return "torch"
 
 
