@@ -246,77 +246,17 @@ def evaluate(
 # --- backends ----------------------------------------------------------------------------------------------------
 
 
-class TorchModelBackend:
-    """A PyTorch model behind the runtime interface, for installations whose :mod:`m2s2l_edge.runtime` has no
-    ``create_backend`` (then :func:`open_backend` uses this for ``--backend torch``).
-
-    ``amp``: run the forward pass under fp16 autocast (CUDA only).
-    """
-
-    name = "torch"
-
-    def __init__(self, model, device: str = "cpu", amp: bool = False, source: str | None = None) -> None:
-        import torch
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch")
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.amp = amp and self.device.type == "cuda"
-        self.source = source
-
-    @property
-    def inputs(self):
-        from m2s2l_edge.runtime.base import TensorSpec
-
-        c = self.model.cfg
-        return (TensorSpec("clips", ("batch", c.clip_len, c.in_channels, c.image_size, c.image_size), "float32"),)
-
-    @property
-    def outputs(self):
-        from m2s2l_edge.runtime.base import TensorSpec
-
-        c = self.model.cfg
-        return tuple(TensorSpec(n, ("batch", 3, c.image_size, c.image_size), "float32")
-                     for n in ("frame_pred", "motion_pred"))
-
-    @property
-    def metadata(self) -> dict:
-        c = self.model.cfg
-        return {"preset": c.name, "config": c.to_dict(), "clip_len": c.clip_len, "image_size": c.image_size,
-                "source": self.source}
-
-    def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32)).to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            frame, motion = self.model.predict(x)
-        return {"frame_pred": frame.float().cpu().numpy(), "motion_pred": motion.float().cpu().numpy()}
-
-
 def open_backend(kind: str, path: str, *, device: str | None = None, expected_preset: str | None = None):
     """A backend for ``kind`` (torch, onnxruntime, tensorrt) reading ``path``; ``device`` None: the kind's default.
 
-    :func:`m2s2l_edge.runtime.create_backend` serves every kind when this installation has it; without it, the torch
-    kind is served from the checkpoint by :class:`TorchModelBackend` and the others raise RuntimeError.
+    Every kind is served by :func:`m2s2l_edge.runtime.create_backend`.
     ``expected_preset``: refuse a model of another preset (ValueError naming both).
     """
+    from m2s2l_edge.runtime import create_backend
+
     kinds = ("torch", "onnxruntime", "tensorrt")
     if kind not in kinds:
         raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(kinds)}")
-    try:
-        from m2s2l_edge.runtime import create_backend
-    except ImportError:
-        create_backend = None
-    if create_backend is None:
-        if kind != "torch":
-            raise RuntimeError(f"backend {kind!r} needs m2s2l_edge.runtime.create_backend, which this installation "
-                               f"does not provide; use --backend torch with a checkpoint")
-        from m2s2l_edge.checkpoint import load_model
-
-        model, _ = load_model(path, expected_preset=expected_preset, scan_backend="auto")
-        return TorchModelBackend(model, device=device or "cpu", source=str(path))
     options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
     backend = create_backend(kind, path, device=device, **options)
     preset = (getattr(backend, "metadata", None) or {}).get("preset")

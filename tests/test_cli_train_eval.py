@@ -272,18 +272,13 @@ def test_demo_pipeline_on_a_tiny_setting(tmp_path):
     assert json.loads(open(summary["files"]["results"]).read())["videos"] == 3
 
 
-def test_torch_path_without_the_runtime_factory(run, monkeypatch):
-    """An installation whose m2s2l_edge.runtime lacks create_backend still evaluates checkpoints."""
-    import m2s2l_edge.runtime
-    from m2s2l_edge.evaluate import TorchModelBackend, open_backend
+def test_open_backend_refuses_a_checkpoint_of_another_preset(run):
+    from m2s2l_edge.evaluate import open_backend
 
-    monkeypatch.delattr(m2s2l_edge.runtime, "create_backend", raising=False)
     backend = open_backend("torch", str(run / "last.pt"), expected_preset="tiny")
-    assert isinstance(backend, TorchModelBackend)
+    assert backend.metadata["preset"] == "tiny"
     with pytest.raises(ValueError, match="holds preset 'tiny', not 'paper'"):
         open_backend("torch", str(run / "last.pt"), expected_preset="paper")
-    with pytest.raises(RuntimeError, match="create_backend"):
-        open_backend("onnxruntime", "model.onnx")
 
 
 @pytest.mark.slow  # the ONNX export of even the tiny model takes tens of seconds on 2 cores

@@ -193,14 +193,16 @@ def test_intervals_for_shading():
     assert intervals(np.zeros(4)) == []
 
 
-def test_torch_fallback_backend_matches_the_model():
+def test_torch_backend_from_a_checkpoint_matches_the_model(tmp_path):
     import torch
 
-    from m2s2l_edge.evaluate import TorchModelBackend, backend_geometry, open_backend
+    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.evaluate import backend_geometry, open_backend
     from m2s2l_edge.models import create_model
 
     model = create_model("tiny", seed=0)
-    backend = TorchModelBackend(model)
+    save_checkpoint(tmp_path / "tiny.pt", model)
+    backend = open_backend("torch", str(tmp_path / "tiny.pt"), expected_preset="tiny")
     assert backend_geometry(backend) == (4, (64, 64))
     clips = torch.rand(2, 4, 3, 64, 64) * 2 - 1
     out = backend.run(clips.numpy())
