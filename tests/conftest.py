@@ -71,3 +71,12 @@ def write_avi():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    """The tiny preset's fp32 plugin and portable ONNX exports, built once per session by tests/test_export.py's
+    ``tiny_exports`` (skips where onnx / onnxruntime / onnxruntime-extensions are missing)."""
+    from test_export import tiny_exports
+
+    return tiny_exports(tmp_path_factory, "fp32")

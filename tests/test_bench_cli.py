@@ -16,13 +16,6 @@ needs_onnx = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    from test_export import tiny_exports
-
-    return tiny_exports(tmp_path_factory, "fp32")
-
-
 def _check_summary(output: str) -> None:
     for fragment in ("=== Performance summary ===", "Throughput:", "mean = ", "median = ", "percentile(90%)",
                      "percentile(99%)", "Machine:"):

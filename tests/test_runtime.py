@@ -16,13 +16,6 @@ needs_onnx = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    from test_export import tiny_exports
-
-    return tiny_exports(tmp_path_factory, "fp32")
-
-
 def _clips(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (batch, 4, 3, 64, 64)).astype(np.float32)
 
