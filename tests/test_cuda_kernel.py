@@ -359,6 +359,43 @@ def test_ninja_free_build_commands(monkeypatch, tmp_path):
     assert library.parent == tmp_path and library.name.startswith(cuda_backend.EXT_NAME)
 
 
+@needs_nvcc
+def test_toolkit_root_sees_through_an_nvcc_wrapper(monkeypatch, tmp_path):
+    """A wrapper script on PATH (as /usr/local/bin/nvcc is on some machines) makes torch guess a CUDA_HOME without
+    headers; the build must use the toolkit that nvcc itself reports instead."""
+    from torch.utils import cpp_extension
+
+    real_root = cuda_backend._nvcc_reported_root(NVCC)
+    assert real_root is not None and cuda_backend._is_toolkit_root(real_root)
+    wrapper = tmp_path / "bin" / "nvcc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec "{NVCC}" "$@"\n')
+    wrapper.chmod(0o755)
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(tmp_path))  # torch's guess: the wrapper's parent
+    monkeypatch.setattr(cuda_backend, "DEFAULT_TOOLKIT", tmp_path / "absent")
+    assert not cuda_backend._is_toolkit_root(tmp_path)
+    assert cuda_backend.toolkit_root() == real_root
+    compiles, link, _ = cuda_backend._direct_build_commands(tmp_path)
+    assert compiles[1][0] == str(real_root / "bin" / "nvcc")
+    assert f"-isystem{real_root / 'include'}" in compiles[0]
+
+
+def test_toolkit_root_missing_is_one_clear_error(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvcc
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    monkeypatch.setattr(cuda_backend, "DEFAULT_TOOLKIT", tmp_path / "absent")
+    with pytest.raises(RuntimeError, match="no CUDA toolkit found.*set CUDA_HOME") as info:
+        cuda_backend.toolkit_root()
+    assert str(tmp_path) in str(info.value)
+
+
 def test_extension_sources_exist():
     for path in cuda_backend.source_files():
         assert path.is_file(), path

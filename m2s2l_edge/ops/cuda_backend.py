@@ -50,6 +50,8 @@ BINDING_SOURCE = _REPO_ROOT / "plugins" / "torch_binding" / "selective_scan_bind
 KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
 # Targets when no GPU is visible at build time: Jetson Orin, H100, and PTX for anything newer.
 DEFAULT_ARCHS = ((8, 7), (9, 0))
+# Where the toolkit is when neither CUDA_HOME, torch nor an nvcc on PATH says otherwise (also JetPack's location).
+DEFAULT_TOOLKIT = Path("/usr/local/cuda")
 
 
 def source_files() -> list[Path]:
@@ -114,9 +116,15 @@ def build(verbose: bool = False) -> ModuleType:
     build_dir.mkdir(parents=True, exist_ok=True)
     logger.info("building/loading the CUDA selective-scan extension in %s (a first build takes ~1 min)", build_dir)
     try:
+        root = toolkit_root()
         if not cpp_extension.is_ninja_available():
             # torch's JIT loader needs ninja, which a bare CUDA machine may lack: compile with nvcc and c++ directly.
-            return _build_without_ninja(build_dir, verbose)
+            return _build_without_ninja(build_dir, verbose, root)
+        if not _is_toolkit_root(cpp_extension.CUDA_HOME):
+            # torch guessed CUDA_HOME from an nvcc wrapper (e.g. /usr/local/bin/nvcc -> /usr/local): its JIT loader
+            # would miss cuda_runtime_api.h, so compile with the toolkit nvcc itself reports.
+            logger.info("torch's CUDA_HOME (%s) has no CUDA headers; building with %s", cpp_extension.CUDA_HOME, root)
+            return _build_without_ninja(build_dir, verbose, root)
         return cpp_extension.load(
             name=EXT_NAME,
             sources=[str(p) for p in source_files()],
@@ -130,16 +138,65 @@ def build(verbose: bool = False) -> ModuleType:
         raise RuntimeError(f"building the CUDA selective-scan extension failed: {exc}") from exc
 
 
-def _direct_build_commands(build_dir: Path) -> tuple[list[list[str]], list[str], Path]:
-    """(compile commands, link command, library path) of the ninja-free build; the same flags torch's JIT uses
-    where they matter: the C++11 ABI of the torch build, the extension name, PIC, torch's and CUDA's headers."""
+def _is_toolkit_root(path: str | Path | None) -> bool:
+    return (
+        path is not None
+        and (Path(path) / "include" / "cuda_runtime_api.h").is_file()
+        and (Path(path) / "bin" / "nvcc").is_file()
+    )
+
+
+def _nvcc_reported_root(nvcc: str) -> Path | None:
+    """The toolkit an nvcc really uses: ``nvcc --dryrun`` prints ``TOP=<root>``, which also sees through wrapper
+    scripts that a symlink resolve would not."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "probe.cu"
+        source.write_text("")
+        try:
+            proc = subprocess.run(
+                [nvcc, "--dryrun", "-c", str(source), "-o", str(Path(tmp) / "probe.o")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    m = re.search(r"^#\$ TOP=(.+)$", proc.stdout + proc.stderr, flags=re.MULTILINE)
+    return Path(m.group(1).strip()).resolve() if m else None
+
+
+def toolkit_root() -> Path:
+    """The CUDA toolkit to build with: ``$CUDA_HOME`` / ``$CUDA_PATH``, else torch's guess, else what the ``nvcc``
+    on PATH reports, else ``DEFAULT_TOOLKIT``; the first that has both ``bin/nvcc`` and ``include/cuda_runtime_api.h``.
+    Raises RuntimeError naming what was tried."""
     from torch.utils import cpp_extension
 
-    cuda_home = cpp_extension.CUDA_HOME or os.environ.get("CUDA_HOME")
-    nvcc = str(Path(cuda_home) / "bin" / "nvcc") if cuda_home else shutil.which("nvcc")
-    if nvcc is None or not Path(nvcc).exists():
-        raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    cuda_root = Path(nvcc).resolve().parent.parent
+    candidates: list[Path] = [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    if cpp_extension.CUDA_HOME:
+        candidates.append(Path(cpp_extension.CUDA_HOME))
+    for candidate in candidates:
+        if _is_toolkit_root(candidate):
+            return candidate
+    nvcc = shutil.which("nvcc")
+    reported = _nvcc_reported_root(nvcc) if nvcc else None
+    for candidate in (reported, DEFAULT_TOOLKIT):
+        if candidate is not None and _is_toolkit_root(candidate):
+            return candidate
+    tried = [str(c) for c in candidates] + ([f"{reported} (from {nvcc})"] if reported else []) + [str(DEFAULT_TOOLKIT)]
+    raise RuntimeError(
+        "no CUDA toolkit found (need bin/nvcc and include/cuda_runtime_api.h; tried "
+        f"{', '.join(dict.fromkeys(tried))}); set CUDA_HOME to the toolkit folder"
+    )
+
+
+def _direct_build_commands(build_dir: Path, cuda_root: Path | None = None) -> tuple[list[list[str]], list[str], Path]:
+    """(compile commands, link command, library path) of the ninja-free build; the same flags torch's JIT uses
+    where they matter: the C++11 ABI of the torch build, the extension name, PIC, torch's and CUDA's headers."""
+    cuda_root = toolkit_root() if cuda_root is None else cuda_root
+    nvcc = str(cuda_root / "bin" / "nvcc")
     cxx = os.environ.get("CXX", "c++")
     torch_dir = Path(torch.__file__).resolve().parent
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
@@ -169,12 +226,12 @@ def _direct_build_commands(build_dir: Path) -> tuple[list[list[str]], list[str],
     return compiles, link, library
 
 
-def _build_without_ninja(build_dir: Path, verbose: bool) -> ModuleType:
+def _build_without_ninja(build_dir: Path, verbose: bool, cuda_root: Path | None = None) -> ModuleType:
     import hashlib
     import importlib.util
     import subprocess
 
-    compiles, link, library = _direct_build_commands(build_dir)
+    compiles, link, library = _direct_build_commands(build_dir, cuda_root)
     digest = hashlib.sha256(repr((compiles, link, torch.__version__)).encode())
     for path in source_files() + sorted(KERNEL_DIR.glob("selectiveScanKernel*.h")):
         digest.update(path.read_bytes())
