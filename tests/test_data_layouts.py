@@ -264,14 +264,21 @@ def test_clip_dataset_shapes_values_and_index(tmp_path, write_frames, write_avi)
         ClipDataset(videos[2:], clip_len=4)
 
 
-def test_clip_dataset_dataloader_workers(tmp_path, write_frames, write_avi):
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_clip_dataset_dataloader_workers(tmp_path, write_frames, write_avi, start_method):
+    import gc
+
     write_avi(tmp_path / "v" / "a.avi", 12)
     write_frames(tmp_path / "v" / "b", 8)
     videos = discover(tmp_path / "v", "custom")
-    videos[0].read(6)  # the parent holds an open decoder: workers must not use it
+    videos[0].cache_size = 2  # the workers must decode, not find every frame in an inherited cache
     ds = ClipDataset(videos, clip_len=3, image_size=16)
     expected = torch.stack([ds[i] for i in range(len(ds))])  # (n, T+1, 3, 16, 16)
-    loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
+    videos[0].read(6)  # the parent holds an open decoder: workers must not use it (nor free it: that hangs)
+    gc.collect()  # no garbage from earlier tests (decoders in cycles) for a forked child to collect
+    # timeout: a worker that hangs (as one freeing an inherited decoder did) fails the test instead of stalling it
+    loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False, multiprocessing_context=start_method,
+                        timeout=120)
     got = torch.cat(list(loader))
     assert got.shape == (len(ds), 4, 3, 16, 16)
     torch.testing.assert_close(got, expected)

@@ -25,6 +25,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# Decoders a fork()ed child inherited from its parent, kept alive on purpose: freeing one in the child hangs in
+# sws_freeContext (its slice threads exist only in the parent). Reproduced with a DataLoader worker; see
+# VideoFileSource.close. Copy-on-write pages, so holding them costs the child nothing.
+_INHERITED_DECODERS: list = []
+
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".wmv")
 
@@ -262,7 +267,12 @@ class VideoFileSource(VideoSource):
 
     def close(self) -> None:
         if self._cap is not None:
-            self._cap.release()
+            if self._cap_pid == os.getpid():
+                self._cap.release()
+            else:
+                # Inherited through fork(): FFmpeg's scaler inside it owns threads that fork() did not copy, and
+                # releasing (or merely freeing) it here waits for them forever. Keep it referenced instead.
+                _INHERITED_DECODERS.append(self._cap)
             self._cap = None
             self._pos = 0
 
@@ -316,8 +326,9 @@ class VideoFileSource(VideoSource):
             self._cache.move_to_end(index)
             return cached
         if self._cap is not None and self._cap_pid != os.getpid():
-            # Forked into a DataLoader worker with the parent's decoder: its file offset is shared with the parent.
-            self._cap, self._pos = None, 0
+            # Forked into a DataLoader worker with the parent's decoder: its file offset is shared with the parent,
+            # so open a private one (close() parks the inherited decoder without freeing it).
+            self.close()
         if self._cap is None or index != self._pos:
             self._seek(index)
         frame = self._decode_next()
