@@ -107,6 +107,36 @@ def test_resume_after_interruption_continues_exactly(data_root, reference, tmp_p
         [h["loss"] for h in ref["extra"]["history"]], rel=1e-5)
 
 
+def test_worker_processes_load_the_same_batches(data_root, reference, tmp_path, monkeypatch):
+    """--workers 2 (forked DataLoader workers with their own decoders and caches) feeds training exactly the batches
+    an in-process loader gives, and the run ends where the in-process reference ended."""
+    import m2s2l_edge.train as train_module
+
+    original = train_module._make_loader
+    checked = []
+
+    def compare_with_in_process(dataset, order, batch_size, workers, pin):
+        if workers == 0:  # train() also sizes an epoch with an in-process loader
+            return original(dataset, order, batch_size, workers, pin)
+        from_workers = list(original(dataset, order, batch_size, workers, pin))
+        rng = torch.get_rng_state()  # the in-process loader draws a seed; leave the run's RNG as it was
+        in_process = list(original(dataset, order, batch_size, 0, pin))
+        torch.set_rng_state(rng)
+        assert len(from_workers) == len(in_process) > 0
+        assert all(torch.equal(a, b) for a, b in zip(from_workers, in_process, strict=True))
+        checked.append(len(from_workers))
+        return from_workers
+
+    monkeypatch.setattr(train_module, "_make_loader", compare_with_in_process)
+    result = train(MODEL, TRAIN, DataConfig(str(data_root), "synthetic", stride=STRIDE),
+                   RunConfig(str(tmp_path), workers=2))  # fmt: skip
+    assert checked == [3, 3] and result.epochs == 2
+    # Same data, same order; only the summation order of tensors in shared memory may differ (~1e-6 per step).
+    final, ref = read_checkpoint(tmp_path / "last.pt"), read_checkpoint(reference[0] / "last.pt")
+    assert [h["loss"] for h in final["extra"]["history"]] == pytest.approx(
+        [h["loss"] for h in ref["extra"]["history"]], rel=1e-2)
+
+
 def test_resume_refuses_a_different_request(data_root, reference, tmp_path):
     import shutil
 
