@@ -131,3 +131,75 @@ def test_scan_backends_give_the_same_model_output():
             out = m.eval().predict(frames)
             for a, b in zip(out, ref, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# --- BatchNorm folding (inference copies) -----------------------------------------------------------------------------
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int = 1) -> int:
+    """Give every BatchNorm2d statistics and affine terms far from the identity, as after training."""
+    g = torch.Generator().manual_seed(seed)
+    count = 0
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0.0, 0.5, generator=g)
+            mod.running_var.uniform_(0.3, 3.0, generator=g)
+            mod.weight.data.normal_(1.0, 0.3, generator=g)
+            mod.bias.data.normal_(0.0, 0.3, generator=g)
+            count += 1
+    return count
+
+
+def test_fold_batchnorm_keeps_the_model_output():
+    import copy
+
+    from m2s2l_edge.models.fold import fold_batchnorm
+
+    model = create_model("tiny", seed=0)
+    n_bn = _randomise_batchnorm(model)
+    model.eval()
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded) == n_bn == 33
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    cfg = model.cfg
+    clip = torch.rand(2, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator()
+                      .manual_seed(2)) * 2 - 1  # fmt: skip
+    with torch.no_grad():
+        for ref, out in zip(model.predict(clip), folded.predict(clip), strict=True):
+            assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert fold_batchnorm(folded) == 0  # nothing left to fold
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("groups,bias", [(1, False), (2, True)])
+def test_fold_batchnorm_conv_variants(transpose, groups, bias):
+    from m2s2l_edge.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    if transpose:
+        conv = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=groups, bias=bias)
+    else:
+        conv = torch.nn.Conv2d(4, 6, 3, padding=1, groups=groups, bias=bias)
+    seq = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(6), torch.nn.ReLU())
+    _randomise_batchnorm(seq, seed=groups)
+    seq.eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        ref = seq(x)
+        assert fold_batchnorm(seq) == 1
+        out = seq(x)
+    assert isinstance(seq[1], torch.nn.Identity) and seq[0].bias is not None
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_refuses_training_mode_and_folded_checkpoints(tmp_path):
+    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.models.fold import fold_batchnorm
+
+    model = create_model("tiny", seed=0)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model)
+    fold_batchnorm(model.eval())
+    with pytest.raises(ValueError, match="BatchNorm folded"):
+        save_checkpoint(tmp_path / "folded.ckpt", model)
+    assert not (tmp_path / "folded.ckpt").exists()

@@ -22,7 +22,9 @@ class TorchBackend:
 
     ``threads`` sets PyTorch's intra-op thread count, which is process-wide (``torch.set_num_threads``).
     ``precision="fp16"`` runs the model in half precision (CUDA only: PyTorch's CPU half kernels are slow and not
-    what any deployment uses); the scan keeps float32 state either way.
+    what any deployment uses); the scan keeps float32 state either way. ``fold_bn`` (default) runs a copy of the
+    model with its BatchNorm folded into the convolutions (same outputs up to FP rounding, 33 fewer kernels per
+    forward); ``self.model`` stays the loaded model, so it can still be saved as a checkpoint.
     """
 
     name = "torch"
@@ -39,7 +41,10 @@ class TorchBackend:
         scan_backend: str = "auto",
         dataset: str | None = None,
         lam: float | None = None,
+        fold_bn: bool = True,
     ) -> None:
+        import copy
+
         import torch
 
         from m2s2l_edge.export.metadata import ExportMetadata, library_versions, resolve_lambda
@@ -72,8 +77,15 @@ class TorchBackend:
         else:
             raise ValueError("the torch backend needs a checkpoint path or preset=...")
         self.model = model.eval().to(self.device)
+        self._net = self.model
+        if fold_bn:
+            from m2s2l_edge.models.fold import fold_batchnorm
+
+            self._net = copy.deepcopy(self.model)
+            fold_batchnorm(self._net)  # in FP32, before any cast to FP16
         if precision == "fp16":
             self.model.half()
+            self._net.half()
         self.precision = precision
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         lam_value, lam_source = resolve_lambda(dataset, lam)
@@ -85,6 +97,7 @@ class TorchBackend:
             ).to_dict(),
             "scan_backend": resolve_backend(scan_backend, self.device),
             "device": str(self.device),
+            "folded_batchnorm": getattr(self._net, "folded_batchnorm", 0),
         }
 
     @property
@@ -108,5 +121,5 @@ class TorchBackend:
         clips = check_clips(clips, self.inputs[0].shape)
         x = torch.from_numpy(clips).to(self.device, self._dtype)
         with torch.inference_mode():
-            frame, motion = self.model.predict(x)
+            frame, motion = self._net.predict(x)
         return {"frame_pred": frame.float().cpu().numpy(), "motion_pred": motion.float().cpu().numpy()}
