@@ -50,6 +50,11 @@ if nvcc:
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
 print(f"nvcc: {nvcc} ({version})")
 EOF
+if command -v nvidia-smi >/dev/null 2>&1; then
+    # Driver, clocks and power limit: what a timing needs beside it to be compared with another run.
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit,temperature.gpu \
+        --format=csv 2>&1 | tee -a "${logs}/environment.txt"
+fi
 if ! "${py}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_check: no CUDA device visible to PyTorch" >&2
     exit 2
