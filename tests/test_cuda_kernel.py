@@ -571,6 +571,41 @@ def test_gpu_dispatcher_uses_the_kernel(ext):
     assert torch.equal(selective_scan(**inputs, backend="cuda"), cuda_backend.selective_scan_cuda(**inputs))
 
 
+@pytest.mark.gpu
+def test_gpu_auto_trains_through_torch_and_infers_through_the_kernel(ext):
+    from m2s2l_edge.ops import dispatch
+
+    if dispatch.resolve_backend("auto", "cuda") != "cuda":
+        pytest.skip("auto picks mamba_ssm on this machine")
+    inputs = _to_cuda(make_inputs(2, 32, 4, 16, 50, torch.float32))
+    with torch.no_grad():
+        y_kernel = dispatch.selective_scan(**inputs, backend="auto")
+    assert torch.equal(y_kernel, cuda_backend.selective_scan_cuda(**inputs))
+    u = inputs["u"].clone().requires_grad_(True)
+    y = dispatch.selective_scan(**{**inputs, "u": u}, backend="auto")
+    y.square().sum().backward()
+    assert u.grad is not None and torch.isfinite(u.grad).all()
+    assert rel_err(y.detach(), y_kernel) <= FP32_BOUND
+
+
+def test_auto_never_sends_a_gradient_to_the_forward_only_kernel(monkeypatch):
+    """Where auto means 'cuda' (forced here: no GPU), a call that needs a gradient runs the torch path instead."""
+    from m2s2l_edge.ops import dispatch
+    from m2s2l_edge.ops.selective_scan import selective_scan_torch
+
+    monkeypatch.setattr(dispatch, "_auto_backend", lambda device_type: "cuda")
+    inputs = make_inputs(1, 8, 1, 4, 12, torch.float32)
+    u = inputs["u"].clone().requires_grad_(True)
+    y = dispatch.selective_scan(**{**inputs, "u": u}, backend="auto")
+    assert y.grad_fn is not None
+    torch.testing.assert_close(y, selective_scan_torch(**{**inputs, "u": u}))
+    # Without a gradient auto goes to the kernel, which (no GPU here) is the real, explicit error.
+    with torch.no_grad(), pytest.raises(RuntimeError, match="scan backend 'cuda' is unavailable"):
+        dispatch.selective_scan(**inputs, backend="auto")
+    with pytest.raises(RuntimeError, match="scan backend 'cuda' is unavailable"):
+        dispatch.selective_scan(**{**inputs, "u": u}, backend="cuda")  # explicit: never rerouted
+
+
 VALIDATE_CPP = r"""
 #include "selectiveScanKernel.h"
 

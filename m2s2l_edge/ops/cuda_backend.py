@@ -371,7 +371,7 @@ def _selective_scan_cuda(
     if torch.is_grad_enabled() and any(t.requires_grad for t in present.values()):
         raise RuntimeError(
             "selective_scan_cuda is forward-only: call it under torch.no_grad()/torch.inference_mode(), or use "
-            "backend='torch' (or 'auto' through the custom op) when gradients are needed"
+            "backend='torch' or 'auto' (which routes calls that need a gradient to torch)"
         )
     activations = [t for t in (u, delta, B, C, z) if t is not None]
     io = _io_dtype(activations)

@@ -7,7 +7,8 @@ Backends:
     cuda       our CUDA kernel (plugins/selective_scan) through its PyTorch binding; forward only
     mamba_ssm  mamba-ssm's selective_scan_fn (CUDA tensors; optional dependency)
     op         the ``m2s2l::selective_scan`` custom operator: traces and exports as one node per scan
-    auto       CUDA tensors: mamba_ssm, else cuda, else torch; CPU tensors: cpu, else torch. Logged once.
+    auto       CUDA tensors: mamba_ssm, else cuda (torch where a gradient is needed: cuda is forward-only),
+               else torch; CPU tensors: cpu, else torch. Logged once.
 
 An explicitly requested backend that is unavailable raises RuntimeError with the command that fixes it.
 """
@@ -111,6 +112,10 @@ def differentiable_backend(device: torch.device | str) -> str:
     return "torch" if name == "cuda" else name
 
 
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The concrete backend ``backend`` means for tensors on ``device`` (``auto`` resolved; validated)."""
     if backend not in BACKENDS:
@@ -134,6 +139,10 @@ def selective_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with the contract of ``selective_scan_ref`` on the chosen backend (see module docstring)."""
     name = resolve_backend(backend, u.device)
+    if name == "cuda" and backend == "auto" and _needs_grad(u, delta, A, B, C, D, z, delta_bias):
+        # auto never hands a gradient to the forward-only kernel: a training step on a GPU without mamba-ssm runs
+        # the differentiable torch path, inference (no_grad / inference_mode) the kernel.
+        name = "torch"
     if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
         _log_choice(name, u.device.type)
     return _IMPLS[name](u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
