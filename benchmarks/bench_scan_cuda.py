@@ -15,9 +15,9 @@ Sections (each isolated: a failure is recorded in the JSON and the others still 
            softplus and for the SiLU gate when present.
   speed    kernel time (CUDA graph of back-to-back calls: GPU time only; and eager, as a caller sees it), ratio to
            the floor, and speedup over the fast PyTorch path ``selective_scan_torch`` (eager, same GPU, same inputs).
-  model    whole-model FPS of ``create_model("paper", scan_backend="cuda")`` in FP16 (BatchNorm folded into the
-           convolutions) at batch 1 and 32, replayed from a CUDA graph (and eager), beside ``scan_backend="torch"``
-           where time allows.
+  model    whole-model FPS of ``create_model("paper", scan_backend="cuda")`` in FP16 (``optimize_for_inference``:
+           BatchNorm folded, multi-scale convolutions merged) at batch 1 and 32, replayed from a CUDA graph (and
+           eager), beside ``scan_backend="torch"`` where time allows.
 
 Prints a short table and writes JSON to --out (default: $OUT/bench_scan_cuda.json when $OUT is set).
 Exit status: 0 when every parity check passed, 1 otherwise, 2 when the kernel could not be built or loaded.
@@ -342,12 +342,12 @@ def run_speed(
 
 def bench_model(backend: str, batch: int, device: torch.device, dry_run: bool, use_graph: bool) -> dict:
     from m2s2l_edge.models import create_model
-    from m2s2l_edge.models.fold import fold_batchnorm
+    from m2s2l_edge.models.fold import optimize_for_inference
 
     preset = "tiny" if dry_run else "paper"
     dtype = torch.float32 if dry_run else torch.float16
     model = create_model(preset, scan_backend=backend).eval()
-    fold_batchnorm(model)  # folded in FP32, then cast: the deployment form (TensorRT folds these too)
+    optimize_for_inference(model)  # BatchNorm folded, convolutions merged, in FP32 before the cast
     model = model.to(device=device, dtype=dtype)
     cfg = model.cfg
     clip = torch.rand(batch, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)

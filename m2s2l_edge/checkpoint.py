@@ -28,10 +28,11 @@ def save_checkpoint(
     step: int = 0,
     extra: dict | None = None,
 ) -> Path:
-    if getattr(model, "folded_batchnorm", 0):
+    rewrites = getattr(model, "inference_rewrites", None)
+    if rewrites:
         raise ValueError(
-            "this model has its BatchNorm folded into the convolutions (an inference copy); save the original "
-            "model, whose parameters a checkpoint must hold"
+            f"this model is an inference copy ({', '.join(rewrites)}: BatchNorm folded / convolutions merged); "
+            "save the original model, whose parameters a checkpoint must hold"
         )
     state = {
         "format": FORMAT,

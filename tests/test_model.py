@@ -200,6 +200,39 @@ def test_fold_batchnorm_refuses_training_mode_and_folded_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(model)
     fold_batchnorm(model.eval())
-    with pytest.raises(ValueError, match="BatchNorm folded"):
+    with pytest.raises(ValueError, match="inference copy.*folded_batchnorm"):
         save_checkpoint(tmp_path / "folded.ckpt", model)
     assert not (tmp_path / "folded.ckpt").exists()
+
+
+def test_merged_multiscale_convs_compute_the_same_map():
+    import copy
+
+    from m2s2l_edge.layers.ssm import SS2D
+    from m2s2l_edge.models.fold import inference_rewrites, merge_multiscale_convs, optimize_for_inference
+
+    torch.manual_seed(0)
+    layer = SS2D(dim=16, d_state=4, ms_kernels=(3, 5, 7), scan_backend="torch")
+    for conv in layer.ms_convs:  # non-zero biases so that their sum is checked too
+        torch.nn.init.normal_(conv.bias, std=0.5)
+    x = torch.randn(2, 6, 5, 16)
+    merged = copy.deepcopy(layer)
+    assert merged.merge_ms_convs() and len(merged.ms_convs) == 1
+    assert merged.ms_convs[0].kernel_size == (7, 7) and merged.ms_convs[0].groups == layer.d_inner
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), layer(x), rtol=1e-5, atol=1e-6)
+    assert not merged.merge_ms_convs()  # a single convolution: nothing to do
+    strided = SS2D(dim=16, d_state=4, ms_kernels=(3, 5), scan_backend="torch")
+    strided.ms_convs[1].stride = (2, 2)
+    assert not strided.merge_ms_convs() and len(strided.ms_convs) == 2  # not of the mergeable form: untouched
+
+    model = create_model("tiny", seed=0).eval()
+    reference = copy.deepcopy(model)
+    assert optimize_for_inference(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert inference_rewrites(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert merge_multiscale_convs(model) == 0
+    cfg = model.cfg
+    clip = torch.rand(1, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size) * 2 - 1
+    with torch.no_grad():
+        for ref, out in zip(reference.predict(clip), model.predict(clip), strict=True):
+            assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()

@@ -148,14 +148,17 @@ def test_onnxruntime_bad_inputs(tmp_path, exports):
         backend.run(np.zeros((1, 4, 3, 32, 32), np.float32))
 
 
-def test_torch_backend_runs_a_folded_copy_and_keeps_the_model_saveable():
+def test_torch_backend_runs_an_optimized_copy_and_keeps_the_model_saveable(tmp_path):
+    from m2s2l_edge.checkpoint import save_checkpoint
     from m2s2l_edge.runtime.torch_backend import TorchBackend
 
-    folded = TorchBackend(preset="tiny", seed=0, threads=1)
-    plain = TorchBackend(preset="tiny", seed=0, threads=1, fold_bn=False)
-    assert folded.metadata["folded_batchnorm"] == 33 and plain.metadata["folded_batchnorm"] == 0
-    assert any(type(m).__name__ == "BatchNorm2d" for m in folded.model.modules())  # the checkpointable model
+    optimized = TorchBackend(preset="tiny", seed=0, threads=1)
+    plain = TorchBackend(preset="tiny", seed=0, threads=1, optimize=False)
+    assert optimized.metadata["inference_rewrites"] == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert plain.metadata["inference_rewrites"] == {}
+    assert any(type(m).__name__ == "BatchNorm2d" for m in optimized.model.modules())  # the checkpointable model
+    save_checkpoint(tmp_path / "from_backend.pt", optimized.model)
     clips = _clips(2)
-    a, b = folded.run(clips), plain.run(clips)
+    a, b = optimized.run(clips), plain.run(clips)
     for name in ("frame_pred", "motion_pred"):
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-5 * np.abs(b[name]).max())

@@ -21,14 +21,14 @@ def _fps_rows(preset: str, resolution: int | None, batch: int, device: str, warm
 
     from m2s2l_edge.benchmarking import time_callable
     from m2s2l_edge.models import create_model
-    from m2s2l_edge.models.fold import fold_batchnorm
+    from m2s2l_edge.models.fold import optimize_for_inference
 
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
     if resolution is not None:
         overrides = {**overrides, "image_size": resolution}
     model = create_model(preset, **overrides).eval().to(device)
-    fold_batchnorm(model)  # as any deployment runs it (TensorRT and ONNX Runtime fold these themselves)
+    optimize_for_inference(model)  # BatchNorm folded, multi-scale convolutions merged: the deployed form
     cfg = model.cfg
     clip = torch.randn(batch, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else None

@@ -63,12 +63,55 @@ class SS2D(nn.Module):
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
+    def _multi_scale_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the depth-wise convolutions (not ``sum()``, whose ``0 + t`` costs one more kernel)."""
+        out = self.ms_convs[0](x)
+        for conv in self.ms_convs[1:]:
+            out = out + conv(x)
+        return out
+
+    @torch.no_grad()
+    def merge_ms_convs(self) -> bool:
+        """Replace the parallel depth-wise convolutions by one with the largest kernel (inference re-parameterisation).
+
+        Each k×k kernel is zero-padded to k_max×k_max about its centre and the kernels and biases are summed: with
+        stride 1 and 'same' padding k // 2 that is the same linear map (one rounding of the summed weights), one
+        convolution instead of len(ms_convs), and fewer MACs (49 instead of 9 + 25 + 49 per position for 3/5/7).
+        Returns False (and changes nothing) when there is nothing to merge or a convolution is not of that form.
+        """
+        convs = list(self.ms_convs)
+        if len(convs) < 2:
+            return False
+        for conv in convs:
+            k = conv.kernel_size[0]
+            if not (conv.kernel_size == (k, k) and k % 2 == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+                    and conv.padding == (k // 2, k // 2) and conv.padding_mode == "zeros"
+                    and conv.groups == conv.in_channels == conv.out_channels == self.d_inner):
+                return False
+        k_max = max(conv.kernel_size[0] for conv in convs)
+        ref = convs[0].weight
+        merged = nn.Conv2d(self.d_inner, self.d_inner, k_max, padding=k_max // 2, groups=self.d_inner,
+                           bias=any(conv.bias is not None for conv in convs))
+        weight = torch.zeros(self.d_inner, 1, k_max, k_max, dtype=torch.float64, device=ref.device)
+        bias = torch.zeros(self.d_inner, dtype=torch.float64, device=ref.device)
+        for conv in convs:
+            off = (k_max - conv.kernel_size[0]) // 2
+            weight[:, :, off:k_max - off, off:k_max - off] += conv.weight.double()
+            if conv.bias is not None:
+                bias += conv.bias.double()
+        merged = merged.to(device=ref.device, dtype=ref.dtype)
+        merged.weight.copy_(weight.to(ref.dtype))
+        if merged.bias is not None:
+            merged.bias.copy_(bias.to(ref.dtype))
+        self.ms_convs = nn.ModuleList([merged])
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
         length = h * w
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, d_inner) each
         x = x.permute(0, 3, 1, 2)  # (B, d_inner, H, W)
-        x = F.silu(sum(conv(x) for conv in self.ms_convs))
+        x = F.silu(self._multi_scale_conv(x))
         # Directions: row-major, column-major, and both reversed.
         row = x.flatten(2)  # (B, d_inner, L)
         col = x.transpose(2, 3).flatten(2)  # (B, d_inner, L)

@@ -22,9 +22,10 @@ class TorchBackend:
 
     ``threads`` sets PyTorch's intra-op thread count, which is process-wide (``torch.set_num_threads``).
     ``precision="fp16"`` runs the model in half precision (CUDA only: PyTorch's CPU half kernels are slow and not
-    what any deployment uses); the scan keeps float32 state either way. ``fold_bn`` (default) runs a copy of the
-    model with its BatchNorm folded into the convolutions (same outputs up to FP rounding, 33 fewer kernels per
-    forward); ``self.model`` stays the loaded model, so it can still be saved as a checkpoint.
+    what any deployment uses); the scan keeps float32 state either way. ``optimize`` (default) runs a copy of the
+    model with its BatchNorm folded and its multi-scale convolutions merged (``optimize_for_inference``: same
+    outputs up to FP rounding, fewer kernels per forward); ``self.model`` stays the loaded model, so it can still
+    be saved as a checkpoint.
     """
 
     name = "torch"
@@ -41,13 +42,14 @@ class TorchBackend:
         scan_backend: str = "auto",
         dataset: str | None = None,
         lam: float | None = None,
-        fold_bn: bool = True,
+        optimize: bool = True,
     ) -> None:
         import copy
 
         import torch
 
         from m2s2l_edge.export.metadata import ExportMetadata, library_versions, resolve_lambda
+        from m2s2l_edge.models.fold import inference_rewrites
         from m2s2l_edge.ops.dispatch import resolve_backend
 
         if precision not in PRECISIONS:
@@ -78,11 +80,11 @@ class TorchBackend:
             raise ValueError("the torch backend needs a checkpoint path or preset=...")
         self.model = model.eval().to(self.device)
         self._net = self.model
-        if fold_bn:
-            from m2s2l_edge.models.fold import fold_batchnorm
+        if optimize:
+            from m2s2l_edge.models.fold import optimize_for_inference
 
             self._net = copy.deepcopy(self.model)
-            fold_batchnorm(self._net)  # in FP32, before any cast to FP16
+            optimize_for_inference(self._net)  # in FP32, before any cast to FP16
         if precision == "fp16":
             self.model.half()
             self._net.half()
@@ -97,7 +99,7 @@ class TorchBackend:
             ).to_dict(),
             "scan_backend": resolve_backend(scan_backend, self.device),
             "device": str(self.device),
-            "folded_batchnorm": getattr(self._net, "folded_batchnorm", 0),
+            "inference_rewrites": inference_rewrites(self._net),
         }
 
     @property
