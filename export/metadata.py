@@ -73,6 +73,7 @@ class ExportMetadata:
     dataset: str | None = None
     opset: int | None = None
     scan_calls: int | None = None
+    rewrites: dict = field(default_factory=dict)  # inference rewrites traced into the graph (optimize_for_inference)
     weights: str = ""  # where the weights came from: "checkpoint <name> (epoch N)" or "preset <name>, seed N"
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES

@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -122,16 +122,19 @@ def _scan_parameter_names(model) -> list[str]:
 
 
 def export_copy(model, precision: str):
-    """A copy of ``model`` built with scan_backend "op" (one custom-op call per scan), in eval mode, in ``precision``.
-
-    The caller's model is left untouched (its scan backend, dtype and training mode are unchanged).
+    """A copy of ``model`` built with scan_backend "op" (one custom-op call per scan), in eval mode, rewritten for
+    inference (``optimize_for_inference``: BatchNorm folded, SS2D's parallel convolutions merged, in FP32), in
+    ``precision``. The caller's model is left untouched (its scan backend, dtype and training mode are unchanged).
     """
     from m2s2l_edge.models import M2S2L
+    from m2s2l_edge.models.fold import optimize_for_inference
 
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = M2S2L(model.cfg.replace(scan_backend="op"))
     out.load_state_dict(state)
     out.eval()
+    # TensorRT and ONNX Runtime fold BatchNorm themselves, but neither merges parallel convolutions.
+    optimize_for_inference(out)
     if precision == "fp16":
         out.half()
         for name in _scan_parameter_names(out):
@@ -309,6 +312,7 @@ class TracedOnnx:
     batch: int
     dynamic_batch: bool
     opset: int
+    rewrites: dict = field(default_factory=dict)  # optimize_for_inference's counts
 
     def check_matches(self, model, config: ExportConfig) -> None:
         want = (model.cfg.name, config.precision, config.batch, config.dynamic_batch, config.opset)
@@ -321,10 +325,12 @@ class TracedOnnx:
 def trace_onnx(model, config: ExportConfig) -> TracedOnnx:
     """Trace ``model`` (M2S2L) into a plugin-flavour ONNX graph (``config.scan`` is not used here)."""
     from m2s2l_edge.export.scan_onnx import scan_nodes, scan_translation
+    from m2s2l_edge.models.fold import inference_rewrites
     from m2s2l_edge.ops import custom_op  # noqa: F401  (registers torch.ops.m2s2l.selective_scan)
 
     cfg = model.cfg
-    wrapper = ExportWrapper(export_copy(model, config.precision), config.precision == "fp16").eval()
+    inference_model = export_copy(model, config.precision)
+    wrapper = ExportWrapper(inference_model, config.precision == "fp16").eval()
     # A dynamic batch is traced at 2: torch.export specialises sizes 0 and 1.
     example_batch = max(2, config.batch) if config.dynamic_batch else config.batch
     generator = torch.Generator().manual_seed(0)
@@ -356,7 +362,8 @@ def trace_onnx(model, config: ExportConfig) -> TracedOnnx:
     if nodes != calls:
         raise RuntimeError(f"the model makes {calls} scan calls but the graph has {nodes} SelectiveScan nodes")
     check_graph(proto, "plugin")
-    return TracedOnnx(proto, calls, cfg.name, config.precision, config.batch, config.dynamic_batch, config.opset)
+    return TracedOnnx(proto, calls, cfg.name, config.precision, config.batch, config.dynamic_batch, config.opset,
+                      rewrites=inference_rewrites(inference_model))
 
 
 def to_onnx(model, config: ExportConfig, traced: TracedOnnx | None = None):
@@ -422,6 +429,7 @@ def export_and_check(
     sidecar = meta_mod.sidecar_path(out)
     # Claim the output paths before the (slow) export, so an unwritable folder fails at once.
     with _published(out, sidecar) as (tmp_model, tmp_sidecar):
+        traced = traced if traced is not None else trace_onnx(model, config)
         proto, calls = to_onnx(model, config, traced)
         meta = meta_mod.ExportMetadata(
             config=model.cfg.replace(scan_backend="auto").to_dict(),
@@ -433,6 +441,7 @@ def export_and_check(
             dataset=dataset,
             opset=config.opset,
             scan_calls=calls,
+            rewrites=traced.rewrites,
             weights=source.description,
             versions=meta_mod.library_versions(),
         )

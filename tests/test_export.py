@@ -155,6 +155,26 @@ def test_only_standard_ops_besides_selective_scan(request, precision, scan):
         assert sum(n.op_type == "Scan" for n in model.graph.node) == 6
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_graph_is_the_inference_rewritten_model(request, precision, tiny_model):
+    """No BatchNormalization left, and each SS2D's parallel depth-wise convolutions are one, of the largest size."""
+    from m2s2l_edge.layers.ssm import SS2D
+
+    model = onnx.load(str(request.getfixturevalue(precision)["plugin"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in model.graph.node}
+    # 2-D depth-wise convolutions (weight (C, 1, kh, kw), group C): only SS2D has them (TMB's are 1-D).
+    kernels = [
+        shapes[n.input[1]][2:] for n in model.graph.node
+        if n.op_type == "Conv" and len(shapes.get(n.input[1], ())) == 4 and groups[n.name] == shapes[n.input[1]][0] > 1
+    ]  # fmt: skip
+    ss2d = [m for m in tiny_model.modules() if isinstance(m, SS2D)]
+    assert all(len(m.ms_convs) > 1 for m in ss2d)  # the source model has several per SS2D
+    assert kernels == [max(c.kernel_size for c in m.ms_convs) for m in ss2d]
+
+
 def test_fp16_graph_has_explicit_casts_and_float32_io(fp16):
     model = onnx.load(str(fp16["portable"]))
     io = [*model.graph.input, *model.graph.output]
@@ -286,6 +306,7 @@ def test_metadata_round_trips(fp32, scan, tiny_model):
     assert (meta.scan, meta.precision, meta.batch, meta.opset, meta.scan_calls) == (scan, "fp32", "dynamic", 18, 6)
     assert meta.normalization == "[-1, 1]" and meta.dataset == "ped2" and meta.lam == 0.6
     assert {"m2s2l_edge", "torch", "onnx"} <= set(meta.versions)
+    assert meta.rewrites == {"folded_batchnorm": 33, "merged_ms_convs": 3}
     assert meta.input_shape == ("dynamic", 4, 3, 64, 64)
     sidecar = json.loads(meta_mod.sidecar_path(path).read_text())
     assert meta_mod.ExportMetadata.from_dict(sidecar) == meta
