@@ -786,6 +786,62 @@ struct Avx2Kernel
         avx2::expBatch<8 * kV>(decay);
     }
 
+    // h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t from h_{-1} = 0, and yOut[t] = C_t . h_t (before D and the gate), in
+    // groups of eight steps; h holds h_{L-1} on return. With kKeep (the backward pass) every exp(dt_t A) goes to
+    // decayOut[t * N + n] and every state to hsOut[(t + 1) * N + n], with hsOut[0..N) = h_{-1} = 0.
+    template <bool kKeep>
+    static void recurrence(float const* ARow, float const* __restrict__ Bt, float const* __restrict__ Ct,
+        float const* __restrict__ dt, float const* __restrict__ dtu, int64_t L, float* __restrict__ yOut,
+        float* __restrict__ decayOut, float* __restrict__ hsOut, __m256 (&h)[kV])
+    {
+        __m256 A[kV];
+        for (int v = 0; v < kV; ++v)
+        {
+            A[v] = _mm256_loadu_ps(ARow + 8 * v);
+            h[v] = _mm256_setzero_ps();
+            if constexpr (kKeep)
+            {
+                _mm256_storeu_ps(hsOut + 8 * v, h[v]);
+            }
+        }
+        for (int64_t t0 = 0; t0 < L; t0 += 8)
+        {
+            int const len = static_cast<int>(std::min<int64_t>(8, L - t0));
+            __m256 decay[8 * kV];
+            groupDecays(dt + t0, A, decay);
+            __m256 p[8]; // partial sums of C_t . h_t
+            for (int j = 0; j < len; ++j)
+            {
+                int64_t const t = t0 + j;
+                __m256 const x = _mm256_set1_ps(dtu[t]);
+                __m256 acc = _mm256_setzero_ps();
+                for (int v = 0; v < kV; ++v)
+                {
+                    int64_t const o = t * kN + 8 * v;
+                    h[v] = _mm256_fmadd_ps(decay[j * kV + v], h[v], _mm256_mul_ps(x, _mm256_loadu_ps(Bt + o)));
+                    if constexpr (kKeep)
+                    {
+                        _mm256_storeu_ps(decayOut + o, decay[j * kV + v]);
+                        _mm256_storeu_ps(hsOut + o + kN, h[v]);
+                    }
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(Ct + o), h[v], acc);
+                }
+                p[j] = acc;
+            }
+            if (len == 8)
+            {
+                _mm256_storeu_ps(yOut + t0, avx2::hsum8(p));
+            }
+            else
+            {
+                for (int j = 0; j < len; ++j)
+                {
+                    yOut[t0 + j] = avx2::hsum(p[j]);
+                }
+            }
+        }
+    }
+
     static void forward(ScanArgs<float> const& a, int64_t b, int64_t d, float* work, float* y, float* lastState)
     {
         int64_t const L = a.seqlen;
@@ -796,44 +852,8 @@ struct Avx2Kernel
         ForwardWork<float> const w(work, L, kN);
         discretizeAvx2(a, ch, w.dt, w.dtu, nullptr);
 
-        __m256 A[kV];
         __m256 h[kV];
-        for (int v = 0; v < kV; ++v)
-        {
-            A[v] = _mm256_loadu_ps(a.A + d * kN + 8 * v);
-            h[v] = _mm256_setzero_ps();
-        }
-        for (int64_t t0 = 0; t0 < L; t0 += 8)
-        {
-            int const len = static_cast<int>(std::min<int64_t>(8, L - t0));
-            __m256 decay[8 * kV];
-            groupDecays(w.dt + t0, A, decay);
-            __m256 p[8]; // partial sums of C_t . h_t
-            for (int j = 0; j < len; ++j)
-            {
-                int64_t const t = t0 + j;
-                __m256 const x = _mm256_set1_ps(w.dtu[t]);
-                __m256 acc = _mm256_setzero_ps();
-                for (int v = 0; v < kV; ++v)
-                {
-                    int64_t const o = t * kN + 8 * v;
-                    h[v] = _mm256_fmadd_ps(decay[j * kV + v], h[v], _mm256_mul_ps(x, _mm256_loadu_ps(Bt + o)));
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(Ct + o), h[v], acc);
-                }
-                p[j] = acc;
-            }
-            if (len == 8)
-            {
-                _mm256_storeu_ps(yRow + t0, avx2::hsum8(p));
-            }
-            else
-            {
-                for (int j = 0; j < len; ++j)
-                {
-                    yRow[t0 + j] = avx2::hsum(p[j]);
-                }
-            }
-        }
+        recurrence<false>(a.A + d * kN, Bt, Ct, w.dt, w.dtu, L, yRow, nullptr, nullptr, h);
         skipAndGate(a, ch, yRow);
         if (lastState != nullptr)
         {
@@ -860,46 +880,12 @@ struct Avx2Kernel
         discretizeAvx2(a, ch, w.dt, w.dtu, a.softplus ? w.dtGrad : nullptr);
 
         // Forward recomputation, keeping every state and every exp(dt A).
-        __m256 A[kV];
         __m256 h[kV];
+        recurrence<true>(a.A + d * kN, Bt, Ct, w.dt, w.dtu, L, w.yPre, w.decay, w.hs, h);
+        __m256 A[kV];
         for (int v = 0; v < kV; ++v)
         {
             A[v] = _mm256_loadu_ps(a.A + d * kN + 8 * v);
-            h[v] = _mm256_setzero_ps();
-            _mm256_storeu_ps(w.hs + 8 * v, h[v]);
-        }
-        for (int64_t t0 = 0; t0 < L; t0 += 8)
-        {
-            int const len = static_cast<int>(std::min<int64_t>(8, L - t0));
-            __m256 decay[8 * kV];
-            groupDecays(w.dt + t0, A, decay);
-            __m256 p[8];
-            for (int j = 0; j < len; ++j)
-            {
-                int64_t const t = t0 + j;
-                __m256 const x = _mm256_set1_ps(w.dtu[t]);
-                __m256 acc = _mm256_setzero_ps();
-                for (int v = 0; v < kV; ++v)
-                {
-                    int64_t const o = t * kN + 8 * v;
-                    _mm256_storeu_ps(w.decay + o, decay[j * kV + v]);
-                    h[v] = _mm256_fmadd_ps(decay[j * kV + v], h[v], _mm256_mul_ps(x, _mm256_loadu_ps(Bt + o)));
-                    _mm256_storeu_ps(w.hs + o + kN, h[v]);
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(Ct + o), h[v], acc);
-                }
-                p[j] = acc;
-            }
-            if (len == 8)
-            {
-                _mm256_storeu_ps(w.yPre + t0, avx2::hsum8(p));
-            }
-            else
-            {
-                for (int j = 0; j < len; ++j)
-                {
-                    w.yPre[t0 + j] = avx2::hsum(p[j]);
-                }
-            }
         }
         *sums.dD += gateBackward(a, g, ch, w.yPre, w.dout);
 
