@@ -90,7 +90,8 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     import torch
 
     from m2s2l_edge.cli.eval_cmd import print_result, run_with_progress
-    from m2s2l_edge.cli.train_cmd import RichTrainProgress, make_progress
+    from m2s2l_edge.cli.progress import make_progress
+    from m2s2l_edge.cli.train_cmd import RichTrainProgress
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
     from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs
@@ -116,7 +117,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     model_cfg = get_preset(s.preset, **s.overrides)
     train_cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, loss=LossConfig())
     t0 = time.perf_counter()
-    with make_progress(console) as progress:
+    with make_progress(console, field="terms") as progress:
         result = train(model_cfg, train_cfg, DataConfig(str(data_root), "synthetic", stride=s.stride),
                        RunConfig(str(run_dir), device=device, seed=seed, overwrite=True), RichTrainProgress(progress))
     plot_training(load_history(run_dir), run_dir / "loss.png", title=f"demo training loss ({s.preset} preset)")

@@ -16,27 +16,14 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
 
 
-def make_progress(console=None):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-
-
 def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None):
     """evaluate() with one rich progress bar over every predicted frame of the test set."""
+    from m2s2l_edge.cli.progress import make_progress
     from m2s2l_edge.evaluate import backend_geometry, evaluate
 
     clip_len, _ = backend_geometry(backend)
     total = sum(max(0, len(v) - clip_len) for v in videos)
-    with make_progress(console) as progress:
+    with make_progress(console, unit="frames") as progress:
         task = progress.add_task("scoring", total=total)
         return evaluate(
             backend, videos, labels, lam, batch_size=batch_size,

@@ -105,22 +105,6 @@ class RichTrainProgress:
         self.progress.console.print(f"epoch {summary.epoch}/{self.epochs} saved to {checkpoint}", style="dim")
 
 
-def make_progress(console=None):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[terms]}"), console=console,
-    )
-
-
 def train(
     data: Annotated[Path, typer.Option(help="Data set root (see DESIGN.md §4 for the layouts read).")],
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
@@ -151,6 +135,7 @@ def train(
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
     with user_errors():
+        from m2s2l_edge.cli.progress import make_progress
         from m2s2l_edge.config import LossConfig, TrainConfig
         from m2s2l_edge.train import DataConfig, RunConfig
         from m2s2l_edge.train import train as run_training
@@ -161,7 +146,7 @@ def train(
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
                             overwrite=overwrite, keep_epochs=keep_epochs)
-        with make_progress() as progress:
+        with make_progress(field="terms") as progress:
             result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress))
         _plot_history(out)
     typer.echo(f"trained {result.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: {result.checkpoint}")
