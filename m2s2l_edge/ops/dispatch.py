@@ -138,11 +138,12 @@ def selective_scan(
     backend: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with the contract of ``selective_scan_ref`` on the chosen backend (see module docstring)."""
-    name = resolve_backend(backend, u.device)
-    if name == "cuda" and backend == "auto" and _needs_grad(u, delta, A, B, C, D, z, delta_bias):
+    if backend == "auto" and _needs_grad(u, delta, A, B, C, D, z, delta_bias):
         # auto never hands a gradient to the forward-only kernel: a training step on a GPU without mamba-ssm runs
         # the differentiable torch path, inference (no_grad / inference_mode) the kernel.
-        name = "torch"
+        name = differentiable_backend(u.device)
+    else:
+        name = resolve_backend(backend, u.device)
     if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
         _log_choice(name, u.device.type)
     return _IMPLS[name](u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
