@@ -91,7 +91,7 @@ class SS2D(nn.Module):
         k_max = max(conv.kernel_size[0] for conv in convs)
         ref = convs[0].weight
         merged = nn.Conv2d(self.d_inner, self.d_inner, k_max, padding=k_max // 2, groups=self.d_inner,
-                           bias=any(conv.bias is not None for conv in convs))
+                           bias=any(conv.bias is not None for conv in convs), device=ref.device, dtype=ref.dtype)
         weight = torch.zeros(self.d_inner, 1, k_max, k_max, dtype=torch.float64, device=ref.device)
         bias = torch.zeros(self.d_inner, dtype=torch.float64, device=ref.device)
         for conv in convs:
@@ -99,7 +99,6 @@ class SS2D(nn.Module):
             weight[:, :, off:k_max - off, off:k_max - off] += conv.weight.double()
             if conv.bias is not None:
                 bias += conv.bias.double()
-        merged = merged.to(device=ref.device, dtype=ref.dtype)
         merged.weight.copy_(weight.to(ref.dtype))
         if merged.bias is not None:
             merged.bias.copy_(bias.to(ref.dtype))
