@@ -364,6 +364,8 @@ def train(
         history.append(summary)
         extra = {**extra_static, "history": [h.as_dict() for h in history], "rng": _rng_state(),
                  "scaler": scaler.state_dict() if use_amp else {}}
+        if run_cfg.overwrite and state is None and epoch == 1:
+            remove_earlier_run(out)  # only now: until this run has an epoch to show, the earlier one stays whole
         save_checkpoint(last, model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step, extra=extra)
         if run_cfg.keep_epochs:
             # A copy of a complete file, so it is as safe as last.pt itself.
@@ -383,6 +385,17 @@ def _switches(cfg: ModelConfig) -> str:
                                   ("multi-scale temporal", cfg.multi_scale_temporal),
                                   ("decomposition", cfg.decompose)) if flag]
     return ", ".join(on) if on else "baseline"
+
+
+def remove_earlier_run(out: Path) -> list[Path]:
+    """With ``overwrite``: remove the files of the run that was in ``out`` and that the new run does not replace
+    itself (per-epoch checkpoints, the loss plot), so the folder never mixes two runs. last.pt and history.json are
+    replaced atomically by the new run's."""
+    epochs = [p for p in sorted(out.glob("epoch_*.pt")) if p.stem[len("epoch_"):].isdigit()]
+    removed = [*epochs, *(p for p in (out / "loss.png",) if p.exists())]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def load_history(out_dir: str | Path) -> list[dict]:

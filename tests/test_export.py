@@ -447,7 +447,7 @@ def test_cli_read_only_folder(tmp_path, tiny_checkpoint):
 def test_cli_export_from_checkpoint(tmp_path, tiny_checkpoint):
     out = tmp_path / "tiny.onnx"
     r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--preset", "tiny", "--scan", "plugin",
-                                 "--half", "--batch", "2", "--out", str(out), "--threads", "2"])
+                                 "--fp16", "--batch", "2", "--out", str(out), "--threads", "2"])
     assert r.exit_code == 0, r.output
     assert "parity with PyTorch" in r.output and f"wrote {out}" in r.output
     meta = meta_mod.read_metadata(out)

@@ -85,7 +85,7 @@ def test_precision_plan_per_tensorrt_version(version, fp16, onnx_precision, plan
 def test_precision_plan_errors():
     with pytest.raises(ValueError, match="no FP16 builder flag"):
         plan_precision("11.1.0", fp16=True, onnx_precision="fp32")
-    with pytest.raises(ValueError, match="drop --no-fp16"):
+    with pytest.raises(ValueError, match="drop --fp32"):
         plan_precision("10.3.0", fp16=False, onnx_precision="fp16")
     with pytest.raises(RuntimeError, match="TensorRT >= 10.0"):
         plan_precision("8.6.1.6", fp16=True, onnx_precision="fp32")

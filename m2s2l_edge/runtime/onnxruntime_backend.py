@@ -1,9 +1,9 @@
 """ONNX Runtime backend: an exported model (its metadata read from the file), on the CPU or through the CUDA EP.
 
-The portable flavour runs on any ONNX Runtime build. A plugin-flavour model's SelectiveScan nodes have no ONNX
-Runtime kernel (in deployment they run in the TensorRT plugin); ``python_scan=True`` runs them as Python custom ops
-through onnxruntime-extensions (``m2s2l_edge.export.ort_scan``), which is slow and meant for checks, so it is never
-chosen silently.
+The portable flavour runs on any ONNX Runtime build. A plugin-flavour model (the default export) has SelectiveScan
+nodes, which ONNX Runtime has no kernel for (in deployment they run in the TensorRT plugin): here they run as custom
+ops through onnxruntime-extensions (``m2s2l_edge.export.ort_scan``) that call our C++ CPU scan kernel (the pure-PyTorch
+scan where the kernel cannot be built). ``scan_path`` says which ran, for the commands' summaries.
 """
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ def providers_for(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
+def _custom_op_scan_path() -> str:
+    """What the SelectiveScan custom op runs (the same choice ``export.ort_scan`` makes): our C++ kernel, or the
+    pure-PyTorch scan where the kernel cannot be built."""
+    from m2s2l_edge.ops import cpu_kernel
+
+    if cpu_kernel.is_available():
+        return "SelectiveScan: our CPU kernel via onnxruntime-extensions"
+    return (f"SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions (our CPU kernel is unavailable: "
+            f"{cpu_kernel.unavailable_reason()})")
+
+
 class OnnxRuntimeBackend:
     """An exported M²S²L in ONNX Runtime. Shapes: clips (B, T, 3, H, W) float32 in [-1, 1] → frame_pred,
     motion_pred (B, 3, H, W) float32. A model exported with a fixed batch N takes any B: clips run in chunks of N
@@ -52,7 +63,7 @@ class OnnxRuntimeBackend:
         *,
         device: str = "cpu",
         threads: int | None = None,
-        python_scan: bool = False,
+        python_scan: bool | None = None,
         optimization: str = "all",
     ) -> None:
         try:
@@ -80,11 +91,12 @@ class OnnxRuntimeBackend:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         model: str | bytes = str(self.path)
+        self.scan_path = "SelectiveScan: standard ONNX ops (portable export)"
         if self.meta.scan == "plugin":
-            if not python_scan:
+            if python_scan is False:
                 raise RuntimeError(
-                    f"{self.path} is a plugin-flavour export: its SelectiveScan nodes need the TensorRT plugin. "
-                    "For ONNX Runtime export with --scan portable (or pass python_scan=True: slow, for checks)"
+                    f"{self.path} is a plugin-flavour export: its SelectiveScan nodes need the TensorRT plugin or "
+                    "python_scan (our CPU kernel through onnxruntime-extensions); or export with --scan portable"
                 )
             import onnx
 
@@ -92,6 +104,7 @@ class OnnxRuntimeBackend:
 
             options.register_custom_ops_library(register_python_scan_ops())
             model = python_scan_model(onnx.load(str(self.path))).SerializeToString()
+            self.scan_path = _custom_op_scan_path()
         self.providers = providers_for(device)
         self.device = device
         self.threads = threads
@@ -122,7 +135,7 @@ class OnnxRuntimeBackend:
 
     @property
     def metadata(self) -> dict:
-        return {**self.meta.to_dict(), "providers": self.session.get_providers()}
+        return {**self.meta.to_dict(), "providers": self.session.get_providers(), "selective_scan": self.scan_path}
 
     def _run_fixed(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(self._outputs, {self._input.name: clips})
