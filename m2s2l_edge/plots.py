@@ -119,8 +119,9 @@ def plot_overview(
         _draw_video(ax, targets, scores, labels)
         ax.set_xlabel("")
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
-        ax.text(0.995, 0.9, auc if isinstance(auc, str) else "single class" if auc is None else f"AUC {auc:.3f}", transform=ax.transAxes,
-                ha="right", va="top", fontsize=8, bbox=dict(fc="white", ec="none", alpha=0.8))
+        note = auc if isinstance(auc, str) else "single class" if auc is None else f"AUC {auc:.3f}"
+        ax.text(0.995, 0.9, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(fc="white", ec="none", alpha=0.8))
     axes[-1, 0].set_xlabel("frame")
     handles, names = [], []
     for ax in axes[:, 0]:  # a video without an anomaly has no red patch in its own legend

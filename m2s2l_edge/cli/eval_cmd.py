@@ -25,6 +25,7 @@ from m2s2l_edge.cli.options import (
     Weights,
     check_json_target,
     check_output_dir,
+    device_syntax,
     emit_json,
     json_to_stdout,
     model_source,
@@ -147,6 +148,7 @@ def eval_(
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
         if plugin is not None and source.kind != "tensorrt":
             raise ValueError("--plugin goes with --engine")
+        device_syntax(device)  # a bad spelling fails now; open_backend checks the device itself
         lam = default_lambda(dataset) if lambda_ is None else lambda_
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"--lambda must lie in [0, 1], got {lam}")

@@ -161,13 +161,16 @@ def train(
 
 def _kept(out: Path) -> str:
     """What an interruption leaves: the last complete checkpoint (each epoch's is written atomically)."""
-    from m2s2l_edge.train import LAST, load_history
+    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.train import LAST
 
     last = out / LAST
     if not last.is_file():
         return "no epoch was completed, so nothing was written"
-    history = load_history(out)
-    done = f" (epoch {history[-1]['epoch']})" if history else ""
+    try:  # the file itself, not history.json: an interruption may fall between the two writes
+        done = f" (epoch {read_checkpoint(last)['epoch']})"
+    except (OSError, ValueError, KeyError):
+        done = ""
     return f"kept {last}{done}, the last complete epoch; continue with the same command and --resume"
 
 
