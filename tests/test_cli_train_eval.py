@@ -122,7 +122,7 @@ def test_truncated_checkpoint_is_refused(root, run, earlier, tmp_path):
 
 def test_checkpoint_of_another_preset_is_refused(root, run, earlier):
     result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--preset", "small", "--out", earlier[0])
+                    "--preset", "small", "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "holds preset 'tiny', not 'small'")
     assert_untouched(earlier)
 

@@ -35,7 +35,7 @@ def build(
     min_batch: Annotated[int, typer.Option(min=1, help="Smallest batch of the optimisation profile.")] = 1,
     batch: Annotated[int, typer.Option("--batch", min=1, help="The batch TensorRT tunes for.")] = 1,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the optimisation profile.")] = 1,
-    workspace: Annotated[int, typer.Option("--workspace", min=1, help="Builder workspace limit in MiB.")] = 1024,
+    workspace: Annotated[int, typer.Option("--workspace", help="Builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(
         help="Timing cache file: read if it exists, written after the build (faster rebuilds).")] = None,
     json_out: JsonOut = None,
@@ -47,6 +47,9 @@ def build(
         from m2s2l_edge.cli.options import check_input_file
         from m2s2l_edge.export.engine import EngineConfig, build_engine
 
+        verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        cfg = EngineConfig(fp16=fp16, min_batch=min_batch, opt_batch=batch, max_batch=max_batch,
+                           workspace_mib=workspace, timing_cache=timing_cache, plugin=plugin, verbose=verbose)
         check_input_file(onnx, "--onnx")
         out = out if out is not None else onnx.with_suffix(".engine")
         for path in (out, out.with_name(out.name + ".json")):
@@ -54,9 +57,6 @@ def build(
         if timing_cache is not None:
             check_output_file(timing_cache, overwrite=True, flag="--timing-cache")
         check_json_target(json_out)
-        verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-        cfg = EngineConfig(fp16=fp16, min_batch=min_batch, opt_batch=batch, max_batch=max_batch,
-                           workspace_mib=workspace, timing_cache=timing_cache, plugin=plugin, verbose=verbose)
         meta = build_engine(onnx, out, cfg)
         eng = meta["engine"]
         typer.echo(f"wrote {out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and {out.name}.json",
