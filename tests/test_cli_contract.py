@@ -100,6 +100,17 @@ def test_every_phony_make_target_has_a_recipe():
         assert index + 1 < len(lines) and lines[index + 1].startswith("\t"), f"make {target} has no recipe"
 
 
+def test_no_command_module_imports_another():
+    import ast
+
+    for module in sorted((REPO / "m2s2l_edge" / "cli").glob("*_cmd.py")):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        others = sorted(m for m in imported if m.startswith("m2s2l_edge.cli.") and m.endswith("_cmd"))
+        assert not others, f"{module.name} imports {others}: shared pieces belong in a cli/ helper module"
+
+
 @pytest.mark.parametrize("args", [
     ["profile", "--preset", "tiny", "--fps", "--device", "gpu"],
     ["bench", "--preset", "tiny", "--device", "cuda:x"],

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from m2s2l_edge.cli.environment import prefer_passive_openmp
 from m2s2l_edge.cli.errors import user_errors
 from m2s2l_edge.cli.options import (
     Device,
@@ -72,8 +73,6 @@ def demo(
     json_out: JsonOut = None,
 ) -> None:
     """Generate synthetic video, train the small preset on it, evaluate and plot: the pipeline end to end."""
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
-
     prefer_passive_openmp()
     from rich.console import Console
 
@@ -95,9 +94,8 @@ def demo(
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
     import torch
 
-    from m2s2l_edge.cli.eval_cmd import print_result, run_with_progress
-    from m2s2l_edge.cli.progress import make_progress
-    from m2s2l_edge.cli.train_cmd import RichTrainProgress
+    from m2s2l_edge.cli.progress import RichTrainProgress, make_progress, run_with_progress
+    from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
     from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs

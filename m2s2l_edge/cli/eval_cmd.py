@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from m2s2l_edge.cli.environment import prefer_passive_openmp
 from m2s2l_edge.cli.errors import user_errors
 from m2s2l_edge.cli.options import (
     Batch,
@@ -37,63 +38,6 @@ DEFAULT_BATCH = 8
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
-
-
-def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None):
-    """evaluate() with one rich progress bar over every predicted frame of the test set."""
-    from m2s2l_edge.cli.progress import make_progress
-    from m2s2l_edge.evaluate import backend_geometry, evaluate
-
-    clip_len, _ = backend_geometry(backend)
-    total = sum(max(0, len(v) - clip_len) for v in videos)
-    with make_progress(console, unit="frames") as progress:
-        task = progress.add_task("scoring", total=total)
-        return evaluate(
-            backend, videos, labels, lam, batch_size=batch_size,
-            on_video=lambda i, name, n: progress.update(task, description=f"video {name} ({i + 1}/{len(videos)})"),
-            on_batch=lambda n: progress.advance(task, n),
-        )
-
-
-def print_result(result, paths: dict, console=None, scan_path: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    auc = result.auc
-    if auc is None:
-        table = Table(title="anomaly scores per video (no labels)", show_edge=False)
-        for col in ("video", "frames", "scored", "mean fused PSNR (dB)", "max score frame"):
-            table.add_column(col, justify="left" if col == "video" else "right")
-        for v in result.videos:
-            fused = f"{v.fused.mean():.2f}" if len(v.fused) else "–"
-            peak = str(int(v.targets[v.scores.argmax()])) if len(v.targets) else "–"
-            table.add_row(v.name, str(v.frames), str(len(v.targets)), fused, peak)
-        console.print(table)
-        console.print("no AUC computed: the footage has no labels (pass --labels FILE to compute one)")
-    else:
-        table = Table(title="frame-level AUC per video", show_edge=False)
-        for col in ("video", "frames", "scored", "anomalous", "AUC"):
-            table.add_column(col, justify="left" if col == "video" else "right")
-        for v in result.videos:
-            table.add_row(v.name, str(v.frames), str(len(v.targets)), str(int(v.scored_labels.sum())),
-                          "–" if v.auc is None else f"{v.auc:.4f}")
-        console.print(table)
-        skipped = len(auc.skipped)
-        note = f" ({skipped} single-class video{'s' if skipped != 1 else ''} skipped)" if skipped else ""
-        console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
-        macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
-        console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
-    console.print(f"λ = {result.lam}, {result.predicted_frames} frames scored in {result.seconds:.1f} s")
-    if scan_path:
-        console.print(scan_path)
-    if paths:
-        plots = ""
-        if "overview" in paths:
-            plots = "; plots: " + ", ".join(str(paths[k]) for k in ("roc", "overview") if k in paths)
-            plots += f", {paths['plots']}/"
-        console.print(f"results: {paths['results']}; per frame: {paths['scores']}/<video>.csv (raw PSNRs, fused "
-                      f"PSNR, score) and <video>.npy (score){plots}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -135,8 +79,6 @@ def eval_(
 ) -> None:
     """Score every test video; report the micro (published protocol) and macro frame-level AUC when there are
     labels."""
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
-
     prefer_passive_openmp()
     from rich.console import Console
 
@@ -159,6 +101,9 @@ def eval_(
         options = {"plugin": plugin} if plugin is not None else {}
         runner = open_backend(source, device=device, threads=threads, **options)
         _check_preset(runner, source, preset)
+        from m2s2l_edge.cli.progress import run_with_progress
+        from m2s2l_edge.cli.report import print_result
+
         result = run_with_progress(runner, videos, label_arrays, lam, batch or DEFAULT_BATCH, console)
         scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
         meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
