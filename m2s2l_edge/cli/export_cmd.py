@@ -178,7 +178,8 @@ def _check_outputs(onnx_out: Path, engine_out: Path | None, overwrite: bool) -> 
     """Up front, before the slow export: every file the export writes is writable and, without --overwrite, new."""
     from m2s2l_edge.export.metadata import sidecar_path
 
+    check_output_file(onnx_out, overwrite=overwrite)
     if onnx_out.suffix != ".onnx":
         raise ValueError(f"--out {onnx_out} must end in .onnx")
-    for path in (onnx_out, sidecar_path(onnx_out), *((engine_out,) if engine_out is not None else ())):
+    for path in (sidecar_path(onnx_out), *((engine_out,) if engine_out is not None else ())):
         check_output_file(path, overwrite=overwrite)

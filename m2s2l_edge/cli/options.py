@@ -194,7 +194,8 @@ def _writable_dir(folder: Path, what: str) -> None:
 
 def check_output_file(path: Path, *, overwrite: bool = True, flag: str = "--out") -> Path:
     """Check, before any work, that ``path`` can be written (its folder exists or can be made; it is not a folder).
-    ``overwrite=False`` refuses an existing file. Creates nothing."""
+    ``overwrite=False`` refuses an existing file. Leaves nothing behind (a probe file proves the folder writable and
+    is removed at once)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
@@ -208,7 +209,7 @@ def check_output_file(path: Path, *, overwrite: bool = True, flag: str = "--out"
 
 def check_output_dir(path: Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
     """Check, before any work, that folder ``path`` can be written. ``overwrite=False`` refuses a non-empty
-    existing folder (so two runs never mix their files). Creates nothing."""
+    existing folder (so two runs never mix their files). Leaves nothing behind (see :func:`check_output_file`)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{flag} {path} is a file, not a folder")
