@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -202,6 +204,44 @@ def test_parity_with_pytorch(request, precision, scan):
     if precision == "fp32":
         assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= 1e-4
         assert max(r["rel"] for r in report["rows"]) <= 1e-4
+
+
+@pytest.mark.slow
+def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path, tiny_model, monkeypatch):
+    """A fault in the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime fails the parity check:
+    the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on
+    both sides and cancel out). The model has BatchNorm statistics from data: in the fresh model the outputs hardly
+    depend on the scans, so no scan fault could show (``parity.with_batchnorm_statistics``)."""
+    from m2s2l_edge.export import ort_scan, parity
+    from m2s2l_edge.ops import cpu_kernel
+
+    if not cpu_kernel.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler (g++ or $CXX): ONNX Runtime's scan runs the 'torch' path here")
+    assert ort_scan._scan_backend() == "cpu", cpu_kernel.unavailable_reason()
+    cfg = tiny_model.cfg
+    clips = torch.rand(4, cfg.clip_len, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
+    model = parity.with_batchnorm_statistics(tiny_model, clips * 2 - 1)
+    reference = parity.reference_model(model)
+    assert {p.dtype for p in reference.parameters()} == {torch.float64}
+    assert {m.scan_backend for m in reference.modules() if hasattr(m, "scan_backend")} == {"torch"}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original is left as it was
+
+    out = tmp_path / "tiny_plugin.onnx"
+    export_and_check(model, out, ExportConfig(scan="plugin", batch=1), check=False)
+    report = parity.check_parity(out, model, threads=1)
+    assert report.passed and report.reference == parity.REFERENCE, report.summary()
+
+    real = cpu_kernel.selective_scan_cpu
+
+    def last_step_dropped(*args, **kwargs):  # an off-by-one at the end of the sequence
+        y = real(*args, **kwargs).clone()
+        y[..., -1] = 0
+        return y
+
+    monkeypatch.setattr(cpu_kernel, "selective_scan_cpu", last_step_dropped)
+    report = parity.check_parity(out, model, threads=1)
+    assert not report.passed, report.summary()
+    assert report.worst().rel > 100 * TOLERANCES["fp32"].rtol
 
 
 def test_dynamic_batch_runs_batch_1_and_3(fp32):

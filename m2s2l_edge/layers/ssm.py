@@ -21,6 +21,12 @@ def _dt_bias_init(d_inner: int, dt_min: float, dt_max: float) -> torch.Tensor:
     return dt + torch.log(-torch.expm1(-dt))
 
 
+def _scan_param_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the scan parameters (A, D, Δ bias) go in with: float32 (the scan's state type) for float32 and FP16
+    activations, float64 for a float64 model (the parity reference), so nothing is rounded to float32 there."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def _A_log_init(channels: int, d_state: int) -> torch.Tensor:
     """S4D-real initialisation: A[:, n] = -(n + 1)."""
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(channels, 1).contiguous()
@@ -115,18 +121,19 @@ class SS2D(nn.Module):
         row = x.flatten(2)  # (B, d_inner, L)
         col = x.transpose(2, 3).flatten(2)  # (B, d_inner, L)
         xs = torch.stack([row, col, row.flip(-1), col.flip(-1)], dim=1)  # (B, K, d_inner, L)
+        pdt = _scan_param_dtype(xs)
         x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R + 2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, d_inner, L)
         y = selective_scan(
             xs.reshape(b, self.K * self.d_inner, length),
             dts.reshape(b, self.K * self.d_inner, length),
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log.to(pdt)),
             Bs.contiguous(),  # (B, K, N, L)
             Cs.contiguous(),
-            self.D.float(),
+            self.D.to(pdt),
             None,
-            self.dt_projs_bias.float().flatten(),
+            self.dt_projs_bias.to(pdt).flatten(),
             True,
             backend=self.scan_backend,
         ).view(b, self.K, self.d_inner, length)  # (B, K, d_inner, L)
@@ -205,15 +212,16 @@ class MambaMixer(nn.Module):
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = torch.matmul(self.dt_proj.weight, dt.transpose(1, 2))  # (B, d_inner, L); bias goes in as delta_bias
+        pdt = _scan_param_dtype(x)
         y = selective_scan(
             x.contiguous(),
             dt.contiguous(),
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log.to(pdt)),
             Bs.transpose(1, 2).unsqueeze(1).contiguous(),  # (B, 1, N, L)
             Cs.transpose(1, 2).unsqueeze(1).contiguous(),
-            self.D.float(),
+            self.D.to(pdt),
             z.contiguous(),
-            self.dt_proj.bias.float(),
+            self.dt_proj.bias.to(pdt),
             True,
             backend=self.scan_backend,
         )  # (B, d_inner, L)
