@@ -99,12 +99,14 @@ class ParityReport:
         verdict = "passed" if self.passed else "FAILED"
         tol = self.tolerance
         bound = f"rtol {tol.rtol:g}" + (f", atol {tol.atol:g}" if tol.atol else "")
-        return (f"parity {verdict} ({self.precision}, {self.scan} vs {self.reference}): worst {w.quantity} on {w.inputs} batch {w.batch}: "
+        return (f"parity {verdict} ({self.precision}, {self.scan} vs {self.reference}): "
+                f"worst {w.quantity} on {w.inputs} batch {w.batch}: "
                 f"max abs {w.max_abs:.3g} (allowed {w.allowed:.3g}), rel {w.rel:.3g} ({bound})")
 
     def as_dict(self) -> dict:
         return {"model": self.model, "scan": self.scan, "precision": self.precision, "scan_backend": self.scan_backend,
-                "reference": self.reference, "rtol": self.tolerance.rtol, "atol": self.tolerance.atol, "passed": self.passed,
+                "reference": self.reference, "rtol": self.tolerance.rtol, "atol": self.tolerance.atol,
+                "passed": self.passed,
                 "rows": [r.as_dict() for r in self.rows]}
 
 

@@ -262,7 +262,7 @@ EMULATED_CASES = [
     (2, 4 * 37, 4, 16, 70, torch.float32, 0, {"with_z": True, "sm": 1, "expect_g": 4}),
     (2, 4 * 37, 4, 16, 70, torch.float32, 0, {"with_z": True, "sm": 132, "expect_g": 2}),
     (1, 70, 1, 16, 65, torch.float16, 0, {"sm": 16, "expect_g": 2}),
-    (1, 10, 1, 100, 66, torch.float32, 0, {"expect_g": 4}),  # N > 64: G = 4, as ceil(100 / 4) = 25 → 32 lanes fit a warp
+    (1, 10, 1, 100, 66, torch.float32, 0, {"expect_g": 4}),  # N > 64: ceil(100 / 4) = 25 → 32 lanes fit a warp
     (1, 3, 1, 256, 64, torch.float32, 0, {"expect_g": 8}),  # N = 256: G = 4 would need 64 lanes, more than a warp
 ]
 
@@ -359,7 +359,8 @@ def test_launch_configuration_covers_every_channel_and_state(tmp_path):
     results = [tuple(int(v) for v in line.split()) for line in out.splitlines()]
     assert len(results) == len(shapes)
     threads, row, floats = 128, 64 + 4, 4
-    for (b, kd, k, n, z, g_req, _, optin), (status, g, lanes_log2, tiles, blocks, smem) in zip(shapes, results):
+    for shape, result in zip(shapes, results, strict=True):
+        (b, kd, k, n, z, g_req, _, optin), (status, g, lanes_log2, tiles, blocks, smem) = shape, result
         valid = b >= 1 and kd % k == 0 and 1 <= n <= 256 and g_req in (0, 2, 4, 8) and (g_req == 0 or n <= 32 * g_req)
         if not valid:
             assert status == 1, (b, kd, k, n, g_req)

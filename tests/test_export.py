@@ -196,14 +196,20 @@ def test_fp16_graph_has_explicit_casts_and_float32_io(fp16):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("scan", FLAVOURS)
 def test_parity_with_pytorch(request, precision, scan):
+    """The fixture's export already passed its own check (export_and_check raises otherwise); this holds the export to
+    bounds stated here, independent of ``parity.TOLERANCES``: the acceptance bound of issue 4 for FP32 (1e-4
+    relative; measured 3e-7 for this fresh tiny model) and, for FP16, 2e-3 relative (measured 3.8e-4), and checks
+    that the reference was the independent one."""
     report = request.getfixturevalue(precision)["reports"][scan]
-    assert report["passed"], report
+    assert report["reference"] == "PyTorch float64, pure-PyTorch scan ('torch')"
     quantities = {(r["inputs"], r["batch"], r["quantity"]) for r in report["rows"]}
     assert {("random", 1, "frame_pred"), ("random", 3, "motion_pred"), ("synthetic", 3, "score")} <= quantities
-    assert all(r["max_abs"] <= r["allowed"] for r in report["rows"])
+    assert all(np.isfinite(r["max_abs"]) for r in report["rows"])
+    bound = 1e-4 if precision == "fp32" else 2e-3
+    worst = max(report["rows"], key=lambda r: r["rel"])
+    assert worst["rel"] <= bound, worst
     if precision == "fp32":
-        assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= 1e-4
-        assert max(r["rel"] for r in report["rows"]) <= 1e-4
+        assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= bound  # the check is no looser either
 
 
 @pytest.mark.slow
@@ -468,19 +474,25 @@ def test_cli_unwritable_output(tmp_path, tiny_checkpoint):
 
 
 def test_cli_read_only_folder(tmp_path, tiny_checkpoint):
-    import os
-
+    """An output nobody can write is one error line, exit 1, nothing left. Root writes through permission bits, so
+    root gets a folder no mode can open: a path below a regular file (no one can create entries there)."""
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+        blocker = tmp_path / "plain_file"
+        blocker.write_text("not a folder")
+        target, restore = blocker / "m.onnx", None
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        target, restore = ro / "m.onnx", ro
     try:
-        r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out", str(ro / "m.onnx")])
-        _one_line_error(r, 1, "permission denied")
+        r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out", str(target)])
+        _one_line_error(r, 1, str(target.parent))
     finally:
-        ro.chmod(0o700)
+        if restore is not None:
+            restore.chmod(0o700)
     _no_onnx_left(tmp_path)
+    assert not target.exists()
 
 
 @pytest.mark.slow
