@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m2s2l_edge.ops.causal_conv import causal_conv1d
 from m2s2l_edge.ops.dispatch import selective_scan
 
 
@@ -176,7 +177,10 @@ class MSVSSBlock(nn.Module):
 class MambaMixer(nn.Module):
     """Mamba (S6) mixer over a 1-D token sequence, with the SiLU gate z passed into the scan (mamba-ssm style).
 
-    Shapes: x (B, L, C) → (B, L, C); one scan with K = 1 group over d_inner = expand·C channels.
+    Shapes: x (B, L, C) → (B, L, C); one scan with K = 1 group over d_inner = expand·C channels. The depth-wise
+    causal convolution before the scan goes through ``ops.causal_conv`` (``conv_backend``: auto uses causal-conv1d's
+    fused kernel on CUDA where it is installed); its weights stay an ``nn.Conv1d`` (``conv1d.weight`` (d_inner, 1,
+    d_conv), ``conv1d.bias``), mamba-ssm's layout, and an export holds the standard convolution.
     """
 
     def __init__(
@@ -188,12 +192,14 @@ class MambaMixer(nn.Module):
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         scan_backend: str = "auto",
+        conv_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.d_inner = d_inner = expand * dim
         self.d_state = d_state
         self.dt_rank = dt_rank = math.ceil(dim / 16)
         self.scan_backend = scan_backend
+        self.conv_backend = conv_backend
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
@@ -205,10 +211,9 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, _ = x.shape
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2·d_inner, L)
         x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each
-        x = F.silu(self.conv1d(x)[..., :length])  # causal
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, "silu", backend=self.conv_backend)  # (B, d_inner, L)
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = torch.matmul(self.dt_proj.weight, dt.transpose(1, 2))  # (B, d_inner, L); bias goes in as delta_bias
