@@ -1,4 +1,4 @@
-"""`m2s2l-edge eval`: frame-level AUC on a test set (DESIGN.md §4), per-video scores and plots."""
+"""`m2s2l-edge eval`: frame-level AUC on a test set (docs/DESIGN.md §6), per-video scores and plots."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def print_result(result, paths: dict, console=None) -> None:
 
 
 def eval_(
-    data: Annotated[Path, typer.Option(help="Data set root (see DESIGN.md §4 for the layouts read).")],
+    data: Annotated[Path, typer.Option(help="Data set root (see docs/DESIGN.md §6 for the layouts read).")],
     dataset: Annotated[str, typer.Option(help="ped2, avenue, shanghaitech, synthetic or custom.")],
     backend: Annotated[str, typer.Option(
         help="torch (--weights), onnxruntime (--model) or tensorrt (--engine).")] = "torch",

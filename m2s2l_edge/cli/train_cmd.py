@@ -106,7 +106,7 @@ class RichTrainProgress:
 
 
 def train(
-    data: Annotated[Path, typer.Option(help="Data set root (see DESIGN.md §4 for the layouts read).")],
+    data: Annotated[Path, typer.Option(help="Data set root (see docs/DESIGN.md §6 for the layouts read).")],
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, history.json (and epoch_NNN.pt).")] = Path(
         "runs/train"),
