@@ -1,10 +1,10 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-as Python custom ops calling our C++ CPU kernel, see ``ort_scan``), an independent reference runs on the same clips,
-and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a float64 copy
-of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the C++ kernel
-that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
+as Python custom ops calling our C++ CPU kernel, see ``m2s2l_edge.deploy.ort_scan``), an independent reference runs on
+the same clips, and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a
+float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the
+C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
 
 - inputs: random clips uniform in [-1, 1], and a "real" clip: consecutive frames of a rendered surveillance video
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);
@@ -225,17 +225,25 @@ def check_parity(
     """
     import torch
 
-    from m2s2l_edge.export.ort_scan import _scan_backend
-    from m2s2l_edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from m2s2l_edge.deploy.ort_scan import scan_backend
+    from m2s2l_edge.deploy.ort_session import open_session
 
-    backend = OnnxRuntimeBackend(onnx_path, threads=threads, python_scan=True)
-    meta = backend.meta
+    # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.deploy.ort_session).
+    opened = open_session(onnx_path, threads=threads, python_scan=True)
+    session, meta = opened.session, opened.meta
+    (clip_input,) = session.get_inputs()
+    output_names = [o.name for o in session.get_outputs()]
+
+    def run_onnx(clips: np.ndarray) -> dict[str, np.ndarray]:
+        values = session.run(output_names, {clip_input.name: clips})
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(output_names, values, strict=True)}
+
     tol = tolerance or TOLERANCES[meta.precision]
     if batches is None:
         batches = (1, 3) if meta.batch == "dynamic" else (int(meta.batch),)
     cfg = model.cfg
     report = ParityReport(str(Path(onnx_path).name), meta.scan, meta.precision,
-                          _scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
+                          scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
     rng = np.random.default_rng(seed)
     reference = reference_model(model)
     for kind in ("random", "synthetic"):
@@ -244,7 +252,7 @@ def check_parity(
             with torch.inference_mode():
                 ref = reference.predict(torch.from_numpy(clips).to(torch.float64))
             want = {"frame_pred": ref[0].numpy(), "motion_pred": ref[1].numpy()}
-            got = backend.run(clips)
+            got = run_onnx(clips)
             want.update(_scores(want["frame_pred"], want["motion_pred"], clips, targets, meta.lam))
             got.update(_scores(got["frame_pred"], got["motion_pred"], clips, targets, meta.lam))
             for quantity in ("frame_pred", "motion_pred", "psnr_app", "psnr_mot", "score"):

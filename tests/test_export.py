@@ -24,7 +24,7 @@ import onnx  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from m2s2l_edge.cli.app import app  # noqa: E402
-from m2s2l_edge.export import metadata as meta_mod  # noqa: E402
+from m2s2l_edge.deploy import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.export.onnx_export import (  # noqa: E402
     ExportConfig,
     export_and_check,
@@ -218,12 +218,13 @@ def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path,
     the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on
     both sides and cancel out). The model has BatchNorm statistics from data: in the fresh model the outputs hardly
     depend on the scans, so no scan fault could show (``parity.with_batchnorm_statistics``)."""
-    from m2s2l_edge.export import ort_scan, parity
+    from m2s2l_edge.deploy import ort_scan
+    from m2s2l_edge.export import parity
     from m2s2l_edge.ops import cpu_kernel
 
     if not cpu_kernel.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++ or $CXX): ONNX Runtime's scan runs the 'torch' path here")
-    assert ort_scan._scan_backend() == "cpu", cpu_kernel.unavailable_reason()
+    assert ort_scan.scan_backend() == "cpu", cpu_kernel.unavailable_reason()
     cfg = tiny_model.cfg
     clips = torch.rand(4, cfg.clip_len, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
     model = parity.with_batchnorm_statistics(tiny_model, clips * 2 - 1)
@@ -363,14 +364,6 @@ def test_metadata_round_trips(fp32, scan, tiny_model):
     engine.write_bytes(b"not an onnx")
     meta_mod.sidecar_path(engine).write_text(meta_mod.sidecar_path(path).read_text())
     assert meta_mod.read_metadata(engine) == meta
-
-
-def test_lambda_resolution():
-    assert meta_mod.resolve_lambda("avenue", None) == (0.4, "paper (avenue)")
-    assert meta_mod.resolve_lambda("synthetic", None)[0] == 0.5
-    assert meta_mod.resolve_lambda("ped2", 0.3) == (0.3, "explicit")
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        meta_mod.resolve_lambda(None, 1.5)
 
 
 def test_config_validation():

@@ -33,9 +33,19 @@ _COMMAND_MODULES = (
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from m2s2l_edge import __version__
+
+        typer.echo(f"m2s2l-edge {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -50,7 +60,7 @@ for _name in _COMMAND_MODULES:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     from m2s2l_edge.cli.errors import run_app
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
+    from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
 
     prefer_passive_openmp()  # before any command imports torch (see its docstring)
     sys.exit(run_app(app))

@@ -1,6 +1,6 @@
 // Launch configuration of the forward selective-scan kernel: the tile sizes, the kernel variant (states per thread)
 // and the grid, computed from the problem shape and two device limits. Plain C++17 with no CUDA dependency, so that
-// the launcher (selectiveScanKernel.cu) and the CPU tests (tests/test_cuda_kernel.py: the emulation of the kernel and
+// the launcher (selectiveScanForward.cu) and the CPU tests (tests/test_cuda_kernel.py: the emulation of the kernel and
 // a g++-built harness) run the very same code: a wrong grid fails on a machine without a GPU.
 #pragma once
 

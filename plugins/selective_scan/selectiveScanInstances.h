@@ -1,14 +1,12 @@
-// Internal interface between the launcher (selectiveScanKernel.cu) and the per-dtype kernel instantiations
-// (selectiveScanKernelFp32.cu, selectiveScanKernelFp16.cu). Host-only: no device code, no TensorRT. The tile
-// constants and the launch configuration itself are in selectiveScanLaunchConfig.h (no CUDA dependency).
+// The per-dtype kernel instantiations (selectiveScanKernelFp32.cu, selectiveScanKernelFp16.cu) as the launcher
+// (selectiveScanForward.cu) calls them. Host-only: no device code, no TensorRT. The launch configuration they take
+// is computed in selectiveScanLaunchConfig.h, which has no CUDA dependency.
 #pragma once
 
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 #include "selectiveScanLaunchConfig.h"
 
 #include <cuda_runtime_api.h>
-#include <cstddef>
-#include <cstdint>
 
 namespace m2s2l
 {

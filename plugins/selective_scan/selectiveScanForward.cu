@@ -1,8 +1,8 @@
 // Launcher of the forward selective scan: validates the parameters, configures the launch (selectiveScanLaunchConfig.h)
-// and dispatches on the I/O dtype. Host code only; the kernels live in selectiveScanKernelTemplate.h, instantiated
+// and dispatches on the I/O dtype. Host code only; the kernels live in selectiveScanDeviceKernel.cuh, instantiated
 // per dtype.
-#include "selectiveScanKernel.h"
-#include "selectiveScanKernelLaunch.h"
+#include "selectiveScanForward.h"
+#include "selectiveScanInstances.h"
 
 #include <cuda_runtime_api.h>
 #include <cstdint>
