@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for preset in args.presets:
         for batch in args.batches:
-            load_before = os.getloadavg()
+            load_before = load_average()
             rewritten = bench(preset, batch, "auto", args.warmup, args.iters, rewritten=True)
             fast = bench(preset, batch, "auto", args.warmup, args.iters)
             base = bench(preset, batch, args.baseline, args.warmup, args.iters)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"preset": preset, "batch": batch, "rewritten": rewritten, "auto": fast, args.baseline: base,
                    **share, "speedup_vs_baseline": base["median_ms"] / fast["median_ms"],
                    "rewrite_speedup": fast["median_ms"] / rewritten["median_ms"],
-                   "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+                   "loadavg_before": load_before, "loadavg_after": load_average()}
             rows.append(row)
             print(
                 f"{preset:6s} batch {batch:2d}: rewritten {rewritten['median_ms']:9.1f} ms "
