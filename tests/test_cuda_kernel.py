@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "plugins" / "selective_scan"
 BINDING = REPO / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
 KERNEL_SOURCES = ("selectiveScanForward.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
-KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanDeviceKernel.cuh",
-                  "selectiveScanTypedLaunch.cuh")
+KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanInstances.h",
+                  "selectiveScanDeviceKernel.cuh", "selectiveScanTypedLaunch.cuh")
 KERNEL_FILES = [KERNEL_DIR / name for name in (*KERNEL_SOURCES, *KERNEL_HEADERS)]
 
 NVCC = shutil.which("nvcc")
