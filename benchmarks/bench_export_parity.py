@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.benchmarking import machine_info
+from m2s2l_edge.benchmarking import load_average, machine_info
 
 
 @contextlib.contextmanager
@@ -62,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"])
     p.add_argument("--flavours", nargs="+", default=["plugin", "portable"])
+    p.add_argument("--weights", nargs="+", default=["fresh", "bn-stats"], choices=["fresh", "bn-stats"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     from m2s2l_edge.export.onnx_export import ExportConfig, export_and_check, trace_onnx
-    from m2s2l_edge.export.parity import REFERENCE, check_parity, with_batchnorm_statistics
+    from m2s2l_edge.export.parity import check_parity, with_batchnorm_statistics
     from m2s2l_edge.models import create_model
 
     rows = []
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = fresh.cfg
             clips = torch.rand(4, cfg.clip_len, 3, cfg.image_size, cfg.image_size,
                                generator=torch.Generator().manual_seed(1)) * 2 - 1
-            for weights, model in (("fresh", fresh), ("bn-stats", with_batchnorm_statistics(fresh, clips))):
+            for weights in args.weights:
+                model = fresh if weights == "fresh" else with_batchnorm_statistics(fresh, clips)
                 sensitivity = scan_sensitivity(model, clips[:1])
                 for precision in args.precisions:
                     config = ExportConfig(precision=precision, dynamic_batch=True)
@@ -94,19 +95,28 @@ def main(argv: list[str] | None = None) -> int:
                                "passed": report.passed, "worst_quantity": worst.quantity,
                                "worst_inputs": worst.inputs, "worst_rel": worst.rel, "worst_max_abs": worst.max_abs,
                                "max_rel": max(r.rel for r in report.rows), "scan_sensitivity": sensitivity,
-                               "seconds": time.perf_counter() - start, "loadavg": os.getloadavg()}
+                               "seconds": time.perf_counter() - start, "loadavg": load_average()}
                         rows.append(row)
+                        _write(args.json, rows)  # after every row: a paper-preset run takes long on a shared CPU
                         print(f"{preset:6s} {weights:8s} {precision} {flavour:8s} ({report.scan_backend}): "
                               f"max rel {row['max_rel']:.2e}, worst {worst.quantity} on {worst.inputs} rel "
                               f"{worst.rel:.2e} (abs {worst.max_abs:.2e}) {'ok' if report.passed else 'FAILED'}; "
                               f"scans-zeroed change {sensitivity:.1e}", flush=True)
                         out.unlink()
-    result = {"benchmark": "export_parity", "reference": REFERENCE, "rows": rows, "machine": machine_info(),
-              "loadavg": os.getloadavg()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    _write(args.json, rows)
     return 0 if all(r["passed"] for r in rows) else 1
+
+
+def _write(path: Path | None, rows: list[dict]) -> None:
+    from m2s2l_edge.export.parity import REFERENCE
+    from m2s2l_edge.io import atomic_write_text
+
+    if path is None:
+        return
+    result = {"benchmark": "export_parity", "reference": REFERENCE, "rows": rows, "machine": machine_info(),
+              "loadavg": load_average()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
