@@ -84,6 +84,8 @@ def table(
     written: list[str] = []
     with user_errors(kept=lambda: f"kept {', '.join(written)}" if written else "nothing was written"):
         dev = check_device(device)
+        if fp16 and not dev.startswith("cuda"):
+            raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment path)")
         check_json_target(json_out)
         if markdown is not None:
             check_output_file(markdown, overwrite=True, flag="--markdown")
