@@ -379,6 +379,11 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
                 progress(spec.method)
             measured = time_row(spec, timing)
         out_rows.append(_row_dict(spec, count, measured))
+    # Speed relative to M²S²L measured in the same run: the hardware-independent part of the FPS comparison.
+    ref = next((r["fps"]["fps"] for r in out_rows if r["key"] == "m2s2l" and r["fps"]), None)
+    for r in out_rows:
+        if r["fps"] and ref:
+            r["ratio"]["fps_vs_m2s2l"] = r["fps"]["fps"] / ref
     result = {
         "rows": out_rows,
         "convention": {
@@ -419,7 +424,7 @@ def table_lines(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the table, shared by the terminal and the Markdown output."""
     header = ["method", "AUC Ped2 / Avenue / ST (paper)", "params M (paper)", "params M (ours)", "ratio",
               "GFLOPs (paper)", "GFLOPs (ours)", "ratio", "true GFLOPs", "GFLOPs / frame", "FPS (paper)",
-              "FPS (ours)", "status"]
+              "FPS (ours)", "FPS vs M²S²L", "status"]
     cells = []
     for r in result["rows"]:
         p, o, q = r["paper"], r["ours"] or {}, r["ratio"] or {}
@@ -430,7 +435,7 @@ def table_lines(result: dict) -> tuple[list[str], list[list[str]]]:
             _fmt(p["gflops"]), _fmt(o.get("paper_gflops"), ".2f"), _fmt_ratio(q.get("flops")),
             _fmt(o.get("true_gflops"), ".2f"),
             _fmt(o.get("paper_gflops_per_frame"), ".2f") if r["frames_per_call"] > 1 else "",
-            _fmt(p["fps"], ".0f"), _fmt(fps, ".2f"), r["status"],
+            _fmt(p["fps"], ".0f"), _fmt(fps, ".2f"), _fmt_ratio(q.get("fps_vs_m2s2l")), r["status"],
         ])
     return header, cells
 

@@ -35,7 +35,7 @@ def _print(result: dict, to_stderr: bool) -> None:
     from m2s2l_edge.table import table_lines
 
     header, cells = table_lines(result)
-    keep = [0, 2, 3, 4, 5, 6, 7, 10, 11]  # the terminal shows the comparison; --markdown / --json hold the rest
+    keep = [0, 2, 3, 4, 5, 6, 7, 10, 11, 12]  # the terminal shows the comparison; --markdown / --json hold the rest
     t = Table(title="Efficiency: the paper's figures beside our count (GFLOPs = MACs + scan, paper convention)")
     for i in keep:
         t.add_column(header[i], justify="left" if i == 0 else "right")
