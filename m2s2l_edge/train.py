@@ -229,8 +229,12 @@ def train(
     callbacks: TrainCallbacks | None = None,
     *,
     stop_after_steps: int | None = None,
+    arch: str = "m2s2l",
 ) -> TrainResult:
     """Train M²S²L on the normal training videos of ``data_cfg`` and leave the result in ``<out>/last.pt``.
+
+    ``arch``: another architecture of ``m2s2l_edge.models.registry.TRAINABLE`` (a peer, sized by ``model_cfg``),
+    trained with its own objective (its ``loss`` method) instead of M²S²L's.
 
     ``stop_after_steps``: stop (without saving) once this many optimiser steps have run in this call; a stand-in
     for an interruption in tests and quick experiments.
@@ -242,7 +246,7 @@ def train(
     """
     from m2s2l_edge.data import ClipDataset, discover
     from m2s2l_edge.losses import total_loss
-    from m2s2l_edge.models import M2S2L
+    from m2s2l_edge.models.registry import create_trainable
 
     cb = callbacks or TrainCallbacks()
     check_train_config(train_cfg)
@@ -266,8 +270,9 @@ def train(
                          ignore=("scan_backend",))
         problems += _diff("train", train_config_to_dict(train_cfg), train_config_to_dict(stored_train),
                           ignore=("epochs",))
-        problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed},
-                          {"dataset": extra.get("dataset"), "seed": extra.get("seed")})
+        problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed, "arch": arch},
+                          {"dataset": extra.get("dataset"), "seed": extra.get("seed"),
+                           "arch": state.get("arch", "m2s2l")})
         if problems:
             raise ValueError(f"cannot resume {last}: the request differs from the checkpoint ({'; '.join(problems)})")
         if state["epoch"] >= train_cfg.epochs:
@@ -282,7 +287,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(run_cfg.seed)
-    model = M2S2L(_model_for_training(model_cfg, run_cfg.device))
+    model = create_trainable(arch, _model_for_training(model_cfg, run_cfg.device))
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     # Paper: the learning rate is halved every 20 epochs (StepLR, stepped once per epoch).
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step_epochs,
@@ -338,7 +343,8 @@ def train(
                 outputs = model(clip)
             # The losses run in float32 whatever autocast produced (PSNR-scale errors are small).
             outputs = {k: v.float() for k, v in outputs.items()}
-            loss, terms = total_loss(outputs, clip, target, train_cfg.loss)
+            objective = getattr(model, "loss", None)  # a peer brings its own objective
+            loss, terms = (objective or total_loss)(outputs, clip, target, train_cfg.loss)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"the loss became {float(loss)} at epoch {epoch}, step {step + 1} "
                                    f"(terms {terms}); lower --lr or check the data")

@@ -57,6 +57,23 @@ def create_model(name: str, **kw) -> nn.Module:
     return get_entry(name).build(**kw)
 
 
+TRAINABLE = ("m2s2l", "mnad", "ffp")
+
+
+def create_trainable(name: str, cfg):
+    """A model ``train`` / ``eval`` can run: M²S²L from ``cfg``, or a peer predictor sized by ``cfg`` (clip length,
+    resolution) with M²S²L's interface (``m2s2l_edge.models.baselines.predictor``)."""
+    if name not in TRAINABLE:
+        raise ValueError(f"--model {name!r} cannot be trained here; valid: {', '.join(TRAINABLE)}")
+    if name == "m2s2l":
+        from m2s2l_edge.models.m2s2l import M2S2L
+
+        return M2S2L(cfg)
+    from m2s2l_edge.models.baselines.predictor import PeerPredictor
+
+    return PeerPredictor(name, cfg)
+
+
 def _lazy(module: str, attr: str) -> Callable[..., nn.Module]:
     def build(**kw) -> nn.Module:
         return getattr(importlib.import_module(f"m2s2l_edge.models.{module}"), attr)(**kw)
