@@ -434,7 +434,7 @@ def table_lines(result: dict) -> tuple[list[str], list[list[str]]]:
             r["method"], auc, _fmt(p["params_m"]), _fmt(o.get("params_m"), ".2f"), _fmt_ratio(q.get("params")),
             _fmt(p["gflops"]), _fmt(o.get("paper_gflops"), ".2f"), _fmt_ratio(q.get("flops")),
             _fmt(o.get("true_gflops"), ".2f"),
-            _fmt(o.get("paper_gflops_per_frame"), ".2f") if r["frames_per_call"] > 1 else "",
+            _fmt(o.get("paper_gflops_per_frame"), ".2f"),
             _fmt(p["fps"], ".0f"), _fmt(fps, ".2f"), _fmt_ratio(q.get("fps_vs_m2s2l")), r["status"],
         ])
     return header, cells
