@@ -274,7 +274,7 @@ def time_row(spec: RowSpec, cfg: TimingConfig) -> dict:
     GPU, as a CUDA-graph replay; FPS = frames scored per second."""
     import torch
 
-    from m2s2l_edge.benchmarking import time_callable
+    from m2s2l_edge.benchmarking import capture_cuda_graph, synchronizer, time_callable
 
     dtype = torch.float16 if cfg.half else torch.float32
     on_cuda = cfg.device.startswith("cuda")
@@ -290,22 +290,14 @@ def time_row(spec: RowSpec, cfg: TimingConfig) -> dict:
                 for _ in range(n):
                     fn(*inputs)
 
-    sync = torch.cuda.synchronize if on_cuda else None
+    sync = synchronizer(cfg.device)
     frames = cfg.batch * spec.frames_per_call
     out = {"eager": time_callable(run, warmup=cfg.warmup, iterations=cfg.iterations, batch=frames,
                                   synchronize=sync).as_dict()}
     if on_cuda and cfg.cuda_graph:
-        # Capture one pass on static inputs after a few warm-up passes on a side stream (allocator and kernels
-        # settle), then time replays: launch overhead removed, as a deployed graph would run.
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                run()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            run()
+        # One pass captured on static inputs (after warm-up passes on a side stream), then replayed: launch
+        # overhead removed, as a deployed graph would run.
+        graph = capture_cuda_graph(run)
         out["cuda_graph"] = time_callable(graph.replay, warmup=cfg.warmup, iterations=cfg.iterations, batch=frames,
                                           synchronize=sync).as_dict()
     calls.clear()  # free the models before the next row is built
@@ -368,8 +360,13 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
     """Every row's published figures, our counts and (``fps``) our timings, as one JSON-ready dict."""
     specs = _select(rows)
     timing = timing or TimingConfig()
+    load_before = None
     if timing.half and not timing.device.startswith("cuda"):
         raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment path)")
+    if fps:
+        from m2s2l_edge.benchmarking import load_average
+
+        load_before = load_average()
     out_rows = []
     for spec in specs:
         count = count_row(spec) if spec.counted else None
@@ -399,7 +396,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
         "date": datetime.date.today().isoformat(),
     }
     if fps:
-        from m2s2l_edge.benchmarking import machine_info
+        from m2s2l_edge.benchmarking import load_average, machine_info
 
         result["timing"] = {
             "device": timing.device, "precision": "fp16" if timing.half else "fp32", "batch": timing.batch,
@@ -407,6 +404,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
             "cuda_graph": timing.cuda_graph and timing.device.startswith("cuda"),
             "fps_is": "frames scored per second: batch × frames per call / median latency of one call",
             "machine": machine_info(),
+            "load_average": {"before": load_before, "after": load_average()},
         }
     return result
 
