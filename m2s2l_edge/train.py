@@ -254,7 +254,7 @@ class TrainState:
 
 
 def check_resume(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig,
-                 run_cfg: RunConfig) -> dict | None:
+                 run_cfg: RunConfig, arch: str = "m2s2l") -> dict | None:
     """The checkpoint to continue (``run_cfg.resume``), or None for a fresh run; checked before any output exists.
 
     Raises FileNotFoundError when there is nothing to resume, ValueError when the checkpoint does not fit the
@@ -275,8 +275,8 @@ def check_resume(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataC
                      ignore=("scan_backend",))
     problems += _diff("train", train_config_to_dict(train_cfg), train_config_to_dict(stored_train),
                       ignore=("epochs",))
-    problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed},
-                      {"dataset": extra.get("dataset"), "seed": extra.get("seed")})
+    problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed, "arch": arch},
+                      {"dataset": extra.get("dataset"), "seed": extra.get("seed"), "arch": state.get("arch", "m2s2l")})
     if problems:
         raise ValueError(f"cannot resume {last}: the request differs from the checkpoint ({'; '.join(problems)})")
     if state["epoch"] >= train_cfg.epochs:
@@ -292,19 +292,22 @@ def build_state(
     resume: dict | None = None,
     *,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    arch: str = "m2s2l",
 ) -> TrainState:
     """Model, Adam, the step schedule and the GradScaler, seeded by ``run_cfg.seed``, restored from ``resume`` (a
     checkpoint from ``check_resume``) when given, on ``run_cfg.device``.
 
     ``wrap`` turns the model, once on its device, into what the steps call (e.g. ``lambda m:
     DistributedDataParallel(m, device_ids=[rank])``); the optimiser holds the model's own parameters either way.
+    ``arch``: another architecture of ``m2s2l_edge.models.registry.TRAINABLE`` (a peer, sized by ``model_cfg``),
+    trained with its own objective (its ``loss`` method) instead of M²S²L's.
     """
-    from m2s2l_edge.models import M2S2L
+    from m2s2l_edge.models.registry import create_trainable
 
     device = torch.device(run_cfg.device)
     use_amp = run_cfg.use_amp
     seed_everything(run_cfg.seed)
-    model = M2S2L(_model_for_training(model_cfg, run_cfg.device))
+    model = create_trainable(arch, _model_for_training(model_cfg, run_cfg.device))
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     # Paper: the learning rate is halved every 20 epochs (StepLR, stepped once per epoch).
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step_epochs,
@@ -360,7 +363,8 @@ def train_epoch(
             outputs = state.net(clip)
         # The losses run in float32 whatever autocast produced (PSNR-scale errors are small).
         outputs = {k: v.float() for k, v in outputs.items()}
-        loss, terms = total_loss(outputs, clip, target, loss_cfg)
+        objective = getattr(state.model, "loss", None)  # a peer brings its own objective
+        loss, terms = (objective or total_loss)(outputs, clip, target, loss_cfg)
         if not torch.isfinite(loss):
             raise RuntimeError(f"the loss became {float(loss)} at epoch {epoch}, step {state.step + 1} "
                                f"(terms {terms}); lower --lr or check the data")
@@ -413,6 +417,7 @@ def train(
     callbacks: TrainCallbacks | None = None,
     *,
     stop_after_steps: int | None = None,
+    arch: str = "m2s2l",
 ) -> TrainResult:
     """Train M²S²L on the normal training videos of ``data_cfg`` and leave the result in ``<out>/last.pt``.
 
@@ -420,7 +425,7 @@ def train(
     (model, optimiser, schedule, scaler, restored), ``train_epoch`` over ``epoch_indices``'s clips, ``save_state``.
 
     ``stop_after_steps``: stop (without saving) once this many optimiser steps have run in this call; a stand-in
-    for an interruption in tests and quick experiments.
+    for an interruption in tests and quick experiments. ``arch``: see ``build_state``.
 
     Raises:
         ValueError / FileNotFoundError: bad data, a checkpoint that does not fit the request, an output folder that
@@ -436,13 +441,13 @@ def train(
         raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
     out = Path(run_cfg.out_dir)
     # Everything that can be wrong with the request is checked before any output is written.
-    resume = check_resume(model_cfg, train_cfg, data_cfg, run_cfg)
+    resume = check_resume(model_cfg, train_cfg, data_cfg, run_cfg, arch)
 
     videos = discover(data_cfg.root, data_cfg.dataset, "train", name=data_cfg.name)
     dataset = ClipDataset(videos, clip_len=model_cfg.clip_len, image_size=model_cfg.image_size,
                           stride=data_cfg.stride)
     out.mkdir(parents=True, exist_ok=True)
-    state = build_state(model_cfg, train_cfg, run_cfg, resume)
+    state = build_state(model_cfg, train_cfg, run_cfg, resume, arch=arch)
 
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),

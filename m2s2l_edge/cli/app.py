@@ -23,6 +23,7 @@ app = typer.Typer(
 # Command modules, registered in this order (shown in --help in the order each registers).
 _COMMAND_MODULES = (
     "m2s2l_edge.cli.profile_cmd",
+    "m2s2l_edge.cli.table_cmd",
     "m2s2l_edge.cli.export_cmd",
     "m2s2l_edge.cli.bench_cmd",
     "m2s2l_edge.cli.train_cmd",

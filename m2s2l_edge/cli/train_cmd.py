@@ -65,6 +65,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, history.json (and epoch_NNN.pt).")] = Path(
         "runs/train"),
     preset: Annotated[str, typer.Option("--preset", help="Model preset (paper, small, tiny).")] = "small",
+    model: Annotated[str, typer.Option(
+        "--model", help="Architecture: m2s2l, or a peer (mnad, ffp) sized by the preset's clip length and "
+                        "resolution, trained with its own objective.")] = "m2s2l",
     ablation: Annotated[str | None, typer.Option(help="Paper ablation M1-M4 (default: M4, the full model).")] = None,
     loss_set: Annotated[str, typer.Option(help="Loss ablation: L1 frame, L2 +motion, L3 +separation.")] = "L3",
     set_: Annotated[list[str] | None, typer.Option(
@@ -107,7 +110,7 @@ def train(
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
                             overwrite=overwrite, keep_epochs=keep_epochs)
         with make_progress(field="terms") as progress:
-            result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress))
+            result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress), arch=model)
         _plot_history(out)
     typer.echo(f"trained {result.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: {result.checkpoint}")
 
