@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from m2s2l_edge.cli.app import app
 
-TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--stride", "4", "--batch-size", "4", "--lr", "2e-3"]
+TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--stride", "4", "--batch", "4", "--lr", "2e-3"]
 
 
 def invoke(*args):
