@@ -126,23 +126,45 @@ def _env(tmp: Path, audit_root: Path | None = None) -> dict:
     return env
 
 
-def _one_process(args: list, tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "m2s2l_edge", "-v", "train", *map(str, args)], env=_env(tmp),
-                          capture_output=True, text=True, timeout=TIMEOUT)
+class Launch:
+    """One command started in the background, its stdout and stderr in files (no pipe can fill up)."""
+
+    def __init__(self, cmd: list, tmp: Path, env: dict) -> None:
+        self.tmp = tmp
+        self.stdout, self.stderr = tmp / "stdout.txt", tmp / "stderr.txt"
+        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
+            self.proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=out, stderr=err)
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def text(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+    def rank_logs(self) -> dict[int, str]:
+        """Each rank's stdout + stderr (torchrun --redirects 3)."""
+        logs = {}
+        for rank in (0, 1):
+            files = sorted((self.tmp / "torchrun_logs").rglob(f"attempt_*/{rank}/std*.log"))
+            assert files, f"no logs of rank {rank}: {self.text()[-2000:]}"
+            logs[rank] = "".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+        return logs
 
 
-def _torchrun(command: list, args: list, tmp: Path, audit_root: Path | None = None) -> tuple[int, dict]:
-    """Start ``command`` in 2 processes; returns torchrun's exit code and each rank's stdout + stderr."""
-    logs = tmp / "torchrun_logs"
+def _one_process(args: list, tmp: Path) -> Launch:
+    return Launch([sys.executable, "-m", "m2s2l_edge", "-v", "train", *args], tmp, _env(tmp))
+
+
+def _torchrun(command: list, args: list, tmp: Path, audit_root: Path | None = None) -> Launch:
+    """``command`` in 2 processes under torchrun (a free port on localhost), each rank's output in its own files."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "--redirects", "3", "--log-dir", str(logs), *command, "train", *map(str, args)]
-    proc = subprocess.run(cmd, env=_env(tmp, audit_root), capture_output=True, text=True, timeout=TIMEOUT)
-    out = {}
-    for rank in (0, 1):
-        files = sorted(logs.rglob(f"attempt_*/{rank}/std*.log"))
-        assert files, f"no logs of rank {rank} under {logs}: {proc.stderr[-2000:]}"
-        out[rank] = "".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
-    return proc.returncode, out
+           "--redirects", "3", "--log-dir", tmp / "torchrun_logs", *command, "train", *args]
+    return Launch(cmd, tmp, _env(tmp, audit_root))
 
 
 def _losses(text: str) -> dict[int, float]:
@@ -158,29 +180,52 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def one(data, tmp_path_factory):
-    """The reference: one process, 2 epochs, global batch 4 (epoch 1's checkpoint kept)."""
-    tmp = tmp_path_factory.mktemp("ddp_one")
-    out = tmp / "run"
-    proc = _one_process(["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--keep-epochs", "--out", out], tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    losses = _losses(proc.stderr)
-    assert sorted(losses) == [1, 2, 3, 4], proc.stderr[-3000:]
-    return out, losses
+CONSOLE_SCRIPT = Path(sys.executable).with_name("m2s2l-edge")
 
 
 @pytest.fixture(scope="module")
-def two(data, tmp_path_factory):
-    """Two gloo processes, epoch 1 of the same run, each rank's file accesses in the run folder recorded."""
-    tmp = tmp_path_factory.mktemp("ddp_two")
-    out = tmp / "run"
-    code, logs = _torchrun(["-m", "m2s2l_edge", "-v"], ["--data", data, *TRAIN, "--batch", 4, "--epochs", 1,
-                                                         "--out", out], tmp, audit_root=out)
-    assert code == 0, logs
-    audit = {rank: (tmp / f"rank{rank}.log").read_text(encoding="utf-8") if (tmp / f"rank{rank}.log").exists()
-             else "" for rank in (0, 1)}
-    return out, logs, audit
+def launches(data, tmp_path_factory):
+    """The three independent launches, started together (a loaded machine runs them in about the longest's time):
+    the one-process reference (2 epochs, epoch 1's checkpoint kept), two gloo processes for epoch 1 of the same
+    run with each rank's file accesses in the run folder recorded, and a --batch that 2 does not divide (through
+    the console script)."""
+    tmp = {name: tmp_path_factory.mktemp(f"ddp_{name}") for name in ("one", "two", "bad")}
+    started = {
+        "one": _one_process(["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--keep-epochs",
+                             "--out", tmp["one"] / "run"], tmp["one"]),
+        "two": _torchrun(["-m", "m2s2l_edge", "-v"], ["--data", data, *TRAIN, "--batch", 4, "--epochs", 1,
+                                                       "--out", tmp["two"] / "run"], tmp["two"],
+                         audit_root=tmp["two"] / "run"),
+    }
+    if CONSOLE_SCRIPT.is_file():
+        started["bad"] = _torchrun(["--no-python", CONSOLE_SCRIPT], ["--data", data, *TRAIN, "--batch", 3,
+                                                                     "--epochs", 1, "--out", tmp["bad"] / "run"],
+                                   tmp["bad"])
+    for launch in started.values():
+        launch.wait()
+    return started
+
+
+@pytest.fixture(scope="module")
+def one(launches):
+    launch = launches["one"]
+    assert launch.proc.returncode == 0, launch.text()[-3000:]
+    losses = _losses(launch.text())
+    assert sorted(losses) == [1, 2, 3, 4], launch.text()[-3000:]
+    return launch.tmp / "run", losses
+
+
+@pytest.fixture(scope="module")
+def two(launches):
+    launch = launches["two"]
+    logs = launch.rank_logs()
+    assert launch.proc.returncode == 0, logs
+    audit = {}
+    for rank in (0, 1):
+        path = launch.tmp / f"rank{rank}.log"
+        assert path.is_file(), f"the audit hook did not start on rank {rank}"
+        audit[rank] = path.read_text(encoding="utf-8")
+    return launch.tmp / "run", logs, audit
 
 
 def test_two_processes_take_the_steps_of_one(one, two):
@@ -221,27 +266,25 @@ def test_two_process_run_resumes_in_one_process(data, one, two, tmp_path):
     _, ref = one
     out = tmp_path / "run"
     shutil.copytree(two[0], out)  # the two-process run stays as it was for the other tests
-    proc = _one_process(["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--resume", "--out", out], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = _losses(proc.stderr)
-    assert sorted(got) == [3, 4], proc.stderr[-3000:]
+    launch = _one_process(["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--resume", "--out", out], tmp_path)
+    assert launch.wait() == 0, launch.text()[-3000:]
+    got = _losses(launch.text())
+    assert sorted(got) == [3, 4], launch.text()[-3000:]
     for step in (3, 4):
         assert got[step] == pytest.approx(ref[step], rel=RTOL), (step, got[step], ref[step])
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
 
 
-def test_global_batch_not_divisible_is_one_line_from_rank_0(data, tmp_path):
-    script = Path(sys.executable).with_name("m2s2l-edge")
-    if not script.is_file():
+def test_global_batch_not_divisible_is_one_line_from_rank_0(launches):
+    if "bad" not in launches:
         pytest.skip(f"the console script is not installed beside {sys.executable} (pip install -e .)")
-    out = tmp_path / "run"
-    code, logs = _torchrun(["--no-python", str(script)], ["--data", data, *TRAIN, "--batch", 3, "--epochs", 1,
-                                                          "--out", out], tmp_path)
-    assert code != 0
+    launch = launches["bad"]
+    logs = launch.rank_logs()
+    assert launch.proc.returncode != 0
     lines = [line for line in logs[0].splitlines() if line.strip() and not line.startswith(("INFO", "DEBUG"))]
     assert len(lines) == 1 and lines[0].startswith("error: "), logs[0]
     assert "--batch 3" in lines[0] and "2 processes" in lines[0]
     assert "Traceback" not in logs[0]
     assert logs[1].strip() == "", logs[1]
-    assert not out.exists()
+    assert not (launch.tmp / "run").exists()
