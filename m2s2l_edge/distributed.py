@@ -130,8 +130,8 @@ class ShardSampler(torch.utils.data.Sampler):
         from m2s2l_edge.train import epoch_order
 
         order = epoch_order(self.num_clips, self.seed, self.epoch)
-        start = self.rank * self.local
-        return [i for k in range(self.steps) for i in order[k * self.global_batch + start:][:self.local]]
+        starts = (k * self.global_batch + self.rank * self.local for k in range(self.steps))
+        return [i for s in starts for i in order[s:s + self.local]]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
