@@ -1,10 +1,10 @@
 """The SelectiveScan operator in ONNX: the custom node (plugin flavour) and its standard-ONNX lowering (portable).
 
-Plugin flavour (DESIGN.md §3): one node per scan call, ``op_type`` ``SelectiveScan`` in domain ``spec.ONNX_DOMAIN``,
-attributes ``delta_softplus`` (int), ``plugin_version`` and ``plugin_namespace`` (TensorRT 10.3 does not derive the
-namespace from the domain, so it is written explicitly), inputs in ``spec.INPUT_NAMES`` order. Types follow the
-TensorRT plugin's ``supportsFormatCombination``: u, delta, B, C, z and y share one type T (float32 or float16); A, D
-and delta_bias are always float32 (parameters; the FP16 graph keeps them exact).
+Plugin flavour (docs/DESIGN.md §5): one node per scan call, ``op_type`` ``SelectiveScan`` in domain
+``spec.ONNX_DOMAIN``, attributes ``delta_softplus`` (int), ``plugin_version`` and ``plugin_namespace`` (TensorRT 10.3
+does not derive the namespace from the domain, so it is written explicitly), inputs in ``spec.INPUT_NAMES`` order.
+Types follow the TensorRT plugin's ``supportsFormatCombination``: u, delta, B, C, z and y share one type T (float32
+or float16); A, D and delta_bias are always float32 (parameters; the FP16 graph keeps them exact).
 
 Node inputs and shapes:
 
@@ -59,7 +59,7 @@ def scan_op_schema():
         spec.OP_NAME,
         spec.ONNX_DOMAIN,
         spec.ONNX_DOMAIN_VERSION,
-        "Mamba selective scan (DESIGN.md §3); state and accumulation in float32 whatever T is.",
+        "Mamba selective scan (docs/DESIGN.md §4); state and accumulation in float32 whatever T is.",
         inputs=inputs,
         outputs=[param(name, "T") for name in spec.OUTPUT_NAMES],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "activations")],
@@ -200,7 +200,7 @@ def _lower_one(node, info: GraphInfo, index: int, form: str) -> tuple[list, list
     b = _Builder(f"portable_scan_{index}")
 
     def f32(name: str) -> str:
-        # FP16 graphs: the scan computes in float32 (DESIGN.md §3), with the casts explicit in the graph.
+        # FP16 graphs: the scan computes in float32 (docs/DESIGN.md §5), with the casts explicit in the graph.
         if not name or info.types.get(name, _FLOAT) == _FLOAT:
             return name
         return b("Cast", [name], "f32", to=onnx.TensorProto.FLOAT)

@@ -1,6 +1,6 @@
 """Model, loss and scoring configuration: frozen dataclasses and registered presets.
 
-What the paper fixes and what we chose (DESIGN.md §2): the paper fixes the dual stream, three spatial patch
+What the paper fixes and what we chose (docs/DESIGN.md §3): the paper fixes the dual stream, three spatial patch
 granularities with MS-VSSB, three temporal windows on frame differences, gated decomposition, three memory banks,
 two decoders, feature dimension 256, input 256×256, Adam with the learning rate halved every 20 epochs and
 λ = 0.6 / 0.4 / 0.5. Its text lost the numbers for everything marked "our choice" below.

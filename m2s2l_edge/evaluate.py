@@ -1,4 +1,4 @@
-"""Frame-level evaluation (DESIGN.md §4) over any inference backend.
+"""Frame-level evaluation (docs/DESIGN.md §6) over any inference backend.
 
 Protocol, in order:
 

@@ -1,6 +1,6 @@
 """Parameters, MACs and FLOPs of M²S²L, per component, and forward-pass timing.
 
-Conventions (DESIGN.md §2):
+Conventions (docs/DESIGN.md §3):
 - ``macs``: multiply-accumulates of convolutions, linear layers and matrix products, counted from the real forward
   pass by ``torch.utils.flop_counter`` (which reports 2 FLOPs per MAC; we halve it).
 - The selective scan is opaque to such counters; it is counted by formula, 9·B·L·D·N per scan (D = K·d_inner

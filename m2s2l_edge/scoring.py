@@ -1,4 +1,4 @@
-"""Anomaly scoring: PSNR of both streams, the λ-weighted score, per-video min-max normalisation (DESIGN.md §4).
+"""Anomaly scoring: PSNR of both streams, the λ-weighted score, per-video min-max normalisation (docs/DESIGN.md §6).
 
 All functions are pure and work on numpy arrays or torch tensors of images in model units ([-1, 1] frames).
 """

@@ -8,7 +8,7 @@ a resumed run visits the same clips in the same order as an uninterrupted one; t
 parameter initialisation and nothing else in the loop today) are restored as well so that stays true if a
 stochastic layer is added.
 
-The last checkpoint is the result: nothing here looks at test labels (DESIGN.md §4).
+The last checkpoint is the result: nothing here looks at test labels (docs/DESIGN.md §6).
 
 Shapes: a batch from :class:`~m2s2l_edge.data.ClipDataset` is (B, T+1, 3, H, W) in [-1, 1]; ``[:, :T]`` is the
 model input, ``[:, T]`` the target frame.

@@ -1,4 +1,4 @@
-"""The frame-level AUC protocol (DESIGN.md §4) against hand-computed values, the scoring loop and the outputs."""
+"""The frame-level AUC protocol (docs/DESIGN.md §6) against hand-computed values, the scoring loop and the outputs."""
 
 from __future__ import annotations
 

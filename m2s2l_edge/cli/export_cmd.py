@@ -59,7 +59,7 @@ def _print_report(report, stderr: bool = False) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"parity with PyTorch float32 ({report.precision}, {report.scan} scan via {report.scan_backend})")
+        title=f"parity with {report.reference} ({report.precision}, {report.scan} scan via {report.scan_backend})")
     for col in ("inputs", "batch", "quantity", "max abs", "allowed", "rel", ""):
         table.add_column(col, justify="left" if col in ("inputs", "quantity") else "right")
     for r in report.rows:

@@ -1,6 +1,6 @@
 """Frame-level ground truth: one 0/1 array per test video (1 = anomalous), aligned with :func:`.discover`'s videos.
 
-Formats read (DESIGN.md §4):
+Formats read (docs/DESIGN.md §6):
 
 * MNAD's ``frame_labels_{ped2,avenue,shanghai}.npy`` — all test videos concatenated in sorted (natural) order;
   Ped2 and Avenue are shaped (1, N), ShanghaiTech is 1-D (N,). Both shapes are accepted for every data set.
@@ -294,7 +294,7 @@ def load_frame_labels(
 
 
 def labels_for_scores(labels: Sequence[np.ndarray], clip_len: int) -> list[np.ndarray]:
-    """Drop the first ``clip_len`` labels of each video: those frames have no prediction (DESIGN.md §4)."""
+    """Drop the first ``clip_len`` labels of each video: those frames have no prediction (docs/DESIGN.md §6)."""
     if clip_len < 0:
         raise ValueError(f"clip_len must be >= 0, got {clip_len}")
     return [np.asarray(lab)[clip_len:] for lab in labels]

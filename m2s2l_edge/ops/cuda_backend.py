@@ -49,8 +49,8 @@ KERNEL_DIR = _REPO_ROOT / "plugins" / "selective_scan"
 BINDING_SOURCE = _REPO_ROOT / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
 KERNEL_SOURCES = ("selectiveScanForward.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
 # What those sources include from the kernel folder (a change in any of them must rebuild the extension).
-KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanDeviceKernel.cuh",
-                  "selectiveScanTypedLaunch.cuh")
+KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanInstances.h",
+                  "selectiveScanDeviceKernel.cuh", "selectiveScanTypedLaunch.cuh")
 # Targets when no GPU is visible at build time: Jetson Orin, H100, and PTX for anything newer.
 DEFAULT_ARCHS = ((8, 7), (9, 0))
 # Where the toolkit is when neither CUDA_HOME, torch nor an nvcc on PATH says otherwise (also JetPack's location).

@@ -1,7 +1,8 @@
-// Launcher of the forward selective scan: validates the parameters, picks the kernel variant and dispatches on the
-// I/O dtype. Host code only; the kernels live in selectiveScanDeviceKernel.cuh, instantiated per dtype.
+// Launcher of the forward selective scan: validates the parameters, configures the launch (selectiveScanLaunchConfig.h)
+// and dispatches on the I/O dtype. Host code only; the kernels live in selectiveScanDeviceKernel.cuh, instantiated
+// per dtype.
 #include "selectiveScanForward.h"
-#include "selectiveScanLaunchConfig.h"
+#include "selectiveScanInstances.h"
 
 #include <cuda_runtime_api.h>
 #include <cstdint>
@@ -11,41 +12,13 @@ namespace m2s2l
 namespace
 {
 
+using scan_detail::ScanConfigStatus;
+using scan_detail::ScanDeviceLimits;
 using scan_detail::ScanLaunchConfig;
+using scan_detail::ScanShape;
 
-constexpr int32_t kMAX_DSTATE = 256;
-constexpr int32_t kMAX_LANES_LOG2 = 5; // the lanes of one channel must sit in one warp for the shuffles
-// Warps per SM below which the launcher trades issue efficiency (G = 4) for twice the threads (G = 2): with fewer
-// than two warps per scheduler the SFU and shared-memory latencies are no longer hidden.
-constexpr int64_t kMIN_WARPS_PER_SM = 8;
-
-int32_t ceilLog2(int32_t x)
+bool isValid(SelectiveScanParams const& p, ScanShape const& shape)
 {
-    int32_t r = 0;
-    while ((int32_t{1} << r) < x)
-    {
-        ++r;
-    }
-    return r;
-}
-
-// log2 of the lanes per channel for `states` states per thread, or -1 when that would need more than one warp.
-int32_t lanesLog2For(int32_t dstate, int32_t states)
-{
-    int32_t const log2 = ceilLog2((dstate + states - 1) / states);
-    return log2 <= kMAX_LANES_LOG2 ? log2 : -1;
-}
-
-bool isValid(SelectiveScanParams const& p)
-{
-    if (p.batch < 1 || p.dim < 1 || p.groups < 1 || p.dim % p.groups != 0 || p.seqlen < 1)
-    {
-        return false;
-    }
-    if (p.dstate < 1 || p.dstate > kMAX_DSTATE)
-    {
-        return false;
-    }
     if (p.ioDtype != ScanDType::kFLOAT32 && p.ioDtype != ScanDType::kFLOAT16)
     {
         return false;
@@ -54,95 +27,66 @@ bool isValid(SelectiveScanParams const& p)
     {
         return false;
     }
-    if (p.statesPerThread != 0 && p.statesPerThread != 2 && p.statesPerThread != 4 && p.statesPerThread != 8)
-    {
-        return false;
-    }
-    return p.statesPerThread == 0 || lanesLog2For(p.dstate, p.statesPerThread) >= 0;
+    return scan_detail::isValidShape(shape) && p.seqlen >= 1;
 }
 
-cudaError_t chooseStatesPerThread(SelectiveScanParams const& p, int32_t& states)
+cudaError_t deviceAttribute(cudaDeviceAttr attribute, int& value)
 {
-    if (p.statesPerThread != 0)
-    {
-        states = p.statesPerThread;
-        return cudaSuccess;
-    }
-    if (p.dstate > 64)
-    {
-        states = lanesLog2For(p.dstate, 4) >= 0 ? 4 : 8;
-        return cudaSuccess;
-    }
     int device = 0;
-    cudaError_t status = cudaGetDevice(&device);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    int smCount = 0;
-    status = cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    int64_t const warpsWithG4
-        = (static_cast<int64_t>(p.batch) * p.dim << lanesLog2For(p.dstate, 4)) / 32;
-    states = warpsWithG4 >= kMIN_WARPS_PER_SM * smCount ? 4 : 2;
-    return cudaSuccess;
+    cudaError_t const status = cudaGetDevice(&device);
+    return status == cudaSuccess ? cudaDeviceGetAttribute(&value, attribute, device) : status;
 }
 
-cudaError_t makeConfig(SelectiveScanParams const& p, ScanLaunchConfig& config)
+// The configuration comes from scan_detail::makeLaunchConfig (shared with the CPU tests); this only asks the device
+// for the limits it needs: the SM count when it chooses the variant, the opt-in shared memory when a tile exceeds
+// the default 48 KiB (first computed against that default, then against the device's real ceiling).
+cudaError_t makeConfig(ScanShape const& shape, ScanLaunchConfig& config)
 {
-    int32_t states = 0;
-    cudaError_t status = chooseStatesPerThread(p, states);
-    if (status != cudaSuccess)
+    ScanDeviceLimits limits{1, scan_detail::kDEFAULT_SMEM_BYTES};
+    if (scan_detail::needsSmCount(shape))
     {
-        return status;
-    }
-    config.statesPerThread = states;
-    config.lanesLog2 = lanesLog2For(p.dstate, states);
-    int32_t const tileChannels = scan_detail::kTHREADS >> config.lanesLog2;
-    int32_t const dimPerGroup = p.dim / p.groups;
-    config.tilesPerGroup = (dimPerGroup + tileChannels - 1) / tileChannels;
-    int64_t const blocks = static_cast<int64_t>(p.batch) * p.groups * config.tilesPerGroup;
-    if (blocks > INT32_MAX)
-    {
-        return cudaErrorInvalidValue;
-    }
-    config.numBlocks = static_cast<int32_t>(blocks);
-    config.smemBytes = scan_detail::scanSmemBytes(config.lanesLog2, states, p.z != nullptr);
-    if (config.smemBytes > scan_detail::kDEFAULT_SMEM_BYTES)
-    {
-        // Only large N (> 64) needs the opt-in shared memory; refuse rather than fail inside the launch.
-        int device = 0;
-        int optin = 0;
-        status = cudaGetDevice(&device);
-        if (status == cudaSuccess)
-        {
-            status = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-        }
+        int smCount = 0;
+        cudaError_t const status = deviceAttribute(cudaDevAttrMultiProcessorCount, smCount);
         if (status != cudaSuccess)
         {
             return status;
         }
-        if (config.smemBytes > static_cast<size_t>(optin))
-        {
-            return cudaErrorInvalidConfiguration;
-        }
+        limits.smCount = smCount;
     }
-    return cudaSuccess;
+    ScanConfigStatus result = scan_detail::makeLaunchConfig(shape, limits, config);
+    if (result == ScanConfigStatus::kTOO_MUCH_SMEM)
+    {
+        int optin = 0;
+        cudaError_t const status = deviceAttribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, optin);
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+        limits.maxSmemOptin = static_cast<size_t>(optin);
+        result = scan_detail::makeLaunchConfig(shape, limits, config);
+    }
+    switch (result)
+    {
+    case ScanConfigStatus::kOK: return cudaSuccess;
+    case ScanConfigStatus::kTOO_MUCH_SMEM: return cudaErrorInvalidConfiguration;
+    case ScanConfigStatus::kINVALID_SHAPE:
+    case ScanConfigStatus::kGRID_TOO_LARGE: break;
+    }
+    return cudaErrorInvalidValue;
 }
 
 } // namespace
 
 cudaError_t selectiveScanForward(SelectiveScanParams const& params, cudaStream_t stream)
 {
-    if (!isValid(params))
+    ScanShape const shape{params.batch, params.dim, params.groups, params.dstate, params.z != nullptr,
+        params.statesPerThread};
+    if (!isValid(params, shape))
     {
         return cudaErrorInvalidValue;
     }
     ScanLaunchConfig config{};
-    cudaError_t const status = makeConfig(params, config);
+    cudaError_t const status = makeConfig(shape, config);
     if (status != cudaSuccess)
     {
         return status;

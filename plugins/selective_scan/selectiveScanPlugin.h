@@ -1,4 +1,4 @@
-// TensorRT plugin for the SelectiveScan ONNX node (mamba-ssm selective_scan_fn forward, DESIGN.md §3).
+// TensorRT plugin for the SelectiveScan ONNX node (mamba-ssm selective_scan_fn forward, docs/DESIGN.md §4-5).
 //
 // Inputs (in order)                                            Output
 //   0 u          (B, K*D, L)   FP32 | FP16                       0 y  (B, K*D, L)  same dtype as u

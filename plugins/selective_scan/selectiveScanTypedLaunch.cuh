@@ -2,6 +2,7 @@
 #pragma once
 
 #include "selectiveScanDeviceKernel.cuh"
+#include "selectiveScanInstances.h"
 
 namespace m2s2l
 {
