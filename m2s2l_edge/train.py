@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ import torch
 from m2s2l_edge.checkpoint import read_checkpoint, save_checkpoint
 from m2s2l_edge.config import LossConfig, ModelConfig, TrainConfig
 from m2s2l_edge.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from m2s2l_edge.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +241,8 @@ class TrainState:
 
     ``model`` is the module whose parameters are trained and saved; ``net`` is what a step calls: the model itself,
     or a wrapper around it (``build_state(..., wrap=...)``, e.g. DistributedDataParallel) that shares its
-    parameters. ``epoch`` counts completed epochs, ``step`` optimiser steps.
+    parameters. ``epoch`` counts completed epochs, ``step`` optimiser steps. ``average``, when set, turns one
+    process's step loss and terms into the mean over all processes (a distributed run logs the global batch's).
     """
 
     model: torch.nn.Module
@@ -251,6 +256,7 @@ class TrainState:
     step: int = 0
     history: list[EpochSummary] = field(default_factory=list)
     resumed_from: int | None = None  # epoch the run continued after, if resumed
+    average: Callable[[float, dict[str, float]], tuple[float, dict[str, float]]] | None = None
 
 
 def check_resume(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig,
@@ -365,15 +371,18 @@ def train_epoch(
         outputs = {k: v.float() for k, v in outputs.items()}
         objective = getattr(state.model, "loss", None)  # a peer brings its own objective
         loss, terms = (objective or total_loss)(outputs, clip, target, loss_cfg)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"the loss became {float(loss)} at epoch {epoch}, step {state.step + 1} "
+        value = float(loss.detach())
+        if state.average is not None:  # every process then sees the same value, and stops together on a NaN
+            value, terms = state.average(value, terms)
+        if not math.isfinite(value):
+            raise RuntimeError(f"the loss became {value} at epoch {epoch}, step {state.step + 1} "
                                f"(terms {terms}); lower --lr or check the data")
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.step += 1
-        value = float(loss.detach())
+        logger.debug("epoch %d step %d: loss %r", epoch, state.step, value)
         total += value
         n += 1
         for k, v in terms.items():
@@ -418,6 +427,7 @@ def train(
     *,
     stop_after_steps: int | None = None,
     arch: str = "m2s2l",
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train M²S²L on the normal training videos of ``data_cfg`` and leave the result in ``<out>/last.pt``.
 
@@ -426,6 +436,10 @@ def train(
 
     ``stop_after_steps``: stop (without saving) once this many optimiser steps have run in this call; a stand-in
     for an interruption in tests and quick experiments. ``arch``: see ``build_state``.
+
+    ``distributed``: this process's share of a torchrun job (:func:`m2s2l_edge.distributed.process_group`): the
+    model is wrapped in DistributedDataParallel, ``train_cfg.batch_size`` is the global batch, each process takes
+    its slice of every step, and only the writer (rank 0) creates ``out_dir`` and writes to it.
 
     Raises:
         ValueError / FileNotFoundError: bad data, a checkpoint that does not fit the request, an output folder that
@@ -436,6 +450,8 @@ def train(
 
     cb = callbacks or TrainCallbacks()
     check_train_config(train_cfg)
+    batch = train_cfg.batch_size if distributed is None else distributed.local_batch(train_cfg.batch_size)
+    writer = distributed is None or distributed.is_writer
     use_amp = run_cfg.use_amp
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
@@ -446,8 +462,12 @@ def train(
     videos = discover(data_cfg.root, data_cfg.dataset, "train", name=data_cfg.name)
     dataset = ClipDataset(videos, clip_len=model_cfg.clip_len, image_size=model_cfg.image_size,
                           stride=data_cfg.stride)
-    out.mkdir(parents=True, exist_ok=True)
-    state = build_state(model_cfg, train_cfg, run_cfg, resume, arch=arch)
+    sampler = None if distributed is None else distributed.sampler(len(dataset), run_cfg.seed, train_cfg.batch_size)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+    state = build_state(model_cfg, train_cfg, run_cfg, resume, wrap=None if distributed is None else distributed.wrap,
+                        arch=arch)
+    state.average = None if distributed is None else distributed.average
 
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
@@ -469,17 +489,23 @@ def train(
     tic_run = time.perf_counter()
     first_step = state.step
     for epoch in range(state.epoch + 1, train_cfg.epochs + 1):
-        loader = _make_loader(dataset, epoch_indices(len(dataset), run_cfg.seed, epoch), train_cfg.batch_size,
-                              run_cfg.workers, pin=state.device.type == "cuda")
+        if sampler is None:
+            order = epoch_indices(len(dataset), run_cfg.seed, epoch)
+        else:
+            sampler.set_epoch(epoch)
+            order = sampler
+        loader = _make_loader(dataset, order, batch, run_cfg.workers, pin=state.device.type == "cuda")
         budget = None if stop_after_steps is None else stop_after_steps - (state.step - first_step)
         summary = train_epoch(state, loader, train_cfg.loss, epoch, cb, max_steps=budget)
         if summary is None:
             logger.info("stopped after %d steps (stop_after_steps) in epoch %d", state.step - first_step, epoch)
             return TrainResult(out / LAST, epoch - 1, state.step, state.history, state.resumed_from,
                                time.perf_counter() - tic_run)
-        if run_cfg.overwrite and state.resumed_from is None and epoch == 1:
+        if writer and run_cfg.overwrite and state.resumed_from is None and epoch == 1:
             remove_earlier_run(out)  # only now: until this run has an epoch to show, the earlier one stays whole
-        last = save_state(state, out, extra_static, keep_epochs=run_cfg.keep_epochs)
+        last = save_state(state, out, extra_static, keep_epochs=run_cfg.keep_epochs) if writer else out / LAST
+        if distributed is not None:  # no process runs ahead of a checkpoint that is still being written
+            distributed.barrier()
         logger.info("epoch %d/%d: loss %.4f (%s), lr %.2e, %.1f s", epoch, train_cfg.epochs, summary.loss,
                     ", ".join(f"{k} {v:.4f}" for k, v in summary.terms.items()), summary.lr, summary.seconds)
         cb.on_epoch_end(summary, last)

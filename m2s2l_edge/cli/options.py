@@ -66,7 +66,8 @@ VOCABULARY: dict[str, str] = {
     "--scan-backend": "selective-scan implementation for PyTorch runs (auto, torch, cpu, op, cuda, mamba_ssm)",
     "--plugin": "TensorRT plugin library",
     # running and timing
-    "--batch": "clips per model call (train: per optimisation step; build: the batch TensorRT tunes for)",
+    "--batch": "clips per model call (train: per optimisation step, over all processes under torchrun; build: "
+               "the batch TensorRT tunes for)",
     "--warmup": "untimed runs before timing",
     "--iterations": "timed runs",
     "--fp16": "half precision (with --fp32 as its negation)",

@@ -73,7 +73,8 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a model config field, KEY=VALUE (repeatable), e.g. --set image_size=64.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train (the total, also when resuming).")] = 60,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Clips per optimisation step.")] = 4,
+    batch: Annotated[int, typer.Option(
+        "--batch", min=1, help="Clips per optimisation step (under torchrun: over all processes).")] = 4,
     lr: Annotated[float, typer.Option(help="Initial Adam learning rate (our choice: 2e-4).")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
@@ -90,13 +91,19 @@ def train(
     keep_epochs: Annotated[bool, typer.Option(
         "--keep-epochs", help="Also keep a checkpoint per epoch (epoch_NNN.pt).")] = False,
 ) -> None:
-    """Train on the normal training videos; <out>/last.pt after the last epoch is the result."""
+    """Train on the normal training videos; <out>/last.pt after the last epoch is the result.
+
+    Under torchrun (torchrun --nproc-per-node N -m m2s2l_edge train ...) the N processes train one model with
+    DistributedDataParallel: --batch is the global batch (N must divide it), so they take the steps one process
+    would; rank 0 alone writes --out and prints (docs/DISTRIBUTED.md).
+    """
     prefer_passive_openmp()
-    with user_errors(kept=lambda: _kept(out)):
+    rank = _torchrun_rank()
+    with user_errors(kept=lambda: _kept(out)), _quiet_unless_rank0(rank):
         from m2s2l_edge.cli.options import check_device, check_output_dir
         from m2s2l_edge.cli.progress import RichTrainProgress, make_progress
         from m2s2l_edge.config import LossConfig, TrainConfig
-        from m2s2l_edge.train import DataConfig, RunConfig
+        from m2s2l_edge.train import DataConfig, RunConfig, TrainCallbacks
         from m2s2l_edge.train import train as run_training
 
         device = check_device(device)
@@ -109,10 +116,65 @@ def train(
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
                             overwrite=overwrite, keep_epochs=keep_epochs)
-        with make_progress(field="terms") as progress:
-            result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress), arch=model)
-        _plot_history(out)
+        with _process_group(device, batch) as group:
+            if rank:  # the other ranks train as quietly as they write: rank 0 reports for the job
+                result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, TrainCallbacks(), distributed=group,
+                                      arch=model)
+                return
+            with make_progress(field="terms") as progress:
+                result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress),
+                                      distributed=group, arch=model)
+            _plot_history(out)
     typer.echo(f"trained {result.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: {result.checkpoint}")
+
+
+def _torchrun_rank() -> int:
+    """This process's rank under torchrun (0 outside it); a malformed environment is rank 0's to report."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK") or 0)
+    except ValueError:
+        return 0
+
+
+class _quiet_unless_rank0:  # noqa: N801 - a context manager, reads like a statement
+    """On ranks other than 0, bad input (which every rank finds the same way, before training) and Ctrl-C (which
+    reaches every rank) end with their exit code but no line: rank 0 says it once. Anything else still speaks."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __enter__(self) -> None:
+        if self.rank:
+            import logging
+
+            logging.getLogger("m2s2l_edge").setLevel(logging.WARNING)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from m2s2l_edge.cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, exit_code_for
+
+        if not self.rank or exc is None or isinstance(exc, (typer.Exit, typer.Abort)):
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if exit_code_for(exc) == EXIT_BAD_INPUT:
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        return False
+
+
+def _process_group(device: str, batch: int):
+    """The torchrun job this process belongs to (None outside torchrun), joined for the block; the global batch is
+    checked against the number of processes first, so a bad --batch never reaches the rendezvous."""
+    import contextlib
+
+    from m2s2l_edge.distributed import from_env, local_batch, process_group
+
+    env = from_env()
+    if env is None:
+        return contextlib.nullcontext()
+    local_batch(batch, env.world_size)
+    return process_group(env, device)
 
 
 def _kept(out: Path) -> str:
