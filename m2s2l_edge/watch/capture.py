@@ -183,9 +183,9 @@ class CameraCapture:
     """Reads one camera in background threads and puts its clips into ``channel``.
 
     ``on_status(CameraStatus)`` is called from the capture threads on every online / offline change; it must be
-    quick and thread-safe (the pipeline puts the status on a queue). ``on_frame(camera, index, frame, stream_time)``
-    (optional) sees every captured frame, for fault checks that need each one (a frozen feed), from the reader
-    thread as well.
+    quick and thread-safe (the pipeline puts the status on a queue). ``on_frame(camera, index, frame, stream_time,
+    wall_time)`` (optional) sees every captured frame, for fault checks that need each one (a frozen feed), from
+    the reader thread as well.
     """
 
     def __init__(
@@ -195,7 +195,7 @@ class CameraCapture:
         channel: ClipChannel,
         on_status: Callable[[CameraStatus], None],
         *,
-        on_frame: Callable[[str, int, np.ndarray, float], None] | None = None,
+        on_frame: Callable[[str, int, np.ndarray, float, float], None] | None = None,
         feed_factory: Callable[[SourceSpec], Feed] | None = None,
     ) -> None:
         self.spec = spec
@@ -378,7 +378,7 @@ class CameraCapture:
             self._set_online(True, "first frame" if not self.stats.ever_online else "reconnected")
         self.stats.first_attempt_done = True
         if self.on_frame is not None:
-            self.on_frame(self.camera, index, frame, stream_time)
+            self.on_frame(self.camera, index, frame, stream_time, wall)
         if window is None:
             return True
         clip = Clip(self.camera, index, stream_time, wall, capture_time, window, frame)
