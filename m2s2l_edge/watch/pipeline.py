@@ -144,7 +144,9 @@ class Watch:
 
     Hooks (all called from the loop's thread):
       ``on_score(FrameScore)`` every scored frame; ``on_message(dict)`` every event / fault / status message the
-      trackers produce (the sinks); ``on_status(CameraStatus)`` every online / offline change.
+      trackers produce (the sinks); ``on_status(CameraStatus)`` every online / offline change; ``on_batch(n,
+      seconds)`` after every backend call. From the capture threads: ``on_frame(camera)`` every captured frame,
+      ``on_capture_status(CameraStatus)`` every change as it happens (before that camera's next frame).
     ``make_tracker(camera_config, camera_scorer, model_input)`` builds a camera's :class:`.events.EventTracker`
     (``update(fs)`` / ``close(reason)`` → messages); ``make_faults(camera_config)`` its :class:`.faults.FaultDetector`
     (``check`` on every captured frame, in the capture thread; ``set_online`` on status changes; ``close``).
@@ -165,6 +167,8 @@ class Watch:
         on_message: Callable[[dict], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        on_frame: Callable[[str], None] | None = None,
+        on_capture_status: Callable[[CameraStatus], None] | None = None,
         feed_factory: Callable | None = None,
     ) -> None:
         if not cameras:
@@ -182,6 +186,8 @@ class Watch:
         # each entry is a few small dicts and the loop drains it before every batch).
         self._inbox: queue.Queue[tuple] = queue.Queue()
         self.on_score, self.on_message, self.on_status, self.on_batch = on_score, on_message, on_status, on_batch
+        self.on_frame = on_frame
+        self.on_capture_status = on_capture_status
         calibrations = calibrations or {}
         capture_cfg = options.capture_config(self.model)
         self.cameras: dict[str, CameraRun] = {}
@@ -206,6 +212,8 @@ class Watch:
         run = self.cameras[camera]
         if run.frame_size is None:
             run.frame_size = (int(frame.shape[1]), int(frame.shape[0]))
+        if self.on_frame is not None:
+            self.on_frame(camera)
         if run.detector is None:
             return
         # Fault checks see every captured frame (a frozen stretch can hide between scored frames with --stride),
@@ -217,8 +225,11 @@ class Watch:
 
     def _on_status(self, status: CameraStatus) -> None:
         run = self.cameras.get(status.camera)
+        if self.on_capture_status is not None:
+            self.on_capture_status(status)
         messages: list[dict] = []
-        if run is not None and run.detector is not None:
+        # A file that ends is not a lost signal; only live cameras report signal_lost faults.
+        if run is not None and run.detector is not None and run.config.spec.live:
             with run.lock:
                 messages = run.detector.set_online(status.online, status.wall_time, status.stream_time, status.reason)
         self._inbox.put(("status", status, messages))
