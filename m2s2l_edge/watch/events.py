@@ -437,7 +437,7 @@ class EventTracker:
         return out
 
     def close(self, reason: str = "closed") -> list[dict[str, Any]]:
-        """End an open event now (``end_reason`` = reason), finish every clip, reset the smoothing."""
+        """End an open event now (``end_reason`` = reason), finish every clip, reset smoothing and cooldown."""
         out = self._finished_clips()
         ev = self._event
         if ev is not None and ev.confirmed:
@@ -454,6 +454,8 @@ class EventTracker:
         self._smooth.reset()
         self._roll.clear()
         self._last_time = None
+        # Stream time may start again from 0 after a reconnect: a cooldown measured on the old clock would be wrong.
+        self._cooldown_until = -math.inf
         return out
 
     # ---------------------------------------------------------------- helpers

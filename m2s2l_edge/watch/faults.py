@@ -11,25 +11,29 @@ absolute difference to the previous frame (grey levels, 8 bit) is below ``frozen
 * a live camera always differs from its previous frame: sensor noise of σ grey levels gives a mean absolute
   difference of about 1.13·σ in *every* tile (σ ≥ 1 on real sensors), and motion raises the tile it is in — the
   largest tile catches one small moving object that a whole-frame mean would average away;
-* a stalled feed repeats the same decoded image, so every tile differs by ~0 (a re-encoded repeat differs by
-  compression noise well under a grey level).
+* a stalled feed repeats the same decoded image, so every tile differs by ~0 (between a codec's key frames a
+  re-encoded repeat differs by well under a grey level).
 
-A feed is frozen after repeats for ``frozen_s`` seconds of stream time. Limits: a perfectly still scene behind an
-encoder that removes its noise (low bit rate, skipped macroblocks) looks the same as a stall — raise ``frozen_s``
-for such a camera; a camera whose on-screen clock keeps ticking over a frozen image is not seen as frozen (the
-clock's tile changes). Black and saturated frames are not counted as repeats (a flat image says nothing about a
-stall, and they are reported as their own kinds).
+A feed is frozen once, for ``frozen_s`` seconds of stream time, at least ``frozen_fraction`` of the frames were
+repeats: a video codec's periodic key frame re-sends a stalled picture with fresh quantisation, so a few frames of a
+real stall are not repeats (MPEG-4 at its default 12-frame GOP: about a quarter), while a feed that merely duplicates
+every other frame (50 %) is not frozen. Limits: a perfectly still scene behind an encoder that removes its noise
+(low bit rate, skipped macroblocks) looks the same as a stall — raise ``frozen_s`` for such a camera; a camera whose
+on-screen clock keeps ticking over a frozen image is not seen as frozen (the clock's tile changes). Black and
+saturated frames are not counted as repeats (a flat image says nothing about a stall; they are their own kinds).
 
 Black / saturated: at least ``flat_fraction`` of the pixels have luma ≤ ``black_level`` (≥ ``saturated_level``),
-held for ``min_duration_s``; noise of a few grey levels does not move a frame across these levels.
+on every frame for ``min_duration_s``; noise of a few grey levels does not move a frame across these levels.
 
-Every fault ends once its condition has been absent for ``clear_s`` (frozen: on the first changed frame).
-Signal lost comes from the capture (:meth:`FaultDetector.set_online`); after it the frozen check starts afresh.
+Every fault ends once its condition has been absent for ``clear_s`` in a row; ``last`` is then the last frame that
+showed it. Signal lost comes from the capture (:meth:`FaultDetector.set_online`); after it the frozen check starts
+afresh.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -41,6 +45,8 @@ from .events import Lifecycle, moment
 KINDS = ("frozen", "black", "saturated", "signal_lost")
 # Frames wider than this are subsampled (every k-th pixel, which keeps the per-pixel noise a live camera shows).
 _CHECK_WIDTH = 640
+# Frames a debounce window holds at most (5 s at 60 fps is 300): bounds memory for long windows at high rates.
+_MAX_WINDOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,12 @@ class FaultConfig:
     frozen_s: float = 5.0
     frozen_level: float = 0.5
     frozen_tiles: int = 8
+    frozen_fraction: float = 0.6
     black_level: int = 20
     saturated_level: int = 235
     flat_fraction: float = 0.98
     min_duration_s: float = 1.0
-    clear_s: float = 1.0
+    clear_s: float = 0.5
 
     def __post_init__(self) -> None:
         kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
@@ -75,8 +82,10 @@ class FaultConfig:
             raise ValueError(f"black_level must be an integer in 0..127, got {self.black_level!r}")
         if not (isinstance(self.saturated_level, int) and 128 <= self.saturated_level <= 255):
             raise ValueError(f"saturated_level must be an integer in 128..255, got {self.saturated_level!r}")
-        if not (isinstance(self.flat_fraction, int | float) and 0 < self.flat_fraction <= 1):
-            raise ValueError(f"flat_fraction must be in (0, 1], got {self.flat_fraction!r}")
+        for name in ("flat_fraction", "frozen_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {v!r}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> FaultConfig:
@@ -99,51 +108,59 @@ class FrameStats:
 
 
 class _Condition:
-    """One fault kind's debounce: on after ``hold`` seconds of the condition, off after ``clear`` without it."""
+    """One fault kind's debounce, tolerant of stray frames.
 
-    def __init__(self, camera: str, kind: str, hold: float, clear: float) -> None:
-        self.camera, self.kind, self.hold, self.clear = camera, kind, hold, clear
-        self.since: dict[str, Any] | None = None  # first moment of the current run of the condition
-        self.since_wall: float | None = None
+    A *run* starts at the first frame showing the condition and lasts until the condition has been absent for
+    ``clear`` seconds in a row. The fault starts once the run is ``hold`` seconds old and at least ``fraction`` of
+    the frames of the last ``hold`` seconds showed the condition; it ends with its run.
+    """
+
+    def __init__(self, camera: str, kind: str, hold: float, clear: float, fraction: float = 1.0) -> None:
+        self.camera, self.kind, self.hold, self.clear, self.fraction = camera, kind, hold, clear, fraction
+        self.window: deque[tuple[float, bool, dict[str, Any], float]] = deque(maxlen=_MAX_WINDOW)
+        self.run: dict[str, Any] | None = None  # first moment of the current run
         self.absent_since: float | None = None
         self.life: Lifecycle | None = None
-        self.last: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None  # last frame showing the condition
         self.detail: dict[str, Any] = {}
 
     def step(self, present: bool, now: dict[str, Any], wall: float, detail: dict[str, Any]) -> list[dict[str, Any]]:
         t = now["stream_time"]
         out: list[dict[str, Any]] = []
+        self.window.append((t, present, now, wall))
+        while self.window and self.window[0][0] < t - self.hold - 1e-9:
+            self.window.popleft()
         if present:
             self.absent_since = None
-            if self.since is None:
-                self.since, self.since_wall = now, wall
+            self.run = now if self.run is None else self.run
             self.last = now
             self.detail = detail
-            if self.life is None and t - self.since["stream_time"] >= self.hold:
-                self.life = Lifecycle(self.camera, self.kind, self.since, self.since_wall)
+        elif self.run is not None:
+            self.absent_since = t if self.absent_since is None else self.absent_since
+            if t - self.absent_since >= self.clear:
+                if self.life is not None:
+                    out.append(self._msg("end", end_reason="cleared"))
+                self.reset()
+                return out
+        if self.life is None and self.run is not None and t - self.run["stream_time"] >= self.hold:
+            shown = [e for e in self.window if e[1] and e[0] >= self.run["stream_time"]]
+            if shown and len(shown) >= self.fraction * len(self.window):
+                _, _, first, first_wall = shown[0]
+                self.life = Lifecycle(self.camera, self.kind, first, first_wall)
                 out.append(self._msg("start"))
-            return out
-        if self.life is None:
-            self.since = None
-            return out
-        if self.absent_since is None:
-            self.absent_since = t
-        if t - self.absent_since >= self.clear:
-            out.append(self._msg("end", end_reason="cleared"))
-            self.life, self.since = None, None
         return out
 
     def _msg(self, state: str, **extra: Any) -> dict[str, Any]:
         assert self.life is not None and self.last is not None
         return self.life.message(state, self.last, peak=None, detail=dict(self.detail), **extra)
 
-    def stop(self, reason: str, now: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        out = []
-        if self.life is not None:
-            if now is not None:
-                self.last = now
-            out.append(self._msg("end", end_reason=reason))
-        self.life, self.since, self.absent_since = None, None, None
+    def reset(self) -> None:
+        self.life, self.run, self.absent_since = None, None, None
+        self.window.clear()
+
+    def stop(self, reason: str) -> list[dict[str, Any]]:
+        out = [self._msg("end", end_reason=reason)] if self.life is not None else []
+        self.reset()
         return out
 
 
@@ -160,7 +177,7 @@ class FaultDetector:
         self.camera = camera
         self.cfg = cfg or FaultConfig()
         c = self.cfg
-        self._frozen = _Condition(camera, "frozen", c.frozen_s, 0.0)
+        self._frozen = _Condition(camera, "frozen", c.frozen_s, c.clear_s, c.frozen_fraction)
         self._black = _Condition(camera, "black", c.min_duration_s, c.clear_s)
         self._saturated = _Condition(camera, "saturated", c.min_duration_s, c.clear_s)
         self._lost: Lifecycle | None = None
@@ -205,9 +222,7 @@ class FaultDetector:
         repeat = st.tile_diff is not None and st.tile_diff < self.cfg.frozen_level and not (black or saturated)
         if "frozen" in kinds:
             detail = {"tile_diff": _r(st.tile_diff), "frozen_level": self.cfg.frozen_level}
-            if st.tile_diff is None and self._frozen.life is None:
-                self._frozen.since = None
-            else:
+            if st.tile_diff is not None:
                 out += self._frozen.step(repeat, now, wall_time, detail)
         if "black" in kinds:
             out += self._black.step(black, now, wall_time, {"dark_fraction": _r(st.dark)})
