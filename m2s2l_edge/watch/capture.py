@@ -216,6 +216,7 @@ class CameraCapture:
         self._frame_index = -1  # per camera, counted across reconnects (a file's index = its frame number)
         self._t0_mono: float | None = None
         self._thread: threading.Thread | None = None
+        self._conn: threading.Thread | None = None
         self.fps: float | None = None
         channel.add_camera(spec.camera)
 
@@ -230,11 +231,12 @@ class CameraCapture:
         self._thread = threading.Thread(target=target, name=f"capture-{self.camera}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Ask the threads to stop; waits ``timeout_s`` at most (a connection stuck in a driver is left behind)."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask the threads to stop and wait for them (default: the read timeout plus 2 s at most; a connection
+        stuck in a driver beyond that is left behind)."""
         self.stop_event.set()
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(self.config.read_timeout_s + 2.0 if timeout_s is None else timeout_s)
         self.finished.set()
 
     # --- files: every frame, no drops -----------------------------------------------------------------------------
@@ -288,6 +290,7 @@ class CameraCapture:
             conn = threading.Thread(target=self._connection, args=(generation, delivered, outcome),
                                     name=f"connection-{self.camera}-{generation}", daemon=True)
             conn.start()
+            self._conn = conn
             reason = self._watch(conn, generation)
             if self.stop_event.is_set():
                 break
@@ -308,6 +311,13 @@ class CameraCapture:
             if self.stop_event.wait(delay):
                 break
             self.stats.reconnects += 1
+        conn = self._conn
+        if conn is not None and conn.is_alive():
+            # A read returns within the read timeout (FFmpeg honours it) and the connection then sees the stop
+            # flag; waiting for it matters: a thread still inside OpenCV when the interpreter exits aborts it.
+            conn.join(self.config.read_timeout_s + 1.0)
+            if conn.is_alive():
+                logger.warning("camera %s: a read is still blocked after the read timeout; leaving it", self.camera)
         if self.stats.online:
             self._set_online(False, "stopped")
         self.finished.set()

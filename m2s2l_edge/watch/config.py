@@ -15,6 +15,8 @@ frame are each refused with one line naming the camera and the key)::
         events:                    # the rest of the event settings (m2s2l_edge.watch.events.EventConfig)
           min_duration_s: 0.5
           cooldown_s: 10
+        faults:                    # camera-fault checks (m2s2l_edge.watch.faults.FaultConfig)
+          frozen_s: 5
         fps: 25                    # pacing of a frame folder; expected rate of a live source
         video_out: gate.mp4        # annotated video of this camera
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from m2s2l_edge.watch.sources import SourceSpec, parse_source
 
-CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "fps", "video_out")
+CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out")
 TOP_KEYS = ("cameras", "defaults")
 _CAMERA_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -46,6 +48,7 @@ class CameraConfig:
     threshold: float | None = None
     off_threshold: float | None = None
     events: tuple[tuple[str, object], ...] = ()  # further EventConfig fields, as (key, value) pairs
+    faults: tuple[tuple[str, object], ...] = ()  # FaultConfig fields, as (key, value) pairs
     video_out: Path | None = None
 
     def event_settings(self) -> dict:
@@ -118,18 +121,21 @@ def check_roi_fits(camera: str, roi, width: int, height: int) -> None:
                                  f"{width}x{height} frame")
 
 
-def _events(value, where: str) -> tuple[tuple[str, object], ...]:
-    """A camera's ``events:`` mapping, checked now (unknown keys, bad values) so a typo fails before any work."""
+def _section(value, where: str, key: str) -> tuple[tuple[str, object], ...]:
+    """A camera's ``events:`` / ``faults:`` mapping, checked now (unknown keys, bad values) so a typo fails before
+    any work."""
     if value is None:
         return ()
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: events: expected a mapping of event settings, got {type(value).__name__}")
-    from m2s2l_edge.watch.events import EventConfig
-
+        raise ValueError(f"{where}: {key}: expected a mapping of settings, got {type(value).__name__}")
+    if key == "events":
+        from m2s2l_edge.watch.events import EventConfig as Settings
+    else:
+        from m2s2l_edge.watch.faults import FaultConfig as Settings
     try:
-        EventConfig.from_mapping(value)
+        Settings.from_mapping(value)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: events: {e}") from None
+        raise ValueError(f"{where}: {key}: {e}") from None
     return tuple((str(k), v) for k, v in value.items())
 
 
@@ -209,7 +215,8 @@ def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
             roi=_roi(merged["roi"], f"{where}: roi") if "roi" in merged else (),
             threshold=threshold,
             off_threshold=off,
-            events=_events(merged.get("events"), where),
+            events=_section(merged.get("events"), where, "events"),
+            faults=_section(merged.get("faults"), where, "faults"),
             video_out=_path(merged["video_out"], f"{where}: video_out", base) if "video_out" in merged else None,
         ))
     return tuple(out)

@@ -258,6 +258,8 @@ class Watch:
             self._loop(stop)
         finally:
             for run in self.cameras.values():
+                run.capture.stop_event.set()  # all at once: each may wait up to a read timeout below
+            for run in self.cameras.values():
                 run.capture.stop()
             self._drain_inbox()
             self._close_all("shutdown")

@@ -135,7 +135,7 @@ def run_watch(
     frame, an unreachable broker), RuntimeError when the backend fails.
     """
     from m2s2l_edge.watch.events import EventConfig, EventTracker
-    from m2s2l_edge.watch.faults import FaultDetector
+    from m2s2l_edge.watch.faults import FaultConfig, FaultDetector
     from m2s2l_edge.watch.telemetry import Telemetry
 
     check_outputs(settings)
@@ -151,6 +151,9 @@ def run_watch(
     def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
         return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
                             score_fn=scorer.score_fn(model_in.lam))
+
+    def make_faults(cam: CameraConfig) -> FaultDetector:
+        return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
 
     def make_video(cam: CameraConfig):
         from m2s2l_edge.watch.annotate import AnnotatedVideo
@@ -194,7 +197,7 @@ def run_watch(
                     dropped_seen[name] = d
 
         watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
-                      make_tracker=make_tracker, make_faults=lambda cam: FaultDetector(cam.camera),
+                      make_tracker=make_tracker, make_faults=make_faults,
                       make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
                       on_batch=on_batch, on_frame=telemetry.captured,
                       on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
