@@ -308,8 +308,9 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     except ValueError:
         raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
     prefix = parts.path.strip("/") or DEFAULT_MQTT_PREFIX
-    if any(c in prefix for c in "+#") or "//" in prefix:
-        raise ValueError(f"MQTT topic prefix {prefix!r} may not hold '+', '#' or empty levels")
+    # urlsplit reads '#' as a fragment and '?' as a query: both would silently vanish from the prefix.
+    if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
+        raise ValueError(f"MQTT topic prefix of {url!r} may not hold '+', '#', '?' or empty levels")
     return MqttTarget(
         parts.hostname,
         port,
