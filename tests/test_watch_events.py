@@ -225,7 +225,7 @@ def test_snapshot_is_a_heat_map_jpeg_of_the_peak_frame(tmp_path):
         err = np.full((24, 32), 1e-4, np.float32)
         if s:
             err[4:12, 20:28] = 0.02 * s  # error where the red block is (frame pixels x 80..112, y 16..48)
-        msgs += tracker.update(frame_score(i, s, frame=scene(i, s > 0), error_map=err))
+        msgs += tracker.update(frame_score(i, s, frame=scene(i), error_map=err))
     start, *_, end = msgs
     path = tmp_path / f"{start['id']}.jpg"
     assert start["snapshot"] == str(path) == end["snapshot"]
@@ -395,3 +395,45 @@ def test_fault_config_validation():
     only_black = FaultDetector("cam0", FaultConfig(kinds=("black",), min_duration_s=0.0))
     msgs = feed(only_black, [np.zeros((20, 20, 3), np.uint8)] * 30)
     assert [m["kind"] for m in msgs] == ["black"], "a black feed is also a repeat, but only black is reported"
+
+
+# ---------------------------------------------------------------------------------------------------- annotated video
+
+
+def test_annotated_video_has_the_heat_map_and_a_score_strip(tmp_path):
+    from m2s2l_edge.watch.annotate import STRIP_HEIGHT, AnnotatedVideo
+
+    out = tmp_path / "annotated.mp4"
+    video = AnnotatedVideo(out, fps=FPS, vmax=0.02)
+    for i in range(12):
+        err = np.full((24, 32), 1e-4, np.float32)
+        if i >= 6:
+            err[4:12, 20:28] = 0.05
+        video.write(scene(i), err, score=float(i), threshold=3.0, label="cam0", active=i >= 6)
+        assert not out.exists(), "the file appears under its name only when complete"
+    assert video.close() == out
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    assert len(frames) == 12 and frames[0].shape == (96 + STRIP_HEIGHT, 128, 3)
+    last = frames[-1].astype(float)
+    assert last[20:44, 84:108, 2].mean() > 150, "red heat over the error region"
+    assert abs(last[70:90, 10:40].mean() - 90) < 20, "the rest of the frame is the frame"
+    strip = last[96:]
+    assert (strip[..., 1] > 150).sum() > 10, "the score curve is drawn in the strip"
+
+
+def test_annotated_video_refuses_bad_outputs(tmp_path):
+    from m2s2l_edge.watch.annotate import AnnotatedVideo
+
+    with pytest.raises(ValueError, match="folder .* does not exist"):
+        AnnotatedVideo(tmp_path / "no" / "v.mp4", fps=10)
+    with pytest.raises(ValueError, match="unknown container '.gif'"):
+        AnnotatedVideo(tmp_path / "v.gif", fps=10)
+    with pytest.raises(ValueError, match="fps must be > 0"):
+        AnnotatedVideo(tmp_path / "v.mp4", fps=0)

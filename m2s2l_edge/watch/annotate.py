@@ -43,10 +43,12 @@ def heat_overlay(
     top = max(top, _MIN_VMAX)
     level = np.clip(err / top, 0.0, 1.0)
     level = cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)  # (H, W, 3) BGR
+    # JET up to 224 of 255: its last eighth darkens to maroon, which would make the worst error the least visible.
+    colour = cv2.applyColorMap((level * 224).astype(np.uint8), cv2.COLORMAP_JET)  # (H, W, 3) BGR
     colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-    # Blend in proportion to the error, so normal regions keep the frame's own colours.
-    weight = (alpha * level)[..., None]  # (H, W, 1)
+    # Blend in proportion to the error (square root: moderate errors still show), so normal regions keep the
+    # frame's own colours.
+    weight = (alpha * np.sqrt(level))[..., None]  # (H, W, 1)
     out = frame.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
     return np.clip(out, 0, 255).astype(np.uint8)
 
