@@ -84,6 +84,7 @@ def test_minimum_duration_drops_short_excursions_and_backdates_the_start():
     assert start["last"]["frame"] == 11, "the start goes out once the minimum duration has passed (0.3 s)"
     assert end["last"]["frame"] == 13
     assert tracker.stats.short_excursions == 1 and tracker.stats.events == 1
+    assert tracker.summary()["frames"] == 16 and not tracker.active
 
 
 def test_cooldown_suppresses_new_events_then_allows_them():
@@ -130,7 +131,9 @@ def test_close_ends_an_open_event_with_its_reason_and_resets():
     tracker = EventTracker("cam0", EventConfig(**RAW))
     msgs = run(tracker, [0, 5, 5])
     assert [m["state"] for m in msgs] == ["start"]
+    assert tracker.active
     end = tracker.close("signal_lost")
+    assert not tracker.active
     assert [m["state"] for m in end] == ["end"] and end[0]["end_reason"] == "signal_lost"
     assert end[0]["id"] == msgs[0]["id"]
     assert tracker.close() == []

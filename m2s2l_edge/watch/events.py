@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,6 @@ class TrackerStats:
     frames_in_cooldown: int = 0
     skipped_nonfinite: int = 0
     media_errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class EventTracker:
@@ -348,6 +347,15 @@ class EventTracker:
         self._collecting: list[_Clip] = []
         self._writer: _ClipWriter | None = None
         self._warned_nonfinite = False
+
+    @property
+    def active(self) -> bool:
+        """True while an event has started (its ``start`` went out) and not yet ended."""
+        return self._event is not None and self._event.confirmed
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for the final ``--json`` summary: frames, events, short excursions, frames in cooldown, ..."""
+        return dict(vars(self.stats))
 
     # ---------------------------------------------------------------- scoring
 
