@@ -10,14 +10,18 @@ Calibrated score (0 = typical normal, higher = more anomalous; low PSNR is anoma
 median and MAD (median absolute deviation; 1.4826·MAD estimates σ for a normal distribution) are robust to the few
 odd frames any "normal" footage holds. The floor keeps a static scene (MAD ≈ 0) from turning noise into huge scores.
 
-Threshold for ``false_alarms_per_hour`` r (on the score smoothed as the event tracker smooths it, by default a
-median over 5 scored frames): neighbouring smoothed values are correlated over about one window, so an hour holds
-n = 3600·fps / window independent chances to cross and the threshold is the smoothed score's quantile
-q = 1 − r / n (fps = scored frames per second). When the footage holds fewer than 1/(1 − q) windows (it spans less
-than about 1/r hours) that quantile cannot be read off it: the tail is then extrapolated as exponential from the
-90th and 99th percentiles (each further decade of rarity adds q99 − q90). The threshold is never set below
-``MIN_THRESHOLD`` (3 robust standard deviations) nor, when extrapolated, below the largest smoothed score of the
-footage (footage shorter than one expected false alarm should raise none).
+Threshold for ``false_alarms_per_hour`` r: the score is smoothed as the event tracker smooths it (by default a
+median over 5 scored frames), and an alarm can start where the smoothed score steps from below the threshold to
+at or above it (an *up-crossing*). The threshold is the lowest level the smoothed calibration footage crossed
+upwards at most r times per hour. Counting crossings rather than reading a quantile keeps this right whatever the
+frames' correlation. Every crossing is counted, while the tracker also requires ``min_duration_s`` above the level
+and a cooldown between events, so the rate of *events* on such footage is at most r.
+
+When the footage is too short to count r per hour (fewer than ``MIN_CROSSINGS`` expected, i.e. shorter than
+3/r hours), the crossing rate is extrapolated: log(crossings per hour) is fitted linearly in the level over the
+upper tail where it is well counted (Rice's formula makes it close to straight for Gaussian-like scores), and solved
+for r; the threshold is then never below the footage's own largest smoothed score (footage shorter than one
+expected false alarm should raise none). It is never below ``MIN_THRESHOLD`` (one robust standard deviation).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "m2s2l-edge-calibration/1"
 MAD_TO_SIGMA = 1.4826
 SCALE_FLOOR_DB = 0.05
-MIN_THRESHOLD = 3.0
+MIN_THRESHOLD = 1.0
+MIN_CROSSINGS = 3  # counts below this are too noisy to read a rate from
 # The smoothing the threshold assumes: the event tracker's default (EventConfig: median over 5 scored frames).
 DEFAULT_SMOOTHING = "median"
 DEFAULT_WINDOW = 5
@@ -173,29 +178,56 @@ class Calibration:
         return cal
 
 
-def threshold_for_rate(smoothed: np.ndarray, fps: float, window: int, false_alarms_per_hour: float
-                       ) -> tuple[float, str]:
-    """The threshold on the smoothed score for a target rate (see the module docstring) and how it was derived."""
+def upcrossings(smoothed: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """For each level u: how often the series steps from below u to at or above it (an alarm could start). (L,)."""
     s = np.asarray(smoothed, dtype=np.float64)
-    chances_per_hour = 3600.0 * fps / max(window, 1)
-    q = 1.0 - false_alarms_per_hour / chances_per_hour
-    q = min(max(q, 0.5), 1.0 - 1e-12)
-    windows_seen = s.size / max(window, 1)
-    floor = MIN_THRESHOLD
-    if windows_seen * (1.0 - q) >= 1.0:
-        value = float(np.quantile(s, q))
-        method = f"empirical quantile q = {q:.6f} of the smoothed score"
+    a, b = s[:-1], s[1:]
+    rising = a < b
+    # A rising step crosses u iff a < u <= b; since b < u implies a < u, that count is #{a < u} - #{b < u}.
+    lo, hi = np.sort(a[rising]), np.sort(b[rising])
+    return np.searchsorted(lo, levels, side="left") - np.searchsorted(hi, levels, side="left")
+
+
+def threshold_for_rate(smoothed: np.ndarray, fps: float, false_alarms_per_hour: float) -> tuple[float, str]:
+    """The threshold on the smoothed score for a target rate of alarm starts (see the module docstring) and how it
+    was derived."""
+    s = np.asarray(smoothed, dtype=np.float64)
+    hours = s.size / fps / 3600.0
+    # Candidate levels: every value the smoothed score took in its upper half (the tail is where the answer is, and
+    # a fixed grid of quantiles would be too coarse there).
+    levels = np.unique(s[s >= np.median(s)])
+    counts = upcrossings(s, levels)
+    rates = counts / hours
+    ok = np.nonzero(rates <= false_alarms_per_hour)[0]
+    target_count = false_alarms_per_hour * hours
+    if target_count >= MIN_CROSSINGS and ok.size:
+        value = float(levels[ok[0]])
+        method = (f"empirical: the lowest level the smoothed score crossed upwards at most {false_alarms_per_hour:g} "
+                  f"times per hour of the footage ({int(counts[ok[0]])} times in {hours:.2f} h)")
     else:
-        # Shorter than one expected false alarm: the footage should raise none, so its maximum is a floor too.
-        floor = max(floor, float(s.max()))
-        q90, q99 = np.quantile(s, [0.9, 0.99])
-        decades = math.log10(0.01 / (1.0 - q))
-        value = float(q99 + max(q99 - q90, 0.0) * decades)
-        method = (f"q = {q:.6f} beyond the footage ({s.size} frames): exponential tail from q90/q99, "
-                  f"{decades:.2f} decades past q99")
-    if value < floor:
-        method += f"; raised to the floor {floor:.3f}"
-        value = floor
+        # Too short to count that rare an alarm: fit log(crossing rate) against the level over the well-counted
+        # upper range (a Gaussian or exponential tail is close to straight there) and solve for the target.
+        fit_at = (counts >= MIN_CROSSINGS) & (levels >= np.quantile(s, 0.9))
+        if np.count_nonzero(fit_at) >= 3 and np.ptp(levels[fit_at]) > 0:
+            slope, intercept = np.polyfit(levels[fit_at], np.log(rates[fit_at]), 1)
+        else:
+            slope, intercept = 0.0, 0.0
+        if slope < 0:
+            value = float((math.log(false_alarms_per_hour) - intercept) / slope)
+            method = (f"extrapolated: log(crossings per hour) fitted linearly in the level over "
+                      f"{np.count_nonzero(fit_at)} levels of {hours * 60:.1f} min of footage, solved for "
+                      f"{false_alarms_per_hour:g} per hour")
+        else:
+            q90, q99 = np.quantile(s, [0.9, 0.99])
+            value = float(q99 + 2.0 * max(q99 - q90, SCALE_FLOOR_DB))
+            method = "extrapolated: too few crossings to fit; q99 + 2·(q99 − q90) of the smoothed score"
+        # Footage shorter than one expected false alarm should raise none: its own maximum is a floor.
+        if value < float(s.max()):
+            value = float(s.max())
+            method += "; raised to the footage's largest smoothed score"
+    if value < MIN_THRESHOLD:
+        method += f"; raised to the floor {MIN_THRESHOLD:g}"
+        value = MIN_THRESHOLD
     return value, method
 
 
@@ -220,7 +252,7 @@ def fit(fused: np.ndarray, *, fps: float, false_alarms_per_hour: float = 1.0, wi
     scale = max(MAD_TO_SIGMA * float(np.median(np.abs(fused - center))), SCALE_FLOOR_DB)
     parts = segments if segments is not None else [fused]
     smoothed = np.concatenate([smooth((center - np.asarray(p)) / scale, smoothing, window) for p in parts])
-    threshold, method = threshold_for_rate(smoothed, fps, window, false_alarms_per_hour)
+    threshold, method = threshold_for_rate(smoothed, fps, false_alarms_per_hour)
     quantiles = {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(fused, QUANTILES), strict=True)}
     return Calibration(
         center=center, scale=scale, threshold=threshold, false_alarms_per_hour=float(false_alarms_per_hour),

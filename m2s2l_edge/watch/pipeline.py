@@ -30,6 +30,8 @@ from m2s2l_edge.watch.types import CameraStatus, FrameScore
 logger = logging.getLogger(__name__)
 
 WARMUP_FRAMES = 250  # scored frames a camera without --calibration calibrates itself on before raising events
+# The threshold while a camera warms up: finite (hysteresis levels are derived from it) and out of any score's reach.
+WARMUP_THRESHOLD = 1e9
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ class CameraScorer:
 
     With a calibration: its score and threshold (a per-camera ``threshold`` overrides the latter). Without one the
     camera calibrates itself on its first ``warmup_frames`` scored frames (assumed normal): until then its
-    threshold is +inf (no event can start) and the score is relative to the frames seen so far; afterwards the fit
-    is frozen, exactly as ``m2s2l-edge calibrate`` would have fitted those frames.
+    threshold is ``WARMUP_THRESHOLD`` (no event can start) and the score is relative to the frames seen so far;
+    afterwards the fit is frozen, exactly as ``m2s2l-edge calibrate`` would have fitted those frames.
     """
 
     def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions) -> None:
@@ -104,7 +106,7 @@ class CameraScorer:
                 x = np.asarray(self._warmup)
                 center = float(np.median(x))
                 scale = max(1.4826 * float(np.median(np.abs(x - center))), 0.05)
-                return (center - fused) / scale, math.inf
+                return (center - fused) / scale, WARMUP_THRESHOLD
         threshold = self.override if self.override is not None else self.calibration.threshold
         return float(self.calibration.score(fused)), float(threshold)
 
