@@ -85,6 +85,10 @@ def test_minimum_duration_drops_short_excursions_and_backdates_the_start():
     assert end["last"]["frame"] == 13
     assert tracker.stats.short_excursions == 1 and tracker.stats.events == 1
     assert tracker.summary()["frames"] == 16 and not tracker.active
+    # 0.6 − 0.4 is 0.19999999999999996 in floating point: still two frame periods at 10 fps.
+    cfg = EventConfig(on=3.0, off=1.0, smoothing="none", min_duration_s=0.2, cooldown_s=0.0)
+    msgs = run(EventTracker("cam0", cfg), [0, 0, 0, 0, 5, 5, 5, 0])
+    assert msgs[0]["state"] == "start" and msgs[0]["last"]["frame"] == 6
 
 
 def test_cooldown_suppresses_new_events_then_allows_them():

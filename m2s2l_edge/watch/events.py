@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 SCHEMA = 1
 SMOOTHING = ("mean", "median", "ema", "none")
 STATES = ("start", "update", "end")
+# Stream times are sums of frame periods (0.6 - 0.4 = 0.19999999999999996): durations compare with this slack.
+TIME_EPS = 1e-6
 # Characters kept in ids and file names; anything else in a camera name becomes "_".
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -413,7 +415,7 @@ class EventTracker:
 
         if ev is None:
             if score >= on:
-                if fs.stream_time < self._cooldown_until:
+                if fs.stream_time < self._cooldown_until - TIME_EPS:
                     self.stats.frames_in_cooldown += 1
                     return out
                 life = Lifecycle(self.camera, "anomaly", now, fs.wall_time)
@@ -435,12 +437,15 @@ class EventTracker:
                 self._new_peak(ev, fs, point, roi)
 
         if not ev.confirmed:
-            if fs.stream_time - ev.life.first["stream_time"] >= self.cfg.min_duration_s:
+            if fs.stream_time - ev.life.first["stream_time"] >= self.cfg.min_duration_s - TIME_EPS:
                 ev.confirmed = True
                 self.stats.events += 1
                 self._start_clip(ev)
                 out.append(self._message(ev, "start", fs.stream_time))
-        elif ev.peak["score"] > ev.peak_sent and fs.stream_time - ev.last_msg_time >= self.cfg.update_interval_s:
+        elif (
+            ev.peak["score"] > ev.peak_sent
+            and fs.stream_time - ev.last_msg_time >= self.cfg.update_interval_s - TIME_EPS
+        ):
             out.append(self._message(ev, "update", fs.stream_time))
         return out
 

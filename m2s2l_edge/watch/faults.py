@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import Lifecycle, moment
+from .events import TIME_EPS, Lifecycle, moment
 
 KINDS = ("frozen", "black", "saturated", "signal_lost")
 # Frames wider than this are subsampled (every k-th pixel, which keeps the per-pixel noise a live camera shows).
@@ -128,7 +128,7 @@ class _Condition:
         t = now["stream_time"]
         out: list[dict[str, Any]] = []
         self.window.append((t, present, now, wall))
-        while self.window and self.window[0][0] < t - self.hold - 1e-9:
+        while self.window and self.window[0][0] < t - self.hold - TIME_EPS:
             self.window.popleft()
         if present:
             self.absent_since = None
@@ -137,12 +137,12 @@ class _Condition:
             self.detail = detail
         elif self.run is not None:
             self.absent_since = t if self.absent_since is None else self.absent_since
-            if t - self.absent_since >= self.clear:
+            if t - self.absent_since >= self.clear - TIME_EPS:
                 if self.life is not None:
                     out.append(self._msg("end", end_reason="cleared"))
                 self.reset()
                 return out
-        if self.life is None and self.run is not None and t - self.run["stream_time"] >= self.hold:
+        if self.life is None and self.run is not None and t - self.run["stream_time"] >= self.hold - TIME_EPS:
             shown = [e for e in self.window if e[1] and e[0] >= self.run["stream_time"]]
             if shown and len(shown) >= self.fraction * len(self.window):
                 _, _, first, first_wall = shown[0]
