@@ -151,13 +151,32 @@ def test_two_cameras_share_backend_calls_but_never_a_clip(backend, videos):
 # --- a live stream from a real ffmpeg, killed and restarted --------------------------------------------------------
 
 
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``, read from /proc (connecting to probe would use up ffmpeg's
+    only client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 def _serve(port: int) -> subprocess.Popen:
-    """ffmpeg as a one-client HTTP server of an endless live MPEG-TS test pattern, paced in real time."""
-    return subprocess.Popen(
+    """ffmpeg as a one-client HTTP server of an endless live MPEG-TS test pattern, paced in real time; returns once
+    it listens."""
+    proc = subprocess.Popen(
         [FFMPEG, "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=25",
          "-c:v", "mpeg2video", "-q:v", "4", "-g", "5", "-f", "mpegts", "-listen", "1",
          f"http://127.0.0.1:{port}/live.ts"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: _listening(port) or proc.poll() is not None, 30, "ffmpeg listening")
+    assert proc.poll() is None, "ffmpeg exited at start"
+    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:
