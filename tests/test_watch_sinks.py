@@ -185,17 +185,20 @@ def test_webhook_retries_server_errors_with_backoff_and_not_client_errors(receiv
 
 
 def test_webhook_to_a_slow_receiver_never_blocks_the_caller(receiver):
-    slow = receiver(lambda n: (200, 1.0))
-    sink = WebhookSink(slow.url, timeout=20, retries=0)
+    slow = receiver(lambda n: (200, 60.0))  # holds every answer until the test lets it go (at most 60 s)
+    sink = WebhookSink(slow.url, timeout=60, retries=0)
     t0 = time.monotonic()
     for i in range(3):
         sink.emit(event(i))
     enqueue_s = time.monotonic() - t0
-    # Three 1-second answers take >= 3 s to deliver; emit() only enqueued them.
-    assert enqueue_s < 1.0
-    assert slow.requests <= 1 and not slow.bodies
+    assert wait_for(lambda: slow.requests == 1), "the first POST is waiting for its answer"
+    # emit() only enqueued: it returned while the receiver still held the first answer (a blocking sink would
+    # still be inside the first call, for up to 60 s).
+    assert enqueue_s < 5.0 and not slow.bodies
+    slow.release.set()
     sink.close()
     assert [b["seq"] for b in slow.bodies] == [0, 1, 2]
+    assert sink.stats.sent == 3
 
 
 def test_webhook_to_a_silent_receiver_times_out_retries_and_counts(receiver):
