@@ -87,9 +87,9 @@ class ClipScorer:
         tic = time.perf_counter()
         try:
             out = self.backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
-        except (ValueError, MemoryError) as e:
+        except Exception as e:  # noqa: BLE001 - each runtime raises its own types; all mean "the backend failed"
             raise RuntimeError(f"backend {getattr(self.backend, 'name', '?')} failed on a batch of {len(clips)} "
-                               f"clips: {e}") from None
+                               f"clips: {type(e).__name__}: {e}") from None
         self.last_call_s = time.perf_counter() - tic
         self.backend_seconds += self.last_call_s
         self.calls += 1
