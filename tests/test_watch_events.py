@@ -164,6 +164,8 @@ def test_config_validation_names_the_problem():
     assert cfg.rois == (((0.0, 0.0), (64.0, 0.0), (64.0, 48.0)),)
     with pytest.raises(ValueError, match="ROIs need the calibration's score function"):
         EventTracker("cam0", cfg)
+    with pytest.raises(ValueError, match="snapshot folder /nonexistent/snaps does not exist"):
+        EventTracker("cam0", EventConfig(), media_dir="/nonexistent/snaps")
 
 
 def test_roi_outside_the_frame_is_refused_on_the_first_frame():

@@ -625,6 +625,8 @@ class _ClipWriter:
                 err = e
             assert clip.end_msg is not None
             clip.end_msg["clip_frames"] = len(clip.frames)
+            if clip.truncated:
+                logger.warning("clip %s holds only its first %d frames (max_clip_frames)", clip.path, len(clip.frames))
             clip.frames = []
             self._done.put((clip.end_msg, err))
             with self._lock:
