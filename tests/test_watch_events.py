@@ -273,6 +273,21 @@ def test_clip_covers_pre_and_post_roll_and_arrives_with_the_end(tmp_path):
     assert msgs[0]["clip"] == end["clip"]
 
 
+def test_clip_buffer_is_bounded_for_a_long_event(tmp_path):
+    cfg = EventConfig(pre_roll_s=1.0, post_roll_s=1.0, clip=True, snapshot=False, max_clip_frames=8, **RAW)
+    tracker = EventTracker("cam0", cfg, media_dir=tmp_path)
+    msgs = []
+    for i, s in enumerate([0] * 10 + [5] * 60 + [0] * 15):
+        msgs += tracker.update(frame_score(i, s, frame=scene(i)))
+        assert len(tracker._roll) <= 8 and all(len(c.frames) <= 8 for c in tracker._collecting)
+    msgs += tracker.close()
+    end = msgs[-1]
+    assert end["state"] == "end" and end["clip_frames"] == 8
+    cap = cv2.VideoCapture(end["clip"])
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    cap.release()
+
+
 # ---------------------------------------------------------------------------------------------------- faults
 
 
