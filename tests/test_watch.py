@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +351,79 @@ def test_generated_stream_events_overlap_anomalies_and_frozen_stretch_is_a_fault
     assert summary["cameras"]["plaza_normal"]["scored_frames"] == 120 - 4
 
 
+def test_video_out_has_one_annotated_frame_per_scored_frame(tmp_path, videos):
+    import cv2
+
+    out, summary = tmp_path / "annotated.avi", tmp_path / "s.json"
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(videos["normal2"]), "--replay",
+                                 "--video-out", str(out), "--json", str(summary)])
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(out))
+    n, size = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n, size = n + 1, frame.shape
+    cap.release()
+    assert n == json.loads(summary.read_text())["scored_frames"] == 120 - 4
+    assert size[1] == 64 and size[0] > 64  # the frame with the score strip below it
+
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto (Debian package mosquitto; .ci/run installs it)")
+def test_events_reach_mqtt_and_a_webhook(tmp_path, videos):
+    paho = pytest.importorskip("paho.mqtt.client", reason="needs paho-mqtt (pip install 'm2s2l-edge[watch]')")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    posted: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    received: list[tuple[str, dict]] = []
+    client = None
+    try:
+        wait_for(lambda: _listening(port), 30, "mosquitto listening")
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
+        client.connect("127.0.0.1", port)
+        client.subscribe("site/#", qos=1)
+        client.loop_start()
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"cameras:\n  plaza:\n    source: {videos['test']}\n    faults: {{frozen_s: 0.8}}\n")
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay",
+                                     "--mqtt", f"mqtt://127.0.0.1:{port}/site",
+                                     "--webhook", f"http://127.0.0.1:{http.server_port}/hook"])
+        assert r.exit_code == 0, r.output
+        wait_for(lambda: any(t == "site/plaza/events" for t, _ in received), 30, "an event on MQTT")
+    finally:
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+        http.shutdown()
+        broker.terminate()
+        broker.wait(10)
+    frozen = [m for t, m in received if t == "site/plaza/events" and m["kind"] == "frozen"]
+    assert [m["state"] for m in frozen] == ["start", "end"]
+    assert any(t == "site/plaza/status" for t, _ in received)
+    # The webhook got the same event messages (close() waited for its queue to drain).
+    assert [m["id"] for m in posted if m.get("type") == "event"] == [m["id"] for t, m in received
+                                                                       if t == "site/plaza/events"]
+
+
 # --- signals: clean shutdown, sinks flushed ------------------------------------------------------------------------
 
 
@@ -357,13 +432,22 @@ def test_signal_stops_cleanly_and_flushes(tmp_path, videos, sig, code):
     events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Paced at 25 fps (no --replay): a 9 s file is still running when the signal comes.
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "m2s2l_edge", "watch", "--preset", "tiny", "--source", str(videos["normal"]),
-         "--events", str(events), "--json", str(summary)],
+         "--events", str(events), "--json", str(summary), "--metrics-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_for(lambda: events.exists() and events.read_text().count("\n") >= 1, 120, "the online status line")
-        time.sleep(0.5)
+        # While it runs, Prometheus can scrape it.
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while "m2s2l_frames_processed_total" not in metrics and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            time.sleep(0.2)
+        assert 'm2s2l_frames_captured_total{camera="cam0"}' in metrics, metrics
+        assert 'm2s2l_camera_online{camera="cam0"} 1.0' in metrics
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -306,7 +306,7 @@ class Watch:
             messages += run.tracker.update(fs)
         self._emit(run, messages)
         if run.video is not None:
-            active = getattr(run.tracker, "_event", None) is not None
+            active = bool(run.tracker.active) if run.tracker is not None else False
             run.video.write(fs.frame, fs.error_map, score=fs.score, threshold=fs.threshold, label=fs.camera,
                             active=active)
 
@@ -387,6 +387,7 @@ class Watch:
                                 else ("self (first frames)" if cal is not None else "warming up")),
                 "threshold": None if cal is None else (run.scorer.override or cal.threshold),
                 "last_error": s.last_error or None,
+                "tracker": run.tracker.summary() if run.tracker is not None else None,
             }
         return {
             "cameras": cams,
