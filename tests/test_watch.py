@@ -238,6 +238,30 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
     assert not [s for s in scores if first_after_gap[0] - 1 < s.frame_index < first_after_gap[0] + T]
 
 
+def test_one_camera_failing_never_stops_the_others(backend, videos):
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+
+    dead = f"http://127.0.0.1:{free_port()}/gone.ts"  # nothing listens: every (re)connect fails
+    scores = []
+    watch = Watch(backend, cameras_from_sources([dead, str(videos["normal2"])]),
+                  WatchOptions(replay=True, read_timeout_s=0.5), on_score=scores.append)
+    stop = threading.Event()
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
+    runner.start()
+    wait_for(lambda: watch.cameras["cam1"].capture.finished.is_set() and len(scores) >= 116, 120,
+             "the file camera to be scored to its end")
+    wait_for(lambda: watch.cameras["cam0"].capture.stats.reconnects >= 1, 60, "a reconnect attempt of the dead one")
+    stop.set()  # the dead camera is live: the watch would go on retrying it forever
+    runner.join(30)
+    assert not runner.is_alive()
+    assert result["cameras"]["cam1"]["scored_frames"] == 120 - 4
+    assert result["cameras"]["cam0"]["scored_frames"] == 0
+    assert "open failed" in result["cameras"]["cam0"]["last_error"]
+    assert result["stopped_by"] == "signal"
+
+
 # --- calibration ---------------------------------------------------------------------------------------------------
 
 
