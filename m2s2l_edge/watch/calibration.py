@@ -10,8 +10,8 @@ Calibrated score (0 = typical normal, higher = more anomalous; low PSNR is anoma
 median and MAD (median absolute deviation; 1.4826·MAD estimates σ for a normal distribution) are robust to the few
 odd frames any "normal" footage holds. The floor keeps a static scene (MAD ≈ 0) from turning noise into huge scores.
 
-Threshold for ``false_alarms_per_hour`` r: the score is smoothed as the event tracker smooths it (by default a
-median over 5 scored frames), and an alarm can start where the smoothed score steps from below the threshold to
+Threshold for ``false_alarms_per_hour`` r: the score is smoothed as the event tracker smooths it (its default:
+a trailing mean over 5 scored frames), and an alarm can start where the smoothed score steps from below the threshold to
 at or above it (an *up-crossing*). The threshold is the lowest level the smoothed calibration footage crossed
 upwards at most r times per hour. Counting crossings rather than reading a quantile keeps this right whatever the
 frames' correlation. Every crossing is counted, while the tracker also requires ``min_duration_s`` above the level
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m2s2l_edge.watch.events import EventConfig
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "m2s2l-edge-calibration/1"
@@ -43,9 +45,9 @@ MAD_TO_SIGMA = 1.4826
 SCALE_FLOOR_DB = 0.05
 MIN_THRESHOLD = 1.0
 MIN_CROSSINGS = 3  # counts below this are too noisy to read a rate from
-# The smoothing the threshold assumes: the event tracker's default (EventConfig: median over 5 scored frames).
-DEFAULT_SMOOTHING = "median"
-DEFAULT_WINDOW = 5
+# The smoothing the threshold assumes: the event tracker's own default, read from it so the two never disagree.
+DEFAULT_SMOOTHING = EventConfig.smoothing
+DEFAULT_WINDOW = EventConfig.smoothing_frames
 QUANTILES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
 MIN_FRAMES = 20
 
@@ -106,11 +108,16 @@ def identity_of(kind: str, path: str | os.PathLike | None, backend, model_input)
 
 
 def smooth(x: np.ndarray, kind: str = DEFAULT_SMOOTHING, window: int = DEFAULT_WINDOW) -> np.ndarray:
-    """The event tracker's smoothing, offline: trailing ``median`` or ``ema`` (α = 2/(N+1)) over ``window``
-    frames, or ``none``; the first frames use what exists so far. (N,) → (N,)."""
+    """The event tracker's smoothing, offline: trailing ``mean`` or ``median`` over ``window`` frames, ``ema``
+    (α = 2/(N+1)), or ``none``; the first frames use what exists so far. (N,) → (N,)."""
     x = np.asarray(x, dtype=np.float64)
     if kind == "none" or window <= 1 or x.size == 0:
         return x.copy()
+    if kind == "mean":
+        c = np.concatenate([[0.0], np.cumsum(x)])
+        idx = np.arange(1, x.size + 1)
+        lo = np.maximum(idx - window, 0)
+        return (c[idx] - c[lo]) / (idx - lo)
     if kind == "ema":
         alpha, out, acc = 2.0 / (window + 1.0), np.empty_like(x), x[0]
         for i, v in enumerate(x):
@@ -118,7 +125,7 @@ def smooth(x: np.ndarray, kind: str = DEFAULT_SMOOTHING, window: int = DEFAULT_W
             out[i] = acc
         return out
     if kind != "median":
-        raise ValueError(f"unknown smoothing {kind!r}; valid: median, ema, none")
+        raise ValueError(f"unknown smoothing {kind!r}; valid: mean, median, ema, none")
     head = [np.median(x[:i]) for i in range(1, min(window, x.size + 1))]
     tail = np.median(np.lib.stride_tricks.sliding_window_view(x, window), axis=1) if x.size >= window else []
     return np.concatenate([np.asarray(head, dtype=np.float64), np.asarray(tail, dtype=np.float64)])
@@ -133,7 +140,7 @@ class Calibration:
     threshold: float  # on the calibrated score scale
     false_alarms_per_hour: float
     window: int  # smoothing window (frames) the threshold assumes
-    smoothing: str  # median | ema | none, as the event tracker smooths
+    smoothing: str  # mean | median | ema | none, as the event tracker smooths
     fps: float
     count: int
     stream_seconds: float

@@ -147,6 +147,12 @@ def run_watch(
         if cal is not None:
             check_matches(cal, identity, str(cam.calibration or calibration))
     event_configs = {c.camera: EventConfig.from_mapping(c.event_settings()) for c in settings.cameras}
+    for cam in settings.cameras:
+        cal, cfg = calibrations[cam.camera], event_configs[cam.camera]
+        if cal is not None and (cal.smoothing, cal.window) != (cfg.smoothing, cfg.smoothing_frames):
+            logger.warning("camera %s smooths with %s over %d frames but its calibration's threshold assumes %s over "
+                           "%d: the false-alarm rate it was fitted for does not hold", cam.camera, cfg.smoothing,
+                           cfg.smoothing_frames, cal.smoothing, cal.window)
 
     def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
         return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
