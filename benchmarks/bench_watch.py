@@ -18,7 +18,8 @@ Sections (all on generated plaza footage, ``m2s2l_edge.data.synthetic``, fresh w
 
     nice -n 10 python benchmarks/bench_watch.py                  # everything (~30 min on 2 shared cores)
     nice -n 10 python benchmarks/bench_watch.py --quick          # a few minutes
-    python benchmarks/bench_watch.py --sections detection,soak
+    m2s2l-edge demo --out demo && python benchmarks/bench_watch.py --sections detection,soak \
+        --weights demo/run/last.pt --soak-stride 5              # detection and soak with the demo's trained model
 
 Writes benchmarks/results/watch.json (``--json``) with the machine and library versions, and prints Markdown tables.
 """
@@ -425,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                      "load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_watch_") as tmp:
         work = Path(tmp)
-        models = make_models(work, args.threads)
+        # Models are only built when a section needs them (exports take minutes on a loaded CPU).
+        needs_models = bool({"throughput", "live"} & set(sections)) or args.weights is None
+        models = make_models(work, args.threads) if needs_models else {}
         if "throughput" in sections:
             results["throughput"] = section_throughput(models, work, args)
         if "live" in sections:
