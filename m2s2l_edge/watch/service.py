@@ -42,12 +42,28 @@ class WatchSettings:
             raise ValueError(f"--metrics-port must be in 1..65535, got {self.metrics_port}")
 
 
-def check_outputs(settings: WatchSettings) -> None:
-    """Refuse unwritable outputs before any model is loaded (the events file is appended to, never replaced)."""
-    from m2s2l_edge.cli.options import check_output_file
+def check_output_file(path: Path, flag: str) -> None:
+    """``path`` can be written: not a folder, its folder exists (or can be made) and is writable. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(f"cannot write {flag} {path}: permission denied")
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot write {flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {flag} {path}: {probe} is not writable")
 
+
+def check_outputs(settings: WatchSettings) -> None:
+    """Refuse unwritable outputs before any model is loaded, and make their folders (the events file is appended
+    to, never replaced)."""
     if settings.events is not None and settings.events != "-":
-        check_output_file(Path(settings.events), overwrite=True, flag="--events")
+        check_output_file(Path(settings.events), "--events")
+        Path(settings.events).parent.mkdir(parents=True, exist_ok=True)
     if settings.snapshots is not None:
         snap = Path(settings.snapshots)
         if snap.exists() and not snap.is_dir():
@@ -59,7 +75,8 @@ def check_outputs(settings: WatchSettings) -> None:
     if settings.video_out is not None:
         videos.append((settings.cameras[0].camera, settings.video_out))
     for camera, path in videos:
-        check_output_file(Path(path), overwrite=True, flag=f"video_out of camera {camera!r}")
+        check_output_file(Path(path), f"video_out of camera {camera!r}")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, Calibration | None]:
