@@ -619,3 +619,12 @@ def test_import_works_without_any_cv2():
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+@pytest.mark.parametrize("above", ["m2s2l_edge.cli", "m2s2l_edge.export"])
+def test_watch_is_library_code_below_the_cli(above):
+    # The pipeline lives in m2s2l_edge.watch; the commands only build its settings. It runs any backend through the
+    # runtime interface, so it needs nothing of the export layer either.
+    from test_layering import _offenders
+
+    assert _offenders("m2s2l_edge.watch", above) == {}
