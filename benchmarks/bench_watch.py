@@ -107,7 +107,7 @@ def bare_backend(backend, batch: int, iterations: int) -> float:
 
 
 def run_replay(backend, sources, *, batch: int, stride: int = 1, calibration=None, events: list | None = None,
-               on_score=None, config_extra: dict | None = None) -> dict:
+               on_score=None, config_extra: dict | None = None, model_path=None) -> dict:
     import dataclasses
 
     from m2s2l_edge.watch.config import cameras_from_sources
@@ -119,7 +119,7 @@ def run_replay(backend, sources, *, batch: int, stride: int = 1, calibration=Non
         cameras = tuple(dataclasses.replace(c, **config_extra) for c in cameras)
     settings = WatchSettings(cameras=cameras, options=WatchOptions(replay=True, batch=batch, stride=stride),
                              events=str(events[0]) if events else None)
-    return run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+    return run_watch(backend, settings, kind=backend.name, model_path=model_path or getattr(backend, "path", None),
                      calibration=calibration, on_score=on_score)
 
 
@@ -273,7 +273,7 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
     if ev_file.exists():
         ev_file.unlink()
     run_replay(backend, [t[0] for t in tests], batch=args.batch, calibration=calib, events=[ev_file],
-               config_extra={"faults": (("frozen_s", 1.0),)})
+               config_extra={"faults": (("frozen_s", 1.0),)}, model_path=path)
     msgs = [json.loads(x) for x in ev_file.read_text().splitlines()]
     starts = [m for m in msgs if m["type"] == "event" and m["state"] == "start"]
     ends = {m["id"]: m for m in msgs if m["type"] == "event" and m["state"] == "end"}
@@ -322,7 +322,7 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
 def section_soak(models: dict, work: Path, calib: Path | None, args) -> dict:
     from m2s2l_edge.data.synthetic import render_video
 
-    backend, _, described = detection_model(models, args)
+    backend, path, described = detection_model(models, args)
     minutes = 5 if args.quick else args.soak_minutes
     minute = write_avi(work / "minute.avi",
                        render_video(size=args.render_size, frames=int(60 * FPS), seed=0, index=50).frames)
@@ -340,7 +340,7 @@ def section_soak(models: dict, work: Path, calib: Path | None, args) -> dict:
     tic = time.perf_counter()
     ev_file = work / "soak_events.jsonl"
     s = run_replay(backend, [long], batch=args.batch, stride=args.soak_stride, calibration=calib, events=[ev_file],
-                   on_score=on_score)
+                   on_score=on_score, model_path=path)
     wall = time.perf_counter() - tic
     after = rss_mib()
     warm = next((r for t, r in samples if t * FPS >= warm_at), samples[0][1] if samples else before)
