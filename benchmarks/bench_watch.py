@@ -11,7 +11,8 @@ Sections (all on generated plaza footage, ``m2s2l_edge.data.synthetic``, fresh w
 2. **live** — N real live HTTP streams (a real ffmpeg per camera on 127.0.0.1, paced at F fps): processed fps per
    camera, dropped clips and capture-to-decision latency percentiles (p50 / p95 / p99). Skipped without ffmpeg.
 3. **detection** — calibrate on normal footage, then replay test videos with labelled anomalies: per anomaly the
-   detection delay (first event start − first anomalous frame, seconds of stream time) or a miss; events that
+   detection delay (the event's first frame, where the smoothed score crossed the threshold, − the first anomalous
+   frame, in seconds of stream time) and the alert delay (to the frame whose start message went out), or a miss; events that
    overlap no anomaly, per hour of normal stream; the frozen-camera stretches as faults.
 4. **soak** — an hour of stream time (``--quick``: 5 minutes) of normal footage replayed through one camera:
    resident memory (VmRSS) after warm-up and at the end, and the false alarms per hour on it.
@@ -277,12 +278,14 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
     msgs = [json.loads(x) for x in ev_file.read_text().splitlines()]
     starts = [m for m in msgs if m["type"] == "event" and m["state"] == "start"]
     ends = {m["id"]: m for m in msgs if m["type"] == "event" and m["state"] == "end"}
-    delays, missed, false_events, frozen_found, frozen_total = [], 0, 0, 0, 0
+    delays, alerts, missed, false_events, frozen_found, frozen_total = [], [], 0, 0, 0, 0
     normal_frames = 0
     for cam_index, (_, labels, events) in enumerate(tests):
         cam = f"cam{cam_index}"
         mine = [ends.get(m["id"], m) for m in starts if m["camera"] == cam and m["kind"] == "anomaly"]
         spans = [(m["first"]["frame"], m["last"]["frame"]) for m in mine]
+        # When each start message went out (its "last" frame): the alert, min_duration_s after the crossing.
+        sent = {m["first"]["frame"]: m["last"]["frame"] for m in starts if m["camera"] == cam and m["kind"] == "anomaly"}
         lab = np.asarray(labels)
         normal_frames += int((lab == 0).sum())
         for ev in events:
@@ -295,6 +298,7 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
             hit = [a for a, b in spans if a <= stop and b >= ev.start]
             if hit:
                 delays.append((min(hit) - ev.start) / FPS)
+                alerts.append((sent[min(hit)] - ev.start) / FPS)
             else:
                 missed += 1
         anomalous = set(np.nonzero(lab)[0].tolist())
@@ -308,6 +312,8 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
         "delay_s_median": statistics.median(delays) if delays else None,
         "delay_s_max": max(delays) if delays else None,
         "delays_s": delays,
+        "alert_delay_s_median": statistics.median(alerts) if alerts else None,
+        "alert_delays_s": alerts,
         "false_events": false_events, "normal_stream_hours": normal_hours,
         "false_events_per_hour": false_events / normal_hours if normal_hours else None,
         "frozen_stretches": frozen_total, "frozen_faults": frozen_found,
