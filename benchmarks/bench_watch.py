@@ -12,8 +12,8 @@ Sections (all on generated plaza footage, ``m2s2l_edge.data.synthetic``, fresh w
    camera, dropped clips and capture-to-decision latency percentiles (p50 / p95 / p99). Skipped without ffmpeg.
 3. **detection** — calibrate on normal footage, then replay test videos with labelled anomalies: per anomaly the
    detection delay (the event's first frame, where the smoothed score crossed the threshold, − the first anomalous
-   frame, in seconds of stream time) and the alert delay (to the frame whose start message went out), or a miss; events that
-   overlap no anomaly, per hour of normal stream; the frozen-camera stretches as faults.
+   frame, in seconds of stream time) and the alert delay (to the frame whose start message went out), or a miss;
+   events that overlap no anomaly, per hour of normal stream; the frozen-camera stretches as faults.
 4. **soak** — an hour of stream time (``--quick``: 5 minutes) of normal footage replayed through one camera:
    resident memory (VmRSS) after warm-up and at the end, and the false alarms per hour on it.
 
@@ -285,7 +285,8 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
         mine = [ends.get(m["id"], m) for m in starts if m["camera"] == cam and m["kind"] == "anomaly"]
         spans = [(m["first"]["frame"], m["last"]["frame"]) for m in mine]
         # When each start message went out (its "last" frame): the alert, min_duration_s after the crossing.
-        sent = {m["first"]["frame"]: m["last"]["frame"] for m in starts if m["camera"] == cam and m["kind"] == "anomaly"}
+        sent = {m["first"]["frame"]: m["last"]["frame"] for m in starts
+                if m["camera"] == cam and m["kind"] == "anomaly"}
         lab = np.asarray(labels)
         normal_frames += int((lab == 0).sum())
         for ev in events:
