@@ -339,9 +339,13 @@ def section_soak(models: dict, work: Path, calib: Path | None, args) -> dict:
     samples: list[tuple[float, float]] = []
     warm_at = 2000  # scored frames: decoders, thread pools and allocator caches have settled by then
 
+    next_sample = [warm_at / FPS]
+
     def on_score(fs) -> None:
-        if fs.frame_index % 1500 == 0 or (not samples and fs.frame_index >= warm_at):
+        # One sample after warm-up, then one per minute of stream (whatever the stride).
+        if fs.stream_time >= next_sample[0]:
             samples.append((fs.stream_time, rss_mib()))
+            next_sample[0] = (int(fs.stream_time // 60) + 1) * 60.0
 
     before = rss_mib()
     tic = time.perf_counter()
