@@ -8,7 +8,7 @@ without it.
 
 Precision (TensorRT 10 vs 11): TensorRT 10 builds an FP16 engine from an FP32 ONNX with the FP16 builder flag (weak
 typing: TensorRT picks per layer). TensorRT 11 removed that flag: every network is strongly typed, so the types in
-the ONNX are the engine's, and an FP16 engine needs an FP16 export (`m2s2l-edge export --half`: an FP16 graph behind
+the ONNX are the engine's, and an FP16 engine needs an FP16 export (`m2s2l-edge export --fp16`: an FP16 graph behind
 FP32 inputs and outputs, told apart by its metadata). An FP16 export is built strongly typed on both versions, so
 that what it keeps in FP32 on purpose (the scan's A, D and delta_bias, the casts around the scan state) stays FP32.
 """
@@ -67,7 +67,7 @@ class PrecisionPlan:
 
 def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> PrecisionPlan:
     """Network and builder flags for a TensorRT version (``trt.__version__``) and the precision the ONNX was exported
-    in (its metadata's ``precision``: an ``--half`` export computes in FP16 behind FP32 inputs and outputs)."""
+    in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs)."""
     from m2s2l_edge.deploy.tensorrt_lib import parse_trt_version
 
     major, _ = parse_trt_version(trt_version)
@@ -78,13 +78,13 @@ def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> Prec
         raise ValueError(f"the ONNX's precision is {onnx_precision!r}; expected fp32 or fp16")
     if onnx_precision == "fp16":
         if not fp16:
-            raise ValueError("the ONNX is FP16 (exported with --half), so its engine is FP16: drop --no-fp16, or "
-                             "export without --half for an FP32 engine")
+            raise ValueError("the ONNX is FP16 (exported with --fp16), so its engine is FP16: drop --fp32, or "
+                             "export without --fp16 for an FP32 engine")
         return PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp16")
     if major >= 11:
         if fp16:
             raise ValueError(f"TensorRT {trt_version} has no FP16 builder flag (networks are strongly typed): export "
-                             "an FP16 ONNX with `m2s2l-edge export --half`, or build an FP32 engine with --no-fp16")
+                             "an FP16 ONNX with `m2s2l-edge export --fp16`, or build an FP32 engine with --fp32")
         return PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp32")
     return PrecisionPlan(strongly_typed=False, fp16_flag=fp16, precision="fp16" if fp16 else "fp32")
 
@@ -103,7 +103,7 @@ def profile_shapes(input_name: str, input_shape: Sequence[int], cfg: EngineConfi
         if (cfg.min_batch, cfg.opt_batch, cfg.max_batch) != (shape[0],) * 3:
             raise ValueError(
                 f"the ONNX input {input_name!r} has a fixed batch of {shape[0]} {shape}; build it with "
-                f"--min-batch/--opt-batch/--max-batch {shape[0]}, or re-export with a dynamic batch"
+                f"--min-batch/--batch/--max-batch {shape[0]}, or re-export with a dynamic batch"
             )
         return None
     rest = shape[1:]
@@ -256,7 +256,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}; its log above says why "
-                           "(rerun with --verbose-trt for details)")
+                           "(rerun with m2s2l-edge --verbose build ... for details)")
     atomic_write_bytes(out_path, serialized)  # IHostMemory: a buffer, written without a copy
     if cfg.timing_cache is not None:
         atomic_write_bytes(cfg.timing_cache, config.get_timing_cache().serialize())

@@ -103,13 +103,14 @@ def _draw_video(ax, targets, scores, labels) -> None:
 
 
 def plot_overview(
-    videos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, float | None]],
+    videos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, float | str | None]],
     path: str | os.PathLike,
     *,
     title: str = "",
     max_videos: int = 16,
 ) -> Path:
-    """All videos' score curves stacked in one figure: (name, targets, scores, labels, auc) per video."""
+    """All videos' score curves stacked in one figure: (name, targets, scores, labels, auc) per video; ``auc`` may
+    also be a text shown in its place (e.g. "no labels")."""
     plt = _pyplot()
     shown = list(videos)[:max_videos]
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 1.45 * len(shown) + 1.0), squeeze=False, sharey=True,
@@ -118,8 +119,9 @@ def plot_overview(
         _draw_video(ax, targets, scores, labels)
         ax.set_xlabel("")
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
-        ax.text(0.995, 0.9, "single class" if auc is None else f"AUC {auc:.3f}", transform=ax.transAxes,
-                ha="right", va="top", fontsize=8, bbox=dict(fc="white", ec="none", alpha=0.8))
+        note = auc if isinstance(auc, str) else "single class" if auc is None else f"AUC {auc:.3f}"
+        ax.text(0.995, 0.9, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(fc="white", ec="none", alpha=0.8))
     axes[-1, 0].set_xlabel("frame")
     handles, names = [], []
     for ax in axes[:, 0]:  # a video without an anomaly has no red patch in its own legend

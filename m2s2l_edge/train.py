@@ -472,6 +472,8 @@ def train(
             logger.info("stopped after %d steps (stop_after_steps) in epoch %d", state.step - first_step, epoch)
             return TrainResult(out / LAST, epoch - 1, state.step, state.history, state.resumed_from,
                                time.perf_counter() - tic_run)
+        if run_cfg.overwrite and state.resumed_from is None and epoch == 1:
+            remove_earlier_run(out)  # only now: until this run has an epoch to show, the earlier one stays whole
         last = save_state(state, out, extra_static, keep_epochs=run_cfg.keep_epochs)
         logger.info("epoch %d/%d: loss %.4f (%s), lr %.2e, %.1f s", epoch, train_cfg.epochs, summary.loss,
                     ", ".join(f"{k} {v:.4f}" for k, v in summary.terms.items()), summary.lr, summary.seconds)
@@ -485,6 +487,17 @@ def _switches(cfg: ModelConfig) -> str:
                                   ("multi-scale temporal", cfg.multi_scale_temporal),
                                   ("decomposition", cfg.decompose)) if flag]
     return ", ".join(on) if on else "baseline"
+
+
+def remove_earlier_run(out: Path) -> list[Path]:
+    """With ``overwrite``: remove the files of the run that was in ``out`` and that the new run does not replace
+    itself (per-epoch checkpoints, the loss plot), so the folder never mixes two runs. last.pt and history.json are
+    replaced atomically by the new run's."""
+    epochs = [p for p in sorted(out.glob("epoch_*.pt")) if p.stem[len("epoch_"):].isdigit()]
+    removed = [*epochs, *(p for p in (out / "loss.png",) if p.exists())]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def load_history(out_dir: str | Path) -> list[dict]:

@@ -59,11 +59,12 @@ def test_profile_bad_resolution_is_one_line():
 def test_profile_json_to_stdout_and_file(tmp_path):
     r = CliRunner().invoke(app, ["profile", "--preset", "tiny", "--json", "-"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)  # '--json -': stdout holds the JSON only, the table goes to stderr
+    assert "paper figures" in r.stderr
     assert data["total"]["params"] == sum(g["params"] for g in data["groups"].values())
     assert data["total"]["true_flops"] == 2 * data["total"]["macs"] + data["total"]["scan_flops"]
     out = tmp_path / "p.json"
-    r = CliRunner().invoke(app, ["profile", "--preset", "tiny", "--fps", "--iters", "2", "--warmup", "1",
+    r = CliRunner().invoke(app, ["profile", "--preset", "tiny", "--fps", "--iterations", "2", "--warmup", "1",
                                  "--json", str(out)])
     assert r.exit_code == 0, r.output
     saved = json.loads(out.read_text())

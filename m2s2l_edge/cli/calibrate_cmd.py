@@ -52,7 +52,7 @@ def calibrate(
     threads: Threads = None,
 ) -> None:
     """Run the model on normal footage and store the fused score's distribution and a threshold (cam.calib.json)."""
-    from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
+    from m2s2l_edge.cli.environment import prefer_passive_openmp
 
     prefer_passive_openmp()
     with user_errors():

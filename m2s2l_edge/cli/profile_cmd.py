@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.cli.options import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_WARMUP,
+    Batch,
+    Device,
+    Iterations,
+    JsonOut,
+    Warmup,
+    check_device,
+    check_json_target,
+    device_syntax,
+    emit_json,
+    json_to_stdout,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,16 +28,16 @@ def register(app: typer.Typer) -> None:
 
 
 def profile(
-    preset: Annotated[str, typer.Option(help="Model preset (paper, small, tiny).")] = "paper",
+    preset: Annotated[str, typer.Option("--preset", help="Model preset (paper, small, tiny).")] = "paper",
     resolution: Annotated[int | None, typer.Option(help="Input side in pixels (default: the preset's).")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
+    batch: Batch = None,
     ablation: Annotated[str | None, typer.Option(help="Paper ablation M1-M4 (default: full model).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda (for --fps).")] = "cpu",
-    fps: Annotated[bool, typer.Option("--fps/--no-fps", help="Also time the forward pass.")] = False,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes before timing.")] = 3,
-    iters: Annotated[int, typer.Option(min=1, help="Timed forward passes.")] = 10,
+    device: Device = None,
+    fps: Annotated[bool, typer.Option("--fps", help="Also time the forward pass (on --device).")] = False,
+    warmup: Warmup = DEFAULT_WARMUP,
+    iterations: Iterations = DEFAULT_ITERATIONS,
     scan_backend: Annotated[str, typer.Option(help="Scan backend for --fps (auto, torch, cpu, cuda, ...).")] = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON ('-' for stdout).")] = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Count parameters and MACs per component (the paper's FLOPs convention) and optionally measure FPS."""
     from rich.console import Console
@@ -34,26 +46,24 @@ def profile(
     from m2s2l_edge.ops.dispatch import BACKENDS
     from m2s2l_edge.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model, time_forward
 
-    if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
-    if scan_backend not in BACKENDS:
-        raise typer.BadParameter(f"{scan_backend!r}; valid: {', '.join(BACKENDS)}", param_hint="--scan-backend")
+    batch = batch or 1
     overrides = {"ablation": ablation} if ablation else {}
     with user_errors():
+        check_json_target(json_out)
+        if scan_backend not in BACKENDS:
+            raise ValueError(f"--scan-backend {scan_backend!r}; valid: {', '.join(BACKENDS)}")
+        device = check_device(device) if fps else device_syntax(device)
         result = profile_model(preset, resolution=resolution, batch=batch, **overrides)
         timing = (
-            time_forward(preset, resolution=resolution, batch=batch, device=device, warmup=warmup, iterations=iters,
-                         **overrides, scan_backend=scan_backend)
+            time_forward(preset, resolution=resolution, batch=batch, device=device, warmup=warmup,
+                         iterations=iterations, **overrides, scan_backend=scan_backend)
             if fps else None
         )
     data = result.as_dict()
     if timing is not None:
         data["fps"] = timing
 
-    if json_out is not None and str(json_out) == "-":
-        typer.echo(json.dumps(data, indent=2))
-        return
-    console = Console()
+    console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     table = Table(title=f"M²S²L '{result.preset}' at {result.resolution}×{result.resolution}, batch {result.batch}")
     for col in ("component", "params (M)", "MACs (G)", "scan (G)", "paper FLOPs (G)", "true FLOPs (G)"):
         table.add_column(col, justify="left" if col == "component" else "right")
@@ -81,8 +91,7 @@ def profile(
         from m2s2l_edge.benchmarking import format_summary
 
         console.print(format_summary(timing, title=f"forward pass on {device}"), markup=False, highlight=False)
-    if json_out is not None:
-        from m2s2l_edge.io import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(data, indent=2))
+    with user_errors():
+        emit_json(data, json_out)
+    if json_out is not None and not json_to_stdout(json_out):
         console.print(f"wrote {json_out}")

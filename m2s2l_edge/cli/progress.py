@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def make_progress(console=None, *, unit: str | None = None, field: str | None = None):
     """Columns: description, bar, done/total [unit], elapsed, remaining [, the task field ``field``]."""
@@ -69,6 +71,6 @@ class RichTrainProgress:
         text = "  ".join(f"{k} {v:.4f}" for k, v in self.means.items())
         self.progress.update(self.task, completed=step_in_epoch, terms=text)
 
-    def on_epoch_end(self, summary, checkpoint) -> None:
+    def on_epoch_end(self, summary, checkpoint: Path) -> None:
         # The epoch's summary line comes from m2s2l_edge.train's log; only mark where the checkpoint went.
         self.progress.console.print(f"epoch {summary.epoch}/{self.epochs} saved to {checkpoint}", style="dim")

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from m2s2l_edge.cli.environment import prefer_passive_openmp
 from m2s2l_edge.cli.errors import user_errors
-from m2s2l_edge.cli.progress import RichTrainProgress
-from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
+from m2s2l_edge.cli.options import Device
 
 DATASET_HELP = "Data set layout: ped2, avenue, shanghaitech, synthetic or custom."
 
@@ -60,42 +60,48 @@ def build_model_config(preset: str, ablation: str | None, overrides: dict):
 
 
 def train(
-    data: Annotated[Path, typer.Option(help="Data set root (see DESIGN.md §4 for the layouts read).")],
+    data: Annotated[Path, typer.Option(help="Data set root, video file, frames folder or folder of videos.")],
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, history.json (and epoch_NNN.pt).")] = Path(
         "runs/train"),
-    preset: Annotated[str, typer.Option(help="Model preset (paper, small, tiny).")] = "small",
+    preset: Annotated[str, typer.Option("--preset", help="Model preset (paper, small, tiny).")] = "small",
     ablation: Annotated[str | None, typer.Option(help="Paper ablation M1-M4 (default: M4, the full model).")] = None,
     loss_set: Annotated[str, typer.Option(help="Loss ablation: L1 frame, L2 +motion, L3 +separation.")] = "L3",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a model config field, KEY=VALUE (repeatable), e.g. --set image_size=64.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train (the total, also when resuming).")] = 60,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 4,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Clips per optimisation step.")] = 4,
     lr: Annotated[float, typer.Option(help="Initial Adam learning rate (our choice: 2e-4).")] = 2e-4,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Device = None,
     amp: Annotated[bool | None, typer.Option(
         "--amp/--no-amp", help="Mixed precision (default: on with --device cuda, off on the CPU).")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and of every epoch's data order.")] = 0,
     name: Annotated[str | None, typer.Option(help="MNAD folder name when not the data set's usual one.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue <out>/last.pt after an interruption.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
-    keep_epochs: Annotated[bool, typer.Option(help="Also keep a checkpoint per epoch (epoch_NNN.pt).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue <out>/last.pt after an interruption.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a run already in --out (its epoch_NNN.pt go when the new run's first epoch "
+        "is saved).")] = False,
+    keep_epochs: Annotated[bool, typer.Option(
+        "--keep-epochs", help="Also keep a checkpoint per epoch (epoch_NNN.pt).")] = False,
 ) -> None:
     """Train on the normal training videos; <out>/last.pt after the last epoch is the result."""
     prefer_passive_openmp()
-    if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
-    with user_errors():
-        from m2s2l_edge.cli.progress import make_progress
+    with user_errors(kept=lambda: _kept(out)):
+        from m2s2l_edge.cli.options import check_device, check_output_dir
+        from m2s2l_edge.cli.progress import RichTrainProgress, make_progress
         from m2s2l_edge.config import LossConfig, TrainConfig
         from m2s2l_edge.train import DataConfig, RunConfig
         from m2s2l_edge.train import train as run_training
 
+        device = check_device(device)
+        # Writability only: whether a run already in --out may be replaced is train()'s rule (--resume /
+        # --overwrite), checked there before any work.
+        check_output_dir(out, overwrite=True)
         model_cfg = build_model_config(preset, ablation, parse_overrides(set_))
-        train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step_epochs=lr_step,
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, lr_step_epochs=lr_step,
                                 loss=LossConfig().with_loss_set(loss_set))
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
@@ -104,6 +110,21 @@ def train(
             result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress))
         _plot_history(out)
     typer.echo(f"trained {result.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: {result.checkpoint}")
+
+
+def _kept(out: Path) -> str:
+    """What an interruption leaves: the last complete checkpoint (each epoch's is written atomically)."""
+    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.train import LAST
+
+    last = out / LAST
+    if not last.is_file():
+        return "no epoch was completed, so nothing was written"
+    try:  # the file itself, not history.json: an interruption may fall between the two writes
+        done = f" (epoch {read_checkpoint(last)['epoch']})"
+    except (OSError, ValueError, KeyError):
+        done = ""
+    return f"kept {last}{done}, the last complete epoch; continue with the same command and --resume"
 
 
 def _plot_history(out: Path) -> None:

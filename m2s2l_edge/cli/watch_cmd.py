@@ -77,7 +77,7 @@ def watch(
     threads: Threads = None,
 ) -> None:
     """Watch cameras: every frame scored by the model, calibrated, turned into events and camera faults."""
-    from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
+    from m2s2l_edge.cli.environment import prefer_passive_openmp
 
     prefer_passive_openmp()
     state: dict = {}

@@ -1,7 +1,7 @@
 """Run plugin-flavour ONNX models in ONNX Runtime on the CPU: the SelectiveScan node through a Python custom op.
 
 ONNX Runtime has no SelectiveScan kernel (in deployment the node runs in our TensorRT plugin). For the export's parity
-check and, when asked explicitly, the ONNX Runtime backend (both open their session through ``ort_session``), the
+check and the ONNX Runtime backend (both open their session through ``ort_session``), the
 node is executed by onnxruntime-extensions' Python custom ops, which call our own scan (``m2s2l_edge.ops.
 selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second implementation of the
 recurrence exists here.

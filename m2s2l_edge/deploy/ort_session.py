@@ -3,8 +3,9 @@
 Shared by the ONNX Runtime backend (``m2s2l_edge.runtime.onnxruntime_backend``) and the export's parity check
 (``m2s2l_edge.export.parity``), which must open a model exactly as deployment does without importing the runtime.
 A plugin-flavour model's SelectiveScan nodes have no ONNX Runtime kernel (in deployment they run in the TensorRT
-plugin); ``python_scan=True`` runs them as Python custom ops (``ort_scan``), which is slow and meant for checks, so it
-is never chosen silently.
+plugin). Here they run as custom ops through onnxruntime-extensions (``ort_scan``) that call our C++ CPU scan kernel
+(the pure-PyTorch scan where the kernel cannot be built); ``OrtModel.scan_path`` says which, for the summaries.
+``python_scan=False`` refuses such a model instead.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ class OrtModel:
     session: object  # onnxruntime.InferenceSession
     meta: ExportMetadata
     providers: list
+    scan_path: str = "SelectiveScan: standard ONNX ops (portable export)"
+
+
+def custom_op_scan_path() -> str:
+    """What the SelectiveScan custom op runs (the choice ``ort_scan.scan_backend`` makes): our C++ kernel, or the
+    pure-PyTorch scan where the kernel cannot be built."""
+    from m2s2l_edge.ops import cpu_kernel
+
+    if cpu_kernel.is_available():
+        return "SelectiveScan: our CPU kernel via onnxruntime-extensions"
+    return (f"SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions (our CPU kernel is unavailable: "
+            f"{cpu_kernel.unavailable_reason()})")
 
 
 def open_session(
@@ -53,7 +66,7 @@ def open_session(
     *,
     device: str = "cpu",
     threads: int | None = None,
-    python_scan: bool = False,
+    python_scan: bool | None = None,
     optimization: str = "all",
 ) -> OrtModel:
     """Open the exported ONNX model at ``path`` (its metadata read from the file) in ONNX Runtime.
@@ -87,11 +100,12 @@ def open_session(
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
     model: str | bytes = str(path)
+    scan_path = OrtModel.scan_path
     if meta.scan == "plugin":
-        if not python_scan:
+        if python_scan is False:
             raise RuntimeError(
-                f"{path} is a plugin-flavour export: its SelectiveScan nodes need the TensorRT plugin. "
-                "For ONNX Runtime export with --scan portable (or pass python_scan=True: slow, for checks)"
+                f"{path} is a plugin-flavour export: its SelectiveScan nodes need the TensorRT plugin or our CPU "
+                "kernel through onnxruntime-extensions (python_scan); or export with --scan portable"
             )
         import onnx
 
@@ -99,10 +113,11 @@ def open_session(
 
         options.register_custom_ops_library(register_python_scan_ops())
         model = python_scan_model(onnx.load(str(path))).SerializeToString()
+        scan_path = custom_op_scan_path()
     providers = providers_for(device)
     try:
         session = ort.InferenceSession(model, options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented...)
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {e}") from None
     logger.debug("onnxruntime session for %s: providers %s, threads %s", path, session.get_providers(), threads)
-    return OrtModel(path, session, meta, providers)
+    return OrtModel(path, session, meta, providers, scan_path)

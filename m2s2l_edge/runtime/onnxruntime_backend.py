@@ -1,10 +1,10 @@
 """ONNX Runtime backend: an exported model (its metadata read from the file), on the CPU or through the CUDA EP.
 
-The portable flavour runs on any ONNX Runtime build. A plugin-flavour model's SelectiveScan nodes have no ONNX
-Runtime kernel (in deployment they run in the TensorRT plugin); ``python_scan=True`` runs them as Python custom ops
-through onnxruntime-extensions (``m2s2l_edge.deploy.ort_scan``), which is slow and meant for checks, so it is never
-chosen silently. The session itself is opened by ``m2s2l_edge.deploy.ort_session``, shared with the export's parity
-check.
+The portable flavour runs on any ONNX Runtime build. A plugin-flavour model (the default export) has SelectiveScan
+nodes, which ONNX Runtime has no kernel for (in deployment they run in the TensorRT plugin): here they run as custom
+ops through onnxruntime-extensions (``m2s2l_edge.deploy.ort_scan``) that call our C++ CPU scan kernel (the pure-PyTorch
+scan where the kernel cannot be built). ``scan_path`` says which ran, for the commands' summaries.
+The session itself is opened by ``m2s2l_edge.deploy.ort_session``, shared with the export's parity check.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ class OnnxRuntimeBackend:
         *,
         device: str = "cpu",
         threads: int | None = None,
-        python_scan: bool = False,
+        python_scan: bool | None = None,
         optimization: str = "all",
     ) -> None:
         opened = open_session(path, device=device, threads=threads, python_scan=python_scan,
                               optimization=optimization)
         self.path, self.session, self.meta, self.providers = opened.path, opened.session, opened.meta, opened.providers
+        self.scan_path = opened.scan_path
         self.device = device
         self.threads = threads
         (self._input,) = self.session.get_inputs()
@@ -62,7 +63,7 @@ class OnnxRuntimeBackend:
 
     @property
     def metadata(self) -> dict:
-        return {**self.meta.to_dict(), "providers": self.session.get_providers()}
+        return {**self.meta.to_dict(), "providers": self.session.get_providers(), "selective_scan": self.scan_path}
 
     def _run_fixed(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(self._outputs, {self._input.name: clips})

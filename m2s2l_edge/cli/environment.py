@@ -1,4 +1,4 @@
-"""Process settings every command applies before its work starts (no command module imports another for them)."""
+"""Process settings the long-running commands (train, eval, demo) share; set before torch is first imported."""
 
 from __future__ import annotations
 
