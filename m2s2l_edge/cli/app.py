@@ -31,6 +31,8 @@ _COMMAND_MODULES = (
     "m2s2l_edge.cli.demo_cmd",
     "m2s2l_edge.cli.build_cmd",
     "m2s2l_edge.cli.plugin_cmd",
+    "m2s2l_edge.cli.calibrate_cmd",
+    "m2s2l_edge.cli.watch_cmd",
 )
 
 

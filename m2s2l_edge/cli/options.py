@@ -132,6 +132,7 @@ VOCABULARY: dict[str, str] = {
     "--mqtt": "publish events to this MQTT broker",
     "--snapshots": "folder for event snapshots",
     "--video-out": "annotated output video",
+    "--read-timeout": "seconds without a frame before a live camera counts as offline",
     "--markdown": "the table as Markdown to a file",
 }
 

@@ -1,0 +1,148 @@
+"""`m2s2l-edge watch`: score live cameras (or replay footage) and report calibrated events, faults and telemetry.
+
+The pipeline lives in :mod:`m2s2l_edge.watch`; this module turns options into ``WatchSettings`` and the outcome
+into exit codes (README, "Watch a camera").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from m2s2l_edge.cli.errors import EXIT_INTERRUPTED, fail, user_errors
+from m2s2l_edge.cli.options import (
+    Batch,
+    Device,
+    Engine,
+    JsonOut,
+    Onnx,
+    Preset,
+    Seed,
+    Threads,
+    Weights,
+    check_json_target,
+    emit_json,
+    json_to_stdout,
+    model_source,
+    open_backend,
+)
+
+Sources = Annotated[list[str] | None, typer.Option(
+    "--source", help="Camera or footage: video file, frames folder, /dev/videoN or index, rtsp:// / http(s):// URL, "
+                     "csi://N or a GStreamer pipeline. Repeat for several cameras (cam0, cam1, ...).")]
+Config = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of cameras (id → source, calibration, roi, thresholds, events); see docs/WATCH.md.")]
+Calibration = Annotated[Path | None, typer.Option(
+    "--calibration", help="Calibration of the camera(s) (m2s2l-edge calibrate); it must be of this very model.")]
+Replay = Annotated[bool, typer.Option(
+    "--replay", help="Read files as fast as possible (deterministic), instead of paced at their frame rate.")]
+Stride = Annotated[int, typer.Option("--stride", min=1, help="Score every K-th frame of each camera.")]
+ReadTimeout = Annotated[float, typer.Option(
+    "--read-timeout", min=0.1, help="Seconds a live camera may deliver no frame before it counts as offline "
+                                   "(open: twice that).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+
+
+def watch(
+    weights: Weights = None,
+    onnx: Onnx = None,
+    engine: Engine = None,
+    preset: Preset = None,
+    seed: Seed = 0,
+    source: Sources = None,
+    config: Config = None,
+    calibration: Calibration = None,
+    events: Annotated[str | None, typer.Option(
+        "--events", help="Append one JSON line per event change to FILE, or '-' for stdout.")] = None,
+    webhook: Annotated[str | None, typer.Option("--webhook", help="POST each event as JSON to this URL.")] = None,
+    mqtt: Annotated[str | None, typer.Option(
+        "--mqtt", help="Publish events to mqtt://HOST:PORT/PREFIX (topics PREFIX/CAMERA/events and /status).")] = None,
+    snapshots: Annotated[Path | None, typer.Option(
+        "--snapshots", help="Folder for a JPEG per event (error heat map over the frame at the peak).")] = None,
+    video_out: Annotated[Path | None, typer.Option(
+        "--video-out", help="Annotated video (heat map, score strip) of the camera.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics on this port.")] = None,
+    json_out: JsonOut = None,
+    replay: Replay = False,
+    stride: Stride = 1,
+    batch: Batch = None,
+    read_timeout: ReadTimeout = 5.0,
+    device: Device = None,
+    threads: Threads = None,
+) -> None:
+    """Watch cameras: every frame scored by the model, calibrated, turned into events and camera faults."""
+    from m2s2l_edge.cli.environment import prefer_passive_openmp
+
+    prefer_passive_openmp()
+    state: dict = {}
+
+    def kept() -> str:
+        return "events were flushed as they happened" + (f" to {events}" if events else "")
+
+    with user_errors(kept=kept):
+        from m2s2l_edge.watch.config import cameras_from_sources, load_cameras
+        from m2s2l_edge.watch.pipeline import WatchOptions
+        from m2s2l_edge.watch.service import (
+            WatchSettings,
+            check_outputs,
+            load_calibrations,
+            run_watch,
+            stop_on_signals,
+        )
+        from m2s2l_edge.watch.sources import check_openable
+
+        if (source and config) or not (source or config):
+            raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
+        if events == "-" and json_to_stdout(json_out):
+            raise ValueError("--events - and --json - both want stdout; send one of them to a file")
+        check_json_target(json_out)
+        cameras = load_cameras(config) if config else cameras_from_sources(source)
+        if config and calibration is not None:
+            cameras = tuple(c if c.calibration else _with_calibration(c, calibration) for c in cameras)
+        settings = WatchSettings(
+            cameras=cameras,
+            options=WatchOptions(stride=stride, replay=replay, batch=batch or max(4, len(cameras)),
+                                 read_timeout_s=read_timeout),
+            events=events, webhook=webhook, mqtt=mqtt, snapshots=snapshots, video_out=video_out,
+            metrics_port=metrics_port,
+        )
+        # Everything that can be refused without the model, before the model loads.
+        check_outputs(settings)
+        load_calibrations(settings, calibration)
+        for cam in cameras:
+            check_openable(cam.spec)
+        src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed)
+        backend = open_backend(src, device=device, threads=threads)
+        with stop_on_signals() as (stop, signals):
+            summary = run_watch(backend, settings, kind=src.kind, model_path=src.path, calibration=calibration,
+                                stop=stop)
+        state["summary"] = summary
+    summary["signal"] = signals[0] if signals else None
+    emit_json(summary, json_out)
+    _print_summary(summary, to_stderr=json_to_stdout(json_out) or events == "-")
+    if signals and signals[0] == "SIGINT":
+        raise fail(f"interrupted; {kept()}, summary {'written' if json_out else 'printed'}", EXIT_INTERRUPTED)
+
+
+def _with_calibration(cam, path: Path):
+    import dataclasses
+
+    return dataclasses.replace(cam, calibration=path)
+
+
+def _print_summary(summary: dict, *, to_stderr: bool) -> None:
+    lines = []
+    for name, cam in summary["cameras"].items():
+        lines.append(f"{name}: {cam['scored_frames']} frames scored of {cam['captured_frames']} captured, "
+                     f"{cam['dropped_clips']} clips dropped, {cam['gaps']} gaps, {cam['events']} events, "
+                     f"{cam['faults']} faults ({cam['source']})")
+    b = summary["backend"]
+    lines.append(f"{summary['scored_frames']} frames in {summary['wall_seconds']:.1f} s; backend {b['name']}: "
+                 f"{b['calls']} calls, {b['seconds']:.1f} s; stopped by {summary['stopped_by']}")
+    typer.echo("\n".join(lines), err=to_stderr)

@@ -1,0 +1,197 @@
+"""Pictures of what the model saw: the error heat map over a frame, and an optional annotated output video.
+
+The heat map is the per-pixel squared error of the frame prediction (``FrameScore.error_map``, model resolution),
+resized to the frame and blended over it; the annotated video adds a strip below each frame with the recent
+calibrated score, the threshold and the camera's state.
+
+Shapes: frames are (H, W, 3) uint8 RGB at the source's resolution; error maps are (h, w) float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Floor of the colour scale: a near-perfect prediction (error ~1e-5) must not be stretched into a red map.
+_MIN_VMAX = 1e-3
+STRIP_HEIGHT = 64
+
+
+def heat_overlay(
+    frame: np.ndarray, error_map: np.ndarray, alpha: float = 0.45, vmax: float | None = None
+) -> np.ndarray:
+    """The error map as a JET colour map blended over ``frame``; returns (H, W, 3) uint8 RGB.
+
+    ``vmax``: the error shown at full red; None takes the map's own 99.5th percentile (floored at 1e-3), which suits a
+    snapshot of one anomalous frame; a video should pass a fixed value so that colours mean the same on every frame.
+    """
+    import cv2
+
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+    if error_map.ndim != 2:
+        raise ValueError(f"error map must be (h, w), got shape {error_map.shape}")
+    h, w = frame.shape[:2]
+    err = np.nan_to_num(np.asarray(error_map, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(np.percentile(err, 99.5)) if vmax is None else float(vmax)
+    top = max(top, _MIN_VMAX)
+    level = np.clip(err / top, 0.0, 1.0)
+    level = cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
+    # JET up to 224 of 255: its last eighth darkens to maroon, which would make the worst error the least visible.
+    colour = cv2.applyColorMap((level * 224).astype(np.uint8), cv2.COLORMAP_JET)  # (H, W, 3) BGR
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+    # Blend in proportion to the error (square root: moderate errors still show), so normal regions keep the
+    # frame's own colours.
+    weight = (alpha * np.sqrt(level))[..., None]  # (H, W, 1)
+    out = frame.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 → JPEG bytes (OpenCV wants BGR)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image_rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return buf.tobytes()
+
+
+def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]):
+    """A cv2.VideoWriter for ``path`` (mp4v for .mp4/.mov, MJPG for .avi) at ``size`` = (width, height).
+
+    ValueError when OpenCV cannot open it (unwritable folder, unknown container).
+    """
+    import cv2
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    codecs = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+    if suffix not in codecs:
+        raise ValueError(f"video output {path}: unknown container {suffix!r}; use one of {', '.join(codecs)}")
+    if not fps > 0:
+        raise ValueError(f"video output {path}: fps must be > 0, got {fps}")
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*codecs[suffix]), float(fps), tuple(int(s) for s in size)
+    )
+    if not writer.isOpened():
+        raise ValueError(f"cannot write video {path}: OpenCV could not open it (folder missing or not writable?)")
+    return writer
+
+
+def write_clip(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> Path:
+    """Write RGB uint8 frames (all one size) as a small video, atomically: a temporary file beside ``path`` is
+    renamed over it once complete, so a reader never sees half a clip."""
+    path = Path(path)
+    if not frames:
+        raise ValueError(f"clip {path}: no frames to write")
+    h, w = frames[0].shape[:2]
+    # OpenCV picks the container from the extension, so the temporary name keeps it.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    writer = open_video_writer(tmp, fps, (w, h))
+    try:
+        for f in frames:
+            writer.write(np.ascontiguousarray(f[..., ::-1]))
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return path
+
+
+class AnnotatedVideo:
+    """An output video of frame + heat map + score strip, one output frame per scored frame (``--video-out``).
+
+    The file is written under a temporary name and renamed into place by :meth:`close`, so an interrupted run never
+    leaves a truncated file under the final name. ``vmax`` fixes the heat map's colour scale (squared error at full
+    red); ``history`` is how many scores the strip shows.
+
+    Usage::
+
+        video = AnnotatedVideo("out.mp4", fps=25.0)
+        video.write(fs.frame, fs.error_map, score=fs.score, threshold=fs.threshold, label="cam0", active=True)
+        video.close()
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, vmax: float = 0.02, history: int = 250) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ValueError(f"cannot write video {self.path}: folder {self.path.parent} does not exist")
+        if not fps > 0:
+            raise ValueError(f"video output {self.path}: fps must be > 0, got {fps}")
+        self.fps = float(fps)
+        self.vmax = float(vmax)
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+        self._scores: deque[float] = deque(maxlen=int(history))
+        self.frames = 0
+        # Fail now (unknown container) rather than at the first frame.
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
+            raise ValueError(f"video output {self.path}: unknown container {self.path.suffix!r}; use .mp4 or .avi")
+
+    def write(
+        self,
+        frame: np.ndarray,
+        error_map: np.ndarray | None = None,
+        score: float | None = None,
+        threshold: float | None = None,
+        label: str = "",
+        active: bool = False,
+    ) -> None:
+        import cv2
+
+        image = heat_overlay(frame, error_map, vmax=self.vmax) if error_map is not None else frame.copy()
+        h, w = image.shape[:2]
+        if self._writer is None:
+            self._size = (w, h + STRIP_HEIGHT)
+            self._writer = open_video_writer(self._tmp, self.fps, self._size)
+        elif (w, h + STRIP_HEIGHT) != self._size:
+            # A camera that changes resolution mid-stream: keep one output size.
+            image = cv2.resize(image, (self._size[0], self._size[1] - STRIP_HEIGHT), interpolation=cv2.INTER_AREA)
+            w, h = self._size[0], self._size[1] - STRIP_HEIGHT
+        if score is not None and np.isfinite(score):
+            self._scores.append(float(score))
+        strip = self._strip(w, threshold, active)
+        text = f"{label}  score {score:.2f}" if score is not None and np.isfinite(score) else label
+        canvas = np.concatenate([image, strip], axis=0)  # (H + strip, W, 3)
+        cv2.putText(canvas, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        self._writer.write(np.ascontiguousarray(canvas[..., ::-1]))
+        self.frames += 1
+
+    def _strip(self, width: int, threshold: float | None, active: bool) -> np.ndarray:
+        import cv2
+
+        strip = np.full((STRIP_HEIGHT, width, 3), (40, 0, 0) if active else (24, 24, 24), np.uint8)
+        values = list(self._scores)
+        limits = values + ([threshold] if threshold is not None and np.isfinite(threshold) else [])
+        if not limits:
+            return strip
+        lo, hi = min(min(limits), 0.0), max(max(limits), 1e-6)
+        span = max(hi - lo, 1e-6)
+
+        def y_of(v: float) -> int:
+            return int(round((STRIP_HEIGHT - 4) - (v - lo) / span * (STRIP_HEIGHT - 8)))
+
+        if threshold is not None and np.isfinite(threshold):
+            cv2.line(strip, (0, y_of(threshold)), (width - 1, y_of(threshold)), (255, 80, 80), 1)
+        if len(values) >= 2:
+            n = self._scores.maxlen or len(values)
+            xs = np.linspace(width - 1 - (len(values) - 1) * (width - 1) / max(n - 1, 1), width - 1, len(values))
+            pts = np.array([[int(x), y_of(v)] for x, v in zip(xs, values, strict=True)], np.int32)
+            cv2.polylines(strip, [pts], False, (80, 255, 80), 1, cv2.LINE_AA)
+        return strip
+
+    def close(self) -> Path | None:
+        """Finish the file and move it into place; returns its path (None when no frame was written)."""
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return self.path

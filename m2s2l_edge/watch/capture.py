@@ -1,0 +1,429 @@
+"""Capture: one reader thread per camera, a ring buffer of the last T+1 frames, clips handed to the scheduler.
+
+Why the ring buffer lives in the reader thread: a clip must be T+1 *consecutive* frames of one camera. The reader
+sees every frame the camera delivers, so it keeps the window (each frame preprocessed once, at the model's
+resolution and normalisation) and hands out complete clips; when inference falls behind, whole clips are dropped,
+never frames inside one. After any gap (a failed read, a reconnect, a stall) the window is emptied, so a clip never
+spans a gap; clips carry their camera, so a batch may mix cameras but a clip never does.
+
+Files and folders are read without drops (the reader waits for the scheduler); live sources keep only the newest
+clip (the one not yet taken is replaced and counted in ``dropped``).
+
+Live sources are read in a *connection* thread watched by the camera's supervisor thread: FFmpeg honours its read
+timeout, but a driver or a GStreamer element may still block in ``read()``. When no frame arrives for
+``stall_timeout_s`` the supervisor abandons that connection (its thread is a daemon, its late frames are ignored and
+it releases its capture if it ever returns), reports the camera offline and reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from m2s2l_edge.watch.sources import Feed, SourceSpec, open_feed
+from m2s2l_edge.watch.types import CameraStatus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """How cameras are read. Times in seconds."""
+
+    clip_len: int  # T, from the model's metadata
+    image_size: tuple[int, int]  # (H, W), from the model's metadata
+    stride: int = 1  # score every K-th frame of a continuous run
+    replay: bool = False  # files as fast as possible (never paced)
+    queue_clips: int = 8  # clips a file camera may have waiting (bounds memory; the reader then waits)
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    stall_timeout_s: float = 15.0  # no frame for this long on an open connection: abandon it and reconnect
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.clip_len < 1:
+            raise ValueError(f"clip length T must be >= 1, got {self.clip_len}")
+        if self.stride < 1:
+            raise ValueError(f"--stride must be >= 1, got {self.stride}")
+        if self.queue_clips < 1:
+            raise ValueError(f"queue_clips must be >= 1, got {self.queue_clips}")
+        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before reconnect attempt ``attempt`` (0-based): initial · factor^attempt, capped."""
+        return min(self.backoff_max_s, self.backoff_initial_s * self.backoff_factor ** min(attempt, 60))
+
+
+@dataclass
+class Clip:
+    """A scoreable clip: frames ``frame_index - T .. frame_index`` of one camera, preprocessed.
+
+    clip: (T+1, 3, H, W) float32 in [-1, 1]; ``clip[:T]`` is the model input, ``clip[T]`` the target.
+    frame: the target frame as captured, (H0, W0, 3) uint8 RGB.
+    """
+
+    camera: str
+    frame_index: int
+    stream_time: float
+    wall_time: float
+    capture_time: float
+    clip: np.ndarray = field(repr=False)
+    frame: np.ndarray = field(repr=False)
+
+
+@dataclass
+class CameraStats:
+    """Counters of one camera (written by its threads, read by telemetry; ints and floats only)."""
+
+    captured: int = 0  # frames delivered by the source
+    clips: int = 0  # complete clips handed out
+    dropped: int = 0  # clips replaced before the scheduler took them (live sources only)
+    gaps: int = 0  # ring-buffer resets after a gap
+    reconnects: int = 0
+    online: bool = False
+    ever_online: bool = False
+    last_error: str = ""
+    first_attempt_done: bool = False  # the first connection either delivered a frame or failed
+
+
+class ClipChannel:
+    """Clips of every camera, waiting for the scheduler. One condition variable wakes the scheduler for any camera.
+
+    Per camera a bounded deque: a file camera's reader blocks when its deque is full (no drops); a live camera's
+    holds one clip, replaced by a newer one (counted as dropped).
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._queues: dict[str, deque[Clip]] = {}
+        self._order: list[str] = []
+        self._next = 0
+        self.closed = False
+
+    def add_camera(self, camera: str) -> None:
+        with self.cond:
+            self._queues[camera] = deque()
+            self._order.append(camera)
+
+    def put(self, clip: Clip, *, live: bool, limit: int, stop: threading.Event, stats: CameraStats) -> bool:
+        """Queue ``clip``; False if stopped while waiting for room."""
+        with self.cond:
+            q = self._queues[clip.camera]
+            if live:
+                if q:
+                    q.clear()
+                    stats.dropped += 1
+            else:
+                while len(q) >= limit:
+                    if stop.is_set() or self.closed:
+                        return False
+                    self.cond.wait(0.1)
+            q.append(clip)
+            self.cond.notify_all()
+            return True
+
+    def pending(self) -> int:
+        with self.cond:
+            return sum(len(q) for q in self._queues.values())
+
+    def take(self, max_items: int, max_wait_s: float, idle_wait_s: float = 0.1) -> list[Clip]:
+        """Up to ``max_items`` clips, round robin over cameras (oldest first within one).
+
+        Waits up to ``idle_wait_s`` for a first clip (returns [] then, so the caller can check for shutdown), then
+        up to ``max_wait_s`` more while the batch is not full: the bounded wait of the dynamic batch.
+        """
+        out: list[Clip] = []
+        with self.cond:
+            if not any(self._queues.values()):
+                self.cond.wait(idle_wait_s)
+            deadline = time.monotonic() + max_wait_s
+            while True:
+                self._drain(out, max_items)
+                remaining = deadline - time.monotonic()
+                if not out or len(out) >= max_items or remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+            if out:
+                self.cond.notify_all()  # room freed for waiting file readers
+        return out
+
+    def _drain(self, out: list[Clip], max_items: int) -> None:
+        n = len(self._order)
+        progressed = True
+        while len(out) < max_items and progressed:
+            progressed = False
+            for k in range(n):
+                if len(out) >= max_items:
+                    break
+                camera = self._order[(self._next + k) % n]
+                q = self._queues[camera]
+                if q:
+                    out.append(q.popleft())
+                    progressed = True
+            self._next = (self._next + 1) % max(n, 1)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+class CameraCapture:
+    """Reads one camera in background threads and puts its clips into ``channel``.
+
+    ``on_status(CameraStatus)`` is called from the capture threads on every online / offline change; it must be
+    quick and thread-safe (the pipeline puts the status on a queue). ``on_frame(camera, index, frame, stream_time,
+    wall_time)`` (optional) sees every captured frame, for fault checks that need each one (a frozen feed), from
+    the reader thread as well.
+    """
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        config: CaptureConfig,
+        channel: ClipChannel,
+        on_status: Callable[[CameraStatus], None],
+        *,
+        on_frame: Callable[[str, int, np.ndarray, float, float], None] | None = None,
+        feed_factory: Callable[[SourceSpec], Feed] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.channel = channel
+        self.on_status = on_status
+        self.on_frame = on_frame
+        self._factory = feed_factory or (lambda s: open_feed(s, open_timeout_s=config.open_timeout_s,
+                                                             read_timeout_s=config.read_timeout_s))
+        self.stats = CameraStats()
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()  # a file read to its end, or the camera stopped
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._last_frame = time.monotonic()
+        self._ring: deque[np.ndarray] = deque(maxlen=config.clip_len + 1)
+        self._run_length = 0  # frames since the last gap
+        self._frame_index = -1  # per camera, counted across reconnects (a file's index = its frame number)
+        self._t0_mono: float | None = None
+        self._thread: threading.Thread | None = None
+        self._conn: threading.Thread | None = None
+        self.fps: float | None = None
+        channel.add_camera(spec.camera)
+
+    @property
+    def camera(self) -> str:
+        return self.spec.camera
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        target = self._supervise if self.spec.live else self._read_file
+        self._thread = threading.Thread(target=target, name=f"capture-{self.camera}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask the threads to stop and wait for them (default: the read timeout plus 2 s at most; a connection
+        stuck in a driver beyond that is left behind)."""
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(self.config.read_timeout_s + 2.0 if timeout_s is None else timeout_s)
+        self.finished.set()
+
+    # --- files: every frame, no drops -----------------------------------------------------------------------------
+
+    def _read_file(self) -> None:
+        try:
+            feed = self._factory(self.spec)
+        except (OSError, ValueError) as e:
+            self._fail_first(str(e))
+            self.finished.set()
+            return
+        self.fps = feed.fps
+        period = 0.0 if self.config.replay else 1.0 / feed.fps
+        start = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    frame = feed.read()
+                except ValueError as e:  # a corrupt frame inside the file: a gap, then carry on
+                    self._gap(f"unreadable frame: {e}")
+                    self._frame_index += 1
+                    continue
+                if frame is None:
+                    break
+                if period:
+                    # Paced like a camera: frame i is due at start + i / fps (no drift from slow iterations).
+                    delay = start + (self._frame_index + 1) * period - time.monotonic()
+                    if delay > 0 and self.stop_event.wait(delay):
+                        break
+                stream_time = (self._frame_index + 1) / feed.fps
+                if not self._deliver(frame, stream_time, live=False, generation=self._generation):
+                    break
+        finally:
+            feed.release()
+            if self.stats.online:
+                self._set_online(False, "end of stream" if feed.ended else "stopped")
+            self.stats.first_attempt_done = True
+            self.finished.set()
+
+    # --- live sources: supervisor + connection threads ------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        attempt = 0
+        while not self.stop_event.is_set():
+            with self._lock:
+                self._generation += 1
+                generation = self._generation
+                self._last_frame = time.monotonic()
+            delivered = threading.Event()
+            outcome: dict[str, str] = {}
+            conn = threading.Thread(target=self._connection, args=(generation, delivered, outcome),
+                                    name=f"connection-{self.camera}-{generation}", daemon=True)
+            conn.start()
+            self._conn = conn
+            reason = self._watch(conn, generation)
+            if self.stop_event.is_set():
+                break
+            reason = outcome.get("reason", reason)
+            with self._lock:
+                self._generation += 1  # whatever that connection still delivers is ignored from now on
+            self._gap(reason)
+            if self.stats.online:
+                self._set_online(False, reason)
+            if not self.stats.first_attempt_done:
+                self._fail_first(reason)
+            self.stats.last_error = reason
+            if delivered.is_set():
+                attempt = 0
+            delay = self.config.backoff(attempt)
+            attempt += 1
+            logger.info("camera %s offline (%s); reconnecting in %.1f s", self.camera, reason, delay)
+            if self.stop_event.wait(delay):
+                break
+            self.stats.reconnects += 1
+        conn = self._conn
+        if conn is not None and conn.is_alive():
+            # A read returns within the read timeout (FFmpeg honours it) and the connection then sees the stop
+            # flag; waiting for it matters: a thread still inside OpenCV when the interpreter exits aborts it.
+            conn.join(self.config.read_timeout_s + 1.0)
+            if conn.is_alive():
+                logger.warning("camera %s: a read is still blocked after the read timeout; leaving it", self.camera)
+        if self.stats.online:
+            self._set_online(False, "stopped")
+        self.finished.set()
+
+    def _watch(self, conn: threading.Thread, generation: int) -> str:
+        """Wait while ``conn`` runs; the reason it ended, or 'stalled' once no frame came for stall_timeout_s."""
+        # Opening may legitimately take up to open_timeout_s before the first frame.
+        limit = self.config.stall_timeout_s + self.config.open_timeout_s
+        while conn.is_alive() and not self.stop_event.is_set():
+            conn.join(0.1)
+            with self._lock:
+                silent = time.monotonic() - self._last_frame
+            if silent > limit:
+                return f"no frame for {silent:.0f} s (read stalled)"
+            if self.stats.ever_online and self._generation == generation:
+                limit = self.config.stall_timeout_s
+        return "connection ended"
+
+    def _connection(self, generation: int, delivered: threading.Event, outcome: dict[str, str]) -> None:
+        try:
+            feed = self._factory(self.spec)
+        except (ConnectionError, OSError, ValueError) as e:
+            outcome["reason"] = f"open failed: {e}"
+            return
+        try:
+            if self.fps is None:
+                self.fps = feed.fps
+            while not self.stop_event.is_set():
+                frame = feed.read()
+                if frame is None:
+                    outcome["reason"] = "read failed or stream ended"
+                    return
+                if self._generation != generation:
+                    return  # abandoned by the watchdog while blocked in read()
+                now = time.monotonic()
+                if self._t0_mono is None:
+                    self._t0_mono = now
+                delivered.set()
+                if not self._deliver(frame, now - self._t0_mono, live=True, generation=generation):
+                    return
+        except Exception as e:  # noqa: BLE001 - a backend library error must end this connection, not the thread
+            outcome["reason"] = f"read error: {type(e).__name__}: {e}"
+        finally:
+            feed.release()
+
+    # --- shared -----------------------------------------------------------------------------------------------------
+
+    def _deliver(self, frame: np.ndarray, stream_time: float, *, live: bool, generation: int) -> bool:
+        from m2s2l_edge.data import preprocess_frame
+
+        capture_time, wall = time.monotonic(), time.time()
+        x = preprocess_frame(frame, self.config.image_size)  # (3, H, W)
+        with self._lock:
+            # Under the lock with the generation check: an abandoned connection that wakes up late must not
+            # append to a ring the supervisor has just emptied.
+            if generation != self._generation:
+                return False
+            self._last_frame = capture_time
+            self._frame_index += 1
+            index = self._frame_index
+            self._ring.append(x)
+            self._run_length += 1
+            T = self.config.clip_len
+            ready = len(self._ring) > T and (self._run_length - T - 1) % self.config.stride == 0
+            window = np.stack(self._ring) if ready else None  # (T+1, 3, H, W)
+        self.stats.captured += 1
+        if not self.stats.online:
+            self._set_online(True, "first frame" if not self.stats.ever_online else "reconnected")
+        self.stats.first_attempt_done = True
+        if self.on_frame is not None:
+            self.on_frame(self.camera, index, frame, stream_time, wall)
+        if window is None:
+            return True
+        clip = Clip(self.camera, index, stream_time, wall, capture_time, window, frame)
+        self.stats.clips += 1
+        return self.channel.put(clip, live=live, limit=self.config.queue_clips, stop=self.stop_event,
+                                stats=self.stats)
+
+    def _gap(self, reason: str) -> None:
+        with self._lock:
+            if self._ring:
+                self.stats.gaps += 1
+                logger.debug("camera %s: ring buffer reset (%s)", self.camera, reason)
+            self._ring.clear()
+            self._run_length = 0
+
+    def _set_online(self, online: bool, reason: str) -> None:
+        self.stats.online = online
+        if online:
+            self.stats.ever_online = True
+        stream_time = 0.0
+        if self._t0_mono is not None:
+            stream_time = time.monotonic() - self._t0_mono
+        elif self.fps:
+            stream_time = max(self._frame_index + 1, 0) / self.fps
+        self.on_status(CameraStatus(self.camera, online, reason, time.time(), stream_time))
+
+    def _fail_first(self, reason: str) -> None:
+        self.stats.last_error = reason
+        self.stats.first_attempt_done = True
+
+
+def wait_first_frames(cameras: list[CameraCapture], timeout_s: float) -> None:
+    """Block until every camera delivered a frame or ended its first connection attempt (or ``timeout_s``)."""
+    deadline = time.monotonic() + (math.inf if timeout_s is None else timeout_s)
+    while time.monotonic() < deadline:
+        if all(c.stats.first_attempt_done or c.finished.is_set() for c in cameras):
+            return
+        time.sleep(0.05)

@@ -1,0 +1,446 @@
+"""The watch loop: cameras → clips → one backend call per batch → calibrated scores → events, faults, sinks.
+
+Threads: one capture thread per camera (plus a connection thread per live connection, see :mod:`.capture`); the
+calling thread runs the scheduler and the model, so a backend that is not thread-safe is only ever called from one
+thread. Clips of every camera that are ready go into one backend call (up to ``batch``; after the first clip the
+scheduler waits at most ``max_wait_s`` for more: the dynamic batch's bounded wait).
+
+Every stage is bounded: ring buffers of T+1 frames, per-camera clip queues (one clip for live cameras, a few for
+files), and the event trackers' own buffers; memory does not grow with the length of the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
+from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
+from m2s2l_edge.watch.config import CameraConfig, check_roi_fits
+from m2s2l_edge.watch.scoring import ClipScorer, ModelInput, RawScore, model_input
+from m2s2l_edge.watch.types import CameraStatus, FrameScore
+
+logger = logging.getLogger(__name__)
+
+WARMUP_FRAMES = 250  # scored frames a camera without --calibration calibrates itself on before raising events
+# The threshold while a camera warms up: finite (hysteresis levels are derived from it) and out of any score's reach.
+WARMUP_THRESHOLD = 1e9
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How a watch runs (the CLI builds this from its options). Times in seconds."""
+
+    stride: int = 1
+    replay: bool = False
+    batch: int = 4
+    max_wait_s: float = 0.02
+    read_timeout_s: float = 5.0
+    warmup_frames: int = WARMUP_FRAMES
+    false_alarms_per_hour: float = 1.0
+    queue_clips: int = 8
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {self.batch}")
+        if not self.read_timeout_s > 0:
+            raise ValueError(f"read timeout must be > 0 s, got {self.read_timeout_s}")
+        if not self.max_wait_s >= 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        if self.warmup_frames < 20:
+            raise ValueError(f"warmup_frames must be >= 20, got {self.warmup_frames}")
+
+    def capture_config(self, model: ModelInput) -> CaptureConfig:
+        return CaptureConfig(
+            clip_len=model.clip_len, image_size=model.image_size, stride=self.stride, replay=self.replay,
+            queue_clips=self.queue_clips, open_timeout_s=2 * self.read_timeout_s, read_timeout_s=self.read_timeout_s,
+            stall_timeout_s=3 * self.read_timeout_s,
+        )
+
+    @property
+    def startup_timeout_s(self) -> float:
+        # Open (2×) plus a stalled first read (3×) plus slack: by then the first attempt has surely ended.
+        return 6 * self.read_timeout_s + 5.0
+
+
+class CameraScorer:
+    """Raw fused PSNR → calibrated score and threshold for one camera.
+
+    With a calibration: its score and threshold (a per-camera ``threshold`` overrides the latter). Without one the
+    camera calibrates itself on its first ``warmup_frames`` scored frames (assumed normal): until then its
+    threshold is ``WARMUP_THRESHOLD`` (no event can start) and the score is relative to the frames seen so far;
+    afterwards the fit is frozen, exactly as ``m2s2l-edge calibrate`` would have fitted those frames.
+    """
+
+    def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions) -> None:
+        self.camera = camera.camera
+        self.override = camera.threshold
+        self.calibration = calibration
+        self.options = options
+        self._warmup: list[float] = []
+        self._fps = 25.0
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    def score(self, fused: float, fps: float | None) -> tuple[float, float]:
+        """(calibrated score, threshold) of one frame."""
+        if self.calibration is None:
+            self._fps = fps or self._fps
+            self._warmup.append(fused)
+            if len(self._warmup) >= self.options.warmup_frames:
+                self.calibration = fit(np.asarray(self._warmup), fps=self._fps / self.options.stride,
+                                       false_alarms_per_hour=self.options.false_alarms_per_hour)
+                logger.info("camera %s calibrated itself on its first %d scored frames: threshold %.2f",
+                            self.camera, len(self._warmup), self.calibration.threshold)
+                self._warmup = []
+            else:
+                x = np.asarray(self._warmup)
+                center = float(np.median(x))
+                scale = max(1.4826 * float(np.median(np.abs(x - center))), 0.05)
+                return (center - fused) / scale, WARMUP_THRESHOLD
+        threshold = self.override if self.override is not None else self.calibration.threshold
+        return float(self.calibration.score(fused)), float(threshold)
+
+    def score_fn(self, lam: float) -> Callable[[float, float], float]:
+        """``(psnr_app, psnr_mot) -> score`` for ROI scores (the event tracker's ``score_fn``)."""
+
+        def fn(app: float, mot: float) -> float:
+            fused = lam * app + (1 - lam) * mot
+            if self.calibration is None:
+                return -math.inf  # warming up: no ROI can raise an event yet
+            return float(self.calibration.score(fused))
+
+        return fn
+
+
+@dataclass
+class CameraRun:
+    """Everything the loop keeps per camera."""
+
+    config: CameraConfig
+    capture: CameraCapture
+    scorer: CameraScorer
+    tracker: object | None = None
+    detector: object | None = None
+    video: object | None = None
+    scored: int = 0
+    events: int = 0
+    faults: int = 0
+    frame_size: tuple[int, int] | None = None  # (W, H) of the first frame
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    roi_checked: bool = False
+    last_score: FrameScore | None = field(default=None, repr=False)
+
+
+class Watch:
+    """Runs cameras through one backend until every file ended or ``stop`` is set.
+
+    Hooks (all called from the loop's thread):
+      ``on_score(FrameScore)`` every scored frame; ``on_message(dict)`` every event / fault / status message the
+      trackers produce (the sinks); ``on_status(CameraStatus)`` every online / offline change; ``on_batch(n,
+      seconds)`` after every backend call. From the capture threads: ``on_frame(camera)`` every captured frame,
+      ``on_capture_status(CameraStatus)`` every change as it happens (before that camera's next frame).
+    ``make_tracker(camera_config, camera_scorer, model_input)`` builds a camera's :class:`.events.EventTracker`
+    (``update(fs)`` / ``close(reason)`` → messages); ``make_faults(camera_config)`` its :class:`.faults.FaultDetector`
+    (``check`` on every captured frame, in the capture thread; ``set_online`` on status changes; ``close``).
+    """
+
+    def __init__(
+        self,
+        backend,
+        cameras: Sequence[CameraConfig],
+        options: WatchOptions,
+        *,
+        calibrations: dict[str, Calibration | None] | None = None,
+        identity: ModelIdentity | None = None,
+        make_tracker: Callable | None = None,
+        make_faults: Callable | None = None,
+        make_video: Callable | None = None,
+        on_score: Callable[[FrameScore], None] | None = None,
+        on_message: Callable[[dict], None] | None = None,
+        on_status: Callable[[CameraStatus], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_frame: Callable[[str], None] | None = None,
+        on_capture_status: Callable[[CameraStatus], None] | None = None,
+        feed_factory: Callable | None = None,
+    ) -> None:
+        if not cameras:
+            raise ValueError("no camera to watch")
+        ids = [c.camera for c in cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera id {dup[0]!r} is given twice")
+        self.backend = backend
+        self.model = model_input(backend)
+        self.options = options
+        self.scorer = ClipScorer(backend, self.model)
+        self.channel = ClipChannel()
+        # Capture threads → loop: status changes and fault messages, in the order they happened (unbounded, but
+        # each entry is a few small dicts and the loop drains it before every batch).
+        self._inbox: queue.Queue[tuple] = queue.Queue()
+        self.on_score, self.on_message, self.on_status, self.on_batch = on_score, on_message, on_status, on_batch
+        self.on_frame = on_frame
+        self.on_capture_status = on_capture_status
+        calibrations = calibrations or {}
+        capture_cfg = options.capture_config(self.model)
+        self.cameras: dict[str, CameraRun] = {}
+        for cam in cameras:
+            cal = calibrations.get(cam.camera)
+            if cal is not None and identity is not None:
+                check_matches(cal, identity, str(cam.calibration or "calibration"))
+            scorer = CameraScorer(cam, cal, options)
+            cap = CameraCapture(cam.spec, capture_cfg, self.channel, self._on_status, on_frame=self._on_frame,
+                                feed_factory=feed_factory)
+            run = CameraRun(cam, cap, scorer)
+            run.tracker = make_tracker(cam, scorer, self.model) if make_tracker else None
+            run.detector = make_faults(cam) if make_faults else None
+            run.video = make_video(cam) if make_video else None
+            self.cameras[cam.camera] = run
+        self.started = 0.0
+        self.stopped_by = ""
+
+    # --- capture-thread hooks (each camera's detector is called under that camera's lock) ----------------------
+
+    def _on_frame(self, camera: str, index: int, frame: np.ndarray, stream_time: float, wall_time: float) -> None:
+        run = self.cameras[camera]
+        if run.frame_size is None:
+            run.frame_size = (int(frame.shape[1]), int(frame.shape[0]))
+        if self.on_frame is not None:
+            self.on_frame(camera)
+        if run.detector is None:
+            return
+        # Fault checks see every captured frame (a frozen stretch can hide between scored frames with --stride),
+        # in the capture thread: ~1 ms a frame, in parallel across cameras, and no frame copied to the loop.
+        with run.lock:
+            messages = run.detector.check(frame, index, stream_time, wall_time)
+        if messages:
+            self._inbox.put(("messages", camera, messages))
+
+    def _on_status(self, status: CameraStatus) -> None:
+        run = self.cameras.get(status.camera)
+        if self.on_capture_status is not None:
+            self.on_capture_status(status)
+        messages: list[dict] = []
+        # A file that ends is not a lost signal; only live cameras report signal_lost faults.
+        if run is not None and run.detector is not None and run.config.spec.live:
+            with run.lock:
+                messages = run.detector.set_online(status.online, status.wall_time, status.stream_time, status.reason)
+        self._inbox.put(("status", status, messages))
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> dict:
+        """Watch until every file ended or ``stop`` is set; returns the summary. Raises ValueError when no camera
+        ever delivered a frame or a camera's ROI lies outside its frame, RuntimeError when the backend fails."""
+        stop = stop or threading.Event()
+        self.started = time.monotonic()
+        for run in self.cameras.values():
+            run.capture.start()
+        try:
+            wait_first_frames([r.capture for r in self.cameras.values()], self.options.startup_timeout_s)
+            self._drain_inbox()
+            dead = [r for r in self.cameras.values() if not r.capture.stats.ever_online]
+            if len(dead) == len(self.cameras):
+                why = "; ".join(f"{r.config.camera} ({r.config.spec.shown}): {r.capture.stats.last_error or 'no frame'}"
+                                for r in dead)
+                raise ValueError(f"no camera delivered a frame: {why}")
+            for r in dead:
+                logger.warning("camera %s (%s) delivered no frame (%s); retrying in the background",
+                               r.config.camera, r.config.spec.shown, r.capture.stats.last_error or "no frame")
+            self._check_rois()
+            self._loop(stop)
+        finally:
+            for run in self.cameras.values():
+                run.capture.stop_event.set()  # all at once: each may wait up to a read timeout below
+            for run in self.cameras.values():
+                run.capture.stop()
+            self._drain_inbox()
+            self._close_all("shutdown")
+        return self.summary()
+
+    def _loop(self, stop: threading.Event) -> None:
+        while True:
+            if stop.is_set():
+                self.stopped_by = "signal"
+                return
+            self._drain_inbox()
+            clips = self.channel.take(self.options.batch, self.options.max_wait_s)
+            if not clips:
+                if all(r.capture.finished.is_set() for r in self.cameras.values()) and not self.channel.pending():
+                    self.stopped_by = "end of input"
+                    return
+                continue
+            tic = time.perf_counter()
+            raws = self.scorer.score(clips)
+            for raw in raws:
+                self._handle(raw)
+            if self.on_batch is not None:
+                self.on_batch(len(clips), time.perf_counter() - tic)
+
+    def _handle(self, raw: RawScore) -> None:
+        clip = raw.clip
+        run = self.cameras[clip.camera]
+        if not run.roi_checked:
+            self._check_roi(run, clip.frame)
+        score, threshold = run.scorer.score(raw.fused, run.capture.fps)
+        fs = FrameScore(
+            camera=clip.camera, frame_index=clip.frame_index, stream_time=clip.stream_time, wall_time=clip.wall_time,
+            capture_time=clip.capture_time, psnr_app=raw.psnr_app, psnr_mot=raw.psnr_mot, fused=raw.fused,
+            score=score, threshold=threshold, error_map=raw.error_map, frame=clip.frame,
+        )
+        run.scored += 1
+        run.last_score = fs
+        if self.on_score is not None:
+            self.on_score(fs)
+        messages: list[dict] = []
+        if run.tracker is not None:
+            messages += run.tracker.update(fs)
+        self._emit(run, messages)
+        if run.video is not None:
+            active = bool(run.tracker.active) if run.tracker is not None else False
+            run.video.write(fs.frame, fs.error_map, score=fs.score, threshold=fs.threshold, label=fs.camera,
+                            active=active)
+
+    def _emit(self, run: CameraRun, messages: list[dict]) -> None:
+        for msg in messages:
+            if msg.get("state") == "start":
+                if msg.get("kind") == "anomaly":
+                    run.events += 1
+                else:
+                    run.faults += 1
+            if self.on_message is not None:
+                self.on_message(msg)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "messages":
+                self._emit(self.cameras[item[1]], item[2])
+                continue
+            _, status, fault_messages = item
+            run = self.cameras[status.camera]
+            logger.info("camera %s %s (%s)", status.camera, "online" if status.online else "offline", status.reason)
+            if self.on_status is not None:
+                self.on_status(status)
+            messages: list[dict] = []
+            if not status.online and run.tracker is not None:
+                # An event cannot outlive the signal that showed it: end it, reason "signal_lost".
+                messages += run.tracker.close("signal_lost")
+            self._emit(run, messages + fault_messages)
+
+    def _check_rois(self) -> None:
+        for run in self.cameras.values():
+            if run.frame_size is not None and not run.roi_checked:
+                check_roi_fits(run.config.camera, run.config.roi, *run.frame_size)
+                run.roi_checked = True
+
+    def _check_roi(self, run: CameraRun, frame: np.ndarray) -> None:
+        check_roi_fits(run.config.camera, run.config.roi, int(frame.shape[1]), int(frame.shape[0]))
+        run.roi_checked = True
+
+    def _close_all(self, reason: str) -> None:
+        self._drain_inbox()
+        for run in self.cameras.values():
+            messages: list[dict] = []
+            if run.tracker is not None:
+                messages += run.tracker.close(reason)
+            if run.detector is not None:
+                with run.lock:
+                    messages += run.detector.close(reason)
+            self._emit(run, messages)
+            if run.video is not None:
+                run.video.close()
+                run.video = None
+
+    # --- results --------------------------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        wall = time.monotonic() - self.started if self.started else 0.0
+        cams = {}
+        for name, run in self.cameras.items():
+            s = run.capture.stats
+            cal = run.scorer.calibration
+            cams[name] = {
+                "source": run.config.spec.shown,
+                "kind": run.config.spec.kind,
+                "online": s.online,
+                "captured_frames": s.captured,
+                "scored_frames": run.scored,
+                "dropped_clips": s.dropped,
+                "gaps": s.gaps,
+                "reconnects": s.reconnects,
+                "events": run.events,
+                "faults": run.faults,
+                "calibration": (str(run.config.calibration) if run.config.calibration
+                                else ("self (first frames)" if cal is not None else "warming up")),
+                "threshold": None if cal is None else (run.scorer.override or cal.threshold),
+                "last_error": s.last_error or None,
+                "tracker": run.tracker.summary() if run.tracker is not None else None,
+            }
+        return {
+            "cameras": cams,
+            "scored_frames": sum(r.scored for r in self.cameras.values()),
+            "events": sum(r.events for r in self.cameras.values()),
+            "faults": sum(r.faults for r in self.cameras.values()),
+            "backend": {
+                "name": getattr(self.backend, "name", "?"),
+                "calls": self.scorer.calls,
+                "seconds": self.scorer.backend_seconds,
+                "mean_batch": (sum(r.scored for r in self.cameras.values()) / self.scorer.calls
+                               if self.scorer.calls else None),
+            },
+            "model": {"preset": self.model.preset, "clip_len": self.model.clip_len,
+                      "image_size": list(self.model.image_size), "lambda": self.model.lam},
+            "wall_seconds": wall,
+            "stopped_by": self.stopped_by or "error",
+        }
+
+
+def calibrate_footage(
+    backend,
+    sources: Sequence[str],
+    *,
+    identity: ModelIdentity | None,
+    false_alarms_per_hour: float = 1.0,
+    stride: int = 1,
+    batch: int = 4,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> Calibration:
+    """Fit a :class:`Calibration` on recorded normal footage (files or frame folders), replayed through the same
+    capture and scoring path as ``watch`` (so the fused PSNRs are the ones a watch will see)."""
+    from m2s2l_edge.watch.sources import parse_source
+
+    cameras = []
+    for i, text in enumerate(sources):
+        spec = parse_source(text, f"footage{i}")
+        if spec.live:
+            raise ValueError(f"calibrate reads recorded footage (video files or frame folders), not a live "
+                             f"{spec.kind} source ({spec.shown}); record normal footage first, e.g. "
+                             "ffmpeg -i URL -t 600 -c copy normal.mp4")
+        cameras.append(CameraConfig(spec))
+    fused: dict[str, list[float]] = {c.camera: [] for c in cameras}
+    watch = Watch(backend, cameras, WatchOptions(stride=stride, replay=True, batch=batch),
+                  on_score=lambda fs: fused[fs.camera].append(fs.fused), on_batch=on_batch)
+    watch.run()
+    fps_values = {c: r.capture.fps for c, r in watch.cameras.items() if r.capture.fps}
+    if len(set(round(f, 3) for f in fps_values.values())) > 1:
+        logger.warning("calibration footage has different frame rates %s; using the first", fps_values)
+    fps = next(iter(fps_values.values()), 25.0) / stride
+    segments = [np.asarray(v) for v in fused.values() if v]
+    if not segments:
+        raise ValueError(f"calibration footage gave no scored frame: every source is shorter than T + 1 = "
+                         f"{watch.model.clip_len + 1} frames")
+    return fit(np.concatenate(segments), fps=fps, false_alarms_per_hour=false_alarms_per_hour, model=identity,
+               sources=tuple(str(s) for s in sources), segments=segments)

@@ -1,0 +1,234 @@
+"""A watch as a service: outputs checked, calibrations loaded and matched, sinks opened, the loop run, every sink
+flushed on the way out (also on SIGINT / SIGTERM). The CLI builds :class:`WatchSettings` and calls :func:`run_watch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
+from m2s2l_edge.watch.config import CameraConfig
+from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+from m2s2l_edge.watch.scoring import model_input
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Everything a watch is asked to do besides which model runs it."""
+
+    cameras: tuple[CameraConfig, ...]
+    options: WatchOptions = WatchOptions()
+    events: str | None = None  # JSON-lines file, or "-" for stdout
+    webhook: str | None = None
+    mqtt: str | None = None
+    snapshots: Path | None = None
+    video_out: Path | None = None
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.video_out is not None and len(self.cameras) > 1:
+            raise ValueError(f"--video-out annotates one camera, and {len(self.cameras)} are watched; give each "
+                             "camera its own video_out in --config")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ValueError(f"--metrics-port must be in 1..65535, got {self.metrics_port}")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """``path`` can be written: not a folder, its folder exists (or can be made) and is writable. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(f"cannot write {flag} {path}: permission denied")
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot write {flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {flag} {path}: {probe} is not writable")
+
+
+def check_outputs(settings: WatchSettings) -> None:
+    """Refuse unwritable outputs before any model is loaded, and make their folders (the events file is appended
+    to, never replaced)."""
+    if settings.events is not None and settings.events != "-":
+        check_output_file(Path(settings.events), "--events")
+        Path(settings.events).parent.mkdir(parents=True, exist_ok=True)
+    if settings.snapshots is not None:
+        snap = Path(settings.snapshots)
+        if snap.exists() and not snap.is_dir():
+            raise NotADirectoryError(f"--snapshots {snap} is a file, not a folder")
+        snap.mkdir(parents=True, exist_ok=True)
+        if not os.access(snap, os.W_OK | os.X_OK):
+            raise PermissionError(f"--snapshots {snap} is not writable")
+    videos = [(c.camera, c.video_out) for c in settings.cameras if c.video_out is not None]
+    if settings.video_out is not None:
+        videos.append((settings.cameras[0].camera, settings.video_out))
+    for camera, path in videos:
+        check_output_file(Path(path), f"video_out of camera {camera!r}")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, Calibration | None]:
+    """Each camera's calibration (its own from --config, else ``--calibration``), parsed now: a bad file fails
+    before the model loads."""
+    cache: dict[Path, Calibration] = {}
+    out: dict[str, Calibration | None] = {}
+    for cam in settings.cameras:
+        path = cam.calibration or default
+        if path is None:
+            out[cam.camera] = None
+            continue
+        if path not in cache:
+            cache[path] = load(path)
+        out[cam.camera] = cache[path]
+    return out
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[tuple[threading.Event, list[str]]]:
+    """SIGINT and SIGTERM set the yielded event (and record which signal) instead of raising inside the loop, so
+    the loop ends between two batches and every sink is flushed. The previous handlers come back afterwards."""
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def handler(signum, frame) -> None:
+        seen.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (a test calling run_watch from a thread): the caller stops it
+            pass
+    try:
+        yield stop, seen
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _open_sinks(settings: WatchSettings):
+    from m2s2l_edge.watch import sinks as S
+
+    sinkset = S.SinkSet()
+    try:
+        if settings.events is not None:
+            sinkset.add(S.JsonlSink(settings.events))
+        if settings.webhook is not None:
+            sinkset.add(S.WebhookSink(settings.webhook))
+        if settings.mqtt is not None:
+            sinkset.add(S.MqttSink(settings.mqtt))
+    except BaseException:
+        sinkset.close()
+        raise
+    return sinkset
+
+
+def run_watch(
+    backend,
+    settings: WatchSettings,
+    *,
+    kind: str,
+    model_path: str | os.PathLike | None,
+    calibration: Path | None = None,
+    stop: threading.Event | None = None,
+    on_score: Callable | None = None,
+) -> dict:
+    """Watch ``settings.cameras`` with ``backend`` until the files end or ``stop`` is set; returns the summary.
+
+    ValueError for bad input (a calibration of another model, no camera delivering a frame, an ROI outside the
+    frame, an unreachable broker), RuntimeError when the backend fails.
+    """
+    from m2s2l_edge.watch.events import EventConfig, EventTracker
+    from m2s2l_edge.watch.faults import FaultConfig, FaultDetector
+    from m2s2l_edge.watch.telemetry import Telemetry
+
+    check_outputs(settings)
+    calibrations = load_calibrations(settings, calibration)
+    model = model_input(backend)
+    identity: ModelIdentity = identity_of(kind, model_path, backend, model)
+    for cam in settings.cameras:
+        cal = calibrations[cam.camera]
+        if cal is not None:
+            check_matches(cal, identity, str(cam.calibration or calibration))
+    event_configs = {c.camera: EventConfig.from_mapping(c.event_settings()) for c in settings.cameras}
+    for cam in settings.cameras:
+        cal, cfg = calibrations[cam.camera], event_configs[cam.camera]
+        if cal is not None and (cal.smoothing, cal.window) != (cfg.smoothing, cfg.smoothing_frames):
+            logger.warning("camera %s smooths with %s over %d frames but its calibration's threshold assumes %s over "
+                           "%d: the false-alarm rate it was fitted for does not hold", cam.camera, cfg.smoothing,
+                           cfg.smoothing_frames, cal.smoothing, cal.window)
+
+    def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
+        return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
+                            score_fn=scorer.score_fn(model_in.lam))
+
+    def make_faults(cam: CameraConfig) -> FaultDetector:
+        return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
+
+    def make_video(cam: CameraConfig):
+        from m2s2l_edge.watch.annotate import AnnotatedVideo
+
+        path = cam.video_out or (settings.video_out if cam.camera == settings.cameras[0].camera else None)
+        if path is None:
+            return None
+        fps = (cam.spec.fps or 25.0) / settings.options.stride
+        return AnnotatedVideo(path, fps=fps)
+
+    telemetry = Telemetry()
+    for cam in settings.cameras:
+        telemetry.add_camera(cam.camera)
+    if settings.metrics_port is not None:
+        telemetry.serve(settings.metrics_port)
+    dropped_seen: dict[str, int] = {}
+    sinkset = None
+    try:
+        sinkset = _open_sinks(settings)
+
+        def on_message(msg: dict) -> None:
+            sinkset.emit(msg)
+            telemetry.event(msg)
+
+        def on_status(status) -> None:
+            sinkset.status(status.camera, status.online,
+                           {"reason": status.reason, "wall_time": status.wall_time,
+                            "stream_time": round(status.stream_time, 6)})
+
+        def scored(fs) -> None:
+            telemetry.processed(fs.camera, fs.capture_time)
+            if on_score is not None:
+                on_score(fs)
+
+        def on_batch(n: int, seconds: float) -> None:
+            telemetry.backend_call(watch.scorer.last_call_s, n)
+            for name, run in watch.cameras.items():
+                d = run.capture.stats.dropped
+                if d > dropped_seen.get(name, 0):
+                    telemetry.dropped(name, d - dropped_seen.get(name, 0))
+                    dropped_seen[name] = d
+
+        watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
+                      make_tracker=make_tracker, make_faults=make_faults,
+                      make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
+                      on_batch=on_batch, on_frame=telemetry.captured,
+                      on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+        summary = watch.run(stop)
+    finally:
+        if sinkset is not None:
+            sinkset.close()
+        telemetry.close()
+    summary["sinks"] = sinkset.summary()
+    summary["telemetry"] = telemetry.summary()
+    return summary

@@ -1,0 +1,493 @@
+"""Where event messages go: JSON lines, a webhook, MQTT — all behind one small interface, none blocking inference.
+
+Every sink takes the messages of :mod:`.events` / :mod:`.faults` (``emit``) and camera online / offline changes
+(``status``). Contracts:
+
+- :class:`JsonlSink` (``--events FILE|-``): one JSON object per line, appended and flushed at once, so a reader
+  (``tail -f``) sees each event change as it happens and a crash loses nothing already emitted.
+- :class:`WebhookSink` (``--webhook URL``): HTTP POST of each message as JSON from a background thread through a
+  bounded queue; ``emit`` only enqueues. Timeout per attempt, retries with exponential backoff on network errors
+  and 5xx / 429 answers (a 4xx other than 429 is not retried). A full queue drops the new message and counts it.
+- :class:`MqttSink` (``--mqtt mqtt://host:port/prefix``): paho-mqtt, QoS 1. Events on ``<prefix>/<camera>/events``;
+  retained camera status on ``<prefix>/<camera>/status``; the process's retained ``<prefix>/status`` is "online"
+  while it runs and the broker's last will sets it to "offline" if the process dies without closing. paho's
+  network loop runs on its own thread and reconnects by itself; publishing only queues (bounded, drops counted).
+- :class:`SinkSet` fans out to several sinks; one sink raising never stops the others.
+
+Errors at construction (before any work starts): a malformed URL, an unwritable events file or an unreachable
+broker are ValueError (bad input: exit 1) with one line; a missing paho-mqtt is RuntimeError (missing backend:
+exit 3) naming the install command. A webhook is not contacted at start (a receiver that is down now may be up by
+the first event; failures are logged and counted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, runtime_checkable
+
+from .events import SCHEMA, iso_time
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MQTT_PREFIX = "m2s2l"
+INSTALL_WATCH = "pip install 'm2s2l-edge[watch]'"
+
+
+@runtime_checkable
+class Sink(Protocol):
+    def emit(self, msg: dict[str, Any]) -> None: ...
+
+    def status(self, camera: str, online: bool, info: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def status_message(camera: str, online: bool, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record every sink sends for a camera going online / offline (``type`` "status")."""
+    info = dict(info or {})
+    wall = info.pop("wall_time", None)
+    return {
+        "type": "status",
+        "schema": SCHEMA,
+        "camera": camera,
+        "online": bool(online),
+        "time": iso_time(wall if wall is not None else time.time()),
+        **info,
+    }
+
+
+def _dumps(msg: dict[str, Any]) -> str:
+    # NaN / inf are not JSON: a consumer's parser would reject the whole line.
+    return json.dumps(_finite(msg), separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------- JSON lines
+
+
+class JsonlSink:
+    """JSON lines to a file (appended) or to stdout (``"-"``); every line is flushed when written."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.lines = 0
+        self._lock = threading.Lock()
+        if self.path == "-":
+            self._fh: IO[str] = sys.stdout
+            self._own = False
+            return
+        if os.path.isdir(self.path):
+            raise ValueError(f"cannot write events to {self.path}: it is a folder")
+        try:
+            # Line buffering plus an explicit flush: each event change reaches the file as one write.
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise ValueError(f"cannot write events to {self.path}: {e.strerror or e}") from None
+        self._own = True
+
+    def _write(self, msg: dict[str, Any]) -> None:
+        line = _dumps(msg) + "\n"
+        with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.write(line)
+            self._fh.flush()
+            self.lines += 1
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        self._write(msg)
+
+    def status(self, camera: str, online: bool, info: dict[str, Any]) -> None:
+        self._write(status_message(camera, online, info))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._own and not self._fh.closed:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+
+
+# ---------------------------------------------------------------------------------------------------- webhook
+
+
+@dataclass
+class WebhookStats:
+    sent: int = 0
+    failed: int = 0  # gave up after the last retry, or a 4xx answer
+    dropped: int = 0  # queue full, or still queued at close
+    retries: int = 0
+
+
+class WebhookSink:
+    """POST each message as JSON to ``url``; never blocks the caller.
+
+    timeout: seconds per attempt (connect + answer); retries: further attempts after a failed one, with backoff
+    ``backoff``·2^k seconds (capped at 30 s); queue_size: messages waiting at most; close_timeout: how long
+    :meth:`close` waits for the queue to drain before giving up on what is left (counted as dropped).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        queue_size: int = 1000,
+        close_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError(f"webhook URL {url!r} has an invalid port") from None
+        for name, v in (("timeout", timeout), ("backoff", backoff)):
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"webhook {name} must be a number > 0 (seconds), got {v!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"webhook retries must be an integer >= 0, got {retries!r}")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"webhook queue_size must be an integer >= 1, got {queue_size!r}")
+        self.url = url
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.backoff = float(backoff)
+        self.close_timeout = float(close_timeout) if close_timeout is not None else self.timeout * (retries + 1) + 1
+        self.headers = {"Content-Type": "application/json", "User-Agent": "m2s2l-edge", **(headers or {})}
+        self.stats = WebhookStats()
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._warned_drop = False
+        self._thread = threading.Thread(target=self._run, name="m2s2l-webhook", daemon=True)
+        self._thread.start()
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        if self._stop.is_set():
+            self._count_drop()
+            return
+        try:
+            self._queue.put_nowait(msg)
+        except queue.Full:
+            self._count_drop()
+
+    def status(self, camera: str, online: bool, info: dict[str, Any]) -> None:
+        self.emit(status_message(camera, online, info))
+
+    def _count_drop(self) -> None:
+        with self._lock:
+            self.stats.dropped += 1
+        if not self._warned_drop:
+            self._warned_drop = True
+            logger.warning("webhook %s: queue full or closed, dropping messages (counted)", self._shown)
+
+    @property
+    def _shown(self) -> str:
+        p = urllib.parse.urlsplit(self.url)
+        return f"{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}"
+
+    def _run(self) -> None:
+        while True:
+            try:
+                msg = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self._deliver(msg)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        body = _dumps(msg).encode("utf-8")
+        for attempt in range(self.retries + 1):
+            if attempt:
+                with self._lock:
+                    self.stats.retries += 1
+                # Interruptible backoff: close() does not wait out a long sleep.
+                if self._stop.wait(min(30.0, self.backoff * 2 ** (attempt - 1))):
+                    why = "shut down before the retry"
+                    break
+            retry, why = self._post(body)
+            if why is None:
+                with self._lock:
+                    self.stats.sent += 1
+                return
+            if not retry:
+                break
+            logger.debug("webhook %s: attempt %d failed: %s", self._shown, attempt + 1, why)
+        with self._lock:
+            self.stats.failed += 1
+        logger.warning("webhook %s: message %s not delivered: %s", self._shown, msg.get("id", msg.get("type")), why)
+
+    def _post(self, body: bytes) -> tuple[bool, str | None]:
+        """One attempt: (worth retrying, error text or None on success)."""
+        req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read()
+                return False, None
+        except urllib.error.HTTPError as e:
+            return (e.code >= 500 or e.code == 429), f"HTTP {e.code}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            return True, f"{type(reason).__name__}: {reason}"
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty and no POST is in flight; False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return self._queue.unfinished_tasks == 0
+
+    def close(self) -> None:
+        """Deliver what is queued (at most ``close_timeout`` seconds), then stop; what is left counts as dropped."""
+        drained = self.flush(self.close_timeout)
+        self._stop.set()
+        if not drained:
+            left = 0
+            while True:
+                try:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+                    left += 1
+                except queue.Empty:
+                    break
+            with self._lock:
+                self.stats.dropped += left
+            logger.warning("webhook %s: %d message(s) not delivered before shutdown", self._shown, left)
+        self._thread.join(timeout=self.timeout + 1)
+
+
+# ---------------------------------------------------------------------------------------------------- MQTT
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    prefix: str
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """``mqtt://[user[:password]@]host[:port][/prefix]`` (``mqtts://`` for TLS; ports 1883 / 8883; prefix m2s2l)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"MQTT URL must be mqtt://host[:port][/prefix] (or mqtts://), got {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
+    prefix = parts.path.strip("/") or DEFAULT_MQTT_PREFIX
+    # urlsplit reads '#' as a fragment and '?' as a query: both would silently vanish from the prefix.
+    if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
+        raise ValueError(f"MQTT topic prefix of {url!r} may not hold '+', '#', '?' or empty levels")
+    return MqttTarget(
+        parts.hostname,
+        port,
+        prefix,
+        parts.scheme == "mqtts",
+        urllib.parse.unquote(parts.username) if parts.username else None,
+        urllib.parse.unquote(parts.password) if parts.password else None,
+    )
+
+
+def camera_topic(camera: str) -> str:
+    """A camera id as one topic level: '/', '+', '#' and NUL would split or wildcard the topic, so they become '_'."""
+    out = "".join("_" if c in "/+#\0" else c for c in camera)
+    return out or "_"
+
+
+@dataclass
+class MqttStats:
+    published: int = 0
+    dropped: int = 0
+
+
+class MqttSink:
+    """Events and camera status to an MQTT broker (see the module docstring for the topics).
+
+    connect_timeout: seconds to wait for the first connection; the broker not answering by then is a ValueError.
+    max_queued: messages paho keeps while disconnected (beyond that, publishes are dropped and counted).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str | None = None,
+        qos: int = 1,
+        connect_timeout: float = 5.0,
+        max_queued: int = 1000,
+        keepalive: int = 30,
+    ) -> None:
+        self.target = parse_mqtt_url(url)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"MQTT qos must be 0, 1 or 2, got {qos!r}")
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise RuntimeError(f"MQTT needs paho-mqtt: {INSTALL_WATCH}") from None
+        self._mqtt = mqtt
+        t = self.target
+        self.qos = qos
+        self.client_id = client_id or f"m2s2l-edge-{os.getpid()}"
+        self.process_topic = f"{t.prefix}/status"
+        self.stats = MqttStats()
+        self._cameras: set[str] = set()
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        if t.username is not None:
+            client.username_pw_set(t.username, t.password)
+        if t.tls:
+            client.tls_set()
+        will = json.dumps({"online": False, "client": self.client_id, "reason": "connection lost"})
+        client.will_set(self.process_topic, will, qos=1, retain=True)
+        client.max_queued_messages_set(max_queued)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Bounds the TCP connect too: a host that drops packets would otherwise block for the OS's ~2 minutes.
+        client.connect_timeout = connect_timeout
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self._client = client
+        where = f"{t.host}:{t.port}"
+        try:
+            client.connect(t.host, t.port, keepalive=keepalive)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot reach MQTT broker {where}: {getattr(e, 'strerror', None) or e}") from None
+        client.loop_start()
+        if not self._connected.wait(connect_timeout):
+            client.loop_stop()
+            client.disconnect()
+            why = f" ({self._refused})" if getattr(self, "_refused", None) else ""
+            raise ValueError(f"MQTT broker {where} did not accept the connection within {connect_timeout:g} s{why}")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            logger.warning("MQTT broker refused the connection: %s", reason_code)
+            return
+        # On every (re)connection: the process is online, and each camera's last status is re-asserted by the
+        # retained messages the broker already holds.
+        client.publish(self.process_topic, json.dumps({"online": True, "client": self.client_id}), qos=1, retain=True)
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code != 0:
+            logger.warning("MQTT connection lost (%s); paho reconnects in the background", reason_code)
+
+    def _publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        info = self._client.publish(topic, payload, qos=self.qos, retain=retain)
+        with self._lock:
+            if info.rc == self._mqtt.MQTT_ERR_SUCCESS or info.rc == self._mqtt.MQTT_ERR_NO_CONN:
+                # NO_CONN with QoS > 0: paho keeps it and sends it after reconnecting.
+                self.stats.published += 1
+            else:
+                self.stats.dropped += 1
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        camera = str(msg.get("camera", "_"))
+        self._publish(f"{self.target.prefix}/{camera_topic(camera)}/events", _dumps(msg))
+
+    def status(self, camera: str, online: bool, info: dict[str, Any]) -> None:
+        self._cameras.add(camera)
+        self._publish(
+            f"{self.target.prefix}/{camera_topic(camera)}/status", _dumps(status_message(camera, online, info)), True
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Mark every camera and the process offline (retained), deliver what is queued, disconnect."""
+        for camera in sorted(self._cameras):
+            self.status(camera, False, {"reason": "shutdown"})
+        info = self._client.publish(
+            self.process_topic,
+            json.dumps({"online": False, "client": self.client_id, "reason": "shutdown"}),
+            qos=1,
+            retain=True,
+        )
+        # QoS 1 messages go out in order, so the broker's acknowledgement of this last one covers the ones before.
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as e:
+            logger.warning("MQTT: messages may be lost at shutdown: %s", e)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------------------- fan-out
+
+
+class SinkSet:
+    """Several sinks as one; a sink that raises is logged (once per sink and method) and counted, never fatal."""
+
+    def __init__(self, sinks: list[Sink] | tuple[Sink, ...] = ()) -> None:
+        self.sinks = list(sinks)
+        self.errors: dict[str, int] = {}
+        self._warned: set[tuple[int, str]] = set()
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for sink in self.sinks:
+            try:
+                getattr(sink, method)(*args)
+            except Exception as e:  # noqa: BLE001 - one broken sink must not take the others (or the camera) down
+                name = type(sink).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+                if (id(sink), method) not in self._warned:
+                    self._warned.add((id(sink), method))
+                    logger.warning("sink %s.%s failed: %s: %s", name, method, type(e).__name__, e)
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        self._each("emit", msg)
+
+    def emit_all(self, msgs: list[dict[str, Any]]) -> None:
+        for m in msgs:
+            self._each("emit", m)
+
+    def status(self, camera: str, online: bool, info: dict[str, Any]) -> None:
+        self._each("status", camera, online, info)
+
+    def close(self) -> None:
+        self._each("close")
+
+    def summary(self) -> dict[str, Any]:
+        """Per-sink counters for the final ``--json`` summary."""
+        out: dict[str, Any] = {"errors": dict(self.errors)}
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            entry = dict(vars(stats)) if stats is not None else {}
+            if isinstance(sink, JsonlSink):
+                entry["lines"] = sink.lines
+            out[type(sink).__name__] = entry
+        return out

@@ -1,0 +1,630 @@
+"""`m2s2l-edge watch` / `calibrate` with real parts: video files written here, a real ffmpeg serving a live HTTP
+stream on 127.0.0.1 (killed and restarted), real PyTorch and ONNX Runtime backends, the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from m2s2l_edge.cli.app import app
+
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="needs ffmpeg (Debian package ffmpeg; .ci/run installs it)")
+
+
+def write_avi(path: Path, frames: np.ndarray, fps: float = 25.0) -> Path:
+    """RGB uint8 frames (N, H, W, 3) → an MJPG .avi (what cv2 writes everywhere)."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from m2s2l_edge.runtime import create_backend
+
+    return create_backend("torch", None, preset="tiny", seed=0, threads=1)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Generated plaza footage at 64 px: two normal videos, and a test video with a fast object entering at frame
+    80 and a frozen stretch (frame 139 repeated) on frames 140-189."""
+    from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
+
+    root = tmp_path_factory.mktemp("watch_videos")
+    normal = render_video(size=64, frames=240, seed=0, index=0, split="train")
+    normal2 = render_video(size=64, frames=120, seed=0, index=1, split="train")
+    test = render_video(size=64, frames=220, seed=0, index=0, split="test",
+                        events=(AnomalyEvent("fast_object", 80), AnomalyEvent("frozen", 140, 50)))
+    return {
+        "normal": write_avi(root / "normal.avi", normal.frames),
+        "normal2": write_avi(root / "normal2.avi", normal2.frames),
+        "test": write_avi(root / "test.avi", test.frames),
+        "labels": test.labels,
+        "events": test.events,
+    }
+
+
+def _watch_scores(backend, sources, **options):
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import WatchOptions
+    from m2s2l_edge.watch.service import WatchSettings, run_watch
+
+    scores = []
+    settings = WatchSettings(cameras=cameras_from_sources([str(s) for s in sources]),
+                             options=WatchOptions(replay=True, **options))
+    summary = run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+                        on_score=scores.append)
+    return scores, summary
+
+
+def _eval_psnrs(backend, path):
+    from m2s2l_edge.data import VideoFileSource
+    from m2s2l_edge.evaluate import backend_geometry, score_video
+
+    clip_len, size = backend_geometry(backend)
+    return score_video(backend, VideoFileSource(path), clip_len, size, batch_size=8)
+
+
+# --- raw PSNRs: watch --replay == eval ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_replay_psnrs_equal_eval_frame_by_frame_torch(backend, videos, stride):
+    scores, summary = _watch_scores(backend, [videos["normal2"]], batch=3, stride=stride)
+    targets, app_ref, mot_ref = _eval_psnrs(backend, videos["normal2"])
+    idx = np.array([s.frame_index for s in scores])
+    # eval predicts frames T .. N-1; --stride K scores every K-th of them.
+    np.testing.assert_array_equal(idx, targets[::stride])
+    np.testing.assert_allclose([s.psnr_app for s in scores], app_ref[::stride], rtol=0, atol=1e-4)
+    np.testing.assert_allclose([s.psnr_mot for s in scores], mot_ref[::stride], rtol=0, atol=1e-4)
+    lam = backend.metadata["lambda"]
+    np.testing.assert_allclose([s.fused for s in scores], lam * app_ref[::stride] + (1 - lam) * mot_ref[::stride],
+                               atol=1e-4)
+    assert summary["cameras"]["cam0"]["dropped_clips"] == 0  # files are read without drops
+    assert summary["stopped_by"] == "end of input"
+
+
+def test_replay_psnrs_equal_eval_onnxruntime(exports, videos):
+    from m2s2l_edge.runtime import create_backend
+
+    ort = create_backend("onnxruntime", exports["portable"], threads=1)
+    scores, _ = _watch_scores(ort, [videos["normal2"]], batch=4)
+    targets, app_ref, mot_ref = _eval_psnrs(ort, videos["normal2"])
+    np.testing.assert_array_equal([s.frame_index for s in scores], targets)
+    np.testing.assert_allclose([s.psnr_app for s in scores], app_ref, atol=1e-4)
+    np.testing.assert_allclose([s.psnr_mot for s in scores], mot_ref, atol=1e-4)
+
+
+def test_two_cameras_share_backend_calls_but_never_a_clip(backend, videos):
+    scores, summary = _watch_scores(backend, [videos["normal2"], videos["test"]], batch=4)
+    assert summary["backend"]["mean_batch"] > 1.5  # clips of both cameras went into the same calls
+    for cam, path in (("cam0", videos["normal2"]), ("cam1", videos["test"])):
+        mine = [s for s in scores if s.camera == cam]
+        targets, app_ref, _ = _eval_psnrs(backend, path)
+        np.testing.assert_array_equal([s.frame_index for s in mine], targets)
+        # A clip mixing the two cameras' frames would predict something else entirely.
+        np.testing.assert_allclose([s.psnr_app for s in mine], app_ref, atol=1e-4)
+
+
+# --- a live stream from a real ffmpeg, killed and restarted --------------------------------------------------------
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``, read from /proc (connecting to probe would use up ffmpeg's
+    only client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def _serve(port: int) -> subprocess.Popen:
+    """ffmpeg as a one-client HTTP server of an endless live MPEG-TS test pattern, paced in real time; returns once
+    it listens."""
+    proc = subprocess.Popen(
+        [FFMPEG, "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=25",
+         "-c:v", "mpeg2video", "-q:v", "4", "-g", "5", "-f", "mpegts", "-listen", "1",
+         f"http://127.0.0.1:{port}/live.ts"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: _listening(port) or proc.poll() is not None, 30, "ffmpeg listening")
+    assert proc.poll() is None, "ffmpeg exited at start"
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+@needs_ffmpeg
+def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend):
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+
+    port = free_port()
+    server = _serve(port)
+    statuses, scores = [], []
+    first_after_gap: list[int] = []
+    watch = None
+
+    def on_capture_status(st):
+        if st.online and st.reason == "reconnected":
+            # Called before the first frame of the new connection is counted: that frame's index.
+            first_after_gap.append(watch.cameras["cam0"].capture.stats.captured - 1)
+
+    try:
+        watch = Watch(backend, cameras_from_sources([f"http://127.0.0.1:{port}/live.ts"]),
+                      WatchOptions(read_timeout_s=1.0, batch=2),
+                      on_score=scores.append, on_status=statuses.append, on_capture_status=on_capture_status)
+        stop = threading.Event()
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
+        runner.start()
+        wait_for(lambda: len(scores) >= 5, 60, "scored frames of the live stream")
+        _stop(server)  # mid-stream
+        wait_for(lambda: any(not s.online for s in statuses), 30, "the camera reported offline")
+        time.sleep(1.0)  # a reconnect attempt or two fails while nothing listens
+        server = _serve(port)
+        wait_for(lambda: first_after_gap, 60, "the camera reconnected")
+        n = len(scores)
+        wait_for(lambda: len(scores) >= n + 5, 60, "scores after the reconnect")
+        stop.set()
+        runner.join(30)
+        assert not runner.is_alive()
+    finally:
+        _stop(server)
+    states = [(s.online, s.reason) for s in statuses]
+    assert states[0] == (True, "first frame")
+    assert (True, "reconnected") in states
+    gap_at = states.index((True, "reconnected"))
+    assert any(not online for online, _ in states[:gap_at])
+    cam = result["cameras"]["cam0"]
+    assert cam["gaps"] >= 1 and cam["reconnects"] >= 1
+    # The ring buffer was reset: no clip after the gap reaches back before it (T earlier frames are needed first).
+    T = watch.model.clip_len
+    after = [s.frame_index for s in scores if s.frame_index >= first_after_gap[0]]
+    assert after and min(after) >= first_after_gap[0] + T
+    assert not [s for s in scores if first_after_gap[0] - 1 < s.frame_index < first_after_gap[0] + T]
+
+
+def test_one_camera_failing_never_stops_the_others(backend, videos):
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+
+    dead = f"http://127.0.0.1:{free_port()}/gone.ts"  # nothing listens: every (re)connect fails
+    scores = []
+    watch = Watch(backend, cameras_from_sources([dead, str(videos["normal2"])]),
+                  WatchOptions(replay=True, read_timeout_s=0.5), on_score=scores.append)
+    stop = threading.Event()
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
+    runner.start()
+    wait_for(lambda: watch.cameras["cam1"].capture.finished.is_set() and len(scores) >= 116, 120,
+             "the file camera to be scored to its end")
+    wait_for(lambda: watch.cameras["cam0"].capture.stats.reconnects >= 1, 60, "a reconnect attempt of the dead one")
+    stop.set()  # the dead camera is live: the watch would go on retrying it forever
+    runner.join(30)
+    assert not runner.is_alive()
+    assert result["cameras"]["cam1"]["scored_frames"] == 120 - 4
+    assert result["cameras"]["cam0"]["scored_frames"] == 0
+    assert "open failed" in result["cameras"]["cam0"]["last_error"]
+    assert result["stopped_by"] == "signal"
+
+
+# --- calibration ---------------------------------------------------------------------------------------------------
+
+
+def _correlated_psnr(rng, n: int, rho: float = 0.8) -> np.ndarray:
+    """A fused-PSNR-like series: 30 dB plus unit-variance AR(1) noise (consecutive frames are alike)."""
+    from scipy.signal import lfilter
+
+    return 30.0 + lfilter([np.sqrt(1 - rho**2)], [1, -rho], rng.normal(0.0, 1.0, n))
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_threshold_gives_the_target_false_alarm_rate_on_long_normal_footage(rho):
+    from m2s2l_edge.watch.calibration import fit, smooth, upcrossings
+
+    rng = np.random.default_rng(0)
+    fps, rate = 25.0, 20.0
+    cal = fit(_correlated_psnr(rng, int(2 * 3600 * fps), rho), fps=fps, false_alarms_per_hour=rate)
+    assert cal.threshold_method.startswith("empirical")
+    # Four fresh hours of the same camera: alarm starts (up-crossings of the smoothed score) per hour.
+    s = smooth(cal.score(_correlated_psnr(rng, int(4 * 3600 * fps), rho)), cal.smoothing, cal.window)
+    per_hour = upcrossings(s, np.array([cal.threshold]))[0] / 4.0
+    assert rate / 2 <= per_hour <= rate * 2, per_hour
+
+
+def test_short_footage_extrapolates_and_never_alarms_on_itself():
+    from m2s2l_edge.watch.calibration import fit, smooth
+
+    x = _correlated_psnr(np.random.default_rng(1), 3000)  # 2 minutes: far less than an hour
+    cal = fit(x, fps=25.0, false_alarms_per_hour=1.0)
+    assert cal.threshold_method.startswith("extrapolated")
+    assert cal.threshold >= smooth(cal.score(x), cal.smoothing, cal.window).max()
+    assert cal.center == pytest.approx(np.median(x))
+
+
+def test_calibrate_cli_writes_identity_and_watch_refuses_another_model(tmp_path, videos):
+    out = tmp_path / "cam.calib.json"
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]),
+                                 "--out", str(out), "--false-alarms-per-hour", "2"])
+    assert r.exit_code == 0, r.output
+    cal = json.loads(out.read_text())
+    assert cal["model"]["preset"] == "tiny" and cal["model"]["image_size"] == [64, 64]
+    assert cal["model"]["clip_len"] == 4 and cal["count"] == 240 - 4
+    assert cal["false_alarms_per_hour"] == 2.0 and cal["threshold"] >= 1.0
+    assert cal["stream_seconds"] == pytest.approx((240 - 4) / 25.0)
+    # Refused again without --overwrite.
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]), "--out", str(out)])
+    assert r.exit_code == 1 and "--overwrite" in one_error_line(r)
+    # Another model (other weights), then another resolution.
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--seed", "1", "--source", str(videos["normal2"]),
+                                 "--calibration", str(out), "--replay"])
+    assert r.exit_code == 1
+    assert "does not fit this model: it was made with another model" in one_error_line(r)
+    r = CliRunner().invoke(app, ["watch", "--preset", "small", "--source", str(videos["normal2"]),
+                                 "--calibration", str(out), "--replay"])
+    assert r.exit_code == 1
+    assert "resolution 64x64, the model runs at 128x128" in one_error_line(r)
+
+
+def test_calibrate_refuses_live_sources(tmp_path):
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", "rtsp://127.0.0.1:9/x",
+                                 "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 1 and "recorded footage" in one_error_line(r)
+
+
+# --- events and faults on a generated stream -----------------------------------------------------------------------
+
+
+def test_generated_stream_events_overlap_anomalies_and_frozen_stretch_is_a_fault(tmp_path, videos):
+    calib = tmp_path / "cam.calib.json"
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]),
+                                 "--out", str(calib)])
+    assert r.exit_code == 0, r.output
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(
+        "cameras:\n"
+        "  plaza:\n"
+        f"    source: {videos['test']}\n"
+        f"    calibration: {calib}\n"
+        "    events: {min_duration_s: 0.1, cooldown_s: 1.0}\n"
+        "    faults: {frozen_s: 0.8}\n"
+        "  plaza_normal:\n"
+        f"    source: {videos['normal2']}\n"
+        f"    calibration: {calib}\n"
+    )
+    events, summary_path, snaps = tmp_path / "events.jsonl", tmp_path / "summary.json", tmp_path / "snaps"
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay",
+                                 "--events", str(events), "--json", str(summary_path), "--snapshots", str(snaps)])
+    assert r.exit_code == 0, r.output
+    msgs = [json.loads(line) for line in events.read_text().splitlines()]
+    labels = videos["labels"]
+    anomalous = set(np.nonzero(labels)[0].tolist())
+    moving = {i for i in anomalous if 80 <= i < 140}
+    frozen = set(range(140, 190))
+    ends = {m["id"]: m for m in msgs if m["type"] == "event" and m["state"] == "end"}
+    anomalies = [m for m in ends.values() if m["kind"] == "anomaly" and m["camera"] == "plaza"]
+    assert anomalies, msgs
+    spans = [set(range(m["first"]["frame"], m["last"]["frame"] + 1)) for m in anomalies]
+    assert any(s & moving for s in spans), spans
+    # The frozen stretch predicts *well* (no anomaly score can see it), but it is a camera fault.
+    faults = [m for m in ends.values() if m["kind"] == "frozen" and m["camera"] == "plaza"]
+    assert len(faults) == 1
+    assert set(range(faults[0]["first"]["frame"], faults[0]["last"]["frame"] + 1)) <= frozen | {139}
+    # Every event message carries the calibrated and the raw scores.
+    peak = anomalies[0]["peak"]
+    assert {"score", "psnr_app", "psnr_mot", "fused"} <= set(peak) and peak["score"] > 0
+    assert all(Path(m["snapshot"]).is_file() for m in anomalies)
+    summary = json.loads(summary_path.read_text())
+    assert summary["cameras"]["plaza"]["faults"] == 1
+    # False events on normal footage of the same camera are counted, as many as went out (an untrained model is a
+    # crude detector: how many there are is measured in benchmarks/bench_watch.py, not asserted here).
+    false_starts = [m for m in msgs if m["type"] == "event" and m["camera"] == "plaza_normal"
+                    and m["kind"] == "anomaly" and m["state"] == "start"]
+    assert summary["cameras"]["plaza_normal"]["events"] == len(false_starts)
+    assert summary["cameras"]["plaza"]["events"] == len(anomalies)
+    assert summary["cameras"]["plaza_normal"]["scored_frames"] == 120 - 4
+
+
+def test_video_out_has_one_annotated_frame_per_scored_frame(tmp_path, videos):
+    import cv2
+
+    out, summary = tmp_path / "annotated.avi", tmp_path / "s.json"
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(videos["normal2"]), "--replay",
+                                 "--video-out", str(out), "--json", str(summary)])
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(out))
+    n, size = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n, size = n + 1, frame.shape
+    cap.release()
+    assert n == json.loads(summary.read_text())["scored_frames"] == 120 - 4
+    assert size[1] == 64 and size[0] > 64  # the frame with the score strip below it
+
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto (Debian package mosquitto; .ci/run installs it)")
+def test_events_reach_mqtt_and_a_webhook(tmp_path, videos):
+    paho = pytest.importorskip("paho.mqtt.client", reason="needs paho-mqtt (pip install 'm2s2l-edge[watch]')")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    posted: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    received: list[tuple[str, dict]] = []
+    client = None
+    try:
+        wait_for(lambda: _listening(port), 30, "mosquitto listening")
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
+        client.connect("127.0.0.1", port)
+        client.subscribe("site/#", qos=1)
+        client.loop_start()
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"cameras:\n  plaza:\n    source: {videos['test']}\n    faults: {{frozen_s: 0.8}}\n")
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay",
+                                     "--mqtt", f"mqtt://127.0.0.1:{port}/site",
+                                     "--webhook", f"http://127.0.0.1:{http.server_port}/hook"])
+        assert r.exit_code == 0, r.output
+        wait_for(lambda: any(t == "site/plaza/events" for t, _ in received), 30, "an event on MQTT")
+    finally:
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+        http.shutdown()
+        broker.terminate()
+        broker.wait(10)
+    frozen = [m for t, m in received if t == "site/plaza/events" and m["kind"] == "frozen"]
+    assert [m["state"] for m in frozen] == ["start", "end"]
+    assert any(t == "site/plaza/status" for t, _ in received)
+    # The webhook got the same event messages (close() waited for its queue to drain).
+    assert [m["id"] for m in posted if m.get("type") == "event"] == [m["id"] for t, m in received
+                                                                       if t == "site/plaza/events"]
+
+
+# --- signals: clean shutdown, sinks flushed ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signal_stops_cleanly_and_flushes(tmp_path, videos, sig, code):
+    events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Paced at 25 fps (no --replay): a 9 s file is still running when the signal comes.
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "m2s2l_edge", "watch", "--preset", "tiny", "--source", str(videos["normal"]),
+         "--events", str(events), "--json", str(summary), "--metrics-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: events.exists() and events.read_text().count("\n") >= 1, 120, "the online status line")
+        # While it runs, Prometheus can scrape it.
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while "m2s2l_frames_processed_total" not in metrics and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            time.sleep(0.2)
+        assert 'm2s2l_frames_captured_total{camera="cam0"}' in metrics, metrics
+        assert 'm2s2l_camera_online{camera="cam0"} 1.0' in metrics
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert lines[0]["type"] == "status" and lines[0]["online"] is True
+    assert lines[-1]["type"] == "status" and lines[-1]["online"] is False  # the last status reached the file
+    data = json.loads(summary.read_text())
+    assert data["stopped_by"] == "signal" and data["signal"] == sig.name
+    assert 0 < data["cameras"]["cam0"]["scored_frames"] < 240 - 4
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    if code == 130:
+        assert len(errors) == 1 and "interrupted" in errors[0]
+    else:
+        assert not errors
+
+
+# --- bad input: one line each ---------------------------------------------------------------------------------------
+
+
+def test_unreachable_url_is_one_line(tmp_path):
+    port = free_port()  # nothing listens there
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", f"http://127.0.0.1:{port}/live.ts",
+                                 "--read-timeout", "0.5"])
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert "no camera delivered a frame" in line and f"127.0.0.1:{port}" in line
+
+
+def test_camera_that_never_delivers_a_frame_is_one_line():
+    # A server that accepts the connection and then says nothing: the open / read timeouts must end it.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    done = threading.Event()
+    held = []
+
+    def accept():
+        while not done.is_set():
+            try:
+                held.append(server.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        tic = time.monotonic()
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", f"http://127.0.0.1:{port}/cam",
+                                     "--read-timeout", "0.5"])
+        elapsed = time.monotonic() - tic
+    finally:
+        done.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        server.close()
+    assert r.exit_code == 1
+    assert "no camera delivered a frame" in one_error_line(r)
+    assert held  # it really connected
+    assert elapsed < 60
+
+
+def test_csi_without_gstreamer_names_the_fix():
+    from m2s2l_edge.watch.sources import gstreamer_available
+
+    if gstreamer_available():
+        pytest.skip("this OpenCV has GStreamer: the CSI source would really be opened")
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", "csi://0"])
+    assert r.exit_code == 3
+    assert "JetPack's OpenCV" in one_error_line(r)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", "is empty"),
+    ("cameras: [a, b\n", "malformed YAML at line"),
+    ("cameras:\n  gate:\n    source: x.avi\n    treshold: 3\n", "unknown key 'treshold'"),
+    ("camras:\n  gate: {source: x.avi}\n", "unknown key 'camras'"),
+    ("cameras:\n  gate:\n    calibration: c.json\n", "no 'source'"),
+    ("cameras:\n  gate:\n    source: x.avi\n    events: {smoothing: bogus}\n", "smoothing must be one of"),
+])
+def test_bad_yaml_is_one_line(tmp_path, videos, text, expected):
+    shutil.copy(videos["normal2"], tmp_path / "x.avi")
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(text)
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay"])
+    assert r.exit_code == 1
+    assert expected in one_error_line(r)
+
+
+def test_roi_outside_the_frame_is_one_line(tmp_path, videos):
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"cameras:\n  gate:\n    source: {videos['normal2']}\n"
+                   "    roi: [[0, 0], [100, 0], [100, 30]]\n")
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay"])
+    assert r.exit_code == 1
+    assert "(100, 0) lies outside the 64x64 frame" in one_error_line(r)
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_unwritable_events_file_is_one_line(tmp_path, videos, where):
+    if where == "folder":
+        target = tmp_path / "events_dir"
+        target.mkdir()
+    else:
+        (tmp_path / "plain").write_text("x")
+        target = tmp_path / "plain" / "events.jsonl"
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(videos["normal2"]), "--replay",
+                                 "--events", str(target)])
+    assert r.exit_code == 1
+    assert "--events" in one_error_line(r)
+
+
+def test_sources_parse_and_refuse():
+    from m2s2l_edge.watch.sources import parse_source, redact
+
+    assert parse_source("csi://1", "c").kind == "csi"
+    assert parse_source("/dev/video2", "c").kind == "usb" and parse_source("0", "c").kind == "usb"
+    assert parse_source("rtsp://u:pw@10.0.0.2/s", "c").shown == "rtsp://u:***@10.0.0.2/s"
+    assert parse_source("v4l2src ! videoconvert ! appsink", "c").kind == "gstreamer"
+    assert redact("http://host/x") == "http://host/x"
+    with pytest.raises(ValueError, match="unsupported URL scheme 'ftp'"):
+        parse_source("ftp://host/x", "c")
+    with pytest.raises(ValueError, match="is no file, folder"):
+        parse_source("/no/such/file.avi", "c")
+
+
+def test_import_works_without_any_cv2():
+    # A Jetson keeping JetPack's cv2 installs with --no-deps; even with no cv2 at all the package must import.
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "import m2s2l_edge, m2s2l_edge.watch, m2s2l_edge.watch.types, m2s2l_edge.watch.sources\n"
+            "import m2s2l_edge.watch.config, m2s2l_edge.watch.calibration\n"
+            "from m2s2l_edge.cli.app import app\n"
+            "from typer.testing import CliRunner\n"
+            "r = CliRunner().invoke(app, ['watch', '--help'])\n"
+            "assert r.exit_code == 0 and '--source' in r.output, r.output\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+@pytest.mark.parametrize("above", ["m2s2l_edge.cli", "m2s2l_edge.export"])
+def test_watch_is_library_code_below_the_cli(above):
+    # The pipeline lives in m2s2l_edge.watch; the commands only build its settings. It runs any backend through the
+    # runtime interface, so it needs nothing of the export layer either.
+    from test_layering import _offenders
+
+    assert _offenders("m2s2l_edge.watch", above) == {}
