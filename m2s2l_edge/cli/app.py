@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "m2s2l_edge.cli.demo_cmd",
     "m2s2l_edge.cli.build_cmd",
     "m2s2l_edge.cli.plugin_cmd",
+    "m2s2l_edge.cli.serve_cmd",
 )
 
 
