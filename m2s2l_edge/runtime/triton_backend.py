@@ -229,11 +229,16 @@ class TritonBackend:
         return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
 
     def statistics(self) -> dict:
-        """The server's inference statistics of this model (execution_count, inference_count, ...)."""
+        """The server's inference statistics of this model: ``inference_count`` (clips run) and ``execution_count``
+        (model executions; fewer than the clips when dynamic batching merged requests), and the rest as served."""
         def call(client):
             extra = {"as_json": True} if self.protocol == "grpc" else {}
             stats = client.get_inference_statistics(self.model, self.version, **self._timeout(), **extra)
-            return stats["model_stats"][0]
+            model = dict(stats["model_stats"][0])
+            # gRPC's JSON spells 64-bit counts as strings and leaves out zeros; both protocols give ints here.
+            for key in ("inference_count", "execution_count"):
+                model[key] = int(model.get(key, 0))
+            return model
 
         return self._call_with_retries(call, "read statistics")
 
