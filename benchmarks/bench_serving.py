@@ -30,11 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def export_portable(preset: str, work: Path) -> Path:
-    from m2s2l_edge.export.onnx_export import ExportConfig, export_onnx, load_source_model
+    """A fresh portable export, made in a child process: torch (and its thread pool) then never lives in this one,
+    which would tilt the local baseline against the server's clean process."""
+    import subprocess
 
-    model, source = load_source_model(preset=preset, seed=0)
-    return export_onnx(model, work / f"{preset}_portable.onnx",
-                       ExportConfig(scan="portable", dynamic_batch=True), source=source)
+    out = work / f"{preset}_portable.onnx"
+    subprocess.run([sys.executable, "-m", "m2s2l_edge", "export", "--preset", preset, "--scan", "portable",
+                    "--dynamic", "--no-check", "--out", str(out)], check=True, capture_output=True, timeout=1800)
+    return out
 
 
 def run_cameras(backend, cameras: int, warmup: int, iterations: int, clip_shape: tuple[int, ...]) -> dict:
