@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from m2s2l_edge import distributed
 from m2s2l_edge.checkpoint import read_checkpoint, save_checkpoint
 from m2s2l_edge.config import LossConfig, ModelConfig, TrainConfig
 from m2s2l_edge.io import atomic_write_text
@@ -249,7 +250,6 @@ def train(
     use_amp = run_cfg.use_amp
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
-    device = torch.device(run_cfg.device)
     out = Path(run_cfg.out_dir)
     last = out / LAST
 
@@ -276,6 +276,9 @@ def train(
     elif last.exists() and not run_cfg.overwrite:
         raise ValueError(f"{last} already exists; pass --resume to continue that run or --overwrite to replace it")
 
+    ctx = distributed.setup(run_cfg.device)  # one process unless started by torchrun (m2s2l_edge/distributed.py)
+    device = torch.device(ctx.device(run_cfg.device))
+    cb = cb if ctx.is_main else TrainCallbacks()
     videos = discover(data_cfg.root, data_cfg.dataset, "train", name=data_cfg.name)
     dataset = ClipDataset(videos, clip_len=model_cfg.clip_len, image_size=model_cfg.image_size,
                           stride=data_cfg.stride)
@@ -302,6 +305,7 @@ def train(
         _set_rng_state(extra["rng"])
         logger.info("resuming %s after epoch %d (step %d)", last, start_epoch, step)
     model.to(device)
+    net = ctx.wrap(model)
 
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
@@ -326,8 +330,8 @@ def train(
         model.train()
         tic = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        loader = _make_loader(dataset, epoch_order(len(dataset), run_cfg.seed, epoch), train_cfg.batch_size,
-                              run_cfg.workers, pin=device.type == "cuda")
+        loader = _make_loader(dataset, ctx.shard(epoch_order(len(dataset), run_cfg.seed, epoch), train_cfg.batch_size),
+                              ctx.local_batch(train_cfg.batch_size), run_cfg.workers, pin=device.type == "cuda")
         cb.on_epoch_start(epoch, len(loader))
         sums: dict[str, float] = {}
         total, n = 0.0, 0
@@ -335,7 +339,7 @@ def train(
             batch = batch.to(device, non_blocking=True)  # (B, T+1, 3, H, W)
             clip, target = batch[:, :-1], batch[:, -1]  # (B, T, 3, H, W), (B, 3, H, W)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(clip)
+                outputs = net(clip)
             # The losses run in float32 whatever autocast produced (PSNR-scale errors are small).
             outputs = {k: v.float() for k, v in outputs.items()}
             loss, terms = total_loss(outputs, clip, target, train_cfg.loss)
@@ -348,7 +352,7 @@ def train(
             scaler.update()
             step += 1
             steps_this_call += 1
-            value = float(loss.detach())
+            value, terms = ctx.average(float(loss.detach()), terms)
             total += value
             n += 1
             for k, v in terms.items():
@@ -364,6 +368,8 @@ def train(
         history.append(summary)
         extra = {**extra_static, "history": [h.as_dict() for h in history], "rng": _rng_state(),
                  "scaler": scaler.state_dict() if use_amp else {}}
+        if not ctx.is_main:
+            continue
         save_checkpoint(last, model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step, extra=extra)
         if run_cfg.keep_epochs:
             # A copy of a complete file, so it is as safe as last.pt itself.

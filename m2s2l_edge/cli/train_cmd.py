@@ -148,7 +148,10 @@ def train(
                             overwrite=overwrite, keep_epochs=keep_epochs)
         with make_progress(field="terms") as progress:
             result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress))
-        _plot_history(out)
+        from m2s2l_edge.distributed import rank_from_env
+
+        if rank_from_env() == 0:  # under torchrun, one process writes the plots
+            _plot_history(out)
     typer.echo(f"trained {result.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: {result.checkpoint}")
 
 

@@ -38,6 +38,7 @@ class MemoryBank(nn.Module):
     @torch.no_grad()
     def _update(self, q: torch.Tensor, score: torch.Tensor) -> None:
         """Each item moves towards the queries that chose it, weighted by how strongly each query chose it."""
+        q, score = _gather_rows(q), _gather_rows(score)  # data-parallel training: the queries of all processes
         nearest = score.argmax(dim=1)  # (Q,)
         weight = torch.softmax(score, dim=0)  # (Q, M): over queries, per item
         weight = weight / weight.max(dim=0, keepdim=True).values.clamp_min(1e-12)
@@ -45,3 +46,15 @@ class MemoryBank(nn.Module):
         delta = (weight * mask).t() @ q  # (M, C)
         # Rebind rather than copy_: the old items are still referenced by this step's autograd graph.
         self.items = F.normalize(self.items + delta.to(self.items.dtype), dim=1)
+
+
+def _gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` of every data-parallel process, concatenated in rank order (the global batch); ``x`` itself in one
+    process. Every process then applies the same memory update (m2s2l_edge/distributed.py)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
