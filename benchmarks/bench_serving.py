@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=20, help="timed requests per camera")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads, server model and local alike")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, server model and local alike")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
