@@ -134,8 +134,8 @@ def test_client_reconnects_when_the_server_is_killed_and_restarted(triton_env, s
     srv = LocalTritonServer(triton_env, served_repo, (tr.PYTHON_MODEL,), tmp_path / "srv")
     srv.start(timeout=240)
     try:
-        served = create_backend("triton", srv.grpc_url, model=tr.PYTHON_MODEL, retries=200, retry_wait=0.5,
-                                timeout=60)
+        served = create_backend("triton", srv.grpc_url, model=tr.PYTHON_MODEL, retries=1, run_retries=400,
+                                retry_wait=0.5, timeout=60)
         done: list[int] = []
         outputs: list[dict] = []
         errors: list[BaseException] = []

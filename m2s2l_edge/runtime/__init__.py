@@ -33,7 +33,8 @@ def create_backend(
       ``optimization`` ("all" | "extended" | "basic" | "disabled").
     - ``tensorrt``: ``path`` is a serialized engine (``m2s2l_edge.runtime.tensorrt_backend``); options go to it.
     - ``triton``: ``path`` is the server URL (``grpc://HOST:8001`` or ``http://HOST:8000``); options: ``model`` (its
-      name on the server, required), ``timeout`` (s), ``retries``, ``retry_wait`` (s), ``version``. The server
+      name on the server, required), ``timeout`` (s), ``retries`` (when opening), ``run_retries`` (per batch; default
+      ``retries``), ``retry_wait`` (s), ``version``. The server
       places the model, so ``device`` and ``threads`` do not apply.
 
     ``device``: None means the kind's default ("cpu" for torch and onnxruntime, "cuda" for tensorrt).

@@ -5,9 +5,11 @@
 normalisation, a calibration — is read from the server, from the model configuration's ``m2s2l.*`` parameters.
 
 The served model is stateless (one request = complete clips), so a lost connection loses nothing but the request in
-flight: ``run`` reconnects and resends it, up to ``retries`` times ``retry_wait`` seconds apart, then raises a
-RuntimeError that names the server. Each thread gets its own client (tritonclient's HTTP client is not thread-safe),
-so several cameras or benchmark threads can share one backend.
+flight: ``run`` reconnects and resends it, up to ``run_retries`` times ``retry_wait`` seconds apart, then raises a
+RuntimeError that names the server. Opening the backend uses ``retries`` (default 3), so a server that is down at
+start is reported at once, while a long ``run_retries`` lets a long-running client (``watch``) wait out a server
+restart with its cameras' windows intact. Each thread gets its own client (tritonclient's HTTP client is not
+thread-safe), so several cameras or benchmark threads can share one backend.
 """
 
 from __future__ import annotations
@@ -70,17 +72,19 @@ class TritonBackend:
         timeout: float = 60.0,
         retries: int = 3,
         retry_wait: float = 1.0,
+        run_retries: int | None = None,
         version: str = "",
     ) -> None:
         if not model:
             raise ValueError("the triton backend needs the model's name on the server (--model NAME)")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 s, got {timeout}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+        if retries < 0 or (run_retries is not None and run_retries < 0):
+            raise ValueError(f"retries must be >= 0, got {retries if retries < 0 else run_retries}")
         self.server, self.model, self.version = server, model, version
         self.protocol, self.address = parse_server_url(server)
         self.timeout, self.retries, self.retry_wait = float(timeout), int(retries), float(retry_wait)
+        self.run_retries = self.retries if run_retries is None else int(run_retries)
         self._client_module, self._error = _import_client(self.protocol)
         self._local = threading.local()
         self.reconnects = 0
@@ -130,8 +134,9 @@ class TritonBackend:
         return any(s in text for s in ("unavailable", "connect", "deadline", "timed out", "timeout", "reset",
                                        "broken pipe", "socket closed", "eof"))
 
-    def _call_with_retries(self, fn, what: str):
-        attempts = self.retries + 1
+    def _call_with_retries(self, fn, what: str, retries: int | None = None):
+        retries = self.retries if retries is None else retries
+        attempts = retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 return fn(self._client())
@@ -144,7 +149,7 @@ class TritonBackend:
                                        f"{attempts} attempt(s): {self._brief(e)})") from None
                 self.reconnects += 1
                 logger.warning("Triton server %s: %s; reconnecting (%d/%d)", self.server, self._brief(e), attempt,
-                               self.retries)
+                               retries)
                 time.sleep(self.retry_wait)
         raise AssertionError("unreachable")
 
@@ -215,7 +220,7 @@ class TritonBackend:
             outputs = [module.InferRequestedOutput(n) for n in self._outputs]
             return client.infer(self.model, [tensor], model_version=self.version, outputs=outputs, **self._timeout())
 
-        result = self._call_with_retries(call, "run a batch")
+        result = self._call_with_retries(call, "run a batch", self.run_retries)
         return {n: np.asarray(result.as_numpy(n), dtype=np.float32) for n in self._outputs}
 
     def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
