@@ -193,3 +193,30 @@ def test_unknown_model_is_one_line_naming_the_served_ones(protocol, server, caps
     code, err = _cli_error(capsys, url, "m2s2l_nope")
     assert code == 1 and err.count("\n") == 1
     assert f"has no ready model 'm2s2l_nope' (ready: {tr.PYTHON_MODEL})" in err
+
+
+def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, write_avi, tmp_path):
+    """``watch`` with the Triton backend (what ``watch --server URL --model NAME`` opens) on a replayed video: the
+    same frames scored with the same raw PSNRs as with the local ONNX Runtime backend."""
+    pytest.importorskip("m2s2l_edge.watch.service", reason="m2s2l_edge.watch (the watch command) is not in this tree")
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import WatchOptions
+    from m2s2l_edge.watch.service import WatchSettings, run_watch
+
+    video = write_avi(tmp_path / "cam.avi", 16, h=48, w=64)
+
+    def watch_scores(backend) -> list:
+        scores: list = []
+        settings = WatchSettings(cameras=cameras_from_sources([str(video)]), options=WatchOptions(replay=True, batch=3))
+        summary = run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+                            on_score=scores.append)
+        assert summary["stopped_by"] == "end of input"
+        return scores
+
+    served = create_backend("triton", server.http_url, model=tr.PYTHON_MODEL)
+    want, got = watch_scores(local), watch_scores(served)
+    assert len(want) == 16 - local.inputs[0].shape[1]
+    assert [s.frame_index for s in got] == [s.frame_index for s in want]
+    np.testing.assert_allclose([s.psnr_app for s in got], [s.psnr_app for s in want], rtol=0, atol=1e-4)
+    np.testing.assert_allclose([s.psnr_mot for s in got], [s.psnr_mot for s in want], rtol=0, atol=1e-4)
