@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from m2s2l_edge.benchmarking import machine_info, time_callable
+from m2s2l_edge.benchmarking import load_average, machine_info, time_callable
 from m2s2l_edge.models import create_model
 
 
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from m2s2l_edge.ops import resolve_backend
 
     result = {"benchmark": "model_cpu_forward", "auto_backend": resolve_backend("auto", "cpu"), "rows": rows,
-              "machine": machine_info(), "loadavg": os.getloadavg()}
+              "machine": machine_info(), "loadavg": load_average()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

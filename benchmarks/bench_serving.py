@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from m2s2l_edge.benchmarking import machine_info
-    from m2s2l_edge.export.metadata import read_metadata
+    from m2s2l_edge.deploy.metadata import read_metadata
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.bench import load_average
     from m2s2l_edge.serve import triton_repo as tr

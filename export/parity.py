@@ -1,8 +1,8 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-as Python custom ops calling our own scan, see ``ort_scan``), the float32 PyTorch model runs on the same clips, and
-the two outputs and the anomaly-score terms are compared:
+as Python custom ops calling our own scan, see ``m2s2l_edge.deploy.ort_scan``), the float32 PyTorch model runs on the
+same clips, and the two outputs and the anomaly-score terms are compared:
 
 - inputs: random clips uniform in [-1, 1], and a "real" clip: consecutive frames of a rendered surveillance video
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);
@@ -177,17 +177,25 @@ def check_parity(
     """
     import torch
 
-    from m2s2l_edge.export.ort_scan import _scan_backend
-    from m2s2l_edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from m2s2l_edge.deploy.ort_scan import scan_backend
+    from m2s2l_edge.deploy.ort_session import open_session
 
-    backend = OnnxRuntimeBackend(onnx_path, threads=threads, python_scan=True)
-    meta = backend.meta
+    # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.deploy.ort_session).
+    opened = open_session(onnx_path, threads=threads, python_scan=True)
+    session, meta = opened.session, opened.meta
+    (clip_input,) = session.get_inputs()
+    output_names = [o.name for o in session.get_outputs()]
+
+    def run_onnx(clips: np.ndarray) -> dict[str, np.ndarray]:
+        values = session.run(output_names, {clip_input.name: clips})
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(output_names, values, strict=True)}
+
     tol = tolerance or TOLERANCES[meta.precision]
     if batches is None:
         batches = (1, 3) if meta.batch == "dynamic" else (int(meta.batch),)
     cfg = model.cfg
     report = ParityReport(str(Path(onnx_path).name), meta.scan, meta.precision,
-                          _scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
+                          scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
@@ -198,7 +206,7 @@ def check_parity(
                 with torch.inference_mode():
                     ref = model.predict(torch.from_numpy(clips).to(next(model.parameters()).device))
                 want = {"frame_pred": ref[0].float().cpu().numpy(), "motion_pred": ref[1].float().cpu().numpy()}
-                got = backend.run(clips)
+                got = run_onnx(clips)
                 want.update(_scores(want["frame_pred"], want["motion_pred"], clips, targets, meta.lam))
                 got.update(_scores(got["frame_pred"], got["motion_pred"], clips, targets, meta.lam))
                 for quantity in ("frame_pred", "motion_pred", "psnr_app", "psnr_mot", "score"):

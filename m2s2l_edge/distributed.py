@@ -8,14 +8,15 @@ Semantics, chosen so that N processes compute what one process computes with the
 
 - ``--batch`` is the **global** batch: clips per optimisation step over all processes. Each process takes
   ``batch / N`` of them (``batch`` must divide by N), so the learning rate needs no rescaling when N changes.
-- Every process draws the same epoch order (a function of the run seed and the epoch alone); global batch ``k`` is
-  its ``k``-th run of ``batch`` clips, and process ``r`` takes the ``r``-th slice of each. Concatenated in rank order
-  the slices are exactly the one-process batch.
+- Every process draws the same epoch order (a function of the run seed and the epoch alone) and takes every N-th
+  clip of it from its rank on (``train.epoch_indices``, as DistributedSampler does), cut to the one-process run's
+  full batches: local batch ``k`` of all processes together holds exactly the clips of global batch ``k``.
 - DDP averages the gradients of the per-process mean losses, which equals the gradient of the global mean loss.
   BatchNorm is made global too: on CUDA through ``torch.nn.SyncBatchNorm``; on the CPU (where SyncBatchNorm does
   not run) through :class:`GlobalBatchNorm2d`, which all-reduces the batch sums differentiably. The memory bank's
-  update gathers the queries of all processes (``m2s2l_edge.layers.memory``). The losses logged are averaged over
-  processes, so they are the global batch's.
+  update gathers the queries of all processes (``m2s2l_edge.layers.memory``). Sums over a batch do not depend on
+  the order of its clips, so each step equals the one-process step up to rounding. The epoch losses (history, log)
+  are averaged over processes, so they are the global batch's; the per-step progress shows rank 0's share.
 - Rank 0 alone writes checkpoints, history and plots; the checkpoint holds the plain model (no DDP wrapper), so a
   run resumes with any number of processes, one included.
 """
@@ -47,31 +48,24 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def device(self, device: str) -> str:
-        """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process)."""
-        if self.enabled and device == "cuda":
-            return f"cuda:{self.local_rank}"
-        return device
-
     def local_batch(self, batch_size: int) -> int:
         if batch_size % self.world_size:
             raise ValueError(f"--batch {batch_size} is the global batch and must divide by the {self.world_size} "
                              f"processes (each takes batch / processes clips)")
         return batch_size // self.world_size
 
-    def shard(self, order: list[int], batch_size: int) -> list[int]:
-        """This process's clips of the global epoch ``order``: slice ``rank`` of each global batch of
-        ``batch_size``. The ragged tail is dropped (as the one-process loader drops it) unless it is all there is."""
+    def full_batches(self, indices: list[int], num_clips: int, batch_size: int) -> list[int]:
+        """This process's share (``train.epoch_indices`` with this rank: every world_size-th clip of the epoch
+        order) cut to the global batches the one-process loader runs: its first ``num_clips // batch_size`` full
+        batches (it drops a ragged tail), so every process takes the same number of steps. Local batch k of the
+        processes together holds exactly global batch k's clips. With fewer clips than one batch, an even split."""
         if not self.enabled:
-            return order
-        local = self.local_batch(batch_size)
-        full = len(order) // batch_size * batch_size
-        if full == 0:  # fewer clips than one batch: split what there is evenly
-            local = len(order) // self.world_size
-            if local == 0:
-                raise ValueError(f"{len(order)} training clips cannot be split over {self.world_size} processes")
-            return order[self.rank * local:(self.rank + 1) * local]
-        return [order[start + self.rank * local + j] for start in range(0, full, batch_size) for j in range(local)]
+            return indices
+        steps = num_clips // batch_size
+        keep = steps * self.local_batch(batch_size) if steps else num_clips // self.world_size
+        if keep == 0:
+            raise ValueError(f"{num_clips} training clips cannot be split over {self.world_size} processes")
+        return indices[:keep]
 
     def wrap(self, model):
         """The module to run forward and backward through: ``model`` itself in one process, else ``model`` with global
@@ -107,6 +101,15 @@ class DistContext:
         dist.all_reduce(t)
         t = (t / self.world_size).cpu().tolist()
         return t[0], dict(zip(keys, t[1:], strict=True))
+
+    def average_summary(self, summary):
+        """An epoch summary (``train.EpochSummary``) with its loss and terms averaged over processes."""
+        if not self.enabled:
+            return summary
+        import dataclasses
+
+        loss, terms = self.average(summary.loss, summary.terms)
+        return dataclasses.replace(summary, loss=loss, terms=terms)
 
     def barrier(self) -> None:
         if self.enabled:

@@ -252,11 +252,10 @@ def open_backend(kind: str, path: str, *, device: str | None = None, expected_pr
     Every kind is served by :func:`m2s2l_edge.runtime.create_backend`.
     ``expected_preset``: refuse a model of another preset (ValueError naming both).
     """
-    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.runtime import KINDS, create_backend
 
-    kinds = ("torch", "onnxruntime", "tensorrt")
-    if kind not in kinds:
-        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(kinds)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(KINDS)}")
     options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
     backend = create_backend(kind, path, device=device, **options)
     preset = (getattr(backend, "metadata", None) or {}).get("preset")
@@ -335,9 +334,3 @@ def load_test_set(root, dataset: str, *, name: str | None = None, labels_path=No
     labels = load_frame_labels(root, dataset, videos, path=labels_path, name=name)
     return videos, labels
 
-
-def default_lambda(dataset: str) -> float:
-    """λ of the paper for its data sets (Ped2 0.6, Avenue 0.4, ShanghaiTech 0.5), our DEFAULT_LAMBDA otherwise."""
-    from m2s2l_edge.config import DEFAULT_LAMBDA, PAPER_LAMBDA
-
-    return PAPER_LAMBDA.get(dataset, DEFAULT_LAMBDA)

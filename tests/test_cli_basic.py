@@ -67,7 +67,7 @@ def test_profile_json_to_stdout_and_file(tmp_path):
                                  "--json", str(out)])
     assert r.exit_code == 0, r.output
     saved = json.loads(out.read_text())
-    assert saved["fps"]["rows"][0]["mode"] == "fp32 eager" and saved["fps"]["rows"][0]["fps"] > 0
+    assert saved["fps"]["rows"][0]["mode"] == "fp32 eager" and saved["fps"]["rows"][0]["latency"]["fps"] > 0
     assert "paper figures" in r.output
 
 

@@ -170,6 +170,21 @@ def test_labels_of_the_wrong_length(broken_root, run, earlier):
     assert_untouched(earlier)
 
 
+def test_eval_uses_the_lambda_stored_in_an_exported_model(root, exports, tmp_path):
+    """The export stored λ = 0.6 (it was exported for Ped2); scoring synthetic footage with it, without --lambda,
+    uses 0.6, not the 0.5 a synthetic data set would get; an explicit --lambda still wins."""
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model",
+                    exports["portable"], "--out", tmp_path / "stored", "--no-plots")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "stored" / "results.json").read_text())
+    assert (data["lambda"], data["lambda_source"]) == (0.6, "stored in the model")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model",
+                    exports["portable"], "--lambda", 0.2, "--out", tmp_path / "explicit", "--no-plots")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "explicit" / "results.json").read_text())
+    assert (data["lambda"], data["lambda_source"]) == (0.2, "explicit")
+
+
 def test_usage_errors(root, run, tmp_path):
     result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime")
     assert result.exit_code == 2 and "--model" in result.stderr

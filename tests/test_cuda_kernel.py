@@ -33,8 +33,10 @@ from m2s2l_edge.ops.selective_scan import selective_scan_ref
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "plugins" / "selective_scan"
 BINDING = REPO / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
-KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
-KERNEL_FILES = sorted(KERNEL_DIR.glob("selectiveScanKernel*"))
+KERNEL_SOURCES = ("selectiveScanForward.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanDeviceKernel.cuh",
+                  "selectiveScanTypedLaunch.cuh")
+KERNEL_FILES = [KERNEL_DIR / name for name in (*KERNEL_SOURCES, *KERNEL_HEADERS)]
 
 NVCC = shutil.which("nvcc")
 CXX = shutil.which(os.environ.get("CXX", "g++"))
@@ -186,7 +188,7 @@ def test_launcher_contract_compiles_as_plain_cpp(tmp_path):
     """The header the TensorRT plugin includes: plain C++17, the agreed signature, aggregate-initialisable."""
     src = tmp_path / "contract.cpp"
     src.write_text(
-        '#include "selectiveScanKernel.h"\n#include <type_traits>\n'
+        '#include "selectiveScanForward.h"\n#include <type_traits>\n'
         "static_assert(std::is_same<decltype(&m2s2l::selectiveScanForward),\n"
         '    cudaError_t (*)(m2s2l::SelectiveScanParams const&, cudaStream_t)>::value, "launcher signature");\n'
         'static_assert(std::is_trivially_copyable<m2s2l::SelectiveScanParams>::value, "kernel argument");\n'
@@ -197,8 +199,19 @@ def test_launcher_contract_compiles_as_plain_cpp(tmp_path):
           str(CUDA_INCLUDE), "-I", str(KERNEL_DIR), str(src)])  # fmt: skip
 
 
+def test_kernel_files_are_all_listed():
+    """Every file of the kernel folder is either the TensorRT plugin's or a kernel file listed here and in the
+    extension build (whose rebuild check hashes exactly these), so a new header cannot be missed by either."""
+    from m2s2l_edge.ops import cuda_backend
+
+    plugin_side = {"scanSpec.h", "selectiveScanPlugin.h", "selectiveScanPlugin.cpp", "pluginEntry.cpp",
+                   "pluginStaticRegistration.cpp", "README.md"}
+    assert {p.name for p in KERNEL_DIR.iterdir()} - plugin_side == {p.name for p in KERNEL_FILES}
+    assert (cuda_backend.KERNEL_SOURCES, cuda_backend.KERNEL_HEADERS) == (KERNEL_SOURCES, KERNEL_HEADERS)
+
+
 def test_kernel_files_do_not_depend_on_tensorrt():
-    assert len(KERNEL_FILES) >= 6, KERNEL_FILES
+    assert all(p.is_file() for p in KERNEL_FILES), KERNEL_FILES
     for path in [*KERNEL_FILES, BINDING]:
         text = path.read_text()
         assert "NvInfer" not in text and "nvinfer1" not in text, path
@@ -607,7 +620,7 @@ def test_auto_never_sends_a_gradient_to_the_forward_only_kernel(monkeypatch):
 
 
 VALIDATE_CPP = r"""
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 
 #include <cstdio>
 
@@ -731,7 +744,7 @@ inline float __fdividef(float a, float b)
 
 using std::min;
 
-#include "selectiveScanKernelTemplate.h"
+#include "selectiveScanDeviceKernel.cuh"
 
 namespace m2s2l
 {

@@ -25,15 +25,20 @@ GRAD_RTOL = 1e-4
 LOSS_RTOL = 1e-3
 
 
-def test_shards_are_the_slices_of_each_global_batch():
-    order = list(range(100, 114))  # 14 clips, global batch 4: 3 full batches, the ragged 2 dropped
-    shards = [DistContext(rank=r, world_size=2).shard(order, 4) for r in range(2)]
-    assert shards == [[100, 101, 104, 105, 108, 109], [102, 103, 106, 107, 110, 111]]
-    merged = [x for k in range(3) for s in shards for x in s[2 * k:2 * k + 2]]
-    assert merged == order[:12]  # the slices, rank by rank, are the one-process batches
+def test_shards_together_are_the_one_process_batches():
+    from m2s2l_edge.train import epoch_indices, epoch_order
+
+    n, batch, world = 15, 4, 2  # 3 full global batches; the ragged 3 clips are dropped, as one process drops them
+    shards = [DistContext(rank=r, world_size=world).full_batches(
+        epoch_indices(n, 0, 1, rank=r, world_size=world), n, batch) for r in range(world)]
+    assert [len(s) for s in shards] == [6, 6]  # the same number of steps on each process
+    order = epoch_order(n, 0, 1)
+    for k in range(3):
+        local = [x for s in shards for x in s[2 * k:2 * k + 2]]
+        assert sorted(local) == sorted(order[4 * k:4 * k + 4])  # local batches k = global batch k
     with pytest.raises(ValueError, match="must divide by the 3 processes"):
-        DistContext(rank=0, world_size=3).shard(order, 4)
-    assert DistContext().shard(order, 4) == order
+        DistContext(rank=0, world_size=3).local_batch(4)
+    assert DistContext().full_batches(order, n, batch) == order
 
 
 def _run(args: list[str], nproc: int) -> subprocess.CompletedProcess:

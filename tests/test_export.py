@@ -22,7 +22,7 @@ import onnx  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from m2s2l_edge.cli.app import app  # noqa: E402
-from m2s2l_edge.export import metadata as meta_mod  # noqa: E402
+from m2s2l_edge.deploy import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.export.onnx_export import (  # noqa: E402
     ExportConfig,
     export_and_check,
@@ -317,14 +317,6 @@ def test_metadata_round_trips(fp32, scan, tiny_model):
     engine.write_bytes(b"not an onnx")
     meta_mod.sidecar_path(engine).write_text(meta_mod.sidecar_path(path).read_text())
     assert meta_mod.read_metadata(engine) == meta
-
-
-def test_lambda_resolution():
-    assert meta_mod.resolve_lambda("avenue", None) == (0.4, "paper (avenue)")
-    assert meta_mod.resolve_lambda("synthetic", None)[0] == 0.5
-    assert meta_mod.resolve_lambda("ped2", 0.3) == (0.3, "explicit")
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        meta_mod.resolve_lambda(None, 1.5)
 
 
 def test_config_validation():

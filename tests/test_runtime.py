@@ -34,7 +34,7 @@ def test_tensorrt_without_tensorrt_is_a_runtime_error(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
     from m2s2l_edge.config import get_preset
-    from m2s2l_edge.export.metadata import ExportMetadata
+    from m2s2l_edge.deploy.metadata import ExportMetadata
 
     meta = ExportMetadata(config=get_preset("tiny").to_dict(), scan="plugin", precision="fp16", batch=1, lam=0.5,
                           lambda_source="default")

@@ -29,7 +29,7 @@ def invoke(*args):
 
 
 def onnx_meta(path) -> dict:
-    from m2s2l_edge.export.metadata import read_metadata
+    from m2s2l_edge.deploy.metadata import read_metadata
 
     return read_metadata(path).to_dict()
 
@@ -117,9 +117,9 @@ def test_engine_gets_a_tensorrt_plan_model_and_the_plugin_on_the_command_line(ex
 def test_engine_without_its_plugin_library_is_one_line(exports, tmp_path, monkeypatch):
     monkeypatch.delenv("M2S2L_PLUGIN_LIB", raising=False)
     monkeypatch.chdir(tmp_path)
-    from m2s2l_edge.runtime import tensorrt_backend
+    from m2s2l_edge.deploy import tensorrt_lib
 
-    if any((d / tensorrt_backend.PLUGIN_LIB_NAME).is_file() for d in tensorrt_backend.plugin_search_dirs()):
+    if any((d / tensorrt_lib.PLUGIN_LIB_NAME).is_file() for d in tensorrt_lib.plugin_search_dirs()):
         pytest.skip("a built plugin library is on the search path here")
     engine = _engine_beside(exports["plugin"], tmp_path, recorded=str(tmp_path / "gone" / "libm2s2l_plugins.so"))
     code, _, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--engine", engine,

@@ -74,8 +74,8 @@ def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
     from m2s2l_edge.data.sources import VideoFileSource
+    from m2s2l_edge.deploy.metadata import read_metadata
     from m2s2l_edge.evaluate import backend_geometry, score_video
-    from m2s2l_edge.export.metadata import read_metadata
     from m2s2l_edge.runtime import create_backend
 
     url = server.grpc_url if protocol == "grpc" else server.http_url

@@ -61,7 +61,7 @@ for _name in _COMMAND_MODULES:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     from m2s2l_edge.cli.errors import run_app
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
+    from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
 
     prefer_passive_openmp()  # before any command imports torch (see its docstring)
     sys.exit(run_app(app))

@@ -39,7 +39,8 @@ def _open_backend(onnx: Path | None, torch_: bool, weights: Path | None, preset:
 
 def _bench_engine(engine: Path, plugin: Path | None, cuda_graph: bool, others: list[str], batch: int | None,
                   warmup: int, iterations: int, device: str | None, json_out: Path | None) -> None:
-    from m2s2l_edge.runtime.tensorrt_backend import bench_engine, format_summary
+    from m2s2l_edge.benchmarking import format_summary
+    from m2s2l_edge.runtime.tensorrt_backend import bench_engine
 
     if others:
         raise ValueError(f"--engine does not go with {', '.join(others)} (an engine carries its own model)")
@@ -49,7 +50,7 @@ def _bench_engine(engine: Path, plugin: Path | None, cuda_graph: bool, others: l
     if json_out is not None and str(json_out) == "-":
         typer.echo(text)
         return
-    typer.echo("\n".join(format_summary(result)))
+    typer.echo(format_summary(result, title="TensorRT engine"))
     if json_out is not None:
         from m2s2l_edge.io import atomic_write_text
 
@@ -87,7 +88,8 @@ def bench(
             return _bench_engine(engine, plugin, cuda_graph, others, batch, warmup, iterations, device, json_out)
         if plugin is not None:
             raise ValueError("--plugin goes with --engine")
-        from m2s2l_edge.runtime.bench import BenchConfig, bench_backend, format_summary
+        from m2s2l_edge.benchmarking import format_summary
+        from m2s2l_edge.runtime.bench import BenchConfig, bench_backend
 
         config = BenchConfig(batch=batch, warmup=warmup, iterations=iterations)
         if threads is not None and threads < 1:

@@ -64,7 +64,7 @@ def demo(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Generate synthetic video, train the small preset on it, evaluate and plot: the pipeline end to end."""
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
+    from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
 
     prefer_passive_openmp()
     if device not in ("cpu", "cuda"):
@@ -89,13 +89,13 @@ def demo(
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
     import torch
 
-    from m2s2l_edge.cli.eval_cmd import print_result, run_with_progress
-    from m2s2l_edge.cli.progress import make_progress
-    from m2s2l_edge.cli.train_cmd import RichTrainProgress
+    from m2s2l_edge.cli.progress import RichTrainProgress, make_progress, run_with_progress
+    from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
-    from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs
+    from m2s2l_edge.evaluate import load_test_set, open_backend, write_outputs
     from m2s2l_edge.plots import plot_training
+    from m2s2l_edge.scoring import resolve_lambda
     from m2s2l_edge.train import DataConfig, RunConfig, load_history, train
 
     out = Path(out)
@@ -125,7 +125,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
 
     console.rule("[bold]3/3 evaluating on the test videos (frame-level AUC)")
     t0 = time.perf_counter()
-    lam = default_lambda("synthetic")
+    lam, _ = resolve_lambda("synthetic")
     videos, labels = load_test_set(data_root, "synthetic")
     backend = open_backend("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
     evaluation = run_with_progress(backend, videos, labels, lam, s.eval_batch, console)

@@ -31,8 +31,8 @@ def _quiet_exporter() -> None:
 def _engine_config(scan: str, half: bool, batch: int, dynamic: bool, plugin: Path | None):
     """`--format engine`: the build settings the export implies, checked (and TensorRT and the plugin found) before
     the slow export. The engine computes in the export's precision; a dynamic batch gets the profile 1..--batch."""
+    from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, import_tensorrt
     from m2s2l_edge.export.engine import EngineConfig
-    from m2s2l_edge.runtime.tensorrt_backend import find_plugin_library, import_tensorrt
 
     import_tensorrt()
     if scan == "plugin":

@@ -15,52 +15,6 @@ def register(app: typer.Typer) -> None:
     app.command("profile")(profile)
 
 
-def _fps_rows(preset: str, resolution: int | None, batch: int, device: str, warmup: int, iters: int,
-              overrides: dict) -> list[dict]:
-    import torch
-
-    from m2s2l_edge.benchmarking import time_callable
-    from m2s2l_edge.models import create_model
-    from m2s2l_edge.models.fold import optimize_for_inference
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
-    if resolution is not None:
-        overrides = {**overrides, "image_size": resolution}
-    model = create_model(preset, **overrides).eval().to(device)
-    optimize_for_inference(model)  # BatchNorm folded, multi-scale convolutions merged: the deployed form
-    cfg = model.cfg
-    clip = torch.randn(batch, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    rows = []
-
-    def run(m, x):
-        with torch.inference_mode():
-            return m.predict(x)
-
-    rows.append({"mode": "fp32 eager", **time_callable(lambda: run(model, clip), warmup=warmup, iterations=iters,
-                                                         batch=batch, synchronize=sync).as_dict()})
-    if device == "cuda":
-        half = model.half()
-        clip_h = clip.half()
-        stats = time_callable(lambda: run(half, clip_h), warmup=warmup, iterations=iters, batch=batch,
-                              synchronize=sync)
-        rows.append({"mode": "fp16 eager", **stats.as_dict()})
-        # CUDA graph: capture one forward on static buffers, then replay (removes launch overhead at batch 1).
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):
-                half.predict(clip_h)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            half.predict(clip_h)
-        rows.append({"mode": "fp16 cuda-graph", **time_callable(graph.replay, warmup=warmup, iterations=iters,
-                                                                  batch=batch, synchronize=sync).as_dict()})
-    return rows
-
-
 def profile(
     preset: Annotated[str, typer.Option(help="Model preset (paper, small, tiny).")] = "paper",
     resolution: Annotated[int | None, typer.Option(help="Input side in pixels (default: the preset's).")] = None,
@@ -78,7 +32,7 @@ def profile(
     from rich.table import Table
 
     from m2s2l_edge.ops.dispatch import BACKENDS
-    from m2s2l_edge.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model
+    from m2s2l_edge.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model, time_forward
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
@@ -87,15 +41,14 @@ def profile(
     overrides = {"ablation": ablation} if ablation else {}
     with user_errors():
         result = profile_model(preset, resolution=resolution, batch=batch, **overrides)
-        fps_rows = (
-            _fps_rows(preset, resolution, batch, device, warmup, iters, {**overrides, "scan_backend": scan_backend})
-            if fps else []
+        timing = (
+            time_forward(preset, resolution=resolution, batch=batch, device=device, warmup=warmup, iterations=iters,
+                         **overrides, scan_backend=scan_backend)
+            if fps else None
         )
     data = result.as_dict()
-    if fps_rows:
-        from m2s2l_edge.benchmarking import machine_info
-
-        data["fps"] = {"device": device, "rows": fps_rows, "machine": machine_info()}
+    if timing is not None:
+        data["fps"] = timing
 
     if json_out is not None and str(json_out) == "-":
         typer.echo(json.dumps(data, indent=2))
@@ -124,13 +77,10 @@ def profile(
             f"FLOPs {100 * (total.paper_flops / 1e9 / PAPER_GFLOPS - 1):+.1f} %"
         )
     console.print("scan counted by formula 9·B·L·D·N per call; true FLOPs = 2·MACs + scan", style="dim")
-    if fps_rows:
-        ft = Table(title=f"forward pass on {device} (batch {batch}, {iters} timed after {warmup} warm-up)")
-        for col in ("mode", "median ms", "p90 ms", "FPS"):
-            ft.add_column(col, justify="right")
-        for r in fps_rows:
-            ft.add_row(r["mode"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['fps']:.1f}")
-        console.print(ft)
+    if timing is not None:
+        from m2s2l_edge.benchmarking import format_summary
+
+        console.print(format_summary(timing, title=f"forward pass on {device}"), markup=False, highlight=False)
     if json_out is not None:
         from m2s2l_edge.io import atomic_write_text
 

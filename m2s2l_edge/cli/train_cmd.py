@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.cli.progress import RichTrainProgress
+from m2s2l_edge.cli.runtime_env import prefer_passive_openmp
 
 DATASET_HELP = "Data set layout: ped2, avenue, shanghaitech, synthetic or custom."
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-
-
-def prefer_passive_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user chose a policy.
-
-    On a busy CPU, PyTorch's spinning OpenMP workers wait for each other at every parallel region: a training step
-    of the demo model took 5-25 s instead of 0.6-1.2 s on a shared 2-core machine (load 6-7). On an idle machine
-    passive waiting costs little. libgomp reads the variable when it is loaded, so this must run before the first
-    ``import torch`` of the process (our commands import torch lazily; elsewhere it is a no-op).
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -67,42 +57,6 @@ def build_model_config(preset: str, ablation: str | None, overrides: dict):
 
     cfg = get_preset(preset, **overrides)
     return cfg.with_ablation(ablation) if ablation else cfg
-
-
-class RichTrainProgress:
-    """Train callbacks drawing one rich progress bar per epoch with the running loss terms."""
-
-    def __init__(self, progress) -> None:
-        self.progress = progress
-        self.task = None
-        self.epochs = 0
-        self.means: dict[str, float] = {}
-        self.n = 0
-
-    def on_start(self, *, total_epochs: int, start_epoch: int, steps_per_epoch: int, clips: int) -> None:
-        self.epochs = total_epochs
-        if start_epoch:
-            self.progress.console.print(f"resuming after epoch {start_epoch} of {total_epochs}")
-        self.progress.console.print(f"{clips} training clips, {steps_per_epoch} steps per epoch")
-
-    def on_epoch_start(self, epoch: int, steps: int) -> None:
-        self.means, self.n = {}, 0
-        desc = f"epoch {epoch}/{self.epochs}"
-        if self.task is None:
-            self.task = self.progress.add_task(desc, total=steps, terms="")
-        else:
-            self.progress.reset(self.task, total=steps, description=desc, terms="")
-
-    def on_step(self, epoch: int, step_in_epoch: int, loss: float, terms: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in {"loss": loss, **terms}.items():
-            self.means[k] = self.means.get(k, 0.0) + (v - self.means.get(k, 0.0)) / self.n
-        text = "  ".join(f"{k} {v:.4f}" for k, v in self.means.items())
-        self.progress.update(self.task, completed=step_in_epoch, terms=text)
-
-    def on_epoch_end(self, summary, checkpoint: Path) -> None:
-        # The epoch's summary line comes from m2s2l_edge.train's log; only mark where the checkpoint went.
-        self.progress.console.print(f"epoch {summary.epoch}/{self.epochs} saved to {checkpoint}", style="dim")
 
 
 def train(

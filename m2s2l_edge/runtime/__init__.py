@@ -10,9 +10,8 @@ import importlib
 import importlib.util
 import os
 
+from m2s2l_edge.deploy import KINDS
 from m2s2l_edge.runtime.base import Backend, TensorSpec
-
-KINDS = ("torch", "onnxruntime", "tensorrt", "triton")
 
 
 def create_backend(

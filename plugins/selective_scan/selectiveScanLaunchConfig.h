@@ -1,8 +1,8 @@
-// Internal interface between the launcher (selectiveScanKernel.cu) and the per-dtype kernel instantiations
+// Internal interface between the launcher (selectiveScanForward.cu) and the per-dtype kernel instantiations
 // (selectiveScanKernelFp32.cu, selectiveScanKernelFp16.cu). Host-only: no device code, no TensorRT.
 #pragma once
 
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 
 #include <cuda_runtime_api.h>
 #include <cstddef>

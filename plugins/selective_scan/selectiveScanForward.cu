@@ -1,7 +1,7 @@
 // Launcher of the forward selective scan: validates the parameters, picks the kernel variant and dispatches on the
-// I/O dtype. Host code only; the kernels live in selectiveScanKernelTemplate.h, instantiated per dtype.
-#include "selectiveScanKernel.h"
-#include "selectiveScanKernelLaunch.h"
+// I/O dtype. Host code only; the kernels live in selectiveScanDeviceKernel.cuh, instantiated per dtype.
+#include "selectiveScanForward.h"
+#include "selectiveScanLaunchConfig.h"
 
 #include <cuda_runtime_api.h>
 #include <cstdint>
