@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "m2s2l_edge.cli.plugin_cmd",
     "m2s2l_edge.cli.calibrate_cmd",
     "m2s2l_edge.cli.watch_cmd",
+    "m2s2l_edge.cli.serve_cmd",
 )
 
 

@@ -17,6 +17,7 @@ from m2s2l_edge.cli.options import (
     Overwrite,
     Preset,
     Seed,
+    Server,
     Threads,
     Weights,
     check_json_target,
@@ -39,6 +40,9 @@ def calibrate(
     weights: Weights = None,
     onnx: Onnx = None,
     engine: Engine = None,
+    server: Server = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")] = None,
     preset: Preset = None,
     seed: Seed = 0,
     false_alarms_per_hour: Annotated[float, typer.Option(
@@ -64,7 +68,8 @@ def calibrate(
             raise ValueError("give --out FILE.calib.json")
         check_output_file(out, overwrite=overwrite)
         check_json_target(json_out)
-        src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed)
+        src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
+                           model=model)
         backend = open_backend(src, device=device, threads=threads)
         identity = identity_of(src.kind, src.path, backend, model_input(backend))
         cal = calibrate_footage(backend, source, identity=identity, false_alarms_per_hour=false_alarms_per_hour,

@@ -20,6 +20,7 @@ from m2s2l_edge.cli.options import (
     Onnx,
     Preset,
     Seed,
+    Server,
     Threads,
     Weights,
     check_json_target,
@@ -52,6 +53,9 @@ def watch(
     weights: Weights = None,
     onnx: Onnx = None,
     engine: Engine = None,
+    server: Server = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")] = None,
     preset: Preset = None,
     seed: Seed = 0,
     source: Sources = None,
@@ -117,8 +121,11 @@ def watch(
         load_calibrations(settings, calibration)
         for cam in cameras:
             check_openable(cam.spec)
-        src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed)
-        backend = open_backend(src, device=device, threads=threads)
+        src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
+                           model=model)
+        # A served model: a long retry budget lets the cameras keep their windows through a server restart.
+        options = {"run_retries": 1_000_000} if src.kind == "triton" else {}
+        backend = open_backend(src, device=device, threads=threads, **options)
         with stop_on_signals() as (stop, signals):
             summary = run_watch(backend, settings, kind=src.kind, model_path=src.path, calibration=calibration,
                                 stop=stop)

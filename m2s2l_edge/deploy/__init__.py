@@ -15,5 +15,5 @@ the functions that need them.
 """
 
 # One name per runtime backend, in the order the CLI lists them: torch (a checkpoint or a preset), onnxruntime (an
-# exported ONNX), tensorrt (a serialized engine).
-KINDS = ("torch", "onnxruntime", "tensorrt")
+# exported ONNX), tensorrt (a serialized engine), triton (a model served by a Triton Inference Server).
+KINDS = ("torch", "onnxruntime", "tensorrt", "triton")

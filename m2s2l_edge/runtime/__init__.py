@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (``base.Backend``): PyTorch, ONNX Runtime and TensorRT.
+"""Inference backends behind one interface (``base.Backend``): PyTorch, ONNX Runtime, TensorRT and a Triton server.
 
 ``create_backend(kind, path, device=..., threads=...)`` is the one entry point; each backend module is imported only
 when its kind is asked for, so importing this package pulls in neither onnxruntime nor tensorrt.
@@ -32,6 +32,10 @@ def create_backend(
       on our CPU kernel; False refuses such a model),
       ``optimization`` ("all" | "extended" | "basic" | "disabled").
     - ``tensorrt``: ``path`` is a serialized engine (``m2s2l_edge.runtime.tensorrt_backend``); options go to it.
+    - ``triton``: ``path`` is the server URL (``grpc://HOST:8001`` or ``http://HOST:8000``); options: ``model`` (its
+      name on the server, required), ``timeout`` (s), ``retries`` (when opening), ``run_retries`` (per batch; default
+      ``retries``), ``retry_wait`` (s), ``version``. The server
+      places the model, so ``device`` and ``threads`` do not apply.
 
     ``device``: None means the kind's default ("cpu" for torch and onnxruntime, "cuda" for tensorrt).
     ``threads``: intra-op CPU threads (None: the library's default). Raises ValueError for an unknown kind or bad
@@ -51,6 +55,14 @@ def create_backend(
         from m2s2l_edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, device=device or "cpu", threads=threads, **options)
+    if kind == "triton":
+        if path is None:
+            raise ValueError("the triton backend needs a server URL (grpc://HOST:8001 or http://HOST:8000)")
+        if device is not None or threads is not None:
+            raise ValueError("device / threads: a Triton server places and sizes the model itself")
+        from m2s2l_edge.runtime.triton_backend import TritonBackend
+
+        return TritonBackend(str(path), **options)
     return _tensorrt_backend(path, device=device, threads=threads, **options)
 
 

@@ -1,0 +1,354 @@
+"""A Triton Inference Server model repository from our exports (``m2s2l-edge serve triton-repo``).
+
+Layout written (model names are fixed, so a client's ``--model`` is the same on every server)::
+
+    REPO/
+      m2s2l_onnx/      config.pbtxt, 1/model.onnx    backend onnxruntime (portable flavour; CPU or GPU)
+      m2s2l_python/    config.pbtxt, 1/model.py, 1/model.onnx
+                                                     backend python: our OnnxRuntimeBackend inside Triton
+      m2s2l_tensorrt/  config.pbtxt, 1/model.plan    platform tensorrt_plan (with --engine)
+      plugins/libm2s2l_plugins.so                    the engine's SelectiveScan plugin (with --engine)
+      m2s2l_metadata.json                            the export's metadata (+ calibration), for people
+      tritonserver.sh                                the exact server command line
+
+Every ``config.pbtxt`` carries the same metadata as model-configuration parameters (``m2s2l.metadata``: the export
+record as JSON; ``m2s2l.calibration``: a calibration file's JSON), which the Triton client backend reads back from
+the server: λ, clip length, resolution and normalisation travel with the model, not with the client.
+
+The served model is stateless: one request is one or more complete (T, 3, H, W) clips. Each camera's sliding window
+of its last T frames stays on the client (``watch`` keeps it per camera), so any server instance can take any
+request, dynamic batching can mix cameras freely, and a server restart loses no camera state.
+
+The config text is written here directly (no protobuf needed at write time); the tests parse every generated file
+with the ``ModelConfig`` message that tritonclient ships, so a misspelt field or a wrong type fails there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ONNX_MODEL = "m2s2l_onnx"
+PYTHON_MODEL = "m2s2l_python"
+TENSORRT_MODEL = "m2s2l_tensorrt"
+METADATA_FILE = "m2s2l_metadata.json"
+SERVER_SCRIPT = "tritonserver.sh"
+PLUGIN_DIR = "plugins"
+DEFAULT_MAX_BATCH = 8
+# Long enough for clips of several cameras arriving within one frame period to meet in one batch, short next to a
+# CPU or GPU forward pass (milliseconds to a second), so a lone camera barely waits.
+DEFAULT_QUEUE_DELAY_US = 2000
+
+PARAM_METADATA = "m2s2l.metadata"
+PARAM_CALIBRATION = "m2s2l.calibration"
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """What ``write_repository`` builds. ``device``: None lets Triton place the onnxruntime model (GPU when it has
+    one), "cpu" or "cuda[:N]" pins it. ``max_batch``: Triton's max_batch_size for the batching models (None: the
+    engine's profile maximum, else 8)."""
+
+    max_batch: int | None = None
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    device: str | None = None
+    threads: int | None = None
+    python_model: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"max batch must be >= 1, got {self.max_batch}")
+        if self.queue_delay_us < 0:
+            raise ValueError(f"queue delay must be >= 0 µs, got {self.queue_delay_us}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.device is not None and self.device != "cpu" and self.device.partition(":")[0] != "cuda":
+            raise ValueError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
+
+
+# --- protobuf text format ------------------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal: printable ASCII kept (quote and backslash escaped), other bytes of the
+    UTF-8 encoding as octal escapes, which every text-format parser reads."""
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif not 0x20 <= byte < 0x7F:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _tensor(name: str, dims: tuple[int, ...]) -> str:
+    return f'  {{ name: {_quote(name)} data_type: TYPE_FP32 dims: [ {", ".join(str(d) for d in dims)} ] }}'
+
+
+def config_text(
+    *,
+    name: str,
+    backend: str | None = None,
+    platform: str | None = None,
+    default_model_filename: str | None = None,
+    max_batch_size: int,
+    input_name: str,
+    input_dims: tuple[int, ...],
+    outputs: tuple[tuple[str, tuple[int, ...]], ...],
+    queue_delay_us: int | None,
+    instance_kind: str | None,
+    gpus: tuple[int, ...] = (),
+    parameters: dict[str, str] | None = None,
+) -> str:
+    """One model's ``config.pbtxt``. ``input_dims`` / output dims exclude the batch dimension when
+    ``max_batch_size`` > 0 (Triton's convention); ``queue_delay_us`` None: no dynamic batching."""
+    lines = [f"name: {_quote(name)}"]
+    if backend is not None:
+        lines.append(f"backend: {_quote(backend)}")
+    if platform is not None:
+        lines.append(f"platform: {_quote(platform)}")
+    if default_model_filename is not None:
+        lines.append(f"default_model_filename: {_quote(default_model_filename)}")
+    lines.append(f"max_batch_size: {max_batch_size}")
+    lines.append("input [\n" + _tensor(input_name, input_dims) + "\n]")
+    lines.append("output [\n" + ",\n".join(_tensor(n, d) for n, d in outputs) + "\n]")
+    if queue_delay_us is not None and max_batch_size > 0:
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
+    group = ["count: 1"]
+    if instance_kind is not None:
+        group.append(f"kind: {instance_kind}")
+    if gpus:
+        group.append(f"gpus: [ {', '.join(str(g) for g in gpus)} ]")
+    lines.append("instance_group [\n  { " + " ".join(group) + " }\n]")
+    for key, value in (parameters or {}).items():
+        lines.append(f"parameters {{\n  key: {_quote(key)}\n  value: {{ string_value: {_quote(value)} }}\n}}")
+    return "\n".join(lines) + "\n"
+
+
+# --- the repository ------------------------------------------------------------------------------------------------
+
+
+def _instance(device: str | None) -> tuple[str | None, tuple[int, ...]]:
+    if device is None:
+        return None, ()
+    if device == "cpu":
+        return "KIND_CPU", ()
+    index = device.partition(":")[2]
+    return "KIND_GPU", (int(index),) if index else ()
+
+
+def _check_same_model(onnx_meta: dict, engine_meta: dict, onnx: Path, engine: Path) -> None:
+    for key in ("config", "lambda", "normalization", "input_name", "output_names"):
+        a, b = onnx_meta.get(key), engine_meta.get(key)
+        if key == "output_names":
+            a, b = list(a or ()), list(b or ())
+        if a != b:
+            raise ValueError(f"--engine {engine} was not built from the model of --onnx {onnx}: their {key} differ "
+                             f"({b!r} vs {a!r})")
+
+
+def _engine_batch(engine_meta: dict, engine: Path, wanted: int | None) -> tuple[int, int | None]:
+    """(max_batch_size, fixed batch or None) for the engine, from its optimisation profile."""
+    profile = (engine_meta.get("engine") or {}).get("profile")
+    if profile is None:
+        fixed = engine_meta.get("batch")
+        if not isinstance(fixed, int):
+            raise ValueError(f"--engine {engine}: its metadata records neither a profile nor a fixed batch")
+        return 0, fixed
+    low, high = int(profile["min"][0]), int(profile["max"][0])
+    if low > 1:
+        raise ValueError(f"--engine {engine}: its profile starts at batch {low}; Triton sends batches from 1 up, so "
+                         "rebuild it with --min-batch 1")
+    if wanted is not None and wanted > high:
+        raise ValueError(f"--batch {wanted} exceeds the engine's largest batch {high} (rebuild with --max-batch "
+                         f"{wanted}, or choose --batch <= {high})")
+    return (wanted or high), None
+
+
+def server_command(repo: Path, *, plugin: Path | None, grpc_port: int = 8001, http_port: int = 8000) -> list[str]:
+    """The ``tritonserver`` command line that serves ``repo`` (plugin library through the TensorRT backend's
+    ``plugins`` setting)."""
+    cmd = ["tritonserver", f"--model-repository={repo}", f"--http-port={http_port}", f"--grpc-port={grpc_port}"]
+    if plugin is not None:
+        cmd.append(f"--backend-config=tensorrt,plugins={plugin}")
+    return cmd
+
+
+def _server_script(has_plugin: bool) -> str:
+    plugin_arg = ' --backend-config=tensorrt,plugins="$REPO/plugins/libm2s2l_plugins.so"' if has_plugin else ""
+    return f"""#!/bin/sh
+# Start NVIDIA Triton Inference Server on this model repository (written by m2s2l-edge serve triton-repo).
+# Extra arguments are passed on, e.g. --model-control-mode=explicit --load-model={PYTHON_MODEL}.
+# The plugin library can also be preloaded instead: LD_PRELOAD="$REPO/plugins/libm2s2l_plugins.so" tritonserver ...
+REPO="$(cd "$(dirname "$0")" && pwd)"
+exec tritonserver --model-repository="$REPO" --http-port=8000 --grpc-port=8001{plugin_arg} "$@"
+"""
+
+
+def _replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished ``staging`` folder to ``out`` (an existing ``out`` only with ``overwrite``), so a failed
+    run never leaves a half-written repository and never destroys the old one before the new one is complete."""
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+        return
+    staging.rename(out)
+
+
+def write_repository(
+    out: str | os.PathLike,
+    onnx: str | os.PathLike,
+    *,
+    engine: str | os.PathLike | None = None,
+    plugin: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
+    config: RepoConfig | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the model repository ``out`` from ``onnx`` (and ``engine``); returns a summary: the models written, the
+    server command line, the metadata.
+
+    Raises FileExistsError for an existing ``out`` without ``overwrite``, FileNotFoundError for missing inputs,
+    ValueError for inputs that are not ours or do not belong together, RuntimeError when an engine's plugin library
+    cannot be found.
+    """
+    from m2s2l_edge.deploy.metadata import read_metadata
+
+    config = config or RepoConfig()
+    out, onnx = Path(out), Path(onnx)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    if not onnx.is_file():
+        raise FileNotFoundError(f"--onnx {onnx} does not exist")
+    meta = read_metadata(onnx)
+    record = meta.to_dict()
+    calib = None
+    if calibration is not None:
+        calibration = Path(calibration)
+        if not calibration.is_file():
+            raise FileNotFoundError(f"--calibration {calibration} does not exist")
+        try:
+            calib = json.loads(calibration.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"--calibration {calibration} is not a JSON calibration file ({e})") from None
+
+    engine_meta = plugin_lib = None
+    if engine is not None:
+        from m2s2l_edge.deploy.metadata import read_engine_metadata
+        from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library
+
+        engine = Path(engine)
+        if not engine.is_file():
+            raise FileNotFoundError(f"--engine {engine} does not exist")
+        engine_meta = read_engine_metadata(engine)
+        _check_same_model(record, engine_meta, onnx, engine)
+        section = engine_meta.get("engine") or {}
+        if section.get("plugin_required", engine_meta.get("scan") == "plugin"):
+            try:
+                plugin_lib = find_plugin_library(plugin, recorded=section.get("plugin"))
+            except RuntimeError as e:
+                raise RuntimeError(f"--engine {engine} needs the SelectiveScan plugin library: {e}") from None
+        elif plugin is not None:
+            raise ValueError(f"--plugin: --engine {engine} has no SelectiveScan plugin layers to load it for")
+    elif plugin is not None:
+        raise ValueError("--plugin goes with --engine")
+
+    cfg = meta.config
+    clip_dims = (cfg["clip_len"], cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    frame_dims = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    out_names = tuple(meta.output_names)
+    params = {
+        PARAM_METADATA: json.dumps(record, sort_keys=True),
+        "m2s2l.lambda": repr(meta.lam),
+        "m2s2l.clip_len": str(meta.clip_len),
+        "m2s2l.image_size": str(meta.image_size),
+    }
+    if calib is not None:
+        params[PARAM_CALIBRATION] = json.dumps(calib, sort_keys=True)
+    max_batch = config.max_batch or DEFAULT_MAX_BATCH
+
+    def batched(fixed: int | None, n: int) -> dict:
+        if fixed is None:
+            return dict(max_batch_size=n, input_dims=clip_dims,
+                        outputs=tuple((o, frame_dims) for o in out_names), queue_delay_us=config.queue_delay_us)
+        return dict(max_batch_size=0, input_dims=(fixed, *clip_dims),
+                    outputs=tuple((o, (fixed, *frame_dims)) for o in out_names), queue_delay_us=None)
+
+    models: dict[str, dict] = {}
+    if meta.scan == "portable":
+        fixed = meta.batch if isinstance(meta.batch, int) else None
+        if fixed is not None:
+            logger.warning("%s has a fixed batch of %d: the onnxruntime model cannot batch dynamically (export with "
+                           "--dynamic); the python model still does", onnx, fixed)
+        kind, gpus = _instance(config.device)
+        models[ONNX_MODEL] = dict(backend="onnxruntime", default_model_filename="model.onnx", instance_kind=kind,
+                                  gpus=gpus, files={"model.onnx": onnx}, **batched(fixed, max_batch))
+    else:
+        logger.warning("%s is a plugin-flavour export: ONNX Runtime has no SelectiveScan kernel, so no onnxruntime "
+                       "model is written (export with --scan portable for one); the python model runs its scans as "
+                       "Python ops (needs torch and onnxruntime-extensions in the server's Python)", onnx)
+    if config.python_model:
+        py_params = dict(params)
+        if config.threads is not None:
+            py_params["m2s2l.threads"] = str(config.threads)
+        if meta.scan == "plugin":
+            py_params["m2s2l.python_scan"] = "1"
+        models[PYTHON_MODEL] = dict(backend="python", instance_kind="KIND_CPU", gpus=(),
+                                    files={"model.onnx": onnx, "model.py": Path(__file__).with_name(
+                                        "triton_python_model.py")}, parameters=py_params,
+                                    **batched(None, max_batch))
+    if engine is not None:
+        n, fixed = _engine_batch(engine_meta, engine, config.max_batch)
+        kind, gpus = _instance(config.device if config.device and config.device != "cpu" else "cuda")
+        models[TENSORRT_MODEL] = dict(platform="tensorrt_plan", default_model_filename="model.plan",
+                                      instance_kind=kind, gpus=gpus, files={"model.plan": engine},
+                                      **batched(fixed, n))
+
+    out_parent = out.resolve().parent
+    out_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out_parent))
+    try:
+        for name, spec in models.items():
+            files = spec.pop("files")
+            spec.setdefault("parameters", params)
+            version = staging / name / "1"
+            version.mkdir(parents=True)
+            for target, source in files.items():
+                shutil.copyfile(source, version / target)
+            (staging / name / "config.pbtxt").write_text(
+                config_text(name=name, input_name=meta.input_name, **spec), encoding="utf-8")
+        if plugin_lib is not None:
+            (staging / PLUGIN_DIR).mkdir()
+            shutil.copyfile(plugin_lib, staging / PLUGIN_DIR / plugin_lib.name)
+        summary_meta = {**record, "calibration": calib}
+        if engine_meta is not None:
+            summary_meta["engine"] = engine_meta.get("engine")
+        (staging / METADATA_FILE).write_text(json.dumps(summary_meta, indent=2, sort_keys=True) + "\n",
+                                             encoding="utf-8")
+        script = staging / SERVER_SCRIPT
+        script.write_text(_server_script(plugin_lib is not None), encoding="utf-8")
+        script.chmod(0o755)
+        _replace_dir(staging, out, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    plugin_in_repo = out.resolve() / PLUGIN_DIR / plugin_lib.name if plugin_lib is not None else None
+    command = server_command(out.resolve(), plugin=plugin_in_repo)
+    logger.info("wrote Triton model repository %s: %s", out, ", ".join(models))
+    return {"repository": str(out), "models": list(models), "command": command, "metadata": summary_meta}

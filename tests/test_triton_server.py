@@ -1,0 +1,254 @@
+"""Against a real Triton Inference Server: the ``tritonserver`` 2.51 binary of the nvidia-pytriton wheel, on
+127.0.0.1, serving the python model of a repository written by ``serve triton-repo`` (our ONNX Runtime runner).
+
+The wheel lives in its own venv (``make triton-env``; the fixture builds it when missing). Tests skip, with the
+reason, only where that venv cannot be built (no wheel for this platform, no network to PyPI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+
+pytest.importorskip("tritonclient", reason="tritonclient not installed (pip install 'm2s2l-edge[serve]')")
+
+from m2s2l_edge.serve import triton_repo as tr  # noqa: E402
+from m2s2l_edge.serve.local_server import LocalTritonServer, TritonEnv, free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def triton_env() -> TritonEnv:
+    """The nvidia-pytriton venv (``$M2S2L_TRITON_VENV``, else .venv-triton), built with ``make triton-env`` once."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("nvidia-pytriton's tritonserver is built for Linux only")
+    venv = Path(os.environ.get("M2S2L_TRITON_VENV", ROOT / ".venv-triton"))
+    if not (venv / ".installed").is_file():
+        try:
+            proc = subprocess.run(["make", "-s", "-C", str(ROOT), "triton-env", f"TRITON_VENV={venv}"],
+                                  capture_output=True, text=True, timeout=1500)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            pytest.skip(f"the Triton venv could not be built ({e})")
+        if proc.returncode != 0:
+            pytest.skip("nvidia-pytriton could not be installed (make triton-env): "
+                        + " ".join((proc.stderr or proc.stdout).split()[-40:]))
+    env = TritonEnv(venv)
+    env.check()
+    return env
+
+
+@pytest.fixture(scope="session")
+def served_repo(exports, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    tr.write_repository(repo, exports["portable"], config=tr.RepoConfig(max_batch=8, threads=1))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server(triton_env, served_repo, tmp_path_factory):
+    srv = LocalTritonServer(triton_env, served_repo, (tr.PYTHON_MODEL,), tmp_path_factory.mktemp("tritonserver"))
+    srv.start(timeout=240)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def local(exports):
+    from m2s2l_edge.runtime import create_backend
+
+    return create_backend("onnxruntime", exports["portable"], threads=1)
+
+
+def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, t, 3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
+    from m2s2l_edge.data.sources import VideoFileSource
+    from m2s2l_edge.deploy.metadata import read_metadata
+    from m2s2l_edge.evaluate import backend_geometry, score_video
+    from m2s2l_edge.runtime import create_backend
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    served = create_backend("triton", url, model=tr.PYTHON_MODEL)
+    meta = read_metadata(exports["portable"])
+    # Everything the client needs comes from the server, not from the file.
+    assert backend_geometry(served) == backend_geometry(local) == (meta.clip_len, (meta.image_size, meta.image_size))
+    assert served.metadata["lambda"] == meta.lam and served.metadata["config"] == meta.config
+    video = VideoFileSource(write_avi(tmp_path / "cam.avi", 15, h=48, w=64))
+    t, size = backend_geometry(local)
+    idx_l, app_l, mot_l = score_video(local, video, t, size, batch_size=4)
+    idx_s, app_s, mot_s = score_video(served, video, t, size, batch_size=3)  # other batches: other server batches
+    assert len(app_l) == 15 - t
+    np.testing.assert_array_equal(idx_s, idx_l)
+    # Same runner, same ONNX; only ONNX Runtime's batch-dependent kernels may differ, far below a PSNR's precision.
+    np.testing.assert_allclose(app_s, app_l, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(mot_s, mot_l, rtol=0, atol=1e-4)
+    assert np.ptp(app_l) > 0.01  # the frames differ, so equal scores are not a constant
+
+
+def test_dynamic_batching_merges_concurrent_cameras(server, local):
+    from m2s2l_edge.runtime import create_backend
+
+    served = create_backend("triton", server.grpc_url, model=tr.PYTHON_MODEL)
+    before = served.statistics()
+    cameras, per_camera = 6, 5
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def camera(i: int) -> None:
+        try:
+            results[i] = [served.run(_clips(1, 100 * i + k)) for k in range(per_camera)]
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=camera, args=(i,)) for i in range(cameras)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=600)
+    assert not errors, errors
+    after = served.statistics()
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert inferences == cameras * per_camera
+    assert executions < inferences, f"{executions} executions for {inferences} requests: nothing was batched"
+    # Batched together or not, each camera gets its own clip's predictions back.
+    for i in (0, cameras - 1):
+        want = local.run(_clips(1, 100 * i + per_camera - 1))
+        np.testing.assert_allclose(results[i][-1]["frame_pred"], want["frame_pred"], atol=1e-5)
+
+
+def test_client_reconnects_when_the_server_is_killed_and_restarted(triton_env, served_repo, local, tmp_path):
+    from m2s2l_edge.runtime import create_backend
+
+    srv = LocalTritonServer(triton_env, served_repo, (tr.PYTHON_MODEL,), tmp_path / "srv")
+    srv.start(timeout=240)
+    try:
+        served = create_backend("triton", srv.grpc_url, model=tr.PYTHON_MODEL, retries=1, run_retries=400,
+                                retry_wait=0.5, timeout=60)
+        done: list[int] = []
+        outputs: list[dict] = []
+        errors: list[BaseException] = []
+
+        def camera() -> None:
+            try:
+                for k in range(12):
+                    outputs.append(served.run(_clips(2, k)))
+                    done.append(k)
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+        worker = threading.Thread(target=camera)
+        worker.start()
+        deadline = time.monotonic() + 300
+        while len(done) < 3 and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(done) >= 3, errors
+        srv.kill()  # a crash mid-run: requests in flight fail, the client keeps retrying
+        time.sleep(1.0)
+        srv.start(timeout=240)  # the same ports
+        worker.join(timeout=600)
+        assert not errors, errors
+        assert done == list(range(12))
+        assert served.reconnects >= 1
+        for k in (0, 11):
+            np.testing.assert_allclose(outputs[k]["motion_pred"], local.run(_clips(2, k))["motion_pred"], atol=1e-5)
+    finally:
+        srv.stop()
+
+
+def _cli_error(capsys, server: str, model: str) -> tuple[int, str]:
+    """What a command that opens ``--server`` / ``--model`` (through the shared CLI helpers) prints and exits with."""
+    from m2s2l_edge.cli.errors import user_errors
+    from m2s2l_edge.cli.options import model_source, open_backend
+
+    capsys.readouterr()
+    with pytest.raises(typer.Exit) as exit_info:
+        with user_errors():
+            open_backend(model_source(server=server, model=model), retries=1, retry_wait=0.1, timeout=10)
+    return exit_info.value.exit_code, capsys.readouterr().err
+
+
+def test_unreachable_server_is_one_line(capsys):
+    for url in (f"grpc://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"):
+        code, err = _cli_error(capsys, url, tr.PYTHON_MODEL)
+        assert code == 3 and err.startswith(f"error: Triton server {url} is unreachable") and err.count("\n") == 1
+    code, err = _cli_error(capsys, "ftp://127.0.0.1:8001", tr.PYTHON_MODEL)
+    assert code == 1 and "expected grpc://HOST:PORT" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_unknown_model_is_one_line_naming_the_served_ones(protocol, server, capsys):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    code, err = _cli_error(capsys, url, "m2s2l_nope")
+    assert code == 1 and err.count("\n") == 1
+    assert f"has no ready model 'm2s2l_nope' (ready: {tr.PYTHON_MODEL})" in err
+
+
+def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, write_avi, tmp_path):
+    """``watch`` with the Triton backend (what ``watch --server URL --model NAME`` opens) on a replayed video: the
+    same frames scored with the same raw PSNRs as with the local ONNX Runtime backend."""
+    pytest.importorskip("m2s2l_edge.watch.service", reason="m2s2l_edge.watch (the watch command) is not in this tree")
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.pipeline import WatchOptions
+    from m2s2l_edge.watch.service import WatchSettings, run_watch
+
+    video = write_avi(tmp_path / "cam.avi", 16, h=48, w=64)
+
+    def watch_scores(backend) -> list:
+        scores: list = []
+        settings = WatchSettings(cameras=cameras_from_sources([str(video)]), options=WatchOptions(replay=True, batch=3))
+        summary = run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+                            on_score=scores.append)
+        assert summary["stopped_by"] == "end of input"
+        return scores
+
+    served = create_backend("triton", server.http_url, model=tr.PYTHON_MODEL)
+    want, got = watch_scores(local), watch_scores(served)
+    assert len(want) == 16 - local.inputs[0].shape[1]
+    assert [s.frame_index for s in got] == [s.frame_index for s in want]
+    np.testing.assert_allclose([s.psnr_app for s in got], [s.psnr_app for s in want], rtol=0, atol=1e-4)
+    np.testing.assert_allclose([s.psnr_mot for s in got], [s.psnr_mot for s in want], rtol=0, atol=1e-4)
+
+
+def test_calibrate_and_watch_commands_through_the_server(server, exports, write_avi, tmp_path):
+    """The commands themselves with ``--server URL --model NAME``: ``calibrate`` through the server stores the same
+    fused-PSNR distribution as ``calibrate --onnx`` on the same footage, and ``watch --replay`` scores every frame."""
+    import json
+
+    pytest.importorskip("m2s2l_edge.watch.service", reason="m2s2l_edge.watch (the watch command) is not in this tree")
+    from typer.testing import CliRunner
+
+    from m2s2l_edge.cli.app import app
+
+    video = write_avi(tmp_path / "cam.avi", 40, h=48, w=64)
+    runner = CliRunner()
+    served = ["--server", server.grpc_url, "--model", tr.PYTHON_MODEL]
+    local = runner.invoke(app, ["calibrate", "--onnx", str(exports["portable"]), "--source", str(video),
+                                "--out", str(tmp_path / "local.calib.json")])
+    assert local.exit_code == 0, local.output
+    remote = runner.invoke(app, ["calibrate", *served, "--source", str(video),
+                                 "--out", str(tmp_path / "srv.calib.json")])
+    assert remote.exit_code == 0, remote.output
+    want, got = (json.loads((tmp_path / f"{n}.calib.json").read_text()) for n in ("local", "srv"))
+    assert got["count"] == want["count"] > 0
+    for key in ("mean", "std", "center", "scale"):
+        assert got[key] == pytest.approx(want[key], abs=1e-4), key
+    for q, value in want["quantiles"].items():
+        assert got["quantiles"][q] == pytest.approx(value, abs=1e-4), q
+    result = runner.invoke(app, ["watch", *served, "--source", str(video), "--replay",
+                                 "--calibration", str(tmp_path / "srv.calib.json"), "--json", str(tmp_path / "w.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "w.json").read_text())
+    assert summary["scored_frames"] == want["count"] and summary["backend"]["name"] == "triton"
