@@ -17,6 +17,7 @@ from m2s2l_edge.cli.options import (
     Overwrite,
     Preset,
     Seed,
+    ServedModel,
     Server,
     Threads,
     Weights,
@@ -41,8 +42,7 @@ def calibrate(
     onnx: Onnx = None,
     engine: Engine = None,
     server: Server = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")] = None,
+    model: ServedModel = None,
     preset: Preset = None,
     seed: Seed = 0,
     false_alarms_per_hour: Annotated[float, typer.Option(

@@ -44,6 +44,8 @@ Plugin = Annotated[Path | None, typer.Option(
     "--plugin", help="TensorRT plugin library libm2s2l_plugins.so (default: $M2S2L_PLUGIN_LIB, else plugins/build/).")]
 Server = Annotated[str | None, typer.Option(
     "--server", help="Triton server, grpc://HOST:8001 or http://HOST:8000 (with --model NAME).")]
+ServedModel = Annotated[str | None, typer.Option(
+    "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")]
 
 # Every option any command may carry, with its one meaning. Keep in step with the README's option table.
 VOCABULARY: dict[str, str] = {

@@ -20,6 +20,7 @@ from m2s2l_edge.cli.options import (
     Onnx,
     Preset,
     Seed,
+    ServedModel,
     Server,
     Threads,
     Weights,
@@ -54,8 +55,7 @@ def watch(
     onnx: Onnx = None,
     engine: Engine = None,
     server: Server = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")] = None,
+    model: ServedModel = None,
     preset: Preset = None,
     seed: Seed = 0,
     source: Sources = None,
