@@ -1,0 +1,121 @@
+"""Real-footage validation on OpenCV's vtest.avi (source frames 0–479 only; 480+ are held out and never decoded).
+
+Three steps, each a sub-command:
+
+    # 1. build the set (MNAD layout for `--dataset custom`, frame_labels.npy, vtest_meta.json)
+    python benchmarks/vtest_validation.py build --out data/vtest [--seed 0] [--overwrite]
+    # 2. the model-free peers, scored like the model (per-video min-max, frame-level AUC), per kind
+    python benchmarks/vtest_validation.py baselines --data data/vtest --json benchmarks/results/vtest_baselines.json
+    # 3. per-kind AUC of any `m2s2l-edge eval` output folder on that set (reads its scores/ and results.json)
+    m2s2l-edge train --data data/vtest --dataset custom --preset small --epochs 20 --out runs/vtest
+    m2s2l-edge eval --data data/vtest --dataset custom --weights runs/vtest/last.pt \
+        --labels data/vtest/frame_labels.npy --out runs/vtest_eval
+    python benchmarks/vtest_validation.py score --data data/vtest --eval runs/vtest_eval --json out.json
+
+The set, its anomaly kinds and why train and test stay disjoint are described in m2s2l_edge/data/vtest.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _auc_table(names, labels, scores, kinds) -> dict:
+    from m2s2l_edge.data.vtest import per_kind_auc
+
+    return per_kind_auc(names, labels, scores, kinds)
+
+
+def _test_labels(data: Path, clip_len: int):
+    from m2s2l_edge.evaluate import drop_unpredicted, load_test_set
+
+    videos, labels = load_test_set(data, "custom", labels_path=data / "frame_labels.npy")
+    return videos, drop_unpredicted(labels, clip_len)
+
+
+def cmd_build(args) -> dict:
+    from m2s2l_edge.data.vtest import VtestConfig, build_vtest_set, find_vtest
+
+    video = args.video or find_vtest()
+    if video is None:
+        raise FileNotFoundError("vtest.avi not found; install it with: apt-get install -y opencv-doc")
+    meta = build_vtest_set(video, args.out, VtestConfig(seed=args.seed), overwrite=args.overwrite)
+    return {"out": str(args.out), "test_videos": len(meta["test_videos"]),
+            "anomalous_frames": sum(v["anomalous_frames"] for v in meta["test_videos"])}
+
+
+def cmd_baselines(args) -> dict:
+    from m2s2l_edge.baselines import BASELINES, baseline_scores
+    from m2s2l_edge.data import discover
+    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
+    from m2s2l_edge.scoring import min_max
+
+    kinds = kinds_by_video(load_meta(args.data))
+    videos, labels = _test_labels(args.data, args.clip_len)
+    train = discover(args.data, "custom", "train")
+    names = [v.name for v in videos]
+    rows = {}
+    for baseline in BASELINES:
+        raw = baseline_scores(baseline, videos, args.clip_len, args.size, train_videos=train)
+        rows[baseline] = _auc_table(names, labels, [min_max(r) for r in raw], kinds)
+    return {"size": args.size, "clip_len": args.clip_len, "auc": rows}
+
+
+def cmd_score(args) -> dict:
+    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
+
+    result = json.loads((args.eval / "results.json").read_text(encoding="utf-8"))
+    kinds = kinds_by_video(load_meta(args.data))
+    videos, labels = _test_labels(args.data, int(result["clip_len"]))
+    files = {row["name"]: args.eval / row["scores_file"] for row in result["per_video"]}
+    names = [v.name for v in videos]
+    scores = [np.load(files[n]) for n in names]
+    return {"eval": str(args.eval), "source": result.get("source"), "micro_auc_reported": result["micro_auc"],
+            "auc": _auc_table(names, labels, scores, kinds)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="write the validation set")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--video", type=Path, default=None, help="vtest.avi (default: opencv-doc's)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--overwrite", action="store_true")
+    s = sub.add_parser("baselines", help="frame differencing and the two-sided motion statistic")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--size", type=int, default=64, help="resolution the baselines read frames at")
+    s.add_argument("--clip-len", type=int, default=4, help="T: frames 0..T-1 of each video are not scored")
+    e = sub.add_parser("score", help="per-kind AUC of an eval output folder")
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--eval", type=Path, required=True)
+    for p in (b, s, e):
+        p.add_argument("--json", type=Path, default=None, help="write the result here too")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score}[args.command](args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from m2s2l_edge.benchmarking import machine_info
+
+    result = {"command": " ".join(sys.argv), **result, "machine": machine_info()}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json is not None:
+        from m2s2l_edge.io import atomic_write_text
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
