@@ -80,6 +80,77 @@ def cmd_score(args) -> dict:
             "auc": _auc_table(names, labels, scores, kinds)}
 
 
+class CopyLastFrame:
+    """The trivial predictor: next frame = last input frame, motion = 0. What a decoder that copies its full-
+    resolution skip would score; the model's PSNRs are compared with it."""
+
+    name = "copy_last_frame"
+
+    def __init__(self, clip_len: int, size: int) -> None:
+        from m2s2l_edge.runtime.base import TensorSpec
+
+        self.inputs = (TensorSpec("clips", ("batch", clip_len, 3, size, size), "float32"),)
+
+    def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        return {"frame_pred": clips[:, -1].copy(), "motion_pred": np.zeros_like(clips[:, -1])}
+
+
+# Score variants compared by `diagnose` (all label-free; every one is chosen here, on this validation set).
+PATCH_FRACTIONS = (1 / 16, 1 / 8, 1 / 4)
+
+
+def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
+    """name → (patch fraction whose terms it reads, ScoreConfig)."""
+    from m2s2l_edge.config import ScoreConfig
+
+    out = {"paper": (PATCH_FRACTIONS[1], ScoreConfig("paper", lam)),
+           "paper_app_only": (PATCH_FRACTIONS[1], ScoreConfig("paper", 1.0)),
+           "paper_motion_only": (PATCH_FRACTIONS[1], ScoreConfig("paper", 0.0)),
+           "paper+stall": (PATCH_FRACTIONS[1], ScoreConfig("paper", lam, stall_ratio=0.1))}
+    for f in terms_by_patch:
+        out[f"patch{f:.3f}"] = (f, ScoreConfig("patch", lam, patch_fraction=f))
+        out[f"patch{f:.3f}_app_only"] = (f, ScoreConfig("patch", 1.0, patch_fraction=f))
+        out[f"patch{f:.3f}+stall"] = (f, ScoreConfig("patch", lam, patch_fraction=f, stall_ratio=0.1))
+    return out
+
+
+def cmd_diagnose(args) -> dict:
+    """Per-kind AUC of score variants for one checkpoint, and how close its predictions are to copying."""
+    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
+    from m2s2l_edge.evaluate import backend_geometry, frame_terms
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.scoring import video_scores
+
+    kinds = kinds_by_video(load_meta(args.data))
+    model = create_backend("torch", str(args.weights), threads=args.threads)
+    clip_len, size = backend_geometry(model)
+    videos, labels = _test_labels(args.data, clip_len)
+    names = [v.name for v in videos]
+    copy = CopyLastFrame(clip_len, size[0])
+    terms = {f: [frame_terms(model, v, clip_len, size, 16, max(1, round(f * size[0]))) for v in videos]
+             for f in PATCH_FRACTIONS}
+    copy_terms = [frame_terms(copy, v, clip_len, size, 16, max(1, round(PATCH_FRACTIONS[1] * size[0])))
+                  for v in videos]
+    table = {}
+    for name, (f, cfg) in _variants(terms, args.lam).items():
+        table[name] = _auc_table(names, labels, [video_scores(t, cfg) for t in terms[f]], kinds)
+    from m2s2l_edge.config import ScoreConfig
+
+    table["copy_last_frame.paper"] = _auc_table(
+        names, labels, [video_scores(t, ScoreConfig("paper", args.lam)) for t in copy_terms], kinds)
+    mid = terms[PATCH_FRACTIONS[1]]
+    model_app = np.concatenate([t["psnr_app"] for t in mid])
+    copy_app = np.concatenate([t["psnr_app"] for t in copy_terms])
+    copying = {
+        "corr_psnr_app_model_vs_copy": float(np.corrcoef(model_app, copy_app)[0, 1]),
+        "mean_psnr_app_model": float(model_app.mean()),
+        "mean_psnr_app_copy": float(copy_app.mean()),
+        "mean_psnr_mot_model": float(np.concatenate([t["psnr_mot"] for t in mid]).mean()),
+    }
+    return {"weights": str(args.weights), "image_size": list(size), "lambda": args.lam, "copying": copying,
+            "auc": table}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,12 +166,18 @@ def main(argv=None) -> int:
     e = sub.add_parser("score", help="per-kind AUC of an eval output folder")
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--eval", type=Path, required=True)
-    for p in (b, s, e):
+    d = sub.add_parser("diagnose", help="score variants and the copy-last-frame comparison for one checkpoint")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--weights", type=Path, required=True)
+    d.add_argument("--lam", type=float, default=0.5)
+    d.add_argument("--threads", type=int, default=1)
+    for p in (b, s, e, d):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score}[args.command](args)
+        commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "diagnose": cmd_diagnose}
+        result = commands[args.command](args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
