@@ -53,6 +53,7 @@ TEST_RANGE = (300, HELD_OUT_FROM)
 KINDS = ("fast", "foreign_object", "appearance", "wrong_direction", "frozen")
 STORE_SIZE = (384, 288)  # (W, H): half of the source, aspect kept; models resize to their own input
 LABELS_FILE = "frame_labels.npy"
+_FAST_EXTRA = 3 * 20  # source frames a fast event skips beyond its video's length, at most (speed 4, 20 frames)
 META_FILE = "vtest_meta.json"
 VTEST_PATHS = (
     Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi"),
@@ -147,6 +148,9 @@ class VtestConfig:
                              f"order, within source frames 0..{HELD_OUT_FROM - 1}")
         if not 60 <= self.video_len <= d - c:
             raise ValueError(f"video_len must lie in 60..{d - c} (the test range), got {self.video_len}")
+        if "fast" in self.kinds and self.video_len + _FAST_EXTRA > d - c:
+            raise ValueError(f"a fast video of {self.video_len} frames skips through {self.video_len + _FAST_EXTRA} "
+                             f"source frames; the test range {self.test_range} holds {d - c}")
         if self.per_kind < 1:
             raise ValueError(f"per_kind must be >= 1, got {self.per_kind}")
 
@@ -304,7 +308,7 @@ def make_test_videos(source: Sequence[np.ndarray], cfg: VtestConfig) -> Iterator
     background = _median_background(source[cfg.train_range[0]:cfg.train_range[1]])
     index = 0
     for rep in range(cfg.per_kind):
-        for kind_id, kind in enumerate(cfg.kinds):
+        for kind in cfg.kinds:
             index += 1
             rng = np.random.default_rng([cfg.seed, rep, KINDS.index(kind)])
             src, event, params = _timeline(kind, rng, cfg.video_len, lo, hi)
