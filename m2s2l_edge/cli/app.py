@@ -33,9 +33,19 @@ _COMMAND_MODULES = (
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from m2s2l_edge import __version__
+
+        typer.echo(f"m2s2l-edge {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
