@@ -108,9 +108,16 @@ def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
            "paper_motion_only": (PATCH_FRACTIONS[1], ScoreConfig("paper", 0.0)),
            "paper+stall": (PATCH_FRACTIONS[1], ScoreConfig("paper", lam, stall_ratio=0.1))}
     for f in terms_by_patch:
-        out[f"patch{f:.3f}"] = (f, ScoreConfig("patch", lam, patch_fraction=f))
-        out[f"patch{f:.3f}_app_only"] = (f, ScoreConfig("patch", 1.0, patch_fraction=f))
-        out[f"patch{f:.3f}+stall"] = (f, ScoreConfig("patch", lam, patch_fraction=f, stall_ratio=0.1))
+        for la in (lam, 1.0):
+            tag = f"patch{f:.3f}" + ("" if la == lam else "_app_only")
+            out[tag] = (f, ScoreConfig("patch", la, patch_fraction=f))
+            out[f"{tag}+stall"] = (f, ScoreConfig("patch", la, patch_fraction=f, stall_ratio=0.1))
+            for sigma in (2.0, 4.0):
+                out[f"{tag}+stall+smooth{sigma:g}"] = (f, ScoreConfig("patch", la, patch_fraction=f,
+                                                                      stall_ratio=0.1, smooth_sigma=sigma))
+    for sigma in (2.0, 4.0):
+        out[f"paper+stall+smooth{sigma:g}"] = (PATCH_FRACTIONS[1], ScoreConfig("paper", lam, stall_ratio=0.1,
+                                                                               smooth_sigma=sigma))
     return out
 
 
@@ -131,6 +138,11 @@ def cmd_diagnose(args) -> dict:
              for f in PATCH_FRACTIONS}
     copy_terms = [frame_terms(copy, v, clip_len, size, 16, max(1, round(PATCH_FRACTIONS[1] * size[0])))
                   for v in videos]
+    if args.terms is not None:
+        arrays = {f"{n}/{f:.3f}/{k}": t[k] for f, ts in terms.items() for n, t in zip(names, ts, strict=True)
+                  for k in t}
+        arrays.update({f"{n}/copy/{k}": t[k] for n, t in zip(names, copy_terms, strict=True) for k in t})
+        np.savez_compressed(args.terms, **arrays)
     table = {}
     for name, (f, cfg) in _variants(terms, args.lam).items():
         table[name] = _auc_table(names, labels, [video_scores(t, cfg) for t in terms[f]], kinds)
@@ -171,6 +183,7 @@ def main(argv=None) -> int:
     d.add_argument("--weights", type=Path, required=True)
     d.add_argument("--lam", type=float, default=0.5)
     d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--terms", type=Path, default=None, help="also save every per-frame term here (.npz)")
     for p in (b, s, e, d):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)

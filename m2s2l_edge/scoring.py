@@ -81,16 +81,21 @@ def video_scores(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
 
     ``terms``: ``psnr_app``, ``psnr_mot`` (frame PSNRs), ``patch_app``, ``patch_mot`` (worst-patch PSNRs) and
     ``change`` (:func:`frame_change` of each predicted frame against the one before), each (N - T,);
-    ``cfg``: a :class:`m2s2l_edge.config.ScoreConfig`.
+    ``cfg``: a :class:`m2s2l_edge.config.ScoreConfig`. Order: fuse with λ, set stalled frames aside, smooth the
+    rest over time (Gaussian, ``cfg.smooth_sigma`` frames), min-max normalise it, stalled frames score 1.
     """
     app, mot = (terms["psnr_app"], terms["psnr_mot"]) if cfg.method == "paper" else (terms["patch_app"],
                                                                                      terms["patch_mot"])
     if len(app) == 0:
         return np.zeros(0)
-    if cfg.stall_ratio <= 0:
-        return anomaly_scores(app, mot, cfg.lam)
-    still = stalled(terms["change"], cfg.stall_ratio)
-    out = np.ones(len(app), dtype=np.float64)
-    if (~still).any():
-        out[~still] = anomaly_scores(np.asarray(app)[~still], np.asarray(mot)[~still], cfg.lam)
+    fused = fused_psnr(app, mot, cfg.lam)
+    still = stalled(terms["change"], cfg.stall_ratio) if cfg.stall_ratio > 0 else np.zeros(len(fused), dtype=bool)
+    out = np.ones(len(fused), dtype=np.float64)
+    live = fused[~still]
+    if live.size:
+        if cfg.smooth_sigma > 0:
+            from scipy.ndimage import gaussian_filter1d
+
+            live = gaussian_filter1d(live, cfg.smooth_sigma, mode="nearest")
+        out[~still] = 1.0 - min_max(live)
     return out

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
 
 
-def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None):
+def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None, score=None):
     """evaluate() with one rich progress bar over every predicted frame of the test set."""
     from m2s2l_edge.cli.progress import make_progress
     from m2s2l_edge.evaluate import backend_geometry, evaluate
@@ -26,7 +26,7 @@ def run_with_progress(backend, videos, labels, lam: float, batch_size: int, cons
     with make_progress(console, unit="frames") as progress:
         task = progress.add_task("scoring", total=total)
         return evaluate(
-            backend, videos, labels, lam, batch_size=batch_size,
+            backend, videos, labels, lam, batch_size=batch_size, score=score,
             on_video=lambda i, name, n: progress.update(task, description=f"video {name} ({i + 1}/{len(videos)})"),
             on_batch=lambda n: progress.advance(task, n),
         )
@@ -50,7 +50,9 @@ def print_result(result, paths: dict, console=None) -> None:
     console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
     macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
     console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
-    console.print(f"λ = {result.lam}, {result.predicted_frames} frames scored in {result.seconds:.1f} s")
+    method = getattr(result.score, "method", "paper")
+    console.print(f"score {method}, λ = {result.lam}, {result.predicted_frames} frames scored in "
+                  f"{result.seconds:.1f} s")
     if paths:
         console.print(f"results: {paths['results']}; scores: {paths['scores']}/<video>.npy"
                       + (f"; plots: {paths['roc']}, {paths['overview']}, {paths['plots']}/" if "roc" in paths else ""))
@@ -78,6 +80,10 @@ def eval_(
     out: Annotated[Path, typer.Option(help="Output folder: results.json, scores/, roc.png, plots/.")] = Path(
         "runs/eval"),
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    score: Annotated[str | None, typer.Option(
+        help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
+             "frames flagged; our addition). Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom.",
+    )] = None,
 ) -> None:
     """Score every test video and report the micro (published protocol) and macro frame-level AUC."""
     from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
@@ -96,9 +102,13 @@ def eval_(
         raise typer.BadParameter(f"{', '.join(others)} does not go with --backend {backend} (it reads {flag})",
                                  param_hint="--backend")
     with user_errors():
+        from m2s2l_edge.config import default_score_name, get_score
         from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs
 
-        lam = default_lambda(dataset) if lambda_ is None else lambda_
+        score_cfg = get_score(default_score_name(dataset) if score is None else score)
+        # The patch score's λ was validated with it; the paper score takes the paper's λ per data set.
+        lam = (score_cfg.lam if score_cfg.method == "patch" else default_lambda(dataset)) if lambda_ is None \
+            else lambda_
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"--lambda must lie in [0, 1], got {lam}")
         if not path.exists():
@@ -106,7 +116,7 @@ def eval_(
         # Data and labels first: a mismatch fails in a second, before any model work.
         videos, label_arrays = load_test_set(data, dataset, name=name, labels_path=labels)
         runner = open_backend(backend, str(path), device=device, expected_preset=preset)
-        result = run_with_progress(runner, videos, label_arrays, lam, batch_size)
+        result = run_with_progress(runner, videos, label_arrays, lam, batch_size, score=score_cfg)
         meta = {"dataset": dataset, "data": str(data), "backend": backend, "source": str(path),
                 "title": f"({dataset})"}
         paths = write_outputs(result, out, meta=meta, plots=plots)

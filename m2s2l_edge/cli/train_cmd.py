@@ -116,8 +116,10 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a model config field, KEY=VALUE (repeatable), e.g. --set image_size=64.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train (the total, also when resuming).")] = 60,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch.")] = 4,
-    lr: Annotated[float, typer.Option(help="Initial Adam learning rate (our choice: 2e-4).")] = 2e-4,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Clips per batch (default 4; custom data: the validated recipe's).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Initial Adam learning rate (default 2e-4, our choice; custom data: the validated recipe's).")] = None,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -136,11 +138,19 @@ def train(
         raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
     with user_errors():
         from m2s2l_edge.cli.progress import make_progress
-        from m2s2l_edge.config import LossConfig, TrainConfig
+        from m2s2l_edge.config import LossConfig, TrainConfig, training_recipe
         from m2s2l_edge.train import DataConfig, RunConfig
         from m2s2l_edge.train import train as run_training
 
-        model_cfg = build_model_config(preset, ablation, parse_overrides(set_))
+        # Defaults validated for the kind of data (custom footage: RESULTS.md "Real footage"); any value the
+        # user gives (--set, --lr, --batch-size) wins over the recipe's.
+        recipe = training_recipe(dataset, preset)
+        model_cfg = build_model_config(preset, ablation, {**recipe.model, **parse_overrides(set_)})
+        batch_size = recipe.batch_size if batch_size is None else batch_size
+        lr = recipe.lr if lr is None else lr
+        if recipe.note:
+            typer.echo(f"{dataset} data, preset {preset}: recipe {recipe.note} (where not set by an option)",
+                       err=True)
         train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_step_epochs=lr_step,
                                 loss=LossConfig().with_loss_set(loss_set))
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
