@@ -193,3 +193,75 @@ def test_stalled_frames_score_one_and_leave_the_min_max_to_the_rest():
     np.testing.assert_allclose(stall[keep], anomaly_scores(app[keep], app[keep], 0.5))
     with pytest.raises(ValueError, match="unknown score"):
         ScoreConfig("psnr")
+
+
+# --- defaults that follow the validation: train's custom-data recipe, eval's score -------------------------------
+
+
+@pytest.fixture(scope="module")
+def custom_root(tmp_path_factory):
+    """A custom MNAD tree: one normal training video and one test video whose frames 14..17 repeat frame 13."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("custom")
+    rng = np.random.default_rng(1)
+    background = rng.integers(40, 200, (48, 48, 3), dtype=np.uint8)
+    for split, name, n in (("training", "train", 16), ("testing", "cam", 24)):
+        folder = root / split / "frames" / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            shown = 13 if split == "testing" and 14 <= i < 18 else i
+            frame = background.copy()
+            frame[20:28, (3 * shown) % 40:(3 * shown) % 40 + 8] = 255
+            cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    labels = np.zeros((1, 24), np.uint8)
+    labels[0, 14:18] = 1
+    np.save(root / "frame_labels.npy", labels)
+    return root
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from m2s2l_edge.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(custom_root, tmp_path):
+    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.config import training_recipe
+
+    recipe = training_recipe("custom", "small")
+    assert recipe.model and training_recipe("ped2", "small").model == {}
+    result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
+                     "--stride", 4, "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    state = read_checkpoint(tmp_path / "a" / "last.pt")
+    for key, value in recipe.model.items():
+        assert state["config"][key] == value
+    assert state["extra"]["train_config"]["lr"] == recipe.lr
+    assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size
+
+    result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
+                     "--stride", 4, "--set", "image_size=32", "--lr", "5e-4", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    state = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["config"]["image_size"] == 32 and state["extra"]["train_config"]["lr"] == 5e-4
+    assert state["config"]["drop_fine_skips"] == recipe.model.get("drop_fine_skips", 0)  # the rest stays
+
+    # eval on custom data: the validated patch score by default, the published one on request.
+    default, paper = tmp_path / "eval_default", tmp_path / "eval_paper"
+    for out, extra in ((default, ()), (paper, ("--score", "paper"))):
+        result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
+                         "--labels", custom_root / "frame_labels.npy", "--no-plots", "--out", out, *extra)
+        assert result.exit_code == 0, result.stdout + result.stderr
+    got = json.loads((default / "results.json").read_text())
+    assert got["score"]["method"] == "patch" and got["score"]["stall_ratio"] > 0
+    assert json.loads((paper / "results.json").read_text())["score"]["method"] == "paper"
+    scores = np.load(default / "scores" / "cam.npy")
+    np.testing.assert_allclose(scores[np.arange(14, 18) - 4], 1.0)  # frames 14..17 repeat frame 13: flagged
+    assert got["micro_auc"] > json.loads((paper / "results.json").read_text())["micro_auc"]
+    result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
+                     "--labels", custom_root / "frame_labels.npy", "--out", tmp_path / "c", "--score", "psnr")
+    assert result.exit_code == 1 and "unknown score 'psnr'" in result.stderr
