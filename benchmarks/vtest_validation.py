@@ -80,6 +80,23 @@ def cmd_score(args) -> dict:
             "auc": _auc_table(names, labels, scores, kinds)}
 
 
+class CachedBackend:
+    """A backend's outputs remembered per input batch, so score variants that need the same forward passes (one
+    per patch size) run the model once."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.inputs, self.name = backend, backend.inputs, getattr(backend, "name", "model")
+        self.cache: dict[bytes, dict] = {}
+
+    def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        import hashlib
+
+        key = hashlib.sha1(clips.tobytes()).digest()
+        if key not in self.cache:
+            self.cache[key] = {k: np.asarray(v).copy() for k, v in self.backend.run(clips).items()}
+        return self.cache[key]
+
+
 class CopyLastFrame:
     """The trivial predictor: next frame = last input frame, motion = 0. What a decoder that copies its full-
     resolution skip would score; the model's PSNRs are compared with it."""
@@ -129,7 +146,7 @@ def cmd_diagnose(args) -> dict:
     from m2s2l_edge.scoring import video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
-    model = create_backend("torch", str(args.weights), threads=args.threads)
+    model = CachedBackend(create_backend("torch", str(args.weights), threads=args.threads))
     clip_len, size = backend_geometry(model)
     videos, labels = _test_labels(args.data, clip_len)
     names = [v.name for v in videos]

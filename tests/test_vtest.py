@@ -88,9 +88,9 @@ def test_build_reads_480_frames_and_writes_labelled_kinds(tmp_path, vtest_path, 
     train = discover(out, "custom", "train")
     test = discover(out, "custom", "test")
     assert [len(v) for v in train] == [300]
-    assert len(test) == len(V.KINDS) * 2 and all(len(v) == 120 for v in test)
+    assert len(test) == len(V.KINDS) * 3 and all(len(v) == 120 for v in test)
     labels = np.load(out / V.LABELS_FILE)
-    assert labels.shape == (1, 1200) and labels.dtype == np.uint8
+    assert labels.shape == (1, 1800) and labels.dtype == np.uint8
     per_video = load_frame_labels(out, "custom", test, path=out / V.LABELS_FILE)  # what `eval --labels` reads
     kinds = V.kinds_by_video(json.loads((out / V.META_FILE).read_text()))
     assert sorted(set(kinds.values())) == sorted(V.KINDS)
@@ -248,7 +248,7 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
     assert result.exit_code == 0, result.stdout + result.stderr
     state = read_checkpoint(tmp_path / "b" / "last.pt")
     assert state["config"]["image_size"] == 32 and state["extra"]["train_config"]["lr"] == 5e-4
-    assert state["config"]["drop_fine_skips"] == recipe.model.get("drop_fine_skips", 0)  # the rest stays
+    assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size  # what no option set stays the recipe's
 
     # eval on custom data: the validated patch score by default, the published one on request.
     default, paper = tmp_path / "eval_default", tmp_path / "eval_paper"

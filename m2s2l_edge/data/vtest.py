@@ -130,7 +130,7 @@ class VtestConfig:
     """What :func:`build_vtest_set` writes. ``per_kind`` test videos of each kind, ``video_len`` frames each."""
 
     seed: int = 0
-    per_kind: int = 2
+    per_kind: int = 3
     video_len: int = 120
     kinds: tuple[str, ...] = KINDS
     train_range: tuple[int, int] = TRAIN_RANGE
