@@ -265,3 +265,28 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
     result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
                      "--labels", custom_root / "frame_labels.npy", "--out", tmp_path / "c", "--score", "psnr")
     assert result.exit_code == 1 and "unknown score 'psnr'" in result.stderr
+
+
+def test_drop_fine_skips_removes_the_finest_decoder_inputs():
+    from m2s2l_edge.config import ModelConfig, get_preset
+    from m2s2l_edge.models import M2S2L
+
+    torch.manual_seed(0)
+    clip = torch.rand(2, 4, 3, 64, 64) * 2 - 1
+    sizes = {}
+    for k in (0, 2, 4):
+        cfg = get_preset("tiny", drop_fine_skips=k)
+        assert cfg.used_skip_channels == tuple(c if i < 4 - k else 0 for i, c in enumerate(cfg.skip_channels))
+        model = M2S2L(cfg).eval()
+        frame, motion = model.predict(clip)
+        assert frame.shape == motion.shape == (2, 3, 64, 64)
+        sizes[k] = sum(p.numel() for p in model.parameters())
+        if k == 4:
+            assert model.skips is None
+        else:  # the pyramid's finest stage works at the finest resolution a decoder still joins
+            assert model.skips(clip.reshape(2, 12, 64, 64))[0].shape[-1] == 64 // 2 ** k
+    assert sizes[0] > sizes[2] > sizes[4]
+    with pytest.raises(ValueError, match="drop_fine_skips"):
+        get_preset("tiny", drop_fine_skips=5)
+    legacy = {k: v for k, v in get_preset("tiny").to_dict().items() if k != "drop_fine_skips"}
+    assert ModelConfig.from_dict(legacy).drop_fine_skips == 0  # checkpoints written before the field load as before
