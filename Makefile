@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 .PHONY: setup demo test profile bench lint clean
 
 setup: $(VENV)/.installed
+	@echo "$(VENV) is ready: $(BIN)/m2s2l-edge --help"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ test: setup
 
 profile: setup
 	$(BIN)/m2s2l-edge profile --preset paper --fps
+
+bench: setup
+	$(BIN)/m2s2l-edge bench --preset paper
 
 lint: setup
 	$(BIN)/ruff check m2s2l_edge export tests benchmarks

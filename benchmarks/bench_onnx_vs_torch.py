@@ -31,28 +31,11 @@ logger = logging.getLogger("bench_onnx_vs_torch")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "onnx_vs_torch.json"
 
 
-def _time_interleaved(fns: dict, warmup: int, iterations: int, batch: int) -> dict:
-    """Warm each callable up, then time them in alternating order; returns LatencyStats per name."""
-    from m2s2l_edge.benchmarking import summarize_latencies
-
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for i in range(iterations):
-        for name in names if i % 2 == 0 else reversed(names):
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - t0) * 1000.0)
-    return {name: summarize_latencies(t, batch) for name, t in times.items()}
-
-
 def bench_preset(preset: str, batches: list[int], threads: int, warmup: int, iterations: int, work: Path,
                  scan_form: str) -> list[dict]:
+    from m2s2l_edge.benchmarking import load_average, time_interleaved
     from m2s2l_edge.export.onnx_export import ExportConfig, export_onnx, load_source_model
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.runtime.bench import load_average
 
     model, source = load_source_model(preset=preset, seed=0)
     t0 = time.perf_counter()
@@ -72,7 +55,7 @@ def bench_preset(preset: str, batches: list[int], threads: int, warmup: int, ite
         load_before = load_average()
         fns = {"torch": functools.partial(torch_backend.run, clips),
                "onnxruntime": functools.partial(ort_backend.run, clips)}
-        stats = _time_interleaved(fns, warmup, iterations, batch)
+        stats = time_interleaved(fns, warmup=warmup, iterations=iterations, batch=batch)
         row = {
             "preset": preset,
             "image_size": cfg.image_size,

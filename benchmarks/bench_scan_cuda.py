@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from m2s2l_edge.benchmarking import machine_info  # noqa: E402
+from m2s2l_edge.benchmarking import machine_info, time_cuda_graph, time_per_call  # noqa: E402
 from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch  # noqa: E402
 
 FP32_BOUND = 1e-5
@@ -153,73 +153,11 @@ def check_parity(fn: Callable, shape: ScanShape, dtype: torch.dtype, device: tor
     return result
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_eager(fn: Callable[[], object], device: torch.device, min_iters: int = 10, budget_s: float = 0.5) -> float:
-    """Median milliseconds per call of back-to-back calls (what a Python caller sees), after a warm-up."""
-    fn()
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    single = max(time.perf_counter() - t0, 1e-6)
-    iters = max(min_iters, min(200, int(budget_s / single)))
-    reps = []
-    n_reps = min(5, iters)
-    per = max(1, iters // n_reps)
-    for _ in range(n_reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(per):
-                fn()
-            end.record()
-            end.synchronize()
-            reps.append(start.elapsed_time(end) / per)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(per):
-                fn()
-            reps.append((time.perf_counter() - t0) * 1000.0 / per)
-    reps.sort()
-    return reps[len(reps) // 2]
-
-
-def time_graph(fn: Callable[[], object], device: torch.device, calls_per_graph: int = 10, replays: int = 20) -> float:
-    """Milliseconds per call of ``fn`` replayed from a CUDA graph: GPU time without Python or launch overhead."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls_per_graph):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize(device)
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / (replays * calls_per_graph))
-    times.sort()
-    return times[len(times) // 2]
-
-
 def copy_bandwidth(device: torch.device, nbytes: int) -> float:
     """Bytes per second moved (read + write) by a large device-to-device copy."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    ms = time_eager(lambda: dst.copy_(src), device, min_iters=10, budget_s=0.3)
+    ms = time_per_call(lambda: dst.copy_(src), device, min_iters=10, budget_s=0.3)
     return 2 * src.numel() * 4 / (ms / 1000.0)
 
 
@@ -318,17 +256,17 @@ def run_speed(
             try:
                 with torch.no_grad():
                     kernel = scan_kernel_fn(dry_run)
-                    entry["kernel_eager_ms"] = time_eager(lambda k=kernel, x=inputs: k(**x), device, **timing)
+                    entry["kernel_eager_ms"] = time_per_call(lambda k=kernel, x=inputs: k(**x), device, **timing)
                     if device.type == "cuda":
-                        entry["kernel_ms"] = time_graph(lambda k=kernel, x=inputs: k(**x), device)
+                        entry["kernel_ms"] = time_cuda_graph(lambda k=kernel, x=inputs: k(**x))
                         for variant in VARIANTS:
                             if shape.n <= 32 * variant:
                                 fn = scan_kernel_fn(dry_run, variant)
-                                entry[f"kernel_ms_g{variant}"] = time_graph(lambda f=fn, x=inputs: f(**x), device)
+                                entry[f"kernel_ms_g{variant}"] = time_cuda_graph(lambda f=fn, x=inputs: f(**x))
                     else:
                         entry["kernel_ms"] = entry["kernel_eager_ms"]
                     entry["ratio_to_floor"] = entry["kernel_ms"] / entry["floor_ms"]
-                    entry["torch_ms"] = time_eager(
+                    entry["torch_ms"] = time_per_call(
                         lambda x=inputs: selective_scan_torch(**x), device, **(timing or {"min_iters": 3})
                     )
                     entry["speedup_vs_torch"] = entry["torch_ms"] / entry["kernel_eager_ms"]
@@ -355,12 +293,12 @@ def bench_model(backend: str, batch: int, device: torch.device, dry_run: bool, u
     entry = {"backend": backend, "batch": batch, "preset": preset, "dtype": str(dtype).replace("torch.", "")}
     with torch.no_grad():
         budget = {"min_iters": 1, "budget_s": 0.01} if dry_run else {"min_iters": 3, "budget_s": 1.0}
-        eager_ms = time_eager(lambda: model.predict(clip), device, **budget)
+        eager_ms = time_per_call(lambda: model.predict(clip), device, **budget)
         entry["eager_ms"] = eager_ms
         entry["eager_fps"] = 1000.0 * batch / eager_ms
         if use_graph and device.type == "cuda" and eager_ms < 2000:
             try:
-                graph_ms = time_graph(lambda: model.predict(clip), device, calls_per_graph=1, replays=3)
+                graph_ms = time_cuda_graph(lambda: model.predict(clip), calls_per_graph=1, replays=3)
                 entry["graph_ms"] = graph_ms
                 entry["graph_fps"] = 1000.0 * batch / graph_ms
             except Exception as exc:  # e.g. a host sync inside the model breaks capture; eager numbers still stand

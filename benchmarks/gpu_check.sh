@@ -5,7 +5,7 @@
 # Needs only a CUDA build of PyTorch and nvcc: no pip install (the repository is used through PYTHONPATH), pytest is
 # optional (bench_scan_cuda.py runs its own parity checks). Expected time on an H100: build ~1 min, tests < 1 min,
 # benchmarks 2-3 min. Timeouts (build 150 s, tests 100 s, benchmark 210 s with an internal 150 s budget that skips,
-# and records, what does not fit) bound the whole at 7.5 minutes.
+# and records, what does not fit, causal conv benchmark 90 s) bound the whole at 9 minutes.
 #
 # Usage: benchmarks/gpu_check.sh [--quick] [more bench_scan_cuda.py options]
 #   --quick            skip pytest and pass --quick to the benchmark (fewer variants, FP16 timings only)
@@ -89,6 +89,16 @@ rc=${PIPESTATUS[0]}
 if [[ ${rc} -ne 0 ]]; then
     echo "gpu_check: benchmark exited with ${rc} (1: a parity check failed; 2: kernel unavailable; 124: timeout)" >&2
     [[ ${rc} -eq 2 ]] && exit 2
+    status=1
+fi
+
+step "causal conv: benchmarks/bench_causal_conv_cuda.py (causal-conv1d's kernel against the PyTorch path)"
+# Times the PyTorch path alone (and says so in the JSON) where causal-conv1d is not installed.
+timeout 90 "${py}" benchmarks/bench_causal_conv_cuda.py --json "${logs}/causal_conv.json" 2>&1 \
+    | tee "${logs}/causal_conv.log"
+rc=${PIPESTATUS[0]}
+if [[ ${rc} -ne 0 ]]; then
+    echo "gpu_check: causal conv benchmark exited with ${rc} (1: parity failed; 124: timeout)" >&2
     status=1
 fi
 

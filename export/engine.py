@@ -8,7 +8,7 @@ without it.
 
 Precision (TensorRT 10 vs 11): TensorRT 10 builds an FP16 engine from an FP32 ONNX with the FP16 builder flag (weak
 typing: TensorRT picks per layer). TensorRT 11 removed that flag: every network is strongly typed, so the types in
-the ONNX are the engine's, and an FP16 engine needs an FP16 export (`m2s2l-edge export --half`: an FP16 graph behind
+the ONNX are the engine's, and an FP16 engine needs an FP16 export (`m2s2l-edge export --fp16`: an FP16 graph behind
 FP32 inputs and outputs, told apart by its metadata). An FP16 export is built strongly typed on both versions, so
 that what it keeps in FP32 on purpose (the scan's A, D and delta_bias, the casts around the scan state) stays FP32.
 """
@@ -40,7 +40,7 @@ class EngineConfig:
     max_batch: int = 1
     workspace_mib: int = 1024  # builder scratch memory; small enough for an 8 GB Orin Nano
     timing_cache: Path | None = None  # loaded when it exists, saved after the build
-    plugin: Path | None = None  # None: $M2S2L_PLUGIN_LIB or plugins/build (runtime.tensorrt_backend)
+    plugin: Path | None = None  # None: $M2S2L_PLUGIN_LIB or plugins/build (deploy.tensorrt_lib)
     verbose: bool = False  # TensorRT's own log at VERBOSE instead of WARNING
 
     def __post_init__(self) -> None:
@@ -67,8 +67,8 @@ class PrecisionPlan:
 
 def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> PrecisionPlan:
     """Network and builder flags for a TensorRT version (``trt.__version__``) and the precision the ONNX was exported
-    in (its metadata's ``precision``: an ``--half`` export computes in FP16 behind FP32 inputs and outputs)."""
-    from m2s2l_edge.runtime.tensorrt_backend import parse_trt_version
+    in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs)."""
+    from m2s2l_edge.deploy.tensorrt_lib import parse_trt_version
 
     major, _ = parse_trt_version(trt_version)
     if major < 10:
@@ -78,13 +78,13 @@ def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> Prec
         raise ValueError(f"the ONNX's precision is {onnx_precision!r}; expected fp32 or fp16")
     if onnx_precision == "fp16":
         if not fp16:
-            raise ValueError("the ONNX is FP16 (exported with --half), so its engine is FP16: drop --no-fp16, or "
-                             "export without --half for an FP32 engine")
+            raise ValueError("the ONNX is FP16 (exported with --fp16), so its engine is FP16: drop --fp32, or "
+                             "export without --fp16 for an FP32 engine")
         return PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp16")
     if major >= 11:
         if fp16:
             raise ValueError(f"TensorRT {trt_version} has no FP16 builder flag (networks are strongly typed): export "
-                             "an FP16 ONNX with `m2s2l-edge export --half`, or build an FP32 engine with --no-fp16")
+                             "an FP16 ONNX with `m2s2l-edge export --fp16`, or build an FP32 engine with --fp32")
         return PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp32")
     return PrecisionPlan(strongly_typed=False, fp16_flag=fp16, precision="fp16" if fp16 else "fp32")
 
@@ -103,7 +103,7 @@ def profile_shapes(input_name: str, input_shape: Sequence[int], cfg: EngineConfi
         if (cfg.min_batch, cfg.opt_batch, cfg.max_batch) != (shape[0],) * 3:
             raise ValueError(
                 f"the ONNX input {input_name!r} has a fixed batch of {shape[0]} {shape}; build it with "
-                f"--min-batch/--opt-batch/--max-batch {shape[0]}, or re-export with a dynamic batch"
+                f"--min-batch/--batch/--max-batch {shape[0]}, or re-export with a dynamic batch"
             )
         return None
     rest = shape[1:]
@@ -116,7 +116,7 @@ class OnnxInfo:
     input_shape: tuple[int, ...]  # -1 for a dynamic dimension
     precision: str  # what the export computes in ("fp32" | "fp16"), from its metadata
     scan_nodes: int  # SelectiveScan nodes: the plugin is needed only when there are some
-    metadata: dict  # the exporter's record (export/metadata.py), carried into the engine's JSON
+    metadata: dict  # the exporter's record (m2s2l_edge.deploy.metadata), carried into the engine's JSON
 
 
 def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
@@ -129,7 +129,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
         import onnx
     except ImportError as e:
         raise RuntimeError(f"reading the ONNX needs the onnx package: pip install onnx ({e})") from None
-    from m2s2l_edge.export.metadata import read_metadata
+    from m2s2l_edge.deploy.metadata import read_metadata
 
     path = Path(path)
     meta = read_metadata(path)  # ValueError for a file that is not ONNX or carries no m2s2l-edge metadata
@@ -212,14 +212,9 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
 
     Raises ValueError / FileNotFoundError for bad input, RuntimeError when TensorRT is missing or the build fails.
     """
+    from m2s2l_edge.deploy.metadata import sidecar_path
+    from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
     from m2s2l_edge.io import atomic_write_bytes, atomic_write_text
-    from m2s2l_edge.runtime.tensorrt_backend import (
-        engine_sidecar,
-        find_plugin_library,
-        gpu_info,
-        import_tensorrt,
-        load_plugin_library,
-    )
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():
@@ -261,7 +256,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}; its log above says why "
-                           "(rerun with --verbose-trt for details)")
+                           "(rerun with m2s2l-edge --verbose build ... for details)")
     atomic_write_bytes(out_path, serialized)  # IHostMemory: a buffer, written without a copy
     if cfg.timing_cache is not None:
         atomic_write_bytes(cfg.timing_cache, config.get_timing_cache().serialize())
@@ -271,6 +266,6 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
         profile=profile, trt_version=trt.__version__, gpu=gpu_info(), plan=plan, cfg=cfg, plugin=plugin,
         scan_nodes=info.scan_nodes,
     )
-    atomic_write_text(engine_sidecar(out_path), json.dumps(meta, indent=2))
-    logger.info("wrote %s (%.1f MB) and %s", out_path, out_path.stat().st_size / 1e6, engine_sidecar(out_path).name)
+    atomic_write_text(sidecar_path(out_path), json.dumps(meta, indent=2))
+    logger.info("wrote %s (%.1f MB) and %s", out_path, out_path.stat().st_size / 1e6, sidecar_path(out_path).name)
     return meta

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.export import metadata as meta_mod
+from m2s2l_edge.deploy import metadata as meta_mod
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
+from m2s2l_edge.scoring import resolve_lambda
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,11 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where the weights came from, and the data set they were trained on (for λ)."""
+    """Where the weights came from, the data set they were trained on and a λ their checkpoint stored (for λ)."""
 
     description: str
     dataset: str | None = None
+    lam: float | None = None
 
 
 def load_source_model(weights: str | os.PathLike | None = None, preset: str | None = None, seed: int = 0):
@@ -89,9 +91,11 @@ def load_source_model(weights: str | os.PathLike | None = None, preset: str | No
         from m2s2l_edge.checkpoint import load_model
 
         model, state = load_model(weights, expected_preset=preset)
-        dataset = (state.get("extra") or {}).get("dataset")
+        extra = state.get("extra") or {}
+        dataset, lam = extra.get("dataset"), extra.get("lambda")
         desc = f"checkpoint {Path(weights).name} (epoch {state.get('epoch')})"
-        return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None)
+        return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None,
+                                         float(lam) if isinstance(lam, (int, float)) else None)
     if preset is None:
         raise ValueError("give a checkpoint (--weights) or a preset (--preset) to export")
     from m2s2l_edge.models import create_model
@@ -189,7 +193,7 @@ def fold_scan_parameters(model) -> int:
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    from m2s2l_edge.export.scan_onnx import is_scan_node
+    from m2s2l_edge.deploy.onnx_graph import is_scan_node
     from m2s2l_edge.ops import spec
 
     graph = model.graph
@@ -271,7 +275,8 @@ def check_graph(model, scan: str) -> None:
     domain (bar SelectiveScan in the plugin flavour), ATen fallbacks, local functions, or a scan whose A / D /
     delta_bias is computed at run time instead of being an initializer. RuntimeError: an exporter bug, not a user
     error."""
-    from m2s2l_edge.export.scan_onnx import NODE_ATTRIBUTES, is_scan_node
+    from m2s2l_edge.deploy.onnx_graph import is_scan_node
+    from m2s2l_edge.export.scan_onnx import NODE_ATTRIBUTES
     from m2s2l_edge.ops import spec
 
     if len(model.functions):
@@ -324,7 +329,8 @@ class TracedOnnx:
 
 def trace_onnx(model, config: ExportConfig) -> TracedOnnx:
     """Trace ``model`` (M2S2L) into a plugin-flavour ONNX graph (``config.scan`` is not used here)."""
-    from m2s2l_edge.export.scan_onnx import scan_nodes, scan_translation
+    from m2s2l_edge.deploy.onnx_graph import scan_nodes
+    from m2s2l_edge.export.scan_onnx import scan_translation
     from m2s2l_edge.models.fold import inference_rewrites
     from m2s2l_edge.ops import custom_op  # noqa: F401  (registers torch.ops.m2s2l.selective_scan)
 
@@ -425,7 +431,7 @@ def export_and_check(
         raise ValueError(f"output path {out} must end in .onnx")
     source = source or ModelSource(f"in-memory model ({model.cfg.name})")
     dataset = dataset if dataset is not None else source.dataset
-    lam_value, lam_source = meta_mod.resolve_lambda(dataset, lam)
+    lam_value, lam_source = resolve_lambda(dataset, lam, stored=source.lam)
     sidecar = meta_mod.sidecar_path(out)
     # Claim the output paths before the (slow) export, so an unwritable folder fails at once.
     with _published(out, sidecar) as (tmp_model, tmp_sidecar):

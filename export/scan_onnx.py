@@ -1,10 +1,10 @@
 """The SelectiveScan operator in ONNX: the custom node (plugin flavour) and its standard-ONNX lowering (portable).
 
-Plugin flavour (DESIGN.md §3): one node per scan call, ``op_type`` ``SelectiveScan`` in domain ``spec.ONNX_DOMAIN``,
-attributes ``delta_softplus`` (int), ``plugin_version`` and ``plugin_namespace`` (TensorRT 10.3 does not derive the
-namespace from the domain, so it is written explicitly), inputs in ``spec.INPUT_NAMES`` order. Types follow the
-TensorRT plugin's ``supportsFormatCombination``: u, delta, B, C, z and y share one type T (float32 or float16); A, D
-and delta_bias are always float32 (parameters; the FP16 graph keeps them exact).
+Plugin flavour (docs/DESIGN.md §5): one node per scan call, ``op_type`` ``SelectiveScan`` in domain
+``spec.ONNX_DOMAIN``, attributes ``delta_softplus`` (int), ``plugin_version`` and ``plugin_namespace`` (TensorRT 10.3
+does not derive the namespace from the domain, so it is written explicitly), inputs in ``spec.INPUT_NAMES`` order.
+Types follow the TensorRT plugin's ``supportsFormatCombination``: u, delta, B, C, z and y share one type T (float32
+or float16); A, D and delta_bias are always float32 (parameters; the FP16 graph keeps them exact).
 
 Node inputs and shapes:
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from m2s2l_edge.deploy.onnx_graph import GraphInfo, is_scan_node
 from m2s2l_edge.ops import spec
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def scan_op_schema():
         spec.OP_NAME,
         spec.ONNX_DOMAIN,
         spec.ONNX_DOMAIN_VERSION,
-        "Mamba selective scan (DESIGN.md §3); state and accumulation in float32 whatever T is.",
+        "Mamba selective scan (docs/DESIGN.md §4); state and accumulation in float32 whatever T is.",
         inputs=inputs,
         outputs=[param(name, "T") for name in spec.OUTPUT_NAMES],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "activations")],
@@ -98,14 +99,6 @@ def scan_translation(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     )
 
 
-def is_scan_node(node) -> bool:
-    return node.op_type == spec.OP_NAME and node.domain == spec.ONNX_DOMAIN
-
-
-def scan_nodes(model) -> list:
-    return [n for n in model.graph.node if is_scan_node(n)]
-
-
 def _attribute(node, name: str, default=None):
     import onnx.helper
 
@@ -113,37 +106,6 @@ def _attribute(node, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Graph information
-
-
-class _GraphInfo:
-    """Element types and static shapes of a graph's values (from the exporter's value_info, completed by ONNX shape
-    inference), and its initializers."""
-
-    def __init__(self, model) -> None:
-        import onnx
-
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        g = inferred.graph
-        self.types: dict[str, int] = {}
-        self.shapes: dict[str, tuple] = {}
-        for v in [*g.input, *g.output, *g.value_info]:
-            t = v.type.tensor_type
-            self.types[v.name] = t.elem_type
-            if t.HasField("shape"):
-                self.shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        self.initializers = {i.name: i for i in model.graph.initializer}
-        for name, init in self.initializers.items():
-            self.types[name] = init.data_type
-            self.shapes[name] = tuple(init.dims)
-
-    def shape(self, name: str) -> tuple:
-        if name not in self.shapes:
-            raise ValueError(f"SelectiveScan lowering: no shape known for {name!r} (export with static K, N, L)")
-        return self.shapes[name]
 
 
 class _Builder:
@@ -221,7 +183,7 @@ def _scan_body(form: str, k: int, dg: int, n: int, a_name: str, prefix: str):
     return oh.make_graph(b.nodes, f"{prefix}_body", inputs, outputs, initializer=b.initializers)
 
 
-def _lower_one(node, info: _GraphInfo, index: int, form: str) -> tuple[list, list]:
+def _lower_one(node, info: GraphInfo, index: int, form: str) -> tuple[list, list]:
     """Standard-ONNX nodes (and constants) computing ``node``'s output; see ``lower_scans``."""
     import onnx
 
@@ -238,7 +200,7 @@ def _lower_one(node, info: _GraphInfo, index: int, form: str) -> tuple[list, lis
     b = _Builder(f"portable_scan_{index}")
 
     def f32(name: str) -> str:
-        # FP16 graphs: the scan computes in float32 (DESIGN.md §3), with the casts explicit in the graph.
+        # FP16 graphs: the scan computes in float32 (docs/DESIGN.md §5), with the casts explicit in the graph.
         if not name or info.types.get(name, _FLOAT) == _FLOAT:
             return name
         return b("Cast", [name], "f32", to=onnx.TensorProto.FLOAT)
@@ -316,7 +278,7 @@ def lower_scans(model, *, form: str = DEFAULT_SCAN_FORM):
         raise ValueError(f"unknown scan form {form!r}; valid: {', '.join(SCAN_FORMS)}")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    info = _GraphInfo(model)
+    info = GraphInfo(model)
     new_nodes, new_inits, count = [], [], 0
     for node in out.graph.node:
         if is_scan_node(node):

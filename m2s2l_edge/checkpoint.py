@@ -2,7 +2,8 @@
 
 Format (a dict saved with torch.save): {"format": "m2s2l-edge/1", "config": ModelConfig dict, "model": state_dict,
 "optimizer": state_dict | None, "scheduler": state_dict | None, "epoch": completed epochs, "step": int,
-"extra": dict (train config, data set, rng state, versions...)}.
+"extra": dict (train config, data set, rng state, versions...), "arch": registry name of the architecture (absent in
+older files: m2s2l)}.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def save_checkpoint(
         "epoch": epoch,
         "step": step,
         "extra": extra or {},
+        "arch": getattr(model, "arch", "m2s2l"),
     }
     return atomic_write(path, lambda p: torch.save(state, p))
 
@@ -71,7 +73,7 @@ def load_model(path: str | os.PathLike, *, expected_preset: str | None = None, s
 
     ``expected_preset``: refuse a checkpoint of another preset with a message naming both.
     """
-    from m2s2l_edge.models import M2S2L
+    from m2s2l_edge.models.registry import create_trainable
 
     state = read_checkpoint(path)
     cfg = ModelConfig.from_dict(state["config"])
@@ -79,7 +81,7 @@ def load_model(path: str | os.PathLike, *, expected_preset: str | None = None, s
         raise ValueError(f"checkpoint {path} holds preset {cfg.name!r}, not {expected_preset!r}")
     if scan_backend is not None:
         cfg = cfg.replace(scan_backend=scan_backend)
-    model = M2S2L(cfg)
+    model = create_trainable(state.get("arch", "m2s2l"), cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

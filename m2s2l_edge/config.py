@@ -1,6 +1,6 @@
 """Model, loss and scoring configuration: frozen dataclasses and registered presets.
 
-What the paper fixes and what we chose (DESIGN.md §2): the paper fixes the dual stream, three spatial patch
+What the paper fixes and what we chose (docs/DESIGN.md §3): the paper fixes the dual stream, three spatial patch
 granularities with MS-VSSB, three temporal windows on frame differences, gated decomposition, three memory banks,
 two decoders, feature dimension 256, input 256×256, Adam with the learning rate halved every 20 epochs and
 λ = 0.6 / 0.4 / 0.5. Its text lost the numbers for everything marked "our choice" below.
@@ -19,6 +19,12 @@ DEFAULT_LAMBDA = 0.5
 
 ABLATIONS = ("M1", "M2", "M3", "M4")
 LOSS_SETS = ("L1", "L2", "L3")
+
+
+_POSITIVE_INTS = ("image_size", "clip_len", "in_channels", "dim", "temporal_depth", "d_state", "expand", "d_conv",
+                  "memory_items")
+_POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels",
+                    "skip_channels")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,21 @@ class ModelConfig:
     scan_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        # Sizes and counts must be positive: a zero or negative one otherwise surfaces as a PyTorch shape error deep
+        # in model construction, naming neither the field nor the allowed values.
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                label = "resolution (image_size)" if name == "image_size" else name
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        for name in _POSITIVE_TUPLES:
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f"{name} must be positive integers, got {values!r}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         if self.clip_len < 2:
             raise ValueError(f"clip_len must be >= 2 (frame differences need two frames), got {self.clip_len}")
         if len(self.patch_sizes) != 3:
@@ -73,6 +94,9 @@ class ModelConfig:
                 f"temporal windows must lie in 1..clip_len-1={self.clip_len - 1}, got {self.temporal_windows}"
             )
         coarsest = max(self.patch_sizes)
+        if self.image_size < coarsest:
+            raise ValueError(f"resolution {self.image_size} is smaller than the coarsest patch size {coarsest}; use a "
+                             f"multiple of {coarsest} (e.g. {coarsest * 8})")
         if self.image_size % coarsest != 0:
             raise ValueError(
                 f"resolution {self.image_size} is not divisible by the coarsest patch size {coarsest}; "

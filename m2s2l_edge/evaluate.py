@@ -1,4 +1,4 @@
-"""Frame-level evaluation (DESIGN.md §4) over any inference backend.
+"""Frame-level evaluation (docs/DESIGN.md §6) over any inference backend.
 
 Protocol, in order:
 
@@ -11,6 +11,10 @@ Protocol, in order:
    macro AUC: the mean of per-video AUCs over the videos that hold both classes (the others are counted as skipped).
 
 No choice here (checkpoint, λ, smoothing) looks at the labels.
+
+Footage without labels (``labels=None``) gets the same per-frame PSNRs and scores and no AUC. The per-video min-max
+score is the published protocol, but it rescales every video to [0, 1] on its own, so only the raw fused PSNR
+λ·PSNR_app + (1−λ)·PSNR_mot (lower = more anomalous) is comparable across videos; both are written.
 
 A backend is any object with ``run(clips) -> {"frame_pred", "motion_pred"}`` (see :mod:`m2s2l_edge.runtime.base`);
 clips are (B, T, 3, H, W) float32 in [-1, 1], outputs (B, 3, H, W).
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m2s2l_edge.scoring import anomaly_scores
+from m2s2l_edge.scoring import anomaly_scores, fused_psnr
 
 logger = logging.getLogger(__name__)
 
@@ -108,19 +112,25 @@ class VideoResult:
     targets: np.ndarray  # (N_v - T,) indices of the predicted frames
     psnr_app: np.ndarray  # (N_v - T,)
     psnr_mot: np.ndarray  # (N_v - T,)
-    labels: np.ndarray  # (N_v,) all labels, for plots
+    labels: np.ndarray | None  # (N_v,) all labels, for plots; None for unlabelled footage
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) anomaly score in [0, 1]
+    fused: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) raw λ-fused PSNR in dB
     auc: float | None = None
     terms: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame score terms (TERMS), each (N_v - T,)
 
     @property
-    def scored_labels(self) -> np.ndarray:
-        return self.labels[self.frames - len(self.targets):]
+    def scored_labels(self) -> np.ndarray | None:
+        return None if self.labels is None else self.labels[self.frames - len(self.targets):]
+
+    @property
+    def plot_labels(self) -> np.ndarray:
+        """Labels to shade in plots: all zeros (nothing shaded) for unlabelled footage."""
+        return np.zeros(self.frames, np.uint8) if self.labels is None else self.labels
 
 
 @dataclass
 class EvalResult:
-    auc: AUCResult
+    auc: AUCResult | None  # None: unlabelled footage, no AUC
     videos: list[VideoResult]
     lam: float
     clip_len: int
@@ -131,12 +141,14 @@ class EvalResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no per-frame arrays; those go to <out>/scores/<video>.npy)."""
-        skipped = [self.videos[i].name for i in self.auc.skipped]
+        auc = self.auc
+        skipped = [] if auc is None else [self.videos[i].name for i in auc.skipped]
         return {
-            "micro_auc": self.auc.micro,
-            "macro_auc": None if math.isnan(self.auc.macro) else self.auc.macro,
+            "labelled": auc is not None,
+            "micro_auc": None if auc is None else auc.micro,
+            "macro_auc": None if auc is None or math.isnan(auc.macro) else auc.macro,
             "videos": len(self.videos),
-            "videos_in_macro": self.auc.videos_in_macro,
+            "videos_in_macro": 0 if auc is None else auc.videos_in_macro,
             "videos_skipped_in_macro": skipped,
             "lambda": self.lam,
             "score": None if self.score is None else dataclasses.asdict(self.score),
@@ -147,7 +159,8 @@ class EvalResult:
             "fps": self.predicted_frames / self.seconds if self.seconds > 0 else None,
             "per_video": [
                 {"name": v.name, "frames": v.frames, "scored_frames": len(v.targets),
-                 "anomalous_scored_frames": int(v.scored_labels.sum()), "auc": v.auc}
+                 "anomalous_scored_frames": None if v.labels is None else int(v.scored_labels.sum()), "auc": v.auc,
+                 "fused_psnr_mean": float(np.mean(v.fused)) if len(v.fused) else None}
                 for v in self.videos
             ],
         }
@@ -213,7 +226,7 @@ def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batc
 def evaluate(
     backend,
     videos: Sequence,
-    labels: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray] | None,
     lam: float,
     *,
     batch_size: int = 8,
@@ -226,7 +239,8 @@ def evaluate(
     Args:
         backend: anything with ``run(clips) -> {"frame_pred", "motion_pred"}`` and ``inputs`` (see runtime.base).
         videos: the test :class:`~m2s2l_edge.data.VideoSource` objects.
-        labels: one (N_v,) 0/1 array per video, covering every frame (the first T are dropped here).
+        labels: one (N_v,) 0/1 array per video, covering every frame (the first T are dropped here); None for
+            unlabelled footage: scores only, no AUC.
         lam: fusion weight λ of the appearance PSNR.
         score: a :class:`~m2s2l_edge.config.ScoreConfig` (its λ is replaced by ``lam``); None: the published score.
         on_video(index, name, predicted_frames) / on_batch(clips): progress hooks.
@@ -237,9 +251,11 @@ def evaluate(
         raise ValueError(f"lambda must lie in [0, 1], got {lam}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    if len(videos) != len(labels):
+    if not videos:
+        raise ValueError("no videos to evaluate")
+    if labels is not None and len(videos) != len(labels):
         raise ValueError(f"{len(videos)} test videos but labels for {len(labels)}")
-    for v, lab in zip(videos, labels, strict=True):
+    for v, lab in zip(videos, labels or [], strict=False):
         if len(np.asarray(lab).reshape(-1)) != len(v):
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
@@ -251,25 +267,34 @@ def evaluate(
     patch = score.patch_size(min(size))
     tic = time.perf_counter()
     results: list[VideoResult] = []
-    for i, (video, lab) in enumerate(zip(videos, labels, strict=True)):
+    for i, video in enumerate(videos):
         if on_video is not None:
             on_video(i, video.name, max(0, len(video) - clip_len))
         terms = frame_terms(backend, video, clip_len, size, batch_size, patch, on_batch)
         if len(terms["targets"]) == 0:
             logger.warning("video %r has %d frames, no more than the clip length %d: it gets no score",
                            video.name, len(video), clip_len)
-        results.append(VideoResult(video.name, len(video), terms["targets"], terms["psnr_app"], terms["psnr_mot"],
-                                   np.asarray(lab).reshape(-1), terms={k: terms[k] for k in TERMS}))
+        lab = None if labels is None else np.asarray(labels[i]).reshape(-1)
+        results.append(VideoResult(video.name, len(video), terms["targets"], terms["psnr_app"], terms["psnr_mot"], lab,
+                                   terms={k: terms[k] for k in TERMS}))
     seconds = time.perf_counter() - tic
+    predicted = sum(len(r.targets) for r in results)
+    if predicted == 0:
+        raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
+                         f"{clip_len} past frames plus the frame itself")
     scores = [video_scores(r.terms, score) for r in results]
-    kept = drop_unpredicted([r.labels for r in results], clip_len)
-    for r, s, k in zip(results, scores, kept, strict=True):
-        assert len(s) == len(k), (r.name, len(s), len(k))  # iter_video_clips predicts frames T .. N-1
+    for r, s in zip(results, scores, strict=True):
         r.scores = s
+        r.fused = fused_psnr(r.psnr_app, r.psnr_mot, lam) if len(r.targets) else np.zeros(0)
+    if labels is None:
+        logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
+        return EvalResult(None, results, lam, clip_len, size, seconds, predicted, score)
+    kept = drop_unpredicted([r.labels for r in results], clip_len)
+    for r, k in zip(results, kept, strict=True):
+        assert len(r.scores) == len(k), (r.name, len(r.scores), len(k))  # iter_video_clips predicts frames T .. N-1
     auc = frame_auc(kept, scores)
     for r, a in zip(results, auc.per_video, strict=True):
         r.auc = a
-    predicted = sum(len(r.targets) for r in results)
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
     return EvalResult(auc, results, lam, clip_len, size, seconds, predicted, score)
@@ -284,11 +309,10 @@ def open_backend(kind: str, path: str, *, device: str | None = None, expected_pr
     Every kind is served by :func:`m2s2l_edge.runtime.create_backend`.
     ``expected_preset``: refuse a model of another preset (ValueError naming both).
     """
-    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.runtime import KINDS, create_backend
 
-    kinds = ("torch", "onnxruntime", "tensorrt")
-    if kind not in kinds:
-        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(kinds)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(KINDS)}")
     options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
     backend = create_backend(kind, path, device=device, **options)
     preset = (getattr(backend, "metadata", None) or {}).get("preset")
@@ -314,48 +338,65 @@ def _save_npy(path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def write_outputs(result: EvalResult, out_dir, *, meta: dict | None = None, plots: bool = True) -> dict[str, object]:
-    """Write ``<out>/scores/<video>.npy``, the plots and, last, ``<out>/results.json`` (each file atomically).
+def _frame_table(v: VideoResult) -> str:
+    rows = ["frame,psnr_app,psnr_mot,fused_psnr,score"]
+    rows += [f"{int(t)},{a:.4f},{m:.4f},{f:.4f},{s:.6f}"
+             for t, a, m, f, s in zip(v.targets, v.psnr_app, v.psnr_mot, v.fused, v.scores, strict=True)]
+    return "\n".join(rows) + "\n"
 
-    Everything has been computed before this is called, so a failed evaluation leaves earlier outputs untouched;
-    results.json is written last, so when it is new, every file it lists is too. Returns the paths written.
+
+def write_outputs(result: EvalResult, out_dir, *, meta: dict | None = None, plots: bool = True,
+                  replace: bool = False) -> dict[str, object]:
+    """Write ``<out>/scores/<video>.npy`` (the anomaly score), ``<out>/scores/<video>.csv`` (per frame: raw PSNRs,
+    fused PSNR, score), the plots and ``<out>/results.json``.
+
+    The files are written into a fresh folder that then replaces ``<out>`` (:func:`m2s2l_edge.io.atomic_dir`), so
+    ``<out>`` holds one run's files, never a mix of two, and a failure leaves an earlier run untouched. An existing
+    non-empty ``<out>`` is refused unless ``replace``. Returns the paths written (under ``<out>``).
     """
     import json
     from pathlib import Path
 
-    from m2s2l_edge.io import atomic_write, atomic_write_text
+    from m2s2l_edge.io import atomic_dir
 
     out = Path(out_dir)
-    (out / "scores").mkdir(parents=True, exist_ok=True)
     stems: dict[str, str] = {}
     for v in result.videos:
         stem = _file_stem(v.name)
         while stem in stems.values():  # two names that sanitise alike
             stem += "_"
         stems[v.name] = stem
-        atomic_write(out / "scores" / f"{stem}.npy", lambda p, s=v.scores: _save_npy(p, s.astype(np.float32)))
     paths: dict[str, object] = {"scores": str(out / "scores")}
-    if plots:
-        from m2s2l_edge import plots as P
-
-        (out / "plots").mkdir(exist_ok=True)
-        labels = np.concatenate([v.scored_labels for v in result.videos])
-        scores = np.concatenate([v.scores for v in result.videos])
-        tag = (meta or {}).get("title", "")
-        paths["roc"] = str(P.plot_roc(labels, scores, out / "roc.png",
-                                      title=f"frame-level ROC {tag}".strip() + f" (micro AUC {result.auc.micro:.3f})"))
-        paths["overview"] = str(P.plot_overview(
-            [(v.name, v.targets, v.scores, v.labels, v.auc) for v in result.videos], out / "scores_overview.png",
-            title=f"anomaly scores per video {tag}".strip()))
+    with atomic_dir(out, replace=replace) as tmp:
+        (tmp / "scores").mkdir()
         for v in result.videos:
-            auc = "single class" if v.auc is None else f"AUC {v.auc:.3f}"
-            P.plot_video_scores(v.targets, v.scores, v.labels, out / "plots" / f"{stems[v.name]}.png",
-                                title=f"video {v.name}: {auc}, λ = {result.lam}")
-        paths["plots"] = str(out / "plots")
-    data = {**(meta or {}), **result.as_dict(), "files": paths}
-    data["per_video"] = [{**row, "scores_file": f"scores/{stems[row['name']]}.npy"} for row in data["per_video"]]
-    atomic_write_text(out / RESULTS, json.dumps(data, indent=2, default=str))
-    paths["results"] = str(out / RESULTS)
+            _save_npy(tmp / "scores" / f"{stems[v.name]}.npy", v.scores.astype(np.float32))
+            (tmp / "scores" / f"{stems[v.name]}.csv").write_text(_frame_table(v), encoding="utf-8")
+        if plots:
+            from m2s2l_edge import plots as P
+
+            (tmp / "plots").mkdir()
+            tag = (meta or {}).get("title", "")
+            if result.auc is not None:
+                labels = np.concatenate([v.scored_labels for v in result.videos])
+                scores = np.concatenate([v.scores for v in result.videos])
+                P.plot_roc(labels, scores, tmp / "roc.png",
+                           title=f"frame-level ROC {tag}".strip() + f" (micro AUC {result.auc.micro:.3f})")
+                paths["roc"] = str(out / "roc.png")
+            P.plot_overview([(v.name, v.targets, v.scores, v.plot_labels, v.auc if result.auc else "no labels")
+                             for v in result.videos], tmp / "scores_overview.png",
+                            title=f"anomaly scores per video {tag}".strip())
+            paths["overview"] = str(out / "scores_overview.png")
+            for v in result.videos:
+                auc = "no labels" if result.auc is None else "single class" if v.auc is None else f"AUC {v.auc:.3f}"
+                P.plot_video_scores(v.targets, v.scores, v.plot_labels, tmp / "plots" / f"{stems[v.name]}.png",
+                                    title=f"video {v.name}: {auc}, λ = {result.lam}")
+            paths["plots"] = str(out / "plots")
+        paths["results"] = str(out / RESULTS)
+        data = {**(meta or {}), **result.as_dict(), "files": paths}
+        data["per_video"] = [{**row, "scores_file": f"scores/{stems[row['name']]}.npy",
+                              "frames_file": f"scores/{stems[row['name']]}.csv"} for row in data["per_video"]]
+        (tmp / RESULTS).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     return paths
 
 
@@ -368,8 +409,17 @@ def load_test_set(root, dataset: str, *, name: str | None = None, labels_path=No
     return videos, labels
 
 
-def default_lambda(dataset: str) -> float:
-    """λ of the paper for its data sets (Ped2 0.6, Avenue 0.4, ShanghaiTech 0.5), our DEFAULT_LAMBDA otherwise."""
-    from m2s2l_edge.config import DEFAULT_LAMBDA, PAPER_LAMBDA
+def load_footage(root, dataset: str = "custom", *, name: str | None = None,
+                 labels_path=None) -> tuple[list, list[np.ndarray] | None]:
+    """Like :func:`load_test_set`, but custom footage without labels is accepted: labels are then None.
 
-    return PAPER_LAMBDA.get(dataset, DEFAULT_LAMBDA)
+    A standard data set (or an explicit ``labels_path``) still needs its labels: their absence is an error there.
+    """
+    from m2s2l_edge.data import discover, label_candidates, load_frame_labels
+
+    videos = discover(root, dataset, "test", name=name)
+    if dataset == "custom" and labels_path is None and not any(c.exists() for c in label_candidates(
+            root, dataset, name)):
+        return videos, None
+    return videos, load_frame_labels(root, dataset, videos, path=labels_path, name=name)
+

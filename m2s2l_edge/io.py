@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +60,10 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():  # a folder being built by atomic_dir
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed.append(tmp)
     return removed
 
@@ -77,3 +81,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``path``; on success it becomes ``path``, on error it is removed.
+
+    So a folder of results is either the earlier run's or the new run's, never a mix of both. An existing non-empty
+    ``path`` is refused (FileExistsError) unless ``replace``; then it is swapped out and deleted only after the new
+    folder is in place.
+    """
+    path = Path(path).resolve()  # "." or "runs/" must still have a name and a parent to swap in
+    parent = path.parent
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not replace:
+        raise FileExistsError(f"{path} already holds files; pass --overwrite to replace them")
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it owner-only; results are for sharing like any folder
+    try:
+        yield tmp
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -103,13 +103,14 @@ def _draw_video(ax, targets, scores, labels) -> None:
 
 
 def plot_overview(
-    videos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, float | None]],
+    videos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, float | str | None]],
     path: str | os.PathLike,
     *,
     title: str = "",
     max_videos: int = 16,
 ) -> Path:
-    """All videos' score curves stacked in one figure: (name, targets, scores, labels, auc) per video."""
+    """All videos' score curves stacked in one figure: (name, targets, scores, labels, auc) per video; ``auc`` may
+    also be a text shown in its place (e.g. "no labels")."""
     plt = _pyplot()
     shown = list(videos)[:max_videos]
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 1.45 * len(shown) + 1.0), squeeze=False, sharey=True,
@@ -118,8 +119,9 @@ def plot_overview(
         _draw_video(ax, targets, scores, labels)
         ax.set_xlabel("")
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
-        ax.text(0.995, 0.9, "single class" if auc is None else f"AUC {auc:.3f}", transform=ax.transAxes,
-                ha="right", va="top", fontsize=8, bbox=dict(fc="white", ec="none", alpha=0.8))
+        note = auc if isinstance(auc, str) else "single class" if auc is None else f"AUC {auc:.3f}"
+        ax.text(0.995, 0.9, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(fc="white", ec="none", alpha=0.8))
     axes[-1, 0].set_xlabel("frame")
     handles, names = [], []
     for ax in axes[:, 0]:  # a video without an anomaly has no red patch in its own legend
@@ -154,4 +156,61 @@ def plot_training(history: Sequence[dict], path: str | os.PathLike, *, title: st
     ax.set_title(title or "training loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
+    return _save(fig, path)
+
+
+def plot_efficiency(result: dict, path: str | os.PathLike) -> Path:
+    """``m2s2l-edge table``'s result (``m2s2l_edge.table.build_table``) as a picture: the paper's Avenue AUC (the
+    one data set every row reports) against our count of GFLOPs per scored frame and, when measured, against our
+    FPS; one point per method. In the cost panel a method with the paper's figures only is drawn hollow at the
+    paper's FLOPs; the speed panel holds our measurements alone (the paper's FPS come from other hardware)."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    timed = "timing" in result
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(14 if timed else 7.5, 5.6), squeeze=False)
+    for ax, what in zip(axes[0], ("flops", "fps"), strict=False):
+        placed: list[tuple[float, float]] = []
+        points = []
+        for r in result["rows"]:
+            auc = r["paper"]["auc"].get("Avenue")
+            if auc is None or r["kind"] not in ("ours", "peer", "paper-only", "ablation"):
+                continue
+            if what == "flops":
+                x = r["ours"]["paper_gflops_per_frame"] if r["ours"] else r["paper"]["gflops"]
+                hollow = r["ours"] is None
+            else:
+                x, hollow = (r["fps"]["fps"] if r["fps"] else None), False
+            # Ablations show on the cost axis only (M4 is the full model, drawn as M²S²L).
+            if x is None or (r["kind"] == "ablation" and (what == "fps" or r["key"].endswith("M4"))):
+                continue
+            points.append((x, auc, r, hollow))
+        xs = [np.log10(p[0]) for p in points]
+        ys = [p[1] for p in points]
+        span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        for (x, auc, r, hollow), lx in zip(points, xs, strict=True):
+            ours = r["kind"] in ("ours", "ablation")
+            color = _ANOMALY if ours else _SCORE
+            size = 35 if r["kind"] == "ablation" else 80
+            ax.scatter([x], [auc], s=size, facecolors="none" if hollow else color, edgecolors=color, zorder=3)
+            label = r["key"].split("-")[-1] if r["kind"] == "ablation" else r["method"].split(" (")[0]
+            # Labels of nearby points go below instead of above, so neighbours do not overprint each other.
+            crowded = any(abs(lx - px) / span_x < 0.12 and abs(auc - py) / span_y < 0.06 for px, py in placed)
+            placed.append((lx, auc))
+            ax.annotate(label, (x, auc), textcoords="offset points", xytext=(6, -12 if crowded else 4), fontsize=8,
+                        color=color if ours else "black")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_ylabel("paper AUC on CUHK Avenue (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        if what == "flops":
+            ax.set_xlabel("our count: GFLOPs per scored frame (MACs + scan), log scale")
+            ax.set_title("accuracy (paper) vs cost (our count)")
+        else:
+            t = result["timing"]
+            ax.set_xlabel(f"our FPS on {t['device']} ({t['precision']}, batch {t['batch']}), log scale")
+            ax.set_title("accuracy (paper) vs speed (measured here, same run)")
+    fig.text(0.01, 0.005, "red: M²S²L (small: ablations M1-M3); blue: peers; hollow: the paper's own FLOPs "
+             "(no public code)", fontsize=8)
     return _save(fig, path)

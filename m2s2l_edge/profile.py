@@ -1,6 +1,6 @@
 """Parameters, MACs and FLOPs of M²S²L, per component, and forward-pass timing.
 
-Conventions (DESIGN.md §2):
+Conventions (docs/DESIGN.md §3):
 - ``macs``: multiply-accumulates of convolutions, linear layers and matrix products, counted from the real forward
   pass by ``torch.utils.flop_counter`` (which reports 2 FLOPs per MAC; we halve it).
 - The selective scan is opaque to such counters; it is counted by formula, 9·B·L·D·N per scan (D = K·d_inner
@@ -158,3 +158,61 @@ def profile_model(preset: str = "paper", resolution: int | None = None, batch: i
     if total != counted:  # operations outside every group (none today): report them rather than drop them
         result.groups["other"] = GroupCount(macs=total[0] - counted[0], scan=total[1] - counted[1])
     return result
+
+
+def time_forward(preset: str = "paper", *, resolution: int | None = None, batch: int = 1, device: str = "cpu",
+                 warmup: int = 3, iterations: int = 10, **overrides) -> dict:
+    """Time the inference forward pass of a preset with fresh weights, in its deployed form (BatchNorm folded,
+    multi-scale convolutions merged), on random clips; what `m2s2l-edge profile --fps` reports.
+
+    Rows: ``fp32 eager`` on every device; on CUDA also ``fp16 eager`` and ``fp16 cuda-graph`` (one forward captured
+    on static buffers and replayed, which removes the launch overhead that dominates batch 1). Each row is
+    ``{"mode", "latency": LatencyStats.as_dict()}``, timed with device synchronisation; the result follows
+    ``m2s2l_edge.benchmarking``'s schema (``format_summary`` prints it). Raises RuntimeError for a CUDA device that
+    PyTorch cannot see, ValueError for bad counts.
+    """
+    from m2s2l_edge.benchmarking import (
+        capture_cuda_graph,
+        load_average,
+        machine_info,
+        synchronizer,
+        time_callable,
+    )
+    from m2s2l_edge.models import create_model
+    from m2s2l_edge.models.fold import optimize_for_inference
+
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: no CUDA device is visible to PyTorch (torch.cuda.is_available() is "
+                           "False)")
+    if resolution is not None:
+        overrides = {**overrides, "image_size": resolution}
+    load_before = load_average()
+    model = create_model(preset, **overrides).eval().to(device)
+    optimize_for_inference(model)
+    cfg = model.cfg
+    clip = torch.randn(batch, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    sync = synchronizer(device)
+
+    def forward(m, x):
+        with torch.inference_mode():
+            return m.predict(x)
+
+    def timed(fn) -> dict:
+        return time_callable(fn, warmup=warmup, iterations=iterations, batch=batch, synchronize=sync).as_dict()
+
+    rows = [{"mode": "fp32 eager", "latency": timed(lambda: forward(model, clip))}]
+    if on_cuda:
+        half, clip_h = model.half(), clip.half()
+        rows.append({"mode": "fp16 eager", "latency": timed(lambda: forward(half, clip_h))})
+        graph = capture_cuda_graph(lambda: forward(half, clip_h))
+        rows.append({"mode": "fp16 cuda-graph", "latency": timed(graph.replay)})
+    return {
+        "device": device,
+        "model": {"preset": cfg.name},
+        "input": {"name": "clip", "shape": list(clip.shape), "dtype": "float32"},
+        "config": {"batch": batch, "warmup": warmup, "iterations": iterations},
+        "rows": rows,
+        "machine": machine_info(),
+        "load_average": {"before": load_before, "after": load_average()},
+    }

@@ -8,7 +8,7 @@ a resumed run visits the same clips in the same order as an uninterrupted one; t
 parameter initialisation and nothing else in the loop today) are restored as well so that stays true if a
 stochastic layer is added.
 
-The last checkpoint is the result: nothing here looks at test labels (DESIGN.md §4).
+The last checkpoint is the result: nothing here looks at test labels (docs/DESIGN.md §6).
 
 Shapes: a batch from :class:`~m2s2l_edge.data.ClipDataset` is (B, T+1, 3, H, W) in [-1, 1]; ``[:, :T]`` is the
 model input, ``[:, T]`` the target frame.
@@ -23,6 +23,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +203,15 @@ def _diff(label: str, requested: dict, stored: dict, ignore: tuple[str, ...] = (
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
+def epoch_indices(num_clips: int, seed: int, epoch: int, *, rank: int = 0, world_size: int = 1) -> list[int]:
+    """The clips one process visits in epoch ``epoch``, in order: the epoch's permutation (``epoch_order``), and with
+    ``world_size`` > 1 every ``world_size``-th clip of it starting at ``rank`` (what DistributedSampler does without
+    padding), so the shards of one epoch are disjoint and a resumed run replays them exactly."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
+    return epoch_order(num_clips, seed, epoch)[rank::world_size]
+
+
 def _make_loader(dataset, order: list[int], batch_size: int, workers: int, pin: bool):
     from torch.utils.data import DataLoader
 
@@ -221,6 +231,184 @@ def _model_for_training(model_cfg: ModelConfig, device: str) -> ModelConfig:
     return model_cfg
 
 
+@dataclass
+class TrainState:
+    """What one run carries from epoch to epoch, and what ``<out>/last.pt`` holds.
+
+    ``model`` is the module whose parameters are trained and saved; ``net`` is what a step calls: the model itself,
+    or a wrapper around it (``build_state(..., wrap=...)``, e.g. DistributedDataParallel) that shares its
+    parameters. ``epoch`` counts completed epochs, ``step`` optimiser steps.
+    """
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    use_amp: bool
+    epoch: int = 0
+    step: int = 0
+    history: list[EpochSummary] = field(default_factory=list)
+    resumed_from: int | None = None  # epoch the run continued after, if resumed
+
+
+def check_resume(model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig,
+                 run_cfg: RunConfig, arch: str = "m2s2l") -> dict | None:
+    """The checkpoint to continue (``run_cfg.resume``), or None for a fresh run; checked before any output exists.
+
+    Raises FileNotFoundError when there is nothing to resume, ValueError when the checkpoint does not fit the
+    request or is already finished, or when a fresh run would replace an existing one without ``overwrite``.
+    """
+    last = Path(run_cfg.out_dir) / LAST
+    if not run_cfg.resume:
+        if last.exists() and not run_cfg.overwrite:
+            raise ValueError(f"{last} already exists; pass --resume to continue that run or --overwrite to replace it")
+        return None
+    if not last.is_file():
+        raise FileNotFoundError(f"nothing to resume: {last} does not exist (run without --resume to start)")
+    state = read_checkpoint(last)
+    extra = state.get("extra", {})
+    stored_model = ModelConfig.from_dict(state["config"])
+    stored_train = train_config_from_dict(extra.get("train_config", {}))
+    problems = _diff("model", _model_for_training(model_cfg, run_cfg.device).to_dict(), stored_model.to_dict(),
+                     ignore=("scan_backend",))
+    problems += _diff("train", train_config_to_dict(train_cfg), train_config_to_dict(stored_train),
+                      ignore=("epochs",))
+    problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed, "arch": arch},
+                      {"dataset": extra.get("dataset"), "seed": extra.get("seed"), "arch": state.get("arch", "m2s2l")})
+    if problems:
+        raise ValueError(f"cannot resume {last}: the request differs from the checkpoint ({'; '.join(problems)})")
+    if state["epoch"] >= train_cfg.epochs:
+        raise ValueError(f"{last} already finished {state['epoch']} of {train_cfg.epochs} epochs; "
+                         f"pass a larger --epochs to train further")
+    return state
+
+
+def build_state(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    run_cfg: RunConfig,
+    resume: dict | None = None,
+    *,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    arch: str = "m2s2l",
+) -> TrainState:
+    """Model, Adam, the step schedule and the GradScaler, seeded by ``run_cfg.seed``, restored from ``resume`` (a
+    checkpoint from ``check_resume``) when given, on ``run_cfg.device``.
+
+    ``wrap`` turns the model, once on its device, into what the steps call (e.g. ``lambda m:
+    DistributedDataParallel(m, device_ids=[rank])``); the optimiser holds the model's own parameters either way.
+    ``arch``: another architecture of ``m2s2l_edge.models.registry.TRAINABLE`` (a peer, sized by ``model_cfg``),
+    trained with its own objective (its ``loss`` method) instead of M²S²L's.
+    """
+    from m2s2l_edge.models.registry import create_trainable
+
+    device = torch.device(run_cfg.device)
+    use_amp = run_cfg.use_amp
+    seed_everything(run_cfg.seed)
+    model = create_trainable(arch, _model_for_training(model_cfg, run_cfg.device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
+    # Paper: the learning rate is halved every 20 epochs (StepLR, stepped once per epoch).
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step_epochs,
+                                                gamma=train_cfg.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state = TrainState(model, model, optimizer, scheduler, scaler, device, use_amp)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        model.to(device)  # before the optimiser state: Adam's load_state_dict moves its moments to the params' device
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        extra = resume["extra"]
+        if extra.get("scaler"):
+            scaler.load_state_dict(extra["scaler"])
+        state.epoch, state.step = int(resume["epoch"]), int(resume["step"])
+        state.history = [EpochSummary(**h) for h in extra.get("history", [])]
+        state.resumed_from = state.epoch
+        _set_rng_state(extra["rng"])
+        logger.info("resuming %s after epoch %d (step %d)", Path(run_cfg.out_dir) / LAST, state.epoch, state.step)
+    model.to(device)
+    if wrap is not None:
+        state.net = wrap(model)
+    return state
+
+
+def train_epoch(
+    state: TrainState,
+    loader,
+    loss_cfg: LossConfig,
+    epoch: int,
+    callbacks: TrainCallbacks,
+    *,
+    max_steps: int | None = None,
+) -> EpochSummary | None:
+    """One epoch over ``loader`` (batches (B, T+1, 3, H, W)), then one step of the learning-rate schedule.
+
+    ``max_steps``: stop after that many optimiser steps, mid-epoch, and return None (the epoch is not complete).
+    Raises RuntimeError when the loss becomes NaN or infinite.
+    """
+    from m2s2l_edge.losses import total_loss
+
+    device = state.device
+    state.net.train()
+    tic = time.perf_counter()
+    lr = state.optimizer.param_groups[0]["lr"]
+    callbacks.on_epoch_start(epoch, len(loader))
+    sums: dict[str, float] = {}
+    total, n = 0.0, 0
+    for i, batch in enumerate(loader):
+        batch = batch.to(device, non_blocking=True)  # (B, T+1, 3, H, W)
+        clip, target = batch[:, :-1], batch[:, -1]  # (B, T, 3, H, W), (B, 3, H, W)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=state.use_amp):
+            outputs = state.net(clip)
+        # The losses run in float32 whatever autocast produced (PSNR-scale errors are small).
+        outputs = {k: v.float() for k, v in outputs.items()}
+        objective = getattr(state.model, "loss", None)  # a peer brings its own objective
+        loss, terms = (objective or total_loss)(outputs, clip, target, loss_cfg)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"the loss became {float(loss)} at epoch {epoch}, step {state.step + 1} "
+                               f"(terms {terms}); lower --lr or check the data")
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.step += 1
+        value = float(loss.detach())
+        total += value
+        n += 1
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v
+        callbacks.on_step(epoch, i + 1, value, terms)
+        if max_steps is not None and n >= max_steps:
+            return None
+    state.scheduler.step()
+    state.epoch = epoch
+    summary = EpochSummary(epoch, state.step, total / max(n, 1), {k: v / max(n, 1) for k, v in sums.items()}, lr,
+                           time.perf_counter() - tic)
+    state.history.append(summary)
+    return summary
+
+
+def save_state(state: TrainState, out_dir: str | Path, extra_static: dict, *, keep_epochs: bool = False) -> Path:
+    """Write ``<out>/last.pt`` (and ``epoch_NNN.pt`` with ``keep_epochs``) and ``history.json``, each atomically.
+
+    Call it from one process only when several train one model (rank 0 of a distributed run). Returns last.pt.
+    """
+    out = Path(out_dir)
+    last = out / LAST
+    extra = {**extra_static, "history": [h.as_dict() for h in state.history], "rng": _rng_state(),
+             "scaler": state.scaler.state_dict() if state.use_amp else {}}
+    save_checkpoint(last, state.model, optimizer=state.optimizer, scheduler=state.scheduler, epoch=state.epoch,
+                    step=state.step, extra=extra)
+    if keep_epochs:
+        # A copy of a complete file, so it is as safe as last.pt itself.
+        from m2s2l_edge.io import atomic_write
+
+        atomic_write(out / f"epoch_{state.epoch:03d}.pt", lambda p: shutil.copyfile(last, p))
+    atomic_write_text(out / HISTORY, json.dumps([h.as_dict() for h in state.history], indent=2))
+    return last
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -229,11 +417,15 @@ def train(
     callbacks: TrainCallbacks | None = None,
     *,
     stop_after_steps: int | None = None,
+    arch: str = "m2s2l",
 ) -> TrainResult:
     """Train M²S²L on the normal training videos of ``data_cfg`` and leave the result in ``<out>/last.pt``.
 
+    The steps, each usable on its own: ``check_resume`` (the request against an existing run), ``build_state``
+    (model, optimiser, schedule, scaler, restored), ``train_epoch`` over ``epoch_indices``'s clips, ``save_state``.
+
     ``stop_after_steps``: stop (without saving) once this many optimiser steps have run in this call; a stand-in
-    for an interruption in tests and quick experiments.
+    for an interruption in tests and quick experiments. ``arch``: see ``build_state``.
 
     Raises:
         ValueError / FileNotFoundError: bad data, a checkpoint that does not fit the request, an output folder that
@@ -241,67 +433,21 @@ def train(
         RuntimeError: CUDA requested but unavailable; the loss became NaN or infinite.
     """
     from m2s2l_edge.data import ClipDataset, discover
-    from m2s2l_edge.losses import total_loss
-    from m2s2l_edge.models import M2S2L
 
     cb = callbacks or TrainCallbacks()
     check_train_config(train_cfg)
     use_amp = run_cfg.use_amp
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)")
-    device = torch.device(run_cfg.device)
     out = Path(run_cfg.out_dir)
-    last = out / LAST
-
     # Everything that can be wrong with the request is checked before any output is written.
-    state = None
-    if run_cfg.resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume: {last} does not exist (run without --resume to start)")
-        state = read_checkpoint(last)
-        extra = state.get("extra", {})
-        stored_model = ModelConfig.from_dict(state["config"])
-        stored_train = train_config_from_dict(extra.get("train_config", {}))
-        problems = _diff("model", _model_for_training(model_cfg, run_cfg.device).to_dict(), stored_model.to_dict(),
-                         ignore=("scan_backend",))
-        problems += _diff("train", train_config_to_dict(train_cfg), train_config_to_dict(stored_train),
-                          ignore=("epochs",))
-        problems += _diff("data", {"dataset": data_cfg.dataset, "seed": run_cfg.seed},
-                          {"dataset": extra.get("dataset"), "seed": extra.get("seed")})
-        if problems:
-            raise ValueError(f"cannot resume {last}: the request differs from the checkpoint ({'; '.join(problems)})")
-        if state["epoch"] >= train_cfg.epochs:
-            raise ValueError(f"{last} already finished {state['epoch']} of {train_cfg.epochs} epochs; "
-                             f"pass a larger --epochs to train further")
-    elif last.exists() and not run_cfg.overwrite:
-        raise ValueError(f"{last} already exists; pass --resume to continue that run or --overwrite to replace it")
+    resume = check_resume(model_cfg, train_cfg, data_cfg, run_cfg, arch)
 
     videos = discover(data_cfg.root, data_cfg.dataset, "train", name=data_cfg.name)
     dataset = ClipDataset(videos, clip_len=model_cfg.clip_len, image_size=model_cfg.image_size,
                           stride=data_cfg.stride)
     out.mkdir(parents=True, exist_ok=True)
-
-    seed_everything(run_cfg.seed)
-    model = M2S2L(_model_for_training(model_cfg, run_cfg.device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
-    # Paper: the learning rate is halved every 20 epochs (StepLR, stepped once per epoch).
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step_epochs,
-                                                gamma=train_cfg.lr_gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, step, history = 0, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        model.to(device)  # before the optimiser state: Adam's load_state_dict moves its moments to the params' device
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        extra = state["extra"]
-        if extra.get("scaler"):
-            scaler.load_state_dict(extra["scaler"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        history = [EpochSummary(**h) for h in extra.get("history", [])]
-        _set_rng_state(extra["rng"])
-        logger.info("resuming %s after epoch %d (step %d)", last, start_epoch, step)
-    model.to(device)
+    state = build_state(model_cfg, train_cfg, run_cfg, resume, arch=arch)
 
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
@@ -314,67 +460,30 @@ def train(
         "torch": str(torch.__version__),
     }
     steps_per_epoch = len(_make_loader(dataset, list(range(len(dataset))), train_cfg.batch_size, 0, False))
-    cb.on_start(total_epochs=train_cfg.epochs, start_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+    cb.on_start(total_epochs=train_cfg.epochs, start_epoch=state.epoch, steps_per_epoch=steps_per_epoch,
                 clips=len(dataset))
     logger.info("training %s (%s) on %d clips from %d videos: %d epochs × %d steps, batch %d, device %s%s",
                 model_cfg.name, _switches(model_cfg), len(dataset), len(videos), train_cfg.epochs, steps_per_epoch,
                 train_cfg.batch_size, run_cfg.device, ", amp" if use_amp else "")
 
     tic_run = time.perf_counter()
-    steps_this_call = 0
-    for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
-        model.train()
-        tic = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loader = _make_loader(dataset, epoch_order(len(dataset), run_cfg.seed, epoch), train_cfg.batch_size,
-                              run_cfg.workers, pin=device.type == "cuda")
-        cb.on_epoch_start(epoch, len(loader))
-        sums: dict[str, float] = {}
-        total, n = 0.0, 0
-        for i, batch in enumerate(loader):
-            batch = batch.to(device, non_blocking=True)  # (B, T+1, 3, H, W)
-            clip, target = batch[:, :-1], batch[:, -1]  # (B, T, 3, H, W), (B, 3, H, W)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(clip)
-            # The losses run in float32 whatever autocast produced (PSNR-scale errors are small).
-            outputs = {k: v.float() for k, v in outputs.items()}
-            loss, terms = total_loss(outputs, clip, target, train_cfg.loss)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"the loss became {float(loss)} at epoch {epoch}, step {step + 1} "
-                                   f"(terms {terms}); lower --lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            steps_this_call += 1
-            value = float(loss.detach())
-            total += value
-            n += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            cb.on_step(epoch, i + 1, value, terms)
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                logger.info("stopping after %d steps (stop_after_steps) in epoch %d", steps_this_call, epoch)
-                return TrainResult(last, epoch - 1, step, history, start_epoch if state else None,
-                                   time.perf_counter() - tic_run)
-        scheduler.step()
-        summary = EpochSummary(epoch, step, total / max(n, 1), {k: v / max(n, 1) for k, v in sums.items()}, lr,
-                               time.perf_counter() - tic)
-        history.append(summary)
-        extra = {**extra_static, "history": [h.as_dict() for h in history], "rng": _rng_state(),
-                 "scaler": scaler.state_dict() if use_amp else {}}
-        save_checkpoint(last, model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step, extra=extra)
-        if run_cfg.keep_epochs:
-            # A copy of a complete file, so it is as safe as last.pt itself.
-            from m2s2l_edge.io import atomic_write
-
-            atomic_write(out / f"epoch_{epoch:03d}.pt", lambda p: shutil.copyfile(last, p))
-        atomic_write_text(out / HISTORY, json.dumps([h.as_dict() for h in history], indent=2))
+    first_step = state.step
+    for epoch in range(state.epoch + 1, train_cfg.epochs + 1):
+        loader = _make_loader(dataset, epoch_indices(len(dataset), run_cfg.seed, epoch), train_cfg.batch_size,
+                              run_cfg.workers, pin=state.device.type == "cuda")
+        budget = None if stop_after_steps is None else stop_after_steps - (state.step - first_step)
+        summary = train_epoch(state, loader, train_cfg.loss, epoch, cb, max_steps=budget)
+        if summary is None:
+            logger.info("stopped after %d steps (stop_after_steps) in epoch %d", state.step - first_step, epoch)
+            return TrainResult(out / LAST, epoch - 1, state.step, state.history, state.resumed_from,
+                               time.perf_counter() - tic_run)
+        if run_cfg.overwrite and state.resumed_from is None and epoch == 1:
+            remove_earlier_run(out)  # only now: until this run has an epoch to show, the earlier one stays whole
+        last = save_state(state, out, extra_static, keep_epochs=run_cfg.keep_epochs)
         logger.info("epoch %d/%d: loss %.4f (%s), lr %.2e, %.1f s", epoch, train_cfg.epochs, summary.loss,
-                    ", ".join(f"{k} {v:.4f}" for k, v in summary.terms.items()), lr, summary.seconds)
+                    ", ".join(f"{k} {v:.4f}" for k, v in summary.terms.items()), summary.lr, summary.seconds)
         cb.on_epoch_end(summary, last)
-    return TrainResult(last, train_cfg.epochs, step, history, start_epoch if state else None,
+    return TrainResult(out / LAST, train_cfg.epochs, state.step, state.history, state.resumed_from,
                        time.perf_counter() - tic_run)
 
 
@@ -383,6 +492,17 @@ def _switches(cfg: ModelConfig) -> str:
                                   ("multi-scale temporal", cfg.multi_scale_temporal),
                                   ("decomposition", cfg.decompose)) if flag]
     return ", ".join(on) if on else "baseline"
+
+
+def remove_earlier_run(out: Path) -> list[Path]:
+    """With ``overwrite``: remove the files of the run that was in ``out`` and that the new run does not replace
+    itself (per-epoch checkpoints, the loss plot), so the folder never mixes two runs. last.pt and history.json are
+    replaced atomically by the new run's."""
+    epochs = [p for p in sorted(out.glob("epoch_*.pt")) if p.stem[len("epoch_"):].isdigit()]
+    removed = [*epochs, *(p for p in (out / "loss.png",) if p.exists())]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def load_history(out_dir: str | Path) -> list[dict]:

@@ -2,7 +2,9 @@
 # Compile-checks the TensorRT plugin sources against TensorRT's public headers, without TensorRT installed.
 #
 # Usage: plugins/check_compile.sh [TRT_INCLUDE_DIR ...]
-#   With no argument, checks every third_party/tensorrt-*/include (see plugins/fetch_trt_headers.sh).
+#   With no argument, checks one include/ per TensorRT version found in third_party/tensorrt-*/include (see
+#   plugins/fetch_trt_headers.sh) or in ../shared/third_party/tensorrt-*/include beside the clone (for a git
+#   worktree, also beside the checkout it belongs to); the checkout's own third_party/ wins for a version in both.
 #   Environment: CXX (default g++), CUDA_INCLUDE_DIR (default: nvcc's toolkit, CUDA_HOME, /usr/local/cuda),
 #                CHECK_MODE=-fsyntax-only (default) or -c (full code generation into a temporary directory).
 #
@@ -42,12 +44,27 @@ fi
 if [[ $# -gt 0 ]]; then
     include_dirs=("$@")
 else
+    roots=("${repo}/third_party" "${repo}/../shared/third_party")
+    if common="$(git -C "${repo}" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+        roots+=("$(dirname "${common}")/../shared/third_party")
+    fi
+    include_dirs=()
+    declare -A seen=()
     shopt -s nullglob
-    include_dirs=("${repo}"/third_party/tensorrt-*/include)
+    for root in "${roots[@]}"; do
+        for inc in "${root}"/tensorrt-*/include; do
+            version="$(basename "$(dirname "${inc}")")"
+            if [[ -f "${inc}/NvInferRuntime.h" && -z "${seen[${version}]:-}" ]]; then
+                seen["${version}"]=1
+                include_dirs+=("$(cd "${inc}" && pwd -P)")
+            fi
+        done
+    done
     shopt -u nullglob
 fi
 if [[ ${#include_dirs[@]} -eq 0 ]]; then
-    echo "check_compile: no TensorRT headers; run plugins/fetch_trt_headers.sh or pass an include directory" >&2
+    echo "check_compile: no TensorRT headers in third_party/ or ../shared/third_party/; run" \
+        "plugins/fetch_trt_headers.sh or pass an include directory" >&2
     exit 2
 fi
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from m2s2l_edge.cli.app import app
 
-TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--stride", "4", "--batch-size", "4", "--lr", "2e-3"]
+TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--stride", "4", "--batch", "4", "--lr", "2e-3"]
 
 
 def invoke(*args):
@@ -115,21 +115,21 @@ def test_truncated_checkpoint_is_refused(root, run, earlier, tmp_path):
     data = (run / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", tmp_path / "cut.pt",
-                    "--out", earlier[0])
+                    "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "cut.pt", "corrupt")
     assert_untouched(earlier)
 
 
 def test_checkpoint_of_another_preset_is_refused(root, run, earlier):
     result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--preset", "small", "--out", earlier[0])
+                    "--preset", "small", "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "holds preset 'tiny', not 'small'")
     assert_untouched(earlier)
 
 
 def test_missing_data_folder(run, earlier, tmp_path):
     result = invoke("eval", "--data", tmp_path / "nowhere", "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--out", earlier[0])
+                    "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "not found", "nowhere")
     assert_untouched(earlier)
     result = invoke("train", "--data", tmp_path / "nowhere", *TRAIN, "--out", tmp_path / "t")
@@ -147,7 +147,7 @@ def broken_root(root, tmp_path):
 def test_unreadable_frame(broken_root, run, earlier):
     (broken_root / "synthetic" / "testing" / "frames" / "02" / "0020.jpg").write_bytes(b"\xff\xd8 truncated")
     result = invoke("eval", "--data", broken_root, "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--out", earlier[0])
+                    "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "'02'", "0020.jpg", "unreadable")
     assert_untouched(earlier)
 
@@ -156,7 +156,7 @@ def test_empty_video(broken_root, run, earlier):
     for f in (broken_root / "synthetic" / "testing" / "frames" / "01").iterdir():
         f.unlink()
     result = invoke("eval", "--data", broken_root, "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--out", earlier[0])
+                    "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "'01' is empty")
     assert_untouched(earlier)
 
@@ -165,15 +165,31 @@ def test_labels_of_the_wrong_length(broken_root, run, earlier):
     labels = broken_root / "synthetic" / "frame_labels_synthetic.npy"
     np.save(labels, np.load(labels)[:, :-3])
     result = invoke("eval", "--data", broken_root, "--dataset", "synthetic", "--weights", run / "last.pt",
-                    "--out", earlier[0])
+                    "--out", earlier[0], "--overwrite")
     assert_one_line_error(result, "label/frame count mismatch")
     assert_untouched(earlier)
 
 
+def test_eval_uses_the_lambda_stored_in_an_exported_model(root, exports, tmp_path):
+    """The export stored λ = 0.6 (it was exported for Ped2); scoring synthetic footage with it, without --lambda,
+    uses 0.6, not the 0.5 a synthetic data set would get; an explicit --lambda still wins."""
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--onnx",
+                    exports["portable"], "--out", tmp_path / "stored", "--no-plots")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "stored" / "results.json").read_text())
+    assert (data["lambda"], data["lambda_source"]) == (0.6, "stored in the model")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--onnx",
+                    exports["portable"], "--lambda", 0.2, "--out", tmp_path / "explicit", "--no-plots")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "explicit" / "results.json").read_text())
+    assert (data["lambda"], data["lambda_source"]) == (0.2, "explicit")
+
+
 def test_usage_errors(root, run, tmp_path):
-    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime")
-    assert result.exit_code == 2 and "--model" in result.stderr
-    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", run / "last.pt", "--lambda", 2)
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--out", tmp_path / "e")
+    assert_one_line_error(result, "give the model to run: --weights CHECKPOINT, --onnx MODEL.onnx, --engine")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", run / "last.pt", "--lambda", 2,
+                    "--out", tmp_path / "e")
     assert_one_line_error(result, "--lambda must lie in [0, 1]")
     result = invoke("train", "--data", root, *TRAIN, "--set", "colour=red", "--out", tmp_path / "t")
     assert_one_line_error(result, "--set 'colour=red'")
@@ -283,7 +299,7 @@ def test_open_backend_refuses_a_checkpoint_of_another_preset(run):
 
 @pytest.mark.slow  # the ONNX export of even the tiny model takes tens of seconds on 2 cores
 def test_onnxruntime_backend_gives_the_torch_scores(root, run, evaluated, tmp_path):
-    """eval --backend onnxruntime on the exported checkpoint reproduces the torch backend's per-frame scores."""
+    """eval --onnx on the exported checkpoint reproduces the torch backend's per-frame scores."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     model = tmp_path / "tiny.onnx"
@@ -291,12 +307,11 @@ def test_onnxruntime_backend_gives_the_torch_scores(root, run, evaluated, tmp_pa
                     "--out", model)
     assert result.exit_code == 0, result.stdout + result.stderr
     out = tmp_path / "ort"
-    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model", model,
-                    "--preset", "tiny", "--out", out, "--no-plots")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--onnx", model, "--out", out, "--no-plots")
     assert result.exit_code == 0, result.stdout + result.stderr
     for name in ("01", "02"):
         np.testing.assert_allclose(np.load(out / "scores" / f"{name}.npy"),
                                    np.load(evaluated[0] / "scores" / f"{name}.npy"), atol=2e-3)
-    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--backend", "onnxruntime", "--model", model,
-                    "--preset", "small", "--out", out)
-    assert_one_line_error(result, "preset 'tiny', not 'small'")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--onnx", model, "--preset", "small",
+                    "--out", tmp_path / "other")
+    assert_one_line_error(result, "--preset goes with --weights")

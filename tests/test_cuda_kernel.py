@@ -33,8 +33,10 @@ from m2s2l_edge.ops.selective_scan import selective_scan_ref
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "plugins" / "selective_scan"
 BINDING = REPO / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
-KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
-KERNEL_FILES = sorted(KERNEL_DIR.glob("selectiveScanKernel*"))
+KERNEL_SOURCES = ("selectiveScanForward.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanInstances.h",
+                  "selectiveScanDeviceKernel.cuh", "selectiveScanTypedLaunch.cuh")
+KERNEL_FILES = [KERNEL_DIR / name for name in (*KERNEL_SOURCES, *KERNEL_HEADERS)]
 
 NVCC = shutil.which("nvcc")
 CXX = shutil.which(os.environ.get("CXX", "g++"))
@@ -186,7 +188,7 @@ def test_launcher_contract_compiles_as_plain_cpp(tmp_path):
     """The header the TensorRT plugin includes: plain C++17, the agreed signature, aggregate-initialisable."""
     src = tmp_path / "contract.cpp"
     src.write_text(
-        '#include "selectiveScanKernel.h"\n#include <type_traits>\n'
+        '#include "selectiveScanForward.h"\n#include <type_traits>\n'
         "static_assert(std::is_same<decltype(&m2s2l::selectiveScanForward),\n"
         '    cudaError_t (*)(m2s2l::SelectiveScanParams const&, cudaStream_t)>::value, "launcher signature");\n'
         'static_assert(std::is_trivially_copyable<m2s2l::SelectiveScanParams>::value, "kernel argument");\n'
@@ -197,8 +199,19 @@ def test_launcher_contract_compiles_as_plain_cpp(tmp_path):
           str(CUDA_INCLUDE), "-I", str(KERNEL_DIR), str(src)])  # fmt: skip
 
 
+def test_kernel_files_are_all_listed():
+    """Every file of the kernel folder is either the TensorRT plugin's or a kernel file listed here and in the
+    extension build (whose rebuild check hashes exactly these), so a new header cannot be missed by either."""
+    from m2s2l_edge.ops import cuda_backend
+
+    plugin_side = {"scanSpec.h", "selectiveScanPlugin.h", "selectiveScanPlugin.cpp", "pluginEntry.cpp",
+                   "pluginStaticRegistration.cpp", "README.md"}
+    assert {p.name for p in KERNEL_DIR.iterdir()} - plugin_side == {p.name for p in KERNEL_FILES}
+    assert (cuda_backend.KERNEL_SOURCES, cuda_backend.KERNEL_HEADERS) == (KERNEL_SOURCES, KERNEL_HEADERS)
+
+
 def test_kernel_files_do_not_depend_on_tensorrt():
-    assert len(KERNEL_FILES) >= 6, KERNEL_FILES
+    assert all(p.is_file() for p in KERNEL_FILES), KERNEL_FILES
     for path in [*KERNEL_FILES, BINDING]:
         text = path.read_text()
         assert "NvInfer" not in text and "nvinfer1" not in text, path
@@ -243,7 +256,10 @@ def emulator(tmp_path_factory) -> Path:
 
 
 EMULATED_CASES = [
-    # (batch, KD, K, N, L, dtype, G, options): G = 4 / 2 / 8 are the kernel variants (states per thread)
+    # (batch, KD, K, N, L, dtype, G, options): G = 4 / 2 / 8 force that kernel variant (states per thread); G = 0 lets
+    # the launcher's configuration choose, for a GPU of options["sm"] SMs (default 1), and options["expect_g"] is the
+    # variant it must choose. Channel counts that are not a multiple of a tile (KD / K = 10, 35, 37, 70, ...) leave a
+    # partial last tile, which a floor in the tile count would drop.
     (2, 64, 4, 16, 100, torch.float32, 4, {"with_z": True}),
     (2, 64, 4, 16, 100, torch.float32, 2, {"with_z": True}),
     (2, 64, 4, 16, 100, torch.float32, 8, {"with_z": True}),
@@ -255,35 +271,124 @@ EMULATED_CASES = [
     (1, 4, 1, 256, 65, torch.float32, 8, {"with_z": True}),
     (1, 70, 1, 32, 64, torch.float32, 4, {"with_z": True}),
     (1, 16, 4, 16, 64, torch.float16, 2, {"with_bias": False, "with_d": False}),
+    # Chosen by the launcher: 2·148·P(G=4)=4 lanes / 32 = 37 warps, G = 4 on 1 SM, G = 2 on 132 (an H100).
+    (2, 4 * 37, 4, 16, 70, torch.float32, 0, {"with_z": True, "sm": 1, "expect_g": 4}),
+    (2, 4 * 37, 4, 16, 70, torch.float32, 0, {"with_z": True, "sm": 132, "expect_g": 2}),
+    (1, 70, 1, 16, 65, torch.float16, 0, {"sm": 16, "expect_g": 2}),
+    (1, 10, 1, 100, 66, torch.float32, 0, {"expect_g": 4}),  # N > 64: ceil(100 / 4) = 25 → 32 lanes fit a warp
+    (1, 3, 1, 256, 64, torch.float32, 0, {"expect_g": 8}),  # N = 256: G = 4 would need 64 lanes, more than a warp
 ]
 
 
-@needs_cuda_headers
-@needs_cxx
-@pytest.mark.parametrize("case", EMULATED_CASES, ids=lambda c: f"B{c[0]}-KD{c[1]}-K{c[2]}-N{c[3]}-L{c[4]}-G{c[6]}")
-def test_kernel_body_matches_reference_under_cpu_emulation(emulator, tmp_path, case):
+def _run_emulation(emulator: Path, tmp_path: Path, case) -> tuple[list[int], torch.Tensor, torch.Tensor, dict]:
+    """Runs one case; returns the configuration the launcher's code chose, y, the last state and the inputs."""
     import numpy as np
 
     batch, kd, k, n, length, dtype, states, options = case
+    options = dict(options)
+    sm_count = options.pop("sm", 1)
+    options.pop("expect_g", None)
     inputs = make_inputs(batch, kd, k, n, length, dtype, seed=len(options) + n, **options)
     flags = [inputs["delta_softplus"], dtype == torch.float16, inputs["D"] is not None]
     flags += [inputs["delta_bias"] is not None, inputs["z"] is not None]
-    header = np.array([batch, kd, k, n, length, *map(int, flags), states, 1], dtype=np.int32)
+    header = np.array([batch, kd, k, n, length, *map(int, flags), states, 1, sm_count], dtype=np.int32)
     with open(tmp_path / "in.bin", "wb") as f:
         f.write(header.tobytes())
         for name in ("u", "delta", "A", "B", "C", "D", "delta_bias", "z"):
             if inputs[name] is not None:
                 f.write(inputs[name].contiguous().numpy().tobytes())
-    _run([str(emulator), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], timeout=120)
+    proc = _run([str(emulator), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], timeout=120)
+    config = [int(v) for v in proc.stdout.split("config", 1)[1].split()]
     raw = (tmp_path / "out.bin").read_bytes()
     y_bytes = batch * kd * length * (2 if dtype == torch.float16 else 4)
     y = torch.frombuffer(bytearray(raw[:y_bytes]), dtype=dtype).view(batch, kd, length)
     h = torch.frombuffer(bytearray(raw[y_bytes:]), dtype=torch.float32).view(batch, kd, n)
+    return config, y, h, inputs
+
+
+@needs_cuda_headers
+@needs_cxx
+@pytest.mark.parametrize("case", EMULATED_CASES, ids=lambda c: f"B{c[0]}-KD{c[1]}-K{c[2]}-N{c[3]}-L{c[4]}-G{c[6]}"
+                         + (f"-sm{c[7]['sm']}" if "sm" in c[7] else ""))
+def test_kernel_body_matches_reference_under_cpu_emulation(emulator, tmp_path, case):
+    """The grid and the variant come from the launcher's own configuration code (``makeLaunchConfig``); every output
+    element starts as NaN, so a channel tile that no block covers fails here."""
+    states, options = case[6], case[7]
+    (g, lanes_log2, tiles, blocks, _), y, h, inputs = _run_emulation(emulator, tmp_path, case)
+    assert g == (states or options["expect_g"])
+    assert blocks == case[0] * case[2] * tiles and (1 << lanes_log2) * g >= case[3]
+    dtype = inputs["u"].dtype
     y_ref, h_ref = reference(inputs)
     bound = FP16_BOUND if dtype == torch.float16 else FP32_BOUND
-    assert torch.isfinite(y).all() and torch.isfinite(h).all()
+    assert torch.isfinite(y).all() and torch.isfinite(h).all(), "output elements no block wrote"
     assert rel_err(y, y_ref) <= bound
     assert rel_err(h, h_ref) <= FP32_BOUND * 10
+
+
+CONFIG_HARNESS_CPP = r"""
+// The launcher's configuration code alone, built with plain g++ (no CUDA headers): one line per shape on stdin
+// ("batch dim groups dstate hasZ statesPerThread smCount maxSmemOptin") → "status G lanesLog2 tiles blocks smem".
+#include "selectiveScanLaunchConfig.h"
+
+#include <cstdio>
+
+int main()
+{
+    using namespace m2s2l::scan_detail;
+    int batch, dim, groups, dstate, hasZ, states, smCount;
+    unsigned long optin;
+    while (std::scanf("%d %d %d %d %d %d %d %lu", &batch, &dim, &groups, &dstate, &hasZ, &states, &smCount, &optin)
+        == 8)
+    {
+        ScanShape const shape{batch, dim, groups, dstate, hasZ != 0, states};
+        ScanLaunchConfig c{};
+        auto const status = makeLaunchConfig(shape, ScanDeviceLimits{smCount, optin}, c);
+        std::printf("%d %d %d %d %d %zu\n", static_cast<int>(status), c.statesPerThread, c.lanesLog2, c.tilesPerGroup,
+            c.numBlocks, c.smemBytes);
+    }
+    return 0;
+}
+"""
+
+
+@needs_cxx
+def test_launch_configuration_covers_every_channel_and_state(tmp_path):
+    """Over the paper preset's shapes and awkward ones: the tiles cover every channel of a group exactly once (a
+    ceil, not a floor), the lanes of a channel cover its states within one warp, the grid is batch · groups · tiles,
+    shared memory fits the tile, and bad shapes or too little shared memory are refused."""
+    src = tmp_path / "config.cpp"
+    src.write_text(CONFIG_HARNESS_CPP)
+    exe = tmp_path / "config"
+    _run([CXX, "-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-I", str(KERNEL_DIR), str(src), "-o",
+          str(exe)])  # fmt: skip
+    big = 227 * 1024  # H100's opt-in shared memory per block
+    shapes = [(b, kd, k, n, z, g, sm, big) for b in (1, 3, 8) for kd, k in ((2048, 4), (512, 1), (70, 1), (4 * 37, 4),
+              (6, 2), (1, 1)) for n in (1, 5, 16, 33, 64, 100, 256) for z in (0, 1) for g in (0, 2, 4, 8)
+              for sm in (1, 132)]  # fmt: skip
+    shapes += [(1, 8, 1, 256, 1, 8, 1, 48 * 1024), (0, 8, 1, 16, 0, 0, 1, big), (1, 6, 4, 16, 0, 0, 1, big),
+               (1, 8, 1, 257, 0, 0, 1, big), (1, 8, 1, 16, 0, 3, 1, big), (1, 8, 1, 65, 0, 2, 1, big)]
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in shapes)
+    out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, timeout=60, check=True).stdout
+    results = [tuple(int(v) for v in line.split()) for line in out.splitlines()]
+    assert len(results) == len(shapes)
+    threads, row, floats = 128, 64 + 4, 4
+    for shape, result in zip(shapes, results, strict=True):
+        (b, kd, k, n, z, g_req, _, optin), (status, g, lanes_log2, tiles, blocks, smem) = shape, result
+        valid = b >= 1 and kd % k == 0 and 1 <= n <= 256 and g_req in (0, 2, 4, 8) and (g_req == 0 or n <= 32 * g_req)
+        if not valid:
+            assert status == 1, (b, kd, k, n, g_req)
+            continue
+        lanes = 1 << lanes_log2
+        needed = (((4 if z else 3) * (threads // lanes)) + 2 * g * lanes) * row * floats
+        if needed > max(48 * 1024, optin):
+            assert status == 2, (b, kd, k, n, g_req, needed)
+            continue
+        assert status == 0, (b, kd, k, n, g_req)
+        assert g == g_req or (g_req == 0 and g in (2, 4, 8))
+        assert lanes * g >= n and lanes <= 32 and (lanes == 1 or (lanes // 2) * g < n)
+        channels_per_tile = threads // lanes
+        assert tiles * channels_per_tile >= kd // k > (tiles - 1) * channels_per_tile, (kd, k, n, tiles)
+        assert blocks == b * k * tiles and smem == needed
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -607,7 +712,7 @@ def test_auto_never_sends_a_gradient_to_the_forward_only_kernel(monkeypatch):
 
 
 VALIDATE_CPP = r"""
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 
 #include <cstdio>
 
@@ -731,7 +836,7 @@ inline float __fdividef(float a, float b)
 
 using std::min;
 
-#include "selectiveScanKernelTemplate.h"
+#include "selectiveScanDeviceKernel.cuh"
 
 namespace m2s2l
 {
@@ -794,8 +899,10 @@ void runKernel(m2s2l::SelectiveScanParams const& p, int32_t lanesLog2, int32_t t
 }
 } // namespace
 
-// Usage: scan_emulation IN OUT. IN: 12 int32 (batch, dim, groups, dstate, seqlen, softplus, fp16, hasD, hasBias,
-// hasZ, statesPerThread, lastState) then u, delta, A, B, C, [D], [bias], [z]. OUT: y (io dtype), [lastState f32].
+// Usage: scan_emulation IN OUT. IN: 13 int32 (batch, dim, groups, dstate, seqlen, softplus, fp16, hasD, hasBias,
+// hasZ, statesPerThread (0: the launcher chooses), lastState, smCount) then u, delta, A, B, C, [D], [bias], [z].
+// OUT: y (io dtype), [lastState f32]. stdout: the launch configuration used, from the launcher's own
+// scan_detail::makeLaunchConfig (selectiveScanLaunchConfig.h), as "config G lanesLog2 tilesPerGroup numBlocks smem".
 int main(int argc, char** argv)
 {
     if (argc != 3)
@@ -807,7 +914,7 @@ int main(int argc, char** argv)
     {
         return 2;
     }
-    auto const hdr = readArray<int32_t>(in, 12);
+    auto const hdr = readArray<int32_t>(in, 13);
     m2s2l::SelectiveScanParams p{};
     p.batch = hdr[0];
     p.dim = hdr[1];
@@ -817,6 +924,7 @@ int main(int argc, char** argv)
     p.deltaSoftplus = hdr[5] != 0;
     bool const fp16 = hdr[6] != 0;
     p.ioDtype = fp16 ? m2s2l::ScanDType::kFLOAT16 : m2s2l::ScanDType::kFLOAT32;
+    p.statesPerThread = hdr[10];
     size_t const elem = fp16 ? 2 : 4;
     size_t const nU = static_cast<size_t>(p.batch) * p.dim * p.seqlen;
     size_t const nBC = static_cast<size_t>(p.batch) * p.groups * p.dstate * p.seqlen;
@@ -829,7 +937,8 @@ int main(int argc, char** argv)
     auto const bias = readArray<float>(in, hdr[8] ? p.dim : 0);
     auto const z = readArray<uint8_t>(in, hdr[9] ? nU * elem : 0);
     std::fclose(in);
-    std::vector<uint8_t> y(nU * elem);
+    // All-ones bytes are NaN in FP32 and FP16: an output element no block writes cannot pass for a result.
+    std::vector<uint8_t> y(nU * elem, 0xFF);
     std::vector<float> last(hdr[11] ? static_cast<size_t>(p.batch) * p.dim * p.dstate : 0, std::nanf(""));
     p.u = u.data();
     p.delta = delta.data();
@@ -842,25 +951,25 @@ int main(int argc, char** argv)
     p.y = y.data();
     p.lastState = hdr[11] ? last.data() : nullptr;
 
-    int32_t const states = hdr[10];
-    int32_t lanesLog2 = 0;
-    while ((1 << lanesLog2) * states < p.dstate)
+    using namespace m2s2l::scan_detail;
+    ScanShape const shape{p.batch, p.dim, p.groups, p.dstate, p.z != nullptr, p.statesPerThread};
+    ScanDeviceLimits const limits{hdr[12], sizeof(smemRaw)};
+    ScanLaunchConfig c{};
+    if (makeLaunchConfig(shape, limits, c) != ScanConfigStatus::kOK)
     {
-        ++lanesLog2;
+        std::fprintf(stderr, "makeLaunchConfig refused the shape\n");
+        return 3;
     }
-    int32_t const tileChannels = m2s2l::scan_detail::kTHREADS >> lanesLog2;
-    int32_t const dimPerGroup = p.dim / p.groups;
-    int32_t const tilesPerGroup = (dimPerGroup + tileChannels - 1) / tileChannels;
-    int32_t const numBlocks = p.batch * p.groups * tilesPerGroup;
-    size_t const smem = m2s2l::scan_detail::scanSmemBytes(lanesLog2, states, p.z != nullptr);
-    switch (states * 2 + (fp16 ? 1 : 0))
+    std::printf("config %d %d %d %d %zu\n", c.statesPerThread, c.lanesLog2, c.tilesPerGroup, c.numBlocks,
+        c.smemBytes);
+    switch (c.statesPerThread * 2 + (fp16 ? 1 : 0))
     {
-    case 4: runKernel<float, 2>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
-    case 5: runKernel<__half, 2>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
-    case 8: runKernel<float, 4>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
-    case 9: runKernel<__half, 4>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
-    case 16: runKernel<float, 8>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
-    case 17: runKernel<__half, 8>(p, lanesLog2, tilesPerGroup, numBlocks, smem); break;
+    case 4: runKernel<float, 2>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
+    case 5: runKernel<__half, 2>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
+    case 8: runKernel<float, 4>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
+    case 9: runKernel<__half, 4>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
+    case 16: runKernel<float, 8>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
+    case 17: runKernel<__half, 8>(p, c.lanesLog2, c.tilesPerGroup, c.numBlocks, c.smemBytes); break;
     default: return 2;
     }
     std::FILE* out = std::fopen(argv[2], "wb");

@@ -218,8 +218,15 @@ def test_bad_inputs(tmp_path, write_frames, write_avi):
         discover(tmp_path, "ped2", "test")
 
 
-def test_datasets_constant():
-    assert DATASETS == ("ped2", "avenue", "shanghaitech", "synthetic", "custom")
+def test_every_named_data_set_is_accepted_and_others_are_refused():
+    """The names the CLI offers (DATASETS) are exactly the ones the readers accept; the error lists them."""
+    from m2s2l_edge.data.layouts import MNAD_NAMES, check_dataset
+
+    for name in DATASETS:
+        assert check_dataset(name) == name
+    assert set(MNAD_NAMES) | {"custom"} == set(DATASETS)  # every named set but custom has a folder layout
+    with pytest.raises(ValueError, match="unknown data set 'ped1'; valid options: " + ", ".join(DATASETS)):
+        check_dataset("ped1")
 
 
 # --- clips ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The frame-level AUC protocol (DESIGN.md §4) against hand-computed values, the scoring loop and the outputs."""
+"""The frame-level AUC protocol (docs/DESIGN.md §6) against hand-computed values, the scoring loop and the outputs."""
 
 from __future__ import annotations
 
@@ -212,3 +212,41 @@ def test_torch_backend_from_a_checkpoint_matches_the_model(tmp_path):
     np.testing.assert_allclose(out["motion_pred"], motion.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         open_backend("tflite", "x")
+
+
+# --- λ: one resolver -------------------------------------------------------------------------------------------
+
+
+def test_resolve_lambda_order_and_case():
+    from m2s2l_edge.scoring import STORED, resolve_lambda
+
+    # explicit > stored in the model > the paper's per data set (any letter case) > 0.5
+    assert resolve_lambda("ped2", 0.3, stored=0.7) == (0.3, "explicit")
+    assert resolve_lambda("ped2", None, stored=0.7) == (0.7, STORED)
+    assert resolve_lambda("Avenue") == (0.4, "paper (avenue)")
+    assert resolve_lambda("PED2") == (0.6, "paper (ped2)")
+    assert resolve_lambda("ShanghaiTech")[0] == 0.5 and resolve_lambda("shanghaitech")[1] == "paper (shanghaitech)"
+    assert resolve_lambda("synthetic")[1].startswith("default") and resolve_lambda(None)[0] == 0.5
+    with pytest.raises(ValueError, match=r"lambda must lie in \[0, 1\], got 1.5"):
+        resolve_lambda(None, 1.5)
+    with pytest.raises(ValueError, match="stored lambda"):
+        resolve_lambda("ped2", None, stored=-0.1)
+
+
+def test_model_lambda_counts_only_a_stored_value(tmp_path):
+    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.scoring import STORED, model_lambda, resolve_lambda
+
+    fresh = create_backend("torch", preset="tiny", seed=0, threads=1)
+    # A checkpoint trained on Ped2 derives 0.6 for itself, but stores nothing: evaluating on Avenue must give 0.4.
+    save_checkpoint(tmp_path / "ped2.pt", fresh.model, extra={"dataset": "ped2"})
+    derived = create_backend("torch", tmp_path / "ped2.pt")
+    assert derived.metadata["lambda"] == 0.6 and model_lambda(derived.metadata) is None
+    assert resolve_lambda("avenue", None, stored=model_lambda(derived.metadata)) == (0.4, "paper (avenue)")
+    save_checkpoint(tmp_path / "stored.pt", fresh.model, extra={"dataset": "ped2", "lambda": 0.3})
+    stored = create_backend("torch", tmp_path / "stored.pt")
+    assert (stored.metadata["lambda"], stored.metadata["lambda_source"]) == (0.3, STORED)
+    assert resolve_lambda("avenue", None, stored=model_lambda(stored.metadata)) == (0.3, STORED)
+    # An exported model's metadata always carries the λ fixed at export.
+    assert model_lambda({"scan": "portable", "lambda": 0.6, "lambda_source": "paper (ped2)"}) == 0.6

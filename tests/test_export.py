@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +25,7 @@ import onnx  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from m2s2l_edge.cli.app import app  # noqa: E402
-from m2s2l_edge.export import metadata as meta_mod  # noqa: E402
+from m2s2l_edge.deploy import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.export.onnx_export import (  # noqa: E402
     ExportConfig,
     export_and_check,
@@ -194,14 +197,59 @@ def test_fp16_graph_has_explicit_casts_and_float32_io(fp16):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("scan", FLAVOURS)
 def test_parity_with_pytorch(request, precision, scan):
+    """The fixture's export already passed its own check (export_and_check raises otherwise); this holds the export to
+    bounds stated here, independent of ``parity.TOLERANCES``: the acceptance bound of issue 4 for FP32 (1e-4
+    relative; measured 3e-7 for this fresh tiny model) and, for FP16, 2e-3 relative (measured 3.8e-4), and checks
+    that the reference was the independent one."""
     report = request.getfixturevalue(precision)["reports"][scan]
-    assert report["passed"], report
+    assert report["reference"] == "PyTorch float64, pure-PyTorch scan ('torch')"
     quantities = {(r["inputs"], r["batch"], r["quantity"]) for r in report["rows"]}
     assert {("random", 1, "frame_pred"), ("random", 3, "motion_pred"), ("synthetic", 3, "score")} <= quantities
-    assert all(r["max_abs"] <= r["allowed"] for r in report["rows"])
+    assert all(np.isfinite(r["max_abs"]) for r in report["rows"])
+    bound = 1e-4 if precision == "fp32" else 2e-3
+    worst = max(report["rows"], key=lambda r: r["rel"])
+    assert worst["rel"] <= bound, worst
     if precision == "fp32":
-        assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= 1e-4
-        assert max(r["rel"] for r in report["rows"]) <= 1e-4
+        assert TOLERANCES["fp32"].atol == 0 and TOLERANCES["fp32"].rtol <= bound  # the check is no looser either
+
+
+@pytest.mark.slow
+def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path, tiny_model, monkeypatch):
+    """A fault in the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime fails the parity check:
+    the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on
+    both sides and cancel out). The model has BatchNorm statistics from data: in the fresh model the outputs hardly
+    depend on the scans, so no scan fault could show (``parity.with_batchnorm_statistics``)."""
+    from m2s2l_edge.deploy import ort_scan
+    from m2s2l_edge.export import parity
+    from m2s2l_edge.ops import cpu_kernel
+
+    if not cpu_kernel.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler (g++ or $CXX): ONNX Runtime's scan runs the 'torch' path here")
+    assert ort_scan.scan_backend() == "cpu", cpu_kernel.unavailable_reason()
+    cfg = tiny_model.cfg
+    clips = torch.rand(4, cfg.clip_len, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
+    model = parity.with_batchnorm_statistics(tiny_model, clips * 2 - 1)
+    reference = parity.reference_model(model)
+    assert {p.dtype for p in reference.parameters()} == {torch.float64}
+    assert {m.scan_backend for m in reference.modules() if hasattr(m, "scan_backend")} == {"torch"}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original is left as it was
+
+    out = tmp_path / "tiny_plugin.onnx"
+    export_and_check(model, out, ExportConfig(scan="plugin", batch=1), check=False)
+    report = parity.check_parity(out, model, threads=1)
+    assert report.passed and report.reference == parity.REFERENCE, report.summary()
+
+    real = cpu_kernel.selective_scan_cpu
+
+    def last_step_dropped(*args, **kwargs):  # an off-by-one at the end of the sequence
+        y = real(*args, **kwargs).clone()
+        y[..., -1] = 0
+        return y
+
+    monkeypatch.setattr(cpu_kernel, "selective_scan_cpu", last_step_dropped)
+    report = parity.check_parity(out, model, threads=1)
+    assert not report.passed, report.summary()
+    assert report.worst().rel > 100 * TOLERANCES["fp32"].rtol
 
 
 def test_dynamic_batch_runs_batch_1_and_3(fp32):
@@ -319,14 +367,6 @@ def test_metadata_round_trips(fp32, scan, tiny_model):
     assert meta_mod.read_metadata(engine) == meta
 
 
-def test_lambda_resolution():
-    assert meta_mod.resolve_lambda("avenue", None) == (0.4, "paper (avenue)")
-    assert meta_mod.resolve_lambda("synthetic", None)[0] == 0.5
-    assert meta_mod.resolve_lambda("ped2", 0.3) == (0.3, "explicit")
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        meta_mod.resolve_lambda(None, 1.5)
-
-
 def test_config_validation():
     with pytest.raises(ValueError, match="unknown scan flavour 'fast'; valid: plugin, portable"):
         ExportConfig(scan="fast")
@@ -428,18 +468,32 @@ def test_cli_unwritable_output(tmp_path, tiny_checkpoint):
 
 
 def test_cli_read_only_folder(tmp_path, tiny_checkpoint):
+    """An unwritable folder is refused before the export. For root (whom os.access lets write anywhere) the folder
+    is sysfs, where even root cannot create a file."""
     import os
+    import tempfile
 
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+        ro = Path("/sys/kernel")
+        try:
+            fd, name = tempfile.mkstemp(dir=ro)
+        except OSError:
+            pass
+        else:
+            os.close(fd)
+            os.unlink(name)
+            pytest.skip("root can create files in /sys/kernel here, so no folder is unwritable for root")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
     try:
         r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out", str(ro / "m.onnx")])
-        _one_line_error(r, 1, "permission denied")
+        _one_line_error(r, 1, "cannot write --out", "not writable")
     finally:
-        ro.chmod(0o700)
+        if ro.is_relative_to(tmp_path):
+            ro.chmod(0o700)
+    assert not (ro / "m.onnx").exists()
     _no_onnx_left(tmp_path)
 
 
@@ -447,7 +501,7 @@ def test_cli_read_only_folder(tmp_path, tiny_checkpoint):
 def test_cli_export_from_checkpoint(tmp_path, tiny_checkpoint):
     out = tmp_path / "tiny.onnx"
     r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--preset", "tiny", "--scan", "plugin",
-                                 "--half", "--batch", "2", "--out", str(out), "--threads", "2"])
+                                 "--fp16", "--batch", "2", "--out", str(out), "--threads", "2"])
     assert r.exit_code == 0, r.output
     assert "parity with PyTorch" in r.output and f"wrote {out}" in r.output
     meta = meta_mod.read_metadata(out)

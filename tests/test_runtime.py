@@ -34,7 +34,7 @@ def test_tensorrt_without_tensorrt_is_a_runtime_error(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
     from m2s2l_edge.config import get_preset
-    from m2s2l_edge.export.metadata import ExportMetadata
+    from m2s2l_edge.deploy.metadata import ExportMetadata
 
     meta = ExportMetadata(config=get_preset("tiny").to_dict(), scan="plugin", precision="fp16", batch=1, lam=0.5,
                           lambda_source="default")
@@ -119,13 +119,21 @@ def test_onnxruntime_backend_reads_the_metadata(exports):
 
 
 @needs_onnx
-def test_plugin_flavour_needs_an_explicit_python_scan(exports):
+def test_plugin_flavour_runs_by_default_on_our_cpu_kernel(exports):
+    """The default export (plugin flavour) runs in ONNX Runtime with no extra option; the backend says which scan
+    ran, and refuses only when told not to use the custom op."""
+    from m2s2l_edge.ops import cpu_kernel
+
     with pytest.raises(RuntimeError, match="plugin-flavour export.*--scan portable"):
-        create_backend("onnxruntime", exports["plugin"])
-    slow = create_backend("onnxruntime", exports["plugin"], python_scan=True, threads=1)
-    fast = create_backend("onnxruntime", exports["portable"], threads=1)
+        create_backend("onnxruntime", exports["plugin"], python_scan=False)
+    plugin = create_backend("onnxruntime", exports["plugin"], threads=1)
+    portable = create_backend("onnxruntime", exports["portable"], threads=1)
+    expected = "our CPU kernel" if cpu_kernel.is_available() else "pure-PyTorch scan"
+    assert expected in plugin.metadata["selective_scan"]
+    assert "standard ONNX ops" in portable.metadata["selective_scan"]
     clips = _clips(2)
-    np.testing.assert_allclose(slow.run(clips)["motion_pred"], fast.run(clips)["motion_pred"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(plugin.run(clips)["motion_pred"], portable.run(clips)["motion_pred"], rtol=1e-4,
+                               atol=1e-6)
 
 
 @needs_onnx

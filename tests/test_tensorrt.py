@@ -18,6 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from m2s2l_edge.cli.app import app
+from m2s2l_edge.deploy import metadata as meta_mod
+from m2s2l_edge.deploy import tensorrt_lib as trtlib
 from m2s2l_edge.export.engine import (
     EngineConfig,
     PrecisionPlan,
@@ -85,7 +87,7 @@ def test_precision_plan_per_tensorrt_version(version, fp16, onnx_precision, plan
 def test_precision_plan_errors():
     with pytest.raises(ValueError, match="no FP16 builder flag"):
         plan_precision("11.1.0", fp16=True, onnx_precision="fp32")
-    with pytest.raises(ValueError, match="drop --no-fp16"):
+    with pytest.raises(ValueError, match="drop --fp32"):
         plan_precision("10.3.0", fp16=False, onnx_precision="fp16")
     with pytest.raises(RuntimeError, match="TensorRT >= 10.0"):
         plan_precision("8.6.1.6", fp16=True, onnx_precision="fp32")
@@ -96,8 +98,8 @@ def test_precision_plan_errors():
 
 
 def test_parse_trt_version():
-    assert trtb.parse_trt_version("10.3.0.30") == (10, 3)
-    assert trtb.parse_trt_version("11.1") == (11, 1)
+    assert trtlib.parse_trt_version("10.3.0.30") == (10, 3)
+    assert trtlib.parse_trt_version("11.1") == (11, 1)
 
 
 def test_profile_shapes():
@@ -123,7 +125,6 @@ def _tiny_onnx(path: Path, *, precision: str = "fp32", batch="batch", with_scan:
     import onnx.helper as oh
 
     from m2s2l_edge.config import get_preset
-    from m2s2l_edge.export import metadata as meta_mod
 
     clip = oh.make_tensor_value_info("clip", onnx.TensorProto.FLOAT, [batch, 4, 3, 32, 32])
     outs = [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [batch, 3, 32, 32])
@@ -182,7 +183,7 @@ def test_engine_metadata_assembly():
     no_plugin = engine_metadata({}, onnx_path="m.onnx", onnx_sha256="", input_name="clip", profile=None,
                                 trt_version="11.1.0", gpu={}, plan=plan, cfg=cfg, plugin=None, scan_nodes=0)
     assert no_plugin["engine"]["plugin"] is None and no_plugin["engine"]["plugin_required"] is False
-    assert trtb.engine_sidecar("out/model.engine") == Path("out/model.engine.json")
+    assert meta_mod.sidecar_path("out/model.engine") == Path("out/model.engine.json")
 
 
 def test_read_engine_metadata(tmp_path):
@@ -191,18 +192,18 @@ def test_read_engine_metadata(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"copy the ONNX's <model>.onnx.json"):
-        trtb.read_engine_metadata(engine)
+        meta_mod.read_engine_metadata(engine)
     # What `build` writes: the export's record plus the engine section; read back validated.
     record = {**info.metadata, "engine": {"tensorrt": "10.3.0.30", "plugin_required": True}}
-    trtb.engine_sidecar(engine).write_text(json.dumps(record))
-    meta = trtb.read_engine_metadata(engine)
+    meta_mod.sidecar_path(engine).write_text(json.dumps(record))
+    meta = meta_mod.read_engine_metadata(engine)
     assert meta["lambda"] == 0.6 and meta["preset"] == "tiny" and meta["engine"]["tensorrt"] == "10.3.0.30"
     # An engine built by trtexec, with the ONNX's sidecar copied beside it: no engine section.
-    trtb.engine_sidecar(engine).write_text(json.dumps(info.metadata))
-    assert trtb.read_engine_metadata(engine)["engine"] == {}
-    trtb.engine_sidecar(engine).write_text(json.dumps({"format": "something else"}))
+    meta_mod.sidecar_path(engine).write_text(json.dumps(info.metadata))
+    assert meta_mod.read_engine_metadata(engine)["engine"] == {}
+    meta_mod.sidecar_path(engine).write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="unsupported export metadata format"):
-        trtb.read_engine_metadata(engine)
+        meta_mod.read_engine_metadata(engine)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -212,27 +213,27 @@ def test_read_engine_metadata(tmp_path):
 def test_find_plugin_library_order(tmp_path):
     lib_dir = tmp_path / "plugins" / "build"
     lib_dir.mkdir(parents=True)
-    found = lib_dir / trtb.PLUGIN_LIB_NAME
+    found = lib_dir / trtlib.PLUGIN_LIB_NAME
     found.write_bytes(b"")
     explicit = tmp_path / "mine.so"
     explicit.write_bytes(b"")
     from_env = tmp_path / "env.so"
     from_env.write_bytes(b"")
     dirs = [tmp_path / "empty", lib_dir]
-    assert trtb.find_plugin_library(explicit, env={trtb.PLUGIN_ENV: str(from_env)}, search_dirs=dirs) == explicit
-    assert trtb.find_plugin_library(env={trtb.PLUGIN_ENV: str(from_env)}, search_dirs=dirs) == from_env
-    assert trtb.find_plugin_library(env={}, recorded=explicit, search_dirs=dirs) == explicit
-    assert trtb.find_plugin_library(env={}, recorded=tmp_path / "gone.so", search_dirs=dirs) == found
+    assert trtlib.find_plugin_library(explicit, env={trtlib.PLUGIN_ENV: str(from_env)}, search_dirs=dirs) == explicit
+    assert trtlib.find_plugin_library(env={trtlib.PLUGIN_ENV: str(from_env)}, search_dirs=dirs) == from_env
+    assert trtlib.find_plugin_library(env={}, recorded=explicit, search_dirs=dirs) == explicit
+    assert trtlib.find_plugin_library(env={}, recorded=tmp_path / "gone.so", search_dirs=dirs) == found
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        trtb.find_plugin_library(tmp_path / "missing.so", env={}, search_dirs=dirs)
-    with pytest.raises(FileNotFoundError, match=trtb.PLUGIN_ENV):
-        trtb.find_plugin_library(env={trtb.PLUGIN_ENV: str(tmp_path / "missing.so")}, search_dirs=dirs)
+        trtlib.find_plugin_library(tmp_path / "missing.so", env={}, search_dirs=dirs)
+    with pytest.raises(FileNotFoundError, match=trtlib.PLUGIN_ENV):
+        trtlib.find_plugin_library(env={trtlib.PLUGIN_ENV: str(tmp_path / "missing.so")}, search_dirs=dirs)
     with pytest.raises(RuntimeError, match="m2s2l-edge plugin build"):
-        trtb.find_plugin_library(env={}, search_dirs=[tmp_path / "empty"])
+        trtlib.find_plugin_library(env={}, search_dirs=[tmp_path / "empty"])
 
 
 def test_plugin_search_dirs_start_with_plugins_build(tmp_path):
-    dirs = trtb.plugin_search_dirs(cwd=tmp_path)
+    dirs = trtlib.plugin_search_dirs(cwd=tmp_path)
     assert dirs[0] == tmp_path / "plugins" / "build" and REPO / "plugins" / "build" in dirs
 
 
@@ -276,29 +277,6 @@ def test_jetson_info(tmp_path, monkeypatch):
                     "power_mode": "MAXN (0)", "jetson_clocks": "unknown"}
 
 
-def _bench_result() -> dict:
-    stats = dict(iterations=3, batch=1, mean_ms=2.0, median_ms=2.0, p90_ms=2.5, p99_ms=2.9, min_ms=1.5, max_ms=3.0,
-                 fps=500.0)
-    return {
-        "engine": "m.engine", "input": {"name": "clip", "shape": [1, 4, 3, 32, 32], "dtype": "float16"},
-        "batch": 1, "warmup": 1, "iterations": 3, "tensorrt": "10.3.0.30", "gpu": "Orin",
-        "compute_capability": "8.7",
-        "jetson": {"l4t_release": "R36.4.3", "power_mode": "MAXN (0)", "jetson_clocks": "on"},
-        "rows": [{"mode": "enqueue", "latency": stats, "gpu_compute": stats, "throughput_qps": 400.0,
-                  "throughput_fps": 400.0},
-                 {"mode": "cuda-graph", "error": "capture failed: x"}],
-    }
-
-
-def test_format_summary():
-    lines = trtb.format_summary(_bench_result())
-    text = "\n".join(lines)
-    assert "TensorRT 10.3.0.30 on Orin (sm 8.7)" in lines[0]
-    assert "power mode MAXN (0), jetson_clocks on" in text
-    assert "Throughput: 400.00 qps" in text and "GPU Compute Time: min = 1.500 ms" in text
-    assert "percentile(99%) = 2.900 ms" in text and "not timed: capture failed: x" in text
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # CLI: one readable line without TensorRT
 
@@ -316,7 +294,7 @@ def test_build_without_tensorrt_is_one_line(tmp_path):
 
 def test_build_bad_input_is_one_line(tmp_path):
     r = CliRunner().invoke(app, ["build", "--onnx", str(tmp_path / "missing.onnx")])
-    assert r.exit_code == 1 and _one_line(r.output) == f"error: ONNX model {tmp_path / 'missing.onnx'} does not exist"
+    assert r.exit_code == 1 and _one_line(r.output) == f"error: --onnx {tmp_path / 'missing.onnx'} does not exist"
     r = CliRunner().invoke(app, ["build", "--onnx", str(tmp_path / "m.onnx"), "--min-batch", "4", "--max-batch", "2"])
     assert r.exit_code == 1 and "min <= opt <= max" in _one_line(r.output)
     r = CliRunner().invoke(app, ["build", "--onnx", str(tmp_path / "m.onnx"), "--workspace", "0"])
@@ -334,15 +312,15 @@ def test_build_engine_checks_files_before_tensorrt(tmp_path):
 def test_bench_engine_bad_input_is_one_line(tmp_path):
     missing = tmp_path / "nope.engine"
     r = CliRunner().invoke(app, ["bench", "--engine", str(missing)])
-    assert r.exit_code == 1 and _one_line(r.output) == f"error: engine {missing} does not exist"
-    r = CliRunner().invoke(app, ["bench", "--engine", str(missing), "--onnx", "m.onnx", "--threads", "2"])
-    assert r.exit_code == 1 and _one_line(r.output) == ("error: --engine does not go with --onnx, --threads (an engine "
-                                                        "carries its own model)")
+    assert r.exit_code == 1 and _one_line(r.output) == f"error: --engine {missing} does not exist"
+    r = CliRunner().invoke(app, ["bench", "--engine", str(missing), "--onnx", "m.onnx"])
+    assert r.exit_code == 1 and _one_line(r.output) == "error: give one model: --onnx and --engine were both given"
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"")
     r = CliRunner().invoke(app, ["bench", "--engine", str(engine)])
     assert r.exit_code == 1 and "has no metadata file" in _one_line(r.output)
-    r = CliRunner().invoke(app, ["bench", "--onnx", "m.onnx", "--plugin", "x.so"])
+    (tmp_path / "m.onnx").write_bytes(b"")
+    r = CliRunner().invoke(app, ["bench", "--onnx", str(tmp_path / "m.onnx"), "--plugin", "x.so"])
     assert r.exit_code == 1 and _one_line(r.output) == "error: --plugin goes with --engine"
 
 
@@ -472,7 +450,7 @@ def _trt_ready() -> Path:
     if not torch.cuda.is_available():
         pytest.skip("TensorRT tests need a CUDA GPU")
     try:
-        return trtb.find_plugin_library()
+        return trtlib.find_plugin_library()
     except RuntimeError as e:
         pytest.skip(str(e))
 
@@ -480,9 +458,9 @@ def _trt_ready() -> Path:
 @pytest.mark.tensorrt
 def test_load_plugin_registers_the_creator():
     plugin = _trt_ready()
-    trt = trtb.import_tensorrt()
-    trtb.load_plugin_library(trt, plugin)
-    trtb.load_plugin_library(trt, plugin)  # a second load is skipped, not "already registered"
+    trt = trtlib.import_tensorrt()
+    trtlib.load_plugin_library(trt, plugin)
+    trtlib.load_plugin_library(trt, plugin)  # a second load is skipped, not "already registered"
     creator = trt.get_plugin_registry().get_creator(spec.OP_NAME, spec.PLUGIN_VERSION, spec.PLUGIN_NAMESPACE)
     assert creator is not None
     assert [f.name for f in creator.field_names] == list(spec.PLUGIN_FIELDS)
@@ -519,4 +497,6 @@ def test_build_run_and_bench_tiny_engine(tmp_path, plugin_onnx):
 
     result = trtb.bench_engine(engine, batch=2, warmup=2, iterations=5)
     assert result["rows"][0]["gpu_compute"]["median_ms"] > 0
-    print("\n".join(trtb.format_summary(result)))
+    from m2s2l_edge.benchmarking import format_summary
+
+    print(format_summary(result))

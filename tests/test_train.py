@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,15 @@ def assert_same_state(a: dict, b: dict, what: str) -> None:
 
 
 def test_data_order_depends_on_seed_and_epoch_only():
-    assert epoch_order(50, seed=0, epoch=3) == epoch_order(50, seed=0, epoch=3)
+    import random
+
+    first = epoch_order(50, seed=0, epoch=3)
+    # Disturb every global generator in between: the order must not depend on them (a resumed run has other state).
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    torch.rand(7)
+    assert epoch_order(50, seed=0, epoch=3) == first
     assert sorted(epoch_order(50, 0, 3)) == list(range(50))
     assert epoch_order(50, 0, 3) != epoch_order(50, 0, 4)
     assert epoch_order(50, 0, 3) != epoch_order(50, 1, 3)
@@ -175,3 +184,57 @@ def test_bad_configs_are_value_errors(data_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         train(MODEL, TRAIN, DataConfig(str(tmp_path / "missing"), "synthetic"), RunConfig(str(tmp_path / "o")))
     assert not (tmp_path / "o").exists(), "no output folder for a run that could not start"
+
+
+# --- the named steps ---------------------------------------------------------------------------------------------
+
+
+def test_epoch_indices_shard_one_permutation():
+    from m2s2l_edge.train import epoch_indices
+
+    assert epoch_indices(14, 0, 2) == epoch_order(14, 0, 2)
+    shards = [epoch_indices(14, 0, 2, rank=r, world_size=3) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(14))  # disjoint, and together the whole epoch
+    assert shards[1] == epoch_order(14, 0, 2)[1::3]
+    with pytest.raises(ValueError, match="rank must lie"):
+        epoch_indices(14, 0, 2, rank=3, world_size=3)
+
+
+def test_steps_compose_into_train_and_accept_a_distributed_wrapper(data_root, reference, tmp_path):
+    """check_resume → build_state → train_epoch → save_state reproduce train()'s first epoch, also when the steps
+    run through a DistributedDataParallel wrapper (a real gloo process group of one process on this machine): the
+    hook a torchrun launcher needs, exercised."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from m2s2l_edge.data import ClipDataset, discover
+    from m2s2l_edge.train import (
+        TrainCallbacks,
+        _make_loader,
+        build_state,
+        check_resume,
+        epoch_indices,
+        save_state,
+        train_epoch,
+    )
+
+    ref_out, _ = reference
+    epoch1 = read_checkpoint(ref_out / "epoch_001.pt")
+    data = DataConfig(str(data_root), "synthetic", stride=STRIDE)
+    dataset = ClipDataset(discover(str(data_root), "synthetic", "train"), clip_len=MODEL.clip_len,
+                          image_size=MODEL.image_size, stride=STRIDE)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        for name, wrap in (("plain", None), ("ddp", DistributedDataParallel)):
+            run = RunConfig(str(tmp_path / name))
+            assert check_resume(MODEL, TRAIN, data, run) is None
+            (tmp_path / name).mkdir()
+            state = build_state(MODEL, TRAIN, run, wrap=wrap)
+            assert isinstance(state.net, DistributedDataParallel) == (name == "ddp") and state.epoch == 0
+            loader = _make_loader(dataset, epoch_indices(len(dataset), run.seed, 1), TRAIN.batch_size, 0, False)
+            summary = train_epoch(state, loader, TRAIN.loss, 1, TrainCallbacks())
+            assert summary.epoch == 1 and state.step == 3
+            last = save_state(state, run.out_dir, {"train_config": {}, "dataset": "synthetic", "seed": run.seed})
+            assert_same_state(read_checkpoint(last)["model"], epoch1["model"], f"{name}: model after epoch 1")
+    finally:
+        dist.destroy_process_group()

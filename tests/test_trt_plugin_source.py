@@ -2,9 +2,10 @@
 
 (a) The plugin's name, version, namespace, fields and input order agree with ``m2s2l_edge.ops.spec`` and come from
     ``scanSpec.h``'s constants, not from string literals.
-(b) Against each TensorRT header set in ``third_party/tensorrt-*/include`` (``plugins/fetch_trt_headers.sh``), the
-    plugin compiles with -Werror and a harness drives it through the plugin interfaces with a recording stand-in for
-    the CUDA launcher. Skipped where no headers were fetched (CI).
+(b) Against each TensorRT header set (10.3.0, 10.13.3, 11.1) in ``third_party/tensorrt-*/include``
+    (``plugins/fetch_trt_headers.sh``) or in ``../shared/third_party/tensorrt-*/include`` beside the clone (present for
+    every developer and in CI), the plugin compiles with -Werror and a harness drives it through the plugin
+    interfaces with a recording stand-in for the CUDA launcher. Skipped only where neither place has headers.
 (c) CMake: the TensorRT-free kernel library builds (``M2S2L_BUILD_PLUGIN=OFF``); with headers, a missing libnvinfer is
     one clear configuration error, and with a stand-in libnvinfer both plugin libraries build, export only their
     entry points, and register the creator under the right namespace when loaded.
@@ -30,7 +31,38 @@ PLUGINS = REPO / "plugins"
 SCAN_DIR = PLUGINS / "selective_scan"
 SPEC_HEADER = SCAN_DIR / "scanSpec.h"
 PLUGIN_SOURCES = ("selectiveScanPlugin.h", "selectiveScanPlugin.cpp", "pluginEntry.cpp", "pluginStaticRegistration.cpp")
-TRT_INCLUDE_DIRS = sorted(REPO.glob("third_party/tensorrt-*/include"))
+
+
+def _main_checkout(repo: Path) -> Path | None:
+    """For a git worktree (``.git`` is a file), the checkout that owns the repository; else None."""
+    dot_git = repo / ".git"
+    if not dot_git.is_file():
+        return None
+    text = dot_git.read_text().strip()
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = (repo / text.removeprefix("gitdir:").strip()).resolve()
+    common = gitdir / "commondir"
+    common_dir = (gitdir / common.read_text().strip()).resolve() if common.is_file() else gitdir
+    return common_dir.parent
+
+
+def trt_include_dirs(repo: Path = REPO) -> list[Path]:
+    """One include/ per TensorRT version: the checkout's own third_party/ first, then ../shared/third_party beside
+    the clone (for a worktree, also beside the checkout it belongs to). Same search as plugins/check_compile.sh."""
+    roots = [repo / "third_party", repo.parent / "shared" / "third_party"]
+    main = _main_checkout(repo)
+    if main is not None:
+        roots.append(main.parent / "shared" / "third_party")
+    found: dict[str, Path] = {}
+    for root in roots:
+        for include in sorted(root.glob("tensorrt-*/include")):
+            if (include / "NvInferRuntime.h").is_file():
+                found.setdefault(include.parent.name, include.resolve())
+    return [found[name] for name in sorted(found)]
+
+
+TRT_INCLUDE_DIRS = trt_include_dirs()
 CMAKE_ARCH = "90"  # one architecture keeps the CMake tests short
 
 
@@ -121,7 +153,8 @@ def test_library_entry_points():
 # --- (b) compile against TensorRT's public headers ------------------------------------------------------------
 
 needs_headers = pytest.mark.skipif(
-    not TRT_INCLUDE_DIRS, reason="no TensorRT headers in third_party/ (run plugins/fetch_trt_headers.sh)"
+    not TRT_INCLUDE_DIRS,
+    reason="no TensorRT headers in third_party/ or ../shared/third_party/ (run plugins/fetch_trt_headers.sh)",
 )
 header_sets = pytest.mark.parametrize(
     "trt_include", TRT_INCLUDE_DIRS or [None], ids=lambda p: p.parent.name if p else "no-headers"

@@ -4,7 +4,7 @@
 // CPU-only machine. tests/test_trt_plugin_source.py builds and runs it; it prints one line per failed check and
 // exits non-zero if any failed.
 #include "scanSpec.h"
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 #include "selectiveScanPlugin.h"
 
 #include <cstdint>
@@ -19,7 +19,7 @@ extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCrea
 
 namespace m2s2l
 {
-// Stand-in for the launcher in selectiveScanKernel.cu: records what the plugin passes.
+// Stand-in for the launcher in selectiveScanForward.cu: records what the plugin passes.
 SelectiveScanParams gLastParams{};
 int32_t gLaunches = 0;
 cudaError_t gLaunchResult = cudaSuccess;

@@ -23,6 +23,7 @@ app = typer.Typer(
 # Command modules, registered in this order (shown in --help in the order each registers).
 _COMMAND_MODULES = (
     "m2s2l_edge.cli.profile_cmd",
+    "m2s2l_edge.cli.table_cmd",
     "m2s2l_edge.cli.export_cmd",
     "m2s2l_edge.cli.bench_cmd",
     "m2s2l_edge.cli.train_cmd",
@@ -59,8 +60,8 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    from m2s2l_edge.cli.environment import prefer_passive_openmp
     from m2s2l_edge.cli.errors import run_app
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
 
     prefer_passive_openmp()  # before any command imports torch (see its docstring)
     sys.exit(run_app(app))

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.cli.options import (
+    JsonOut,
+    Overwrite,
+    Plugin,
+    check_json_target,
+    check_output_file,
+    emit_json,
+    json_to_stdout,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,26 +27,38 @@ def register(app: typer.Typer) -> None:
 def build(
     onnx: Annotated[Path, typer.Option("--onnx", help="Exported ONNX model (m2s2l-edge export).")],
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Engine file (default: the ONNX with .engine).")] = None,
-    plugin: Annotated[Path | None, typer.Option(
-        help="libm2s2l_plugins.so (default: $M2S2L_PLUGIN_LIB, else plugins/build/).")] = None,
-    fp16: Annotated[bool, typer.Option("--fp16/--no-fp16", help="FP16 engine (TensorRT 11: needs an FP16 ONNX, "
-                                       "export --half).")] = True,
-    min_batch: Annotated[int, typer.Option(help="Smallest batch of the optimisation profile.")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="Batch TensorRT tunes for.")] = 1,
-    max_batch: Annotated[int, typer.Option(help="Largest batch of the optimisation profile.")] = 1,
+        "--out", help="Engine file (default: the ONNX with .engine); metadata goes to <out>.json.")] = None,
+    overwrite: Overwrite = False,
+    plugin: Plugin = None,
+    fp16: Annotated[bool, typer.Option("--fp16/--fp32", help="FP16 engine (TensorRT 11: needs an FP16 ONNX, "
+                                       "export --fp16) or FP32.")] = True,
+    min_batch: Annotated[int, typer.Option(min=1, help="Smallest batch of the optimisation profile.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="The batch TensorRT tunes for.")] = 1,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the optimisation profile.")] = 1,
     workspace: Annotated[int, typer.Option("--workspace", help="Builder workspace limit in MiB.")] = 1024,
     timing_cache: Annotated[Path | None, typer.Option(
         help="Timing cache file: read if it exists, written after the build (faster rebuilds).")] = None,
-    verbose_trt: Annotated[bool, typer.Option("--verbose-trt", help="TensorRT's log at VERBOSE.")] = False,
+    json_out: JsonOut = None,
 ) -> None:
-    """Build a TensorRT engine (and <engine>.json metadata) from an exported ONNX, on the GPU that will run it."""
-    from m2s2l_edge.export.engine import EngineConfig, build_engine
-
+    """Build a TensorRT engine (and <engine>.json metadata) from an exported ONNX, on the GPU that will run it.
+    TensorRT's own log is at VERBOSE with `m2s2l-edge --verbose build ...`."""
+    err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
     with user_errors():
-        cfg = EngineConfig(fp16=fp16, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                           workspace_mib=workspace, timing_cache=timing_cache, plugin=plugin, verbose=verbose_trt)
+        from m2s2l_edge.cli.options import check_input_file
+        from m2s2l_edge.export.engine import EngineConfig, build_engine
+
+        verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        cfg = EngineConfig(fp16=fp16, min_batch=min_batch, opt_batch=batch, max_batch=max_batch,
+                           workspace_mib=workspace, timing_cache=timing_cache, plugin=plugin, verbose=verbose)
+        check_input_file(onnx, "--onnx")
         out = out if out is not None else onnx.with_suffix(".engine")
+        for path in (out, out.with_name(out.name + ".json")):
+            check_output_file(path, overwrite=overwrite)
+        if timing_cache is not None:
+            check_output_file(timing_cache, overwrite=True, flag="--timing-cache")
+        check_json_target(json_out)
         meta = build_engine(onnx, out, cfg)
-    eng = meta["engine"]
-    typer.echo(f"wrote {out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and {out.name}.json")
+        eng = meta["engine"]
+        typer.echo(f"wrote {out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and {out.name}.json",
+                   err=err)
+        emit_json({"engine": str(out), **meta}, json_out)

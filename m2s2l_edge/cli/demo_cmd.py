@@ -9,7 +9,6 @@ at the test labels of the seed the demo reports. They are the only place the dem
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,17 @@ from typing import Annotated
 
 import typer
 
+from m2s2l_edge.cli.environment import prefer_passive_openmp
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.cli.options import (
+    Device,
+    JsonOut,
+    check_device,
+    check_json_target,
+    check_output_dir,
+    emit_json,
+    json_to_stdout,
+)
 
 
 @dataclass(frozen=True)
@@ -53,49 +62,45 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the data, the run and the evaluation (reused; the demo's "
-                                           "own files in it are replaced).")] = Path("demo_output"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the data, the run and the evaluation (reused: the "
+                                      "demo's own data/, run/ and eval/ in it are replaced).")] = Path("demo_output"),
     seed: Annotated[int, typer.Option(help="Seed of the generated data, the initialisation and the data order.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help=f"Training epochs (default {DEMO.epochs}).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Device = None,
     kinds: Annotated[str | None, typer.Option(
         help="Comma-separated anomaly kinds of the test videos (fast_object, foreign_object, running, frozen; "
              f"default: {','.join(DEMO.kinds)}).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Generate synthetic video, train the small preset on it, evaluate and plot: the pipeline end to end."""
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
-
     prefer_passive_openmp()
-    if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
     from rich.console import Console
 
-    console = Console()
+    console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     settings = DEMO
     if epochs is not None:
         settings = dataclasses.replace(settings, epochs=epochs)
     if kinds is not None:
         settings = dataclasses.replace(settings, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     with user_errors():
+        device = check_device(device)
+        check_output_dir(out, overwrite=True)  # the demo reuses its folder; it must be writable before the work
+        check_json_target(json_out)
         summary = run_demo(settings, out, seed=seed, device=device, console=console)
-        if json_out is not None:
-            from m2s2l_edge.io import atomic_write_text
-
-            atomic_write_text(json_out, json.dumps(summary, indent=2))
-    _print_summary(summary, console)
+        _print_summary(summary, console)
+        emit_json(summary, json_out)
 
 
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
     import torch
 
-    from m2s2l_edge.cli.eval_cmd import print_result, run_with_progress
-    from m2s2l_edge.cli.progress import make_progress
-    from m2s2l_edge.cli.train_cmd import RichTrainProgress
+    from m2s2l_edge.cli.progress import RichTrainProgress, make_progress, run_with_progress
+    from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
-    from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs
+    from m2s2l_edge.evaluate import load_test_set, open_backend, write_outputs
     from m2s2l_edge.plots import plot_training
+    from m2s2l_edge.scoring import resolve_lambda
     from m2s2l_edge.train import DataConfig, RunConfig, load_history, train
 
     out = Path(out)
@@ -125,11 +130,11 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
 
     console.rule("[bold]3/3 evaluating on the test videos (frame-level AUC)")
     t0 = time.perf_counter()
-    lam = default_lambda("synthetic")
+    lam, _ = resolve_lambda("synthetic")
     videos, labels = load_test_set(data_root, "synthetic")
     backend = open_backend("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
     evaluation = run_with_progress(backend, videos, labels, lam, s.eval_batch, console)
-    paths = write_outputs(evaluation, eval_dir, plots=True,
+    paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
                           meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
                                 "source": str(result.checkpoint), "title": "(demo, synthetic)"})
     times["eval_s"] = time.perf_counter() - t0

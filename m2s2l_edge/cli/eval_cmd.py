@@ -1,4 +1,8 @@
-"""`m2s2l-edge eval`: frame-level AUC on a test set (DESIGN.md §4), per-video scores and plots."""
+"""`m2s2l-edge eval`: frame-level AUC on a labelled test set, or per-frame scores of unlabelled footage, with plots.
+
+Output rule (README, "Options"): ``--out`` must be new or empty, or hold an earlier evaluation and ``--overwrite``
+be given; the new run's files are written into a fresh folder that then replaces it, so two runs never mix.
+"""
 
 from __future__ import annotations
 
@@ -7,117 +11,124 @@ from typing import Annotated
 
 import typer
 
+from m2s2l_edge.cli.environment import prefer_passive_openmp
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.cli.options import (
+    Batch,
+    Device,
+    Engine,
+    JsonOut,
+    Onnx,
+    Overwrite,
+    Plugin,
+    Preset,
+    Threads,
+    Weights,
+    check_json_target,
+    check_output_dir,
+    device_syntax,
+    emit_json,
+    json_to_stdout,
+    model_source,
+    open_backend,
+)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_BATCH = 8
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
 
 
-def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None, score=None):
-    """evaluate() with one rich progress bar over every predicted frame of the test set."""
-    from m2s2l_edge.cli.progress import make_progress
-    from m2s2l_edge.evaluate import backend_geometry, evaluate
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Up front: --out writable, and new, empty, or (with --overwrite) an earlier evaluation's folder."""
+    from m2s2l_edge.evaluate import RESULTS
 
-    clip_len, _ = backend_geometry(backend)
-    total = sum(max(0, len(v) - clip_len) for v in videos)
-    with make_progress(console, unit="frames") as progress:
-        task = progress.add_task("scoring", total=total)
-        return evaluate(
-            backend, videos, labels, lam, batch_size=batch_size, score=score,
-            on_video=lambda i, name, n: progress.update(task, description=f"video {name} ({i + 1}/{len(videos)})"),
-            on_batch=lambda n: progress.advance(task, n),
-        )
-
-
-def print_result(result, paths: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    table = Table(title="frame-level AUC per video", show_edge=False)
-    for col in ("video", "frames", "scored", "anomalous", "AUC"):
-        table.add_column(col, justify="left" if col == "video" else "right")
-    for v in result.videos:
-        table.add_row(v.name, str(v.frames), str(len(v.targets)), str(int(v.scored_labels.sum())),
-                      "–" if v.auc is None else f"{v.auc:.4f}")
-    console.print(table)
-    auc = result.auc
-    skipped = len(auc.skipped)
-    note = f" ({skipped} single-class video{'s' if skipped != 1 else ''} skipped)" if skipped else ""
-    console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
-    macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
-    console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
-    method = getattr(result.score, "method", "paper")
-    console.print(f"score {method}, λ = {result.lam}, {result.predicted_frames} frames scored in "
-                  f"{result.seconds:.1f} s")
-    if paths:
-        console.print(f"results: {paths['results']}; scores: {paths['scores']}/<video>.npy"
-                      + (f"; plots: {paths['roc']}, {paths['overview']}, {paths['plots']}/" if "roc" in paths else ""))
+    check_output_dir(out, overwrite=overwrite)
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
+        raise FileExistsError(f"--out {out} holds files but no {RESULTS}, so it is not an earlier evaluation; "
+                              "--overwrite replaces only those: choose a new or empty folder")
 
 
 def eval_(
-    data: Annotated[Path, typer.Option(help="Data set root (see DESIGN.md §4 for the layouts read).")],
-    dataset: Annotated[str, typer.Option(help="ped2, avenue, shanghaitech, synthetic or custom.")],
-    backend: Annotated[str, typer.Option(
-        help="torch (--weights), onnxruntime (--model) or tensorrt (--engine).")] = "torch",
-    weights: Annotated[Path | None, typer.Option(
-        help="Checkpoint for --backend torch (a train run's last.pt).")] = None,
-    model: Annotated[Path | None, typer.Option(help="ONNX model for --backend onnxruntime.")] = None,
-    engine: Annotated[Path | None, typer.Option(help="TensorRT engine for --backend tensorrt.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Refuse a checkpoint of another preset.")] = None,
+    data: Annotated[Path, typer.Option(
+        help="Data set root, or footage: a video file, a frames folder or a folder of videos.")],
+    dataset: Annotated[str | None, typer.Option(
+        help="ped2, avenue, shanghaitech, synthetic or custom (default: custom; custom footage without labels is "
+             "scored without an AUC).")] = None,
+    weights: Weights = None,
+    onnx: Onnx = None,
+    engine: Engine = None,
+    preset: Preset = None,
+    plugin: Plugin = None,
     lambda_: Annotated[float | None, typer.Option(
-        "--lambda", help="Weight λ of the frame PSNR (default: the paper's per data set, 0.5 for custom/synthetic).",
+        "--lambda", help="Weight λ of the frame PSNR (default: the model's stored λ, else the paper's per data set, "
+                         "else 0.5).",
     )] = None,
     labels: Annotated[Path | None, typer.Option(
         help="Label file or folder (default: searched beside the data).")] = None,
     name: Annotated[str | None, typer.Option(help="MNAD folder name when not the data set's usual one.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per forward pass.")] = 8,
-    device: Annotated[str | None, typer.Option(
-        help="cpu or cuda (default: cpu for torch and onnxruntime, cuda for tensorrt).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder: results.json, scores/, roc.png, plots/.")] = Path(
+    batch: Batch = None,
+    device: Device = None,
+    threads: Threads = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output folder: results.json, scores/, roc.png, plots/ (new, or see --overwrite).")] = Path(
         "runs/eval"),
+    overwrite: Overwrite = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     score: Annotated[str | None, typer.Option(
         help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
              "frames flagged; our addition). Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom.",
     )] = None,
+    json_out: JsonOut = None,
 ) -> None:
-    """Score every test video and report the micro (published protocol) and macro frame-level AUC."""
-    from m2s2l_edge.cli.train_cmd import prefer_passive_openmp
-
+    """Score every test video; report the micro (published protocol) and macro frame-level AUC when there are
+    labels."""
     prefer_passive_openmp()
-    if backend not in BACKENDS:
-        raise typer.BadParameter(f"{backend!r}; valid: {', '.join(BACKENDS)}", param_hint="--backend")
-    if device is not None and device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}; valid: cpu, cuda", param_hint="--device")
-    needed = {"torch": ("--weights", weights), "onnxruntime": ("--model", model), "tensorrt": ("--engine", engine)}
-    flag, path = needed[backend]
-    if path is None:
-        raise typer.BadParameter(f"--backend {backend} needs {flag}", param_hint=flag)
-    others = [f for b, (f, p) in needed.items() if b != backend and p is not None]
-    if others:
-        raise typer.BadParameter(f"{', '.join(others)} does not go with --backend {backend} (it reads {flag})",
-                                 param_hint="--backend")
+    from rich.console import Console
+
+    console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     with user_errors():
         from m2s2l_edge.config import default_score_name, get_score
-        from m2s2l_edge.evaluate import default_lambda, load_test_set, open_backend, write_outputs
+        from m2s2l_edge.evaluate import load_footage, write_outputs
+        from m2s2l_edge.scoring import model_lambda, resolve_lambda
 
-        score_cfg = get_score(default_score_name(dataset) if score is None else score)
-        # The patch score's λ was validated with it; the paper score takes the paper's λ per data set.
-        lam = (score_cfg.lam if score_cfg.method == "patch" else default_lambda(dataset)) if lambda_ is None \
-            else lambda_
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"--lambda must lie in [0, 1], got {lam}")
-        if not path.exists():
-            raise FileNotFoundError(f"{flag} {path} does not exist")
+        dataset = dataset or "custom"
+        if score is not None:
+            get_score(score)  # an unknown name fails before any work
+        source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
+        if plugin is not None and source.kind != "tensorrt":
+            raise ValueError("--plugin goes with --engine")
+        device_syntax(device)  # a bad spelling fails now; open_backend checks the device itself
+        if lambda_ is not None and not 0.0 <= lambda_ <= 1.0:
+            raise ValueError(f"--lambda must lie in [0, 1], got {lambda_}")
+        _check_out(out, overwrite)
+        check_json_target(json_out)
         # Data and labels first: a mismatch fails in a second, before any model work.
-        videos, label_arrays = load_test_set(data, dataset, name=name, labels_path=labels)
-        runner = open_backend(backend, str(path), device=device, expected_preset=preset)
-        result = run_with_progress(runner, videos, label_arrays, lam, batch_size, score=score_cfg)
-        meta = {"dataset": dataset, "data": str(data), "backend": backend, "source": str(path),
-                "title": f"({dataset})"}
-        paths = write_outputs(result, out, meta=meta, plots=plots)
-    print_result(result, paths)
+        videos, label_arrays = load_footage(data, dataset, name=name, labels_path=labels)
+        options = {"plugin": plugin} if plugin is not None else {}
+        runner = open_backend(source, device=device, threads=threads, **options)
+        _check_preset(runner, source, preset)
+        score_cfg = get_score(default_score_name(dataset) if score is None else score)
+        if score_cfg.method == "patch" and lambda_ is None:
+            # The patch score's λ was validated together with its other settings (RESULTS.md "Real footage").
+            lam, lam_source = score_cfg.lam, "the patch score's (validated on our real-footage set)"
+        else:
+            lam, lam_source = resolve_lambda(dataset, lambda_, stored=model_lambda(runner.metadata))
+        from m2s2l_edge.cli.progress import run_with_progress
+        from m2s2l_edge.cli.report import print_result
+
+        result = run_with_progress(runner, videos, label_arrays, lam, batch or DEFAULT_BATCH, console, score=score_cfg)
+        scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
+        meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
+                "lambda_source": lam_source, "title": f"({dataset})",
+                **({"selective_scan": scan_path} if scan_path else {})}
+        paths = write_outputs(result, out, meta=meta, plots=plots, replace=overwrite)
+        print_result(result, paths, console, scan_path)
+        emit_json({**meta, **result.as_dict(), "files": paths}, json_out)
+
+
+def _check_preset(backend, source, preset: str | None) -> None:
+    held = (getattr(backend, "metadata", None) or {}).get("preset")
+    if preset is not None and held is not None and held != preset:
+        raise ValueError(f"{source.path} holds preset {held!r}, not {preset!r}")

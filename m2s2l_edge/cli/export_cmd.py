@@ -9,6 +9,20 @@ from typing import Annotated
 import typer
 
 from m2s2l_edge.cli.errors import EXIT_BAD_INPUT, fail, user_errors
+from m2s2l_edge.cli.options import (
+    Fp16,
+    JsonOut,
+    Overwrite,
+    Plugin,
+    Preset,
+    Seed,
+    Threads,
+    Weights,
+    check_json_target,
+    check_output_file,
+    emit_json,
+    json_to_stdout,
+)
 
 # Third-party loggers that narrate every optimisation pass at INFO; shown with --verbose only.
 _CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export")
@@ -28,24 +42,24 @@ def _quiet_exporter() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _engine_config(scan: str, half: bool, batch: int, dynamic: bool, plugin: Path | None):
+def _engine_config(scan: str, fp16: bool, batch: int, dynamic: bool, plugin: Path | None):
     """`--format engine`: the build settings the export implies, checked (and TensorRT and the plugin found) before
     the slow export. The engine computes in the export's precision; a dynamic batch gets the profile 1..--batch."""
+    from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, import_tensorrt
     from m2s2l_edge.export.engine import EngineConfig
-    from m2s2l_edge.runtime.tensorrt_backend import find_plugin_library, import_tensorrt
 
     import_tensorrt()
     if scan == "plugin":
         find_plugin_library(plugin)
-    return EngineConfig(fp16=half, min_batch=1 if dynamic else batch, opt_batch=batch, max_batch=batch, plugin=plugin)
+    return EngineConfig(fp16=fp16, min_batch=1 if dynamic else batch, opt_batch=batch, max_batch=batch, plugin=plugin)
 
 
-def _print_report(report) -> None:
+def _print_report(report, stderr: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
-        title=f"parity with PyTorch float32 ({report.precision}, {report.scan} scan via {report.scan_backend})")
+        title=f"parity with {report.reference} ({report.precision}, {report.scan} scan via {report.scan_backend})")
     for col in ("inputs", "batch", "quantity", "max abs", "allowed", "rel", ""):
         table.add_column(col, justify="left" if col in ("inputs", "quantity") else "right")
     for r in report.rows:
@@ -53,79 +67,119 @@ def _print_report(report) -> None:
                       "ok" if r.ok else "[bold red]FAIL[/]")
     tol = report.tolerance
     table.caption = f"allowed = {tol.atol:g} + {tol.rtol:g} · max |torch|; rel = max abs / max |torch|"
-    Console(stderr=not report.passed).print(table)
+    Console(stderr=stderr or not report.passed).print(table)
 
 
 def export(
-    weights: Annotated[Path | None, typer.Option(help="Checkpoint to export.")] = None,
-    preset: Annotated[str | None, typer.Option(
-        help="Preset: with --weights, the preset the checkpoint must hold; alone, fresh weights from --seed.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fresh weights of --preset.")] = 0,
+    weights: Weights = None,
+    preset: Preset = None,
+    seed: Seed = 0,
     scan: Annotated[str, typer.Option(
-        help="plugin: one SelectiveScan node per scan (TensorRT plugin); portable: standard ONNX ops only.",
+        help="plugin: one SelectiveScan node per scan (TensorRT plugin; ONNX Runtime runs it on our CPU kernel); "
+             "portable: standard ONNX ops only.",
     )] = "plugin",
-    half: Annotated[bool, typer.Option("--half/--fp32", help="FP16 graph (scan state stays FP32) or FP32.")] = False,
-    batch: Annotated[int, typer.Option(help="Fixed batch size (--dynamic makes the batch symbolic instead).")] = 1,
+    fp16: Fp16 = False,
+    batch: Annotated[int, typer.Option(
+        "--batch", min=1, help="Fixed batch size (--dynamic makes the batch symbolic instead).")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Symbolic batch dimension.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
     out: Annotated[Path | None, typer.Option(
-        help="Output .onnx (default m2s2l_<preset>_<scan>_<precision>_<batch>.onnx); metadata goes to <out>.json.",
+        "--out", help="Output .onnx (default m2s2l_<preset>_<scan>_<precision>_<batch>.onnx); metadata goes to "
+                      "<out>.json.",
     )] = None,
+    overwrite: Overwrite = False,
     output_format: Annotated[str, typer.Option(
         "--format", help="onnx, or engine: the ONNX, then a TensorRT engine of the export's precision (as `build`; "
         "--out names the engine, the ONNX goes beside it).")] = "onnx",
-    plugin: Annotated[Path | None, typer.Option(
-        help="--format engine: libm2s2l_plugins.so (default: $M2S2L_PLUGIN_LIB, else plugins/build/).")] = None,
+    plugin: Plugin = None,
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Check parity with PyTorch in ONNX Runtime before publishing the file.")] = True,
     dataset: Annotated[str | None, typer.Option(
         help="Data set the weights were trained on, for λ (default: the checkpoint's).")] = None,
     lambda_: Annotated[float | None, typer.Option(
         "--lambda", help="Score weight λ of the frame PSNR (default: the paper's for --dataset, else 0.5).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the parity check.")] = None,
+    threads: Threads = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Export M²S²L to ONNX, with its metadata, and check it against PyTorch in ONNX Runtime."""
     from m2s2l_edge.export.onnx_export import FORMATS
 
-    with user_errors():
+    err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
+    target: list[Path] = []  # the output, once known, for the interruption's note
+
+    def kept() -> str:
+        return f"nothing was written{f' to {target[0]}' if target else ''}"
+
+    with user_errors(kept=kept):
         if output_format not in (*FORMATS, "engine"):
             raise ValueError(f"unknown format {output_format!r}; valid: {', '.join((*FORMATS, 'engine'))}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
+        check_json_target(json_out)
+        if json_out is not None and not check:
+            raise ValueError("--json writes the parity report, which --no-check skips")
         from m2s2l_edge.export.onnx_export import ExportConfig, export_and_check, load_source_model
         from m2s2l_edge.export.parity import ParityError
 
-        config = ExportConfig(scan=scan, precision="fp16" if half else "fp32", batch=batch, dynamic_batch=dynamic,
+        config = ExportConfig(scan=scan, precision="fp16" if fp16 else "fp32", batch=batch, dynamic_batch=dynamic,
                               opset=opset)
         if weights is None and preset is None:
             raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
         if plugin is not None and output_format != "engine":
             raise ValueError("--plugin goes with --format engine")
-        engine_cfg = _engine_config(scan, half, batch, dynamic, plugin) if output_format == "engine" else None
+        engine_out = None
+        if output_format == "engine" and out is not None:
+            engine_out = _engine_path(out)
+            _check_outputs(engine_out.with_suffix(".onnx"), engine_out, overwrite)
+        elif out is not None:
+            _check_outputs(out, None, overwrite)
+        engine_cfg = _engine_config(scan, fp16, batch, dynamic, plugin) if output_format == "engine" else None
         _quiet_exporter()
         model, source = load_source_model(weights, preset, seed)
         if engine_cfg is not None:
-            engine_out = out or default_output(model.cfg.name, config.scan, config.precision, batch,
-                                               dynamic).with_suffix(".engine")
-            if engine_out.suffix != ".engine":
-                raise ValueError(f"with --format engine, --out names the engine (*.engine), got {engine_out}")
+            if engine_out is None:
+                engine_out = _engine_path(default_output(model.cfg.name, config.scan, config.precision, batch,
+                                                         dynamic).with_suffix(".engine"))
+                _check_outputs(engine_out.with_suffix(".onnx"), engine_out, overwrite)
             out = engine_out.with_suffix(".onnx")
-        out = out or default_output(model.cfg.name, config.scan, config.precision, batch, dynamic)
+        elif out is None:
+            out = default_output(model.cfg.name, config.scan, config.precision, batch, dynamic)
+            _check_outputs(out, None, overwrite)
+        target.append(out)
         try:
             path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
                                             check=check, threads=threads)
         except ParityError as e:
             _print_report(e.report)
+            emit_json({"passed": False, **e.report.as_dict(), "written": None}, json_out)
             raise fail(f"{e}; nothing written to {out}", EXIT_BAD_INPUT) from None
     if report is not None:
-        _print_report(report)
+        _print_report(report, stderr=err)
     size_mb = path.stat().st_size / 1e6
     typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, {config.precision}, "
-               f"batch {config.batch_label}, opset {config.opset}")
+               f"batch {config.batch_label}, opset {config.opset}", err=err)
     if engine_cfg is not None:
         from m2s2l_edge.export.engine import build_engine
 
-        with user_errors():
+        with user_errors(kept=lambda: f"kept {path}; no engine was written"):
             eng = build_engine(path, engine_out, engine_cfg)["engine"]
         typer.echo(f"wrote {engine_out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and "
-                   f"{engine_out.name}.json")
+                   f"{engine_out.name}.json", err=err)
+    if report is not None:
+        with user_errors():
+            emit_json({"passed": report.passed, **report.as_dict(), "written": str(path)}, json_out)
+
+
+def _engine_path(out: Path) -> Path:
+    if out.suffix != ".engine":
+        raise ValueError(f"with --format engine, --out names the engine (*.engine), got {out}")
+    return out
+
+
+def _check_outputs(onnx_out: Path, engine_out: Path | None, overwrite: bool) -> None:
+    """Up front, before the slow export: every file the export writes is writable and, without --overwrite, new."""
+    from m2s2l_edge.deploy.metadata import sidecar_path
+
+    check_output_file(onnx_out, overwrite=overwrite)
+    if onnx_out.suffix != ".onnx":
+        raise ValueError(f"--out {onnx_out} must end in .onnx")
+    for path in (sidecar_path(onnx_out), *((engine_out,) if engine_out is not None else ())):
+        check_output_file(path, overwrite=overwrite)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -48,7 +49,8 @@ Server = Annotated[str | None, typer.Option(
 VOCABULARY: dict[str, str] = {
     "--help": "show a command's options",
     "--version": "print the version and exit",
-    "--verbose": "log at DEBUG level",
+    "--verbose": "log at DEBUG level (build: also TensorRT's log at VERBOSE)",
+    "-v": "short for --verbose",
     # the model to run
     "--weights": "checkpoint → PyTorch",
     "--onnx": "exported ONNX → ONNX Runtime",
@@ -64,7 +66,7 @@ VOCABULARY: dict[str, str] = {
     "--scan-backend": "selective-scan implementation for PyTorch runs (auto, torch, cpu, op, cuda, mamba_ssm)",
     "--plugin": "TensorRT plugin library",
     # running and timing
-    "--batch": "clips per model call (train: per optimisation step)",
+    "--batch": "clips per model call (train: per optimisation step; build: the batch TensorRT tunes for)",
     "--warmup": "untimed runs before timing",
     "--iterations": "timed runs",
     "--fp16": "half precision (with --fp32 as its negation)",
@@ -110,6 +112,11 @@ VOCABULARY: dict[str, str] = {
     "--workspace": "TensorRT builder workspace in MiB",
     "--timing-cache": "TensorRT timing cache file",
     "--jobs": "parallel build jobs",
+    "-j": "short for --jobs",
+    "--tensorrt-root": "TensorRT installation (include/, lib/) to build the plugin against",
+    "--kernels-only": "build the CUDA kernels only, no TensorRT plugin",
+    "--static": "also build the plugin library that links libnvinfer (with --no-static)",
+    "--no-static": "do not build the statically linked plugin library",
     "--clean": "build from scratch",
     "--cmake-arg": "extra CMake argument",
     "--arch": "CUDA architectures",
@@ -176,11 +183,20 @@ def _writable_dir(folder: Path, what: str) -> None:
         raise NotADirectoryError(f"cannot write {what}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write {what}: {probe} is not writable")
+    # os.access says yes to root everywhere and knows nothing of read-only mounts or pseudo file systems (/sys,
+    # /proc): only creating a file there proves it. The probe is removed at once.
+    try:
+        fd, name = tempfile.mkstemp(prefix=".m2s2l-write-probe.", dir=probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write {what}: {probe} is not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def check_output_file(path: Path, *, overwrite: bool = True, flag: str = "--out") -> Path:
     """Check, before any work, that ``path`` can be written (its folder exists or can be made; it is not a folder).
-    ``overwrite=False`` refuses an existing file. Creates nothing."""
+    ``overwrite=False`` refuses an existing file. Leaves nothing behind (a probe file proves the folder writable and
+    is removed at once)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
@@ -194,7 +210,7 @@ def check_output_file(path: Path, *, overwrite: bool = True, flag: str = "--out"
 
 def check_output_dir(path: Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
     """Check, before any work, that folder ``path`` can be written. ``overwrite=False`` refuses a non-empty
-    existing folder (so two runs never mix their files). Creates nothing."""
+    existing folder (so two runs never mix their files). Leaves nothing behind (see :func:`check_output_file`)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{flag} {path} is a file, not a folder")
@@ -227,6 +243,7 @@ def emit_json(data, target: Path | None) -> None:
         return
     from m2s2l_edge.io import atomic_write_text
 
+    Path(target).parent.mkdir(parents=True, exist_ok=True)  # check_json_target found that it can be made
     atomic_write_text(target, text)
 
 

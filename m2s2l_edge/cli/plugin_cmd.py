@@ -79,11 +79,11 @@ def build(
     tensorrt_root: Annotated[Path | None, typer.Option(
         help="TensorRT tarball (include/, lib/); default: $TensorRT_ROOT or the system paths (JetPack).")] = None,
     cuda_arch: Annotated[str | None, typer.Option(
-        help="CMAKE_CUDA_ARCHITECTURES, e.g. 87 (Orin), 110 (Thor), 90 (H100); default 87-real;90.")] = None,
+        "--arch", help="CMAKE_CUDA_ARCHITECTURES, e.g. 87 (Orin), 110 (Thor), 90 (H100); default 87-real;90.")] = None,
     kernels_only: Annotated[bool, typer.Option("--kernels-only", help="CUDA kernels only, no TensorRT.")] = False,
     static_lib: Annotated[bool, typer.Option(
         "--static/--no-static", help="Also build libm2s2l_plugins_static.so (links libnvinfer).")] = True,
-    build_dir: Annotated[Path | None, typer.Option(help="Build folder (default: plugins/build).")] = None,
+    build_dir: Annotated[Path | None, typer.Option("--out", help="Build folder (default: plugins/build).")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel compile jobs.")] = None,
 ) -> None:
     """Configure and build plugins/ with CMake; prints where the libraries are."""
@@ -95,6 +95,9 @@ def build(
             raise FileNotFoundError(f"--tensorrt-root {tensorrt_root} is not a folder")
         source = plugin_source_dir()
         build_dir = build_dir if build_dir is not None else source / "build"
+        from m2s2l_edge.cli.options import check_output_dir
+
+        check_output_dir(build_dir, overwrite=True)  # a build folder is reused (incremental builds)
         nvcc, tell_cmake = find_nvcc()
         commands = cmake_commands(
             source, build_dir, cmake=cmake, nvcc=nvcc if tell_cmake else None,

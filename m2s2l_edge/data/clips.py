@@ -1,7 +1,7 @@
 """Clips for future-frame prediction: ``clip_len`` past frames plus the target frame, as model-ready tensors.
 
 A clip starting at frame ``s`` of a video holds frames ``s .. s + T`` (T = ``clip_len``): the first T are the model's
-input and frame ``s + T`` is the target (the MNAD / FFP convention, DESIGN.md §2). Frames are resized to the model
+input and frame ``s + T`` is the target (the MNAD / FFP convention, docs/DESIGN.md §3). Frames are resized to the model
 resolution (``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when enlarging), kept RGB (sources decode to
 RGB, grayscale already expanded to three channels) and scaled from [0, 255] to [-1, 1].
 

@@ -1,6 +1,6 @@
 """Frame-level ground truth: one 0/1 array per test video (1 = anomalous), aligned with :func:`.discover`'s videos.
 
-Formats read (DESIGN.md §4):
+Formats read (docs/DESIGN.md §6):
 
 * MNAD's ``frame_labels_{ped2,avenue,shanghai}.npy`` — all test videos concatenated in sorted (natural) order;
   Ped2 and Avenue are shaped (1, N), ShanghaiTech is 1-D (N,). Both shapes are accepted for every data set.
@@ -47,6 +47,24 @@ def _loadmat(path: Path) -> dict:
             f"{path} is a MATLAB v7.3 (HDF5) file, which scipy.io.loadmat cannot read; re-save it with "
             f"save(..., '-v7') or provide MNAD's frame_labels_*.npy instead"
         ) from e
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - scipy raises many types (MatReadError, ValueError, TypeError, ...) on junk
+        raise ValueError(f"{path} is not a readable MATLAB .mat label file ({type(e).__name__}: {e})") from None
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # numpy's text names neither the file nor what is wrong with it
+            raise ValueError(f"{path} holds Python objects, not a numeric label array; save the labels with "
+                             "np.save(path, labels.astype(np.uint8))") from None
+        raise ValueError(f"{path} is not a readable .npy label file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npy label file ({e})") from None
 
 
 def _check_length(video: VideoSource, labels: np.ndarray, source: str) -> np.ndarray:
@@ -177,7 +195,7 @@ def labels_from_frame_masks(folder: Path, videos: Sequence[VideoSource]) -> list
         path = folder / f"{video.name}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"no frame mask for test video {video.name!r}: {path} does not exist")
-        labels = np.load(path, allow_pickle=False)
+        labels = _load_npy(path)
         if labels.ndim == 2 and labels.shape[0] == 1:
             labels = labels[0]  # (N,)
         if labels.ndim != 1:
@@ -198,7 +216,7 @@ def _from_path(path: Path, videos: Sequence[VideoSource]) -> list[np.ndarray]:
         raise FileNotFoundError(f"label file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return split_concatenated(np.load(path, allow_pickle=False), videos, str(path))
+        return split_concatenated(_load_npy(path), videos, str(path))
     if suffix == ".mat":
         mat = _loadmat(path)
         if "gt" in mat:
@@ -276,7 +294,7 @@ def load_frame_labels(
 
 
 def labels_for_scores(labels: Sequence[np.ndarray], clip_len: int) -> list[np.ndarray]:
-    """Drop the first ``clip_len`` labels of each video: those frames have no prediction (DESIGN.md §4)."""
+    """Drop the first ``clip_len`` labels of each video: those frames have no prediction (docs/DESIGN.md §6)."""
     if clip_len < 0:
         raise ValueError(f"clip_len must be >= 0, got {clip_len}")
     return [np.asarray(lab)[clip_len:] for lab in labels]

@@ -1,4 +1,4 @@
-"""Find the videos of a data set in the directory layouts it is distributed in (DESIGN.md §4).
+"""Find the videos of a data set in the directory layouts it is distributed in (docs/DESIGN.md §6).
 
 Layouts recognised, tried in this order for each data set (``<split>`` is ``training`` / ``testing``):
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m2s2l_edge.ops.causal_conv import causal_conv1d
 from m2s2l_edge.ops.dispatch import selective_scan
 
 
@@ -19,6 +20,12 @@ def _dt_bias_init(d_inner: int, dt_min: float, dt_max: float) -> torch.Tensor:
     """mamba-ssm's Δ initialisation: dt log-uniform in [dt_min, dt_max], stored as softplus⁻¹(dt)."""
     dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
     return dt + torch.log(-torch.expm1(-dt))
+
+
+def _scan_param_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the scan parameters (A, D, Δ bias) go in with: float32 (the scan's state type) for float32 and FP16
+    activations, float64 for a float64 model (the parity reference), so nothing is rounded to float32 there."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _A_log_init(channels: int, d_state: int) -> torch.Tensor:
@@ -115,18 +122,19 @@ class SS2D(nn.Module):
         row = x.flatten(2)  # (B, d_inner, L)
         col = x.transpose(2, 3).flatten(2)  # (B, d_inner, L)
         xs = torch.stack([row, col, row.flip(-1), col.flip(-1)], dim=1)  # (B, K, d_inner, L)
+        pdt = _scan_param_dtype(xs)
         x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R + 2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, d_inner, L)
         y = selective_scan(
             xs.reshape(b, self.K * self.d_inner, length),
             dts.reshape(b, self.K * self.d_inner, length),
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log.to(pdt)),
             Bs.contiguous(),  # (B, K, N, L)
             Cs.contiguous(),
-            self.D.float(),
+            self.D.to(pdt),
             None,
-            self.dt_projs_bias.float().flatten(),
+            self.dt_projs_bias.to(pdt).flatten(),
             True,
             backend=self.scan_backend,
         ).view(b, self.K, self.d_inner, length)  # (B, K, d_inner, L)
@@ -169,7 +177,10 @@ class MSVSSBlock(nn.Module):
 class MambaMixer(nn.Module):
     """Mamba (S6) mixer over a 1-D token sequence, with the SiLU gate z passed into the scan (mamba-ssm style).
 
-    Shapes: x (B, L, C) → (B, L, C); one scan with K = 1 group over d_inner = expand·C channels.
+    Shapes: x (B, L, C) → (B, L, C); one scan with K = 1 group over d_inner = expand·C channels. The depth-wise
+    causal convolution before the scan goes through ``ops.causal_conv`` (``conv_backend``: auto uses causal-conv1d's
+    fused kernel on CUDA where it is installed); its weights stay an ``nn.Conv1d`` (``conv1d.weight`` (d_inner, 1,
+    d_conv), ``conv1d.bias``), mamba-ssm's layout, and an export holds the standard convolution.
     """
 
     def __init__(
@@ -181,12 +192,14 @@ class MambaMixer(nn.Module):
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         scan_backend: str = "auto",
+        conv_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.d_inner = d_inner = expand * dim
         self.d_state = d_state
         self.dt_rank = dt_rank = math.ceil(dim / 16)
         self.scan_backend = scan_backend
+        self.conv_backend = conv_backend
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
@@ -198,22 +211,22 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, _ = x.shape
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2·d_inner, L)
         x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each
-        x = F.silu(self.conv1d(x)[..., :length])  # causal
+        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, "silu", backend=self.conv_backend)  # (B, d_inner, L)
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = torch.matmul(self.dt_proj.weight, dt.transpose(1, 2))  # (B, d_inner, L); bias goes in as delta_bias
+        pdt = _scan_param_dtype(x)
         y = selective_scan(
             x.contiguous(),
             dt.contiguous(),
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log.to(pdt)),
             Bs.transpose(1, 2).unsqueeze(1).contiguous(),  # (B, 1, N, L)
             Cs.transpose(1, 2).unsqueeze(1).contiguous(),
-            self.D.float(),
+            self.D.to(pdt),
             z.contiguous(),
-            self.dt_proj.bias.float(),
+            self.dt_proj.bias.to(pdt),
             True,
             backend=self.scan_backend,
         )  # (B, d_inner, L)

@@ -1,6 +1,6 @@
 """Fast CPU selective scan: a small C++ library (``csrc/scan_cpu.cpp``) compiled on first use, loaded with ctypes.
 
-Same contract as ``selective_scan_ref`` (DESIGN.md §3), forward and backward. On 2 cores the forward pass at the
+Same contract as ``selective_scan_ref`` (docs/DESIGN.md §4), forward and backward. On 2 cores the forward pass at the
 SS2D shape (KD = 2048, N = 16, L = 1024) takes about 13 ms, 170x faster than the plain PyTorch recurrence and 40x
 faster than ``selective_scan_torch``; forward + backward about 40 ms.
 

@@ -47,7 +47,10 @@ EXT_NAME = "m2s2l_selective_scan_cuda"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 KERNEL_DIR = _REPO_ROOT / "plugins" / "selective_scan"
 BINDING_SOURCE = _REPO_ROOT / "plugins" / "torch_binding" / "selective_scan_binding.cpp"
-KERNEL_SOURCES = ("selectiveScanKernel.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+KERNEL_SOURCES = ("selectiveScanForward.cu", "selectiveScanKernelFp32.cu", "selectiveScanKernelFp16.cu")
+# What those sources include from the kernel folder (a change in any of them must rebuild the extension).
+KERNEL_HEADERS = ("selectiveScanForward.h", "selectiveScanLaunchConfig.h", "selectiveScanInstances.h",
+                  "selectiveScanDeviceKernel.cuh", "selectiveScanTypedLaunch.cuh")
 # Targets when no GPU is visible at build time: Jetson Orin, H100, and PTX for anything newer.
 DEFAULT_ARCHS = ((8, 7), (9, 0))
 # Where the toolkit is when neither CUDA_HOME, torch nor an nvcc on PATH says otherwise (also JetPack's location).
@@ -233,7 +236,7 @@ def _build_without_ninja(build_dir: Path, verbose: bool, cuda_root: Path | None 
 
     compiles, link, library = _direct_build_commands(build_dir, cuda_root)
     digest = hashlib.sha256(repr((compiles, link, torch.__version__)).encode())
-    for path in source_files() + sorted(KERNEL_DIR.glob("selectiveScanKernel*.h")):
+    for path in source_files() + [KERNEL_DIR / name for name in KERNEL_HEADERS]:
         digest.update(path.read_bytes())
     stamp = library.with_suffix(".sha256")
     if not (library.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest()):

@@ -1,6 +1,6 @@
 """Selective scan (Mamba's S6 recurrence): the reference specification and the fast PyTorch path.
 
-Semantics are those of mamba-ssm's ``selective_scan_fn`` (DESIGN.md §3). For batch b, channel d of K·D channels
+Semantics are those of mamba-ssm's ``selective_scan_fn`` (docs/DESIGN.md §4). For batch b, channel d of K·D channels
 (group k = d // D), state n:
 
     dt_t = softplus(delta_t + delta_bias)   if delta_softplus else delta_t + delta_bias

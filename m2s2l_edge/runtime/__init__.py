@@ -10,9 +10,8 @@ import importlib
 import importlib.util
 import os
 
+from m2s2l_edge.deploy import KINDS
 from m2s2l_edge.runtime.base import Backend, TensorSpec
-
-KINDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def create_backend(
@@ -29,7 +28,8 @@ def create_backend(
       ``preset`` (also checked against the checkpoint's), ``seed``, ``precision`` ("fp32" | "fp16", CUDA only),
       ``scan_backend``, ``dataset``, ``lam``.
     - ``onnxruntime``: ``path`` is an exported ONNX; ``device`` "cpu" or "cuda[:N]" (needs onnxruntime-gpu);
-      options: ``python_scan`` (run a plugin-flavour model's SelectiveScan nodes as Python ops; slow, for checks),
+      options: ``python_scan`` (None: a plugin-flavour model's SelectiveScan nodes run through onnxruntime-extensions
+      on our CPU kernel; False refuses such a model),
       ``optimization`` ("all" | "extended" | "basic" | "disabled").
     - ``tensorrt``: ``path`` is a serialized engine (``m2s2l_edge.runtime.tensorrt_backend``); options go to it.
 

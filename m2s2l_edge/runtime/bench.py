@@ -1,4 +1,5 @@
-"""Latency of any runtime backend on random clips, summarised like trtexec's "Performance summary".
+"""Latency of any runtime backend on random clips; ``m2s2l_edge.benchmarking.format_summary`` prints the result like
+trtexec's "Performance summary".
 
 Used by `m2s2l-edge bench` and benchmarks/; a new backend needs nothing here beyond the ``Backend`` interface
 (``run`` returns host arrays, so timing ``run`` includes any device synchronisation).
@@ -6,7 +7,6 @@ Used by `m2s2l-edge bench` and benchmarks/; a new backend needs nothing here bey
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,17 +41,9 @@ def bench_batch(backend, requested: int | None) -> int:
     return requested or 1
 
 
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (None where the OS has none): shared machines make timings noisy."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def bench_backend(backend, config: BenchConfig = BenchConfig()) -> dict:  # noqa: B008 - frozen, immutable
     """Time ``backend.run`` on one batch of random clips in [-1, 1]; returns a JSON-ready dict."""
-    from m2s2l_edge.benchmarking import machine_info, time_callable
+    from m2s2l_edge.benchmarking import load_average, machine_info, time_callable
 
     batch = bench_batch(backend, config.batch)
     spec = backend.inputs[0]
@@ -74,28 +66,3 @@ def bench_backend(backend, config: BenchConfig = BenchConfig()) -> dict:  # noqa
         "machine": machine_info(),
     }
 
-
-def format_summary(result: dict, title: str | None = None) -> str:
-    """trtexec-style text: throughput, then latency min / max / mean / median / percentiles, then the setting."""
-    lat = result["latency"]
-    model = result.get("model") or {}
-    described = ", ".join(str(model[k]) for k in ("preset", "scan", "precision") if model.get(k))
-    load = (result.get("load_average") or {}).get("after")
-    machine = result.get("machine") or {}
-    versions = ", ".join(f"{k} {machine[k]}" for k in ("torch", "onnxruntime", "tensorrt") if k in machine)
-    lines = [
-        f"=== {title or 'Performance summary'} ===",
-        f"Backend: {result['backend']}" + (f" ({', '.join(result['providers'])})" if result.get("providers") else "")
-        + (f", model {described}" if described else ""),
-        f"Input: {result['input']['name']} {tuple(result['input']['shape'])} {result['input']['dtype']}",
-        f"Throughput: {lat['fps']:.2f} clips/s (batch {lat['batch']} / median latency)",
-        f"Latency: min = {lat['min_ms']:.3f} ms, max = {lat['max_ms']:.3f} ms, mean = {lat['mean_ms']:.3f} ms, "
-        f"median = {lat['median_ms']:.3f} ms, percentile(90%) = {lat['p90_ms']:.3f} ms, "
-        f"percentile(99%) = {lat['p99_ms']:.3f} ms",
-        f"Iterations: {lat['iterations']} timed after {result['config']['warmup']} warm-up, "
-        f"threads {result.get('threads') or 'default'}",
-        f"Machine: {machine.get('cpu_model', machine.get('processor', '?'))}, {machine.get('cpu_count')} CPUs"
-        + (f", load average {' / '.join(str(x) for x in load)}" if load else "")
-        + (f"; {versions}" if versions else ""),
-    ]
-    return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""TensorRT runtime: the plugin library, the engine as a runtime ``Backend``, and a trtexec-like benchmark.
+"""TensorRT runtime: the engine as a runtime ``Backend``, and a trtexec-like benchmark (timed and summarised by
+``m2s2l_edge.benchmarking``, like every other backend).
 
+Importing TensorRT and loading the plugin library are shared with the engine build (``m2s2l_edge.deploy.tensorrt_lib``).
 Everything that touches ``tensorrt`` or ``torch`` imports it inside the function that needs it, so this module imports
-on a machine with neither (CI): the pure helpers (version parsing, plugin lookup, Jetson probes, the summary) are
-tested there; the TensorRT paths are tested only where TensorRT and a CUDA GPU exist.
+on a machine with neither (CI): the pure helpers (Jetson probes) are tested there; the TensorRT paths are tested only
+where TensorRT and a CUDA GPU exist.
 
 Device buffers are PyTorch CUDA tensors: TensorRT takes raw device addresses (``set_tensor_address``), so any CUDA
 allocator works, and PyTorch's is already a dependency of the project, unlike pycuda or cuda-python.
@@ -14,160 +16,24 @@ Shapes (the ``Backend`` contract, ``runtime/base.py``):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from m2s2l_edge.ops import spec
+from m2s2l_edge.deploy.metadata import read_engine_metadata
+from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
 from m2s2l_edge.runtime.base import TensorSpec
 
 logger = logging.getLogger(__name__)
 
-PLUGIN_LIB_NAME = "libm2s2l_plugins.so"
-STATIC_PLUGIN_LIB_NAME = "libm2s2l_plugins_static.so"
-PLUGIN_ENV = "M2S2L_PLUGIN_LIB"
-INSTALL_HINT = (
-    "TensorRT Python package not found: on JetPack `sudo apt install python3-libnvinfer` (and create the venv with "
-    "--system-site-packages), on x86 `pip install tensorrt` (NVIDIA's index, https://pypi.nvidia.com)"
-)
-# The repository checkout this package runs from (editable install); plugins/build is where `plugin build` puts the
-# libraries.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# TensorRT itself
-
-
-def import_tensorrt():
-    """``import tensorrt``, or a RuntimeError that says what to install (the CLI turns it into one line, exit 3)."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise RuntimeError(f"{INSTALL_HINT} ({e})") from None
-    return tensorrt
-
-
-def parse_trt_version(version: str) -> tuple[int, int]:
-    """``"10.3.0.30"`` → (10, 3). TensorRT's ``__version__`` is major.minor.patch[.build]."""
-    m = re.match(r"^\s*(\d+)\.(\d+)", version)
-    if not m:
-        raise ValueError(f"cannot read a TensorRT version from {version!r} (expected major.minor[.patch...])")
-    return int(m.group(1)), int(m.group(2))
-
-
-def engine_sidecar(engine_path: str | os.PathLike) -> Path:
-    """The engine's metadata JSON: ``model.engine`` → ``model.engine.json`` (the suffix kept, so that a ``.plan`` and
-    an ``.engine`` of one model never share a sidecar)."""
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Plugin library
-
-
-def plugin_search_dirs(cwd: Path | None = None) -> list[Path]:
-    """Where ``find_plugin_library`` looks when neither ``--plugin`` nor ``$M2S2L_PLUGIN_LIB`` names the library:
-    ``plugins/build`` (what `m2s2l-edge plugin build` makes) under the working folder and under this checkout, then
-    ``build/`` (the folder of the README's plain cmake commands)."""
-    cwd = cwd or Path.cwd()
-    dirs: list[Path] = []
-    for d in (cwd / "plugins" / "build", _REPO_ROOT / "plugins" / "build", cwd / "build", _REPO_ROOT / "build"):
-        if d.resolve() not in [x.resolve() for x in dirs]:
-            dirs.append(d)
-    return dirs
-
-
-def find_plugin_library(
-    explicit: str | os.PathLike | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    recorded: str | os.PathLike | None = None,
-    search_dirs: Sequence[Path] | None = None,
-) -> Path:
-    """The SelectiveScan plugin library to load: ``explicit`` (``--plugin``), else ``$M2S2L_PLUGIN_LIB``, else the
-    library an engine's metadata recorded (``recorded``, if it still exists), else ``libm2s2l_plugins.so`` in
-    ``search_dirs``.
-
-    A path the user named that does not exist is a FileNotFoundError; finding nothing at all is a RuntimeError that
-    says how to build the library.
-    """
-    env = os.environ if env is None else env
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"plugin library {path} does not exist (build it with `m2s2l-edge plugin build`)")
-        return path
-    if env.get(PLUGIN_ENV):
-        path = Path(env[PLUGIN_ENV])
-        if not path.is_file():
-            raise FileNotFoundError(f"{PLUGIN_ENV}={path} does not exist")
-        return path
-    if recorded is not None and Path(recorded).is_file():
-        return Path(recorded)
-    dirs = list(search_dirs) if search_dirs is not None else plugin_search_dirs()
-    for d in dirs:
-        if (d / PLUGIN_LIB_NAME).is_file():
-            return d / PLUGIN_LIB_NAME
-    looked = ", ".join(str(d) for d in dirs)
-    raise RuntimeError(
-        f"TensorRT plugin library {PLUGIN_LIB_NAME} not found (looked in {looked}): build it with "
-        f"`m2s2l-edge plugin build`, or pass --plugin PATH, or set {PLUGIN_ENV}"
-    )
-
-
-def load_plugin_library(trt, path: str | os.PathLike) -> None:
-    """Register the SelectiveScan creator from ``path`` with TensorRT's plugin registry, once per process.
-
-    ``libm2s2l_plugins.so`` goes through ``registry.load_library`` (it exports getCreators); the self-registering
-    ``libm2s2l_plugins_static.so`` only needs a dlopen. Loading either when the creator is already registered fails
-    inside TensorRT ("already registered"), so an existing creator is kept and the load skipped: a process that built
-    an engine can run it.
-    """
-    import ctypes
-
-    path = Path(path)
-    registry = trt.get_plugin_registry()
-    ident = (spec.OP_NAME, spec.PLUGIN_VERSION, spec.PLUGIN_NAMESPACE)
-    if registry.get_creator(*ident) is not None:
-        logger.debug("plugin creator %s/%s/%s already registered; not loading %s", *ident, path)
-        return
-    if path.name == STATIC_PLUGIN_LIB_NAME:
-        # RTLD_GLOBAL like trtexec --staticPlugins; the library registers itself from a static initialiser.
-        ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
-    elif registry.load_library(str(path.resolve())) is None:
-        raise RuntimeError(f"TensorRT could not load the plugin library {path}; its log above says why")
-    if registry.get_creator(*ident) is None:
-        raise RuntimeError(
-            f"{path} loaded but registered no {'/'.join(ident)} plugin creator: is it this project's "
-            f"{PLUGIN_LIB_NAME} (built from plugins/ of the same version)?"
-        )
-    logger.info("loaded TensorRT plugin library %s", path)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Machine description
-
-
-def gpu_info(device: int = 0) -> dict:
-    """Name and compute capability of the GPU, read through PyTorch when it sees one; "unknown" otherwise."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
-    except ImportError:
-        pass
-    return {"gpu": "unknown", "compute_capability": "unknown"}
 
 
 def parse_nvpmodel(text: str) -> str | None:
@@ -222,23 +88,6 @@ def jetson_info(
 
 # --------------------------------------------------------------------------------------------------------------------
 # Runtime backend
-
-
-def read_engine_metadata(engine_path: str | os.PathLike) -> dict:
-    """The engine's JSON (``<engine>.json``): the export's record (export/metadata.py schema, validated) and the
-    ``engine`` section `m2s2l-edge build` adds. An engine built by trtexec can use its ONNX's ``<model>.onnx.json``."""
-    from m2s2l_edge.export.metadata import ExportMetadata
-
-    sidecar = engine_sidecar(engine_path)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"engine {engine_path} has no metadata file {sidecar} (written by m2s2l-edge build; "
-                                "for an engine built by trtexec, copy the ONNX's <model>.onnx.json there)")
-    try:
-        raw = json.loads(sidecar.read_text(encoding="utf-8"))
-        record = ExportMetadata.from_dict(raw).to_dict()
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{sidecar}: unreadable m2s2l-edge metadata ({type(e).__name__}: {e})") from None
-    return {**record, "engine": raw.get("engine", {})}
 
 
 def _torch_dtype(np_dtype):
@@ -372,38 +221,6 @@ class TensorRTBackend:
 # Benchmark
 
 
-def _time_launches(launch: Callable[[], None], stream, *, warmup: int, iterations: int, batch: int) -> dict:
-    """Host latency (launch to completion, as trtexec's "Latency" without transfers) and GPU time (CUDA events on
-    the stream, trtexec's "GPU Compute Time") of ``iterations`` launches after ``warmup`` untimed ones."""
-    import time
-
-    import torch
-
-    from m2s2l_edge.benchmarking import summarize_latencies
-
-    for _ in range(warmup):
-        launch()
-    stream.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    host, gpu = [], []
-    t_begin = time.perf_counter()
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        start.record(stream)
-        launch()
-        end.record(stream)
-        end.synchronize()
-        host.append((time.perf_counter() - t0) * 1000.0)
-        gpu.append(start.elapsed_time(end))
-    total_s = time.perf_counter() - t_begin
-    return {
-        "latency": summarize_latencies(host, batch).as_dict(),
-        "gpu_compute": summarize_latencies(gpu, batch).as_dict(),
-        "throughput_qps": iterations / total_s,
-        "throughput_fps": iterations * batch / total_s,
-    }
-
-
 def bench_engine(
     engine_path: str | os.PathLike,
     *,
@@ -424,10 +241,11 @@ def bench_engine(
     """
     import torch
 
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.benchmarking import load_average, machine_info, time_cuda_launches
 
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations} and {warmup}")
+    load_before = load_average()
     backend = TensorRTBackend(engine_path, plugin=plugin, device=device)
     batch = int(backend.profile[1][0]) if batch is None else batch  # default: the batch the engine was tuned for
     backend.check_batch(batch)
@@ -441,8 +259,8 @@ def bench_engine(
         # TensorRT finishes lazy initialisation in the first enqueue; it must not happen inside a graph capture.
         backend.enqueue()
         stream.synchronize()
-        rows = [{"mode": "enqueue", **_time_launches(backend.enqueue, stream, warmup=warmup, iterations=iterations,
-                                                     batch=batch)}]
+        rows = [{"mode": "enqueue", **time_cuda_launches(backend.enqueue, stream, warmup=warmup,
+                                                         iterations=iterations, batch=batch)}]
         if cuda_graph:
             rows.append({"mode": "cuda-graph", **_bench_graph(backend, warmup, iterations, batch)})
     del outputs
@@ -460,19 +278,21 @@ def bench_engine(
         "engine_metadata": backend.metadata.get("engine", {}),
         "rows": rows,
         "machine": machine_info(),
+        "load_average": {"before": load_before, "after": load_average()},
     }
 
 
 def _bench_graph(backend: TensorRTBackend, warmup: int, iterations: int, batch: int) -> dict:
-    import torch
+    from m2s2l_edge.benchmarking import capture_cuda_graph, time_cuda_launches
 
-    stream = backend.stream
-    graph = torch.cuda.CUDAGraph()
+    def enqueue_checked() -> None:
+        if not backend.context.execute_async_v3(backend.stream.cuda_stream):
+            raise RuntimeError("execute_async_v3 returned False during capture")
+
     try:
+        # No warm-up inside: bench_engine enqueued once already (TensorRT's lazy initialisation must not be captured).
         # thread_local capture, as trtexec: another thread's CUDA calls do not invalidate the capture.
-        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-            if not backend.context.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError("execute_async_v3 returned False during capture")
+        graph = capture_cuda_graph(enqueue_checked, stream=backend.stream, warmup=0, error_mode="thread_local")
     except RuntimeError as e:
         logger.warning("CUDA graph capture of the TensorRT enqueue failed (%s); timed without a graph only", e)
         return {"error": f"capture failed: {e}"}
@@ -480,34 +300,4 @@ def _bench_graph(backend: TensorRTBackend, warmup: int, iterations: int, batch: 
     def replay() -> None:
         graph.replay()  # launches on the current stream, which is backend.stream here
 
-    return _time_launches(replay, stream, warmup=warmup, iterations=iterations, batch=batch)
-
-
-def format_summary(result: dict) -> list[str]:
-    """trtexec-style summary lines of a ``bench_engine`` result."""
-    lines = [
-        f"TensorRT {result['tensorrt']} on {result['gpu']} (sm {result['compute_capability']}), engine "
-        f"{result['engine']}, input {result['input']['name']} {tuple(result['input']['shape'])} "
-        f"{result['input']['dtype']}, {result['iterations']} iterations after {result['warmup']} warm-up"
-    ]
-    jetson = result.get("jetson")
-    if jetson:
-        lines.append(f"Jetson {jetson['l4t_release']}: power mode {jetson['power_mode']}, "
-                     f"jetson_clocks {jetson['jetson_clocks']}")
-
-    def stats(s: dict) -> str:
-        return (f"min = {s['min_ms']:.3f} ms, max = {s['max_ms']:.3f} ms, mean = {s['mean_ms']:.3f} ms, "
-                f"median = {s['median_ms']:.3f} ms, percentile(90%) = {s['p90_ms']:.3f} ms, "
-                f"percentile(99%) = {s['p99_ms']:.3f} ms")
-
-    for row in result["rows"]:
-        lines.append(f"=== {row['mode']} ===")
-        if "error" in row:
-            lines.append(f"not timed: {row['error']}")
-            continue
-        lines.append(f"Throughput: {row['throughput_qps']:.2f} qps ({row['throughput_fps']:.2f} FPS at batch "
-                     f"{result['batch']})")
-        lines.append(f"Latency: {stats(row['latency'])}")
-        lines.append(f"GPU Compute Time: {stats(row['gpu_compute'])}")
-        lines.append(f"FPS (batch / median GPU compute time): {row['gpu_compute']['fps']:.2f}")
-    return lines
+    return time_cuda_launches(replay, backend.stream, warmup=warmup, iterations=iterations, batch=batch)

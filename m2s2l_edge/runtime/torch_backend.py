@@ -48,9 +48,10 @@ class TorchBackend:
 
         import torch
 
-        from m2s2l_edge.export.metadata import ExportMetadata, library_versions, resolve_lambda
+        from m2s2l_edge.deploy.metadata import ExportMetadata, library_versions
         from m2s2l_edge.models.fold import inference_rewrites
         from m2s2l_edge.ops.dispatch import resolve_backend
+        from m2s2l_edge.scoring import resolve_lambda
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -69,6 +70,8 @@ class TorchBackend:
 
             model, state = load_model(path, expected_preset=preset, scan_backend=scan_backend)
             ckpt_dataset = (state.get("extra") or {}).get("dataset")
+            stored_lam = (state.get("extra") or {}).get("lambda")
+            stored_lam = float(stored_lam) if isinstance(stored_lam, (int, float)) else None
             dataset = dataset if dataset is not None else (ckpt_dataset if isinstance(ckpt_dataset, str) else None)
             weights = f"checkpoint {Path(path).name} (epoch {state.get('epoch')})"
         elif preset is not None:
@@ -76,6 +79,7 @@ class TorchBackend:
 
             model = create_model(preset, seed=seed, scan_backend=scan_backend)
             weights = f"preset {preset}, fresh weights (seed {seed})"
+            stored_lam = None
         else:
             raise ValueError("the torch backend needs a checkpoint path or preset=...")
         self.model = model.eval().to(self.device)
@@ -90,7 +94,7 @@ class TorchBackend:
             self._net.half()
         self.precision = precision
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
-        lam_value, lam_source = resolve_lambda(dataset, lam)
+        lam_value, lam_source = resolve_lambda(dataset, lam, stored=stored_lam)
         cfg = self.model.cfg
         self._metadata = {
             **ExportMetadata(

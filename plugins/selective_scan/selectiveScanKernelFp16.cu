@@ -1,5 +1,5 @@
 // FP16 instantiations of the selective-scan kernel: FP16 inputs and output, FP32 state and accumulation.
-#include "selectiveScanKernelDispatch.h"
+#include "selectiveScanTypedLaunch.cuh"
 
 namespace m2s2l
 {

@@ -1,5 +1,5 @@
 // FP32 instantiations of the selective-scan kernel (one file per dtype keeps each compile unit small and parallel).
-#include "selectiveScanKernelDispatch.h"
+#include "selectiveScanTypedLaunch.cuh"
 
 namespace m2s2l
 {

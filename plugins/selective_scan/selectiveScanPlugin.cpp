@@ -2,7 +2,7 @@
 #include "selectiveScanPlugin.h"
 
 #include "scanSpec.h"
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 
 #include <atomic>
 #include <cstdio>
@@ -34,7 +34,7 @@ constexpr int32_t kIN_D = 5;
 constexpr int32_t kIN_DELTA_BIAS = 6;
 constexpr int32_t kIN_Z = 7;
 constexpr int32_t kNB_OUTPUTS = 1;
-// The kernel keeps the state of one (b, d) pair in registers; selectiveScanKernel.h documents 1 <= N <= 256.
+// The kernel keeps the state of one (b, d) pair in registers; selectiveScanForward.h documents 1 <= N <= 256.
 constexpr int64_t kMAX_DSTATE = 256;
 
 static_assert(kSCAN_NUM_INPUTS_NO_Z == kIN_Z, "z must be the last, optional input");

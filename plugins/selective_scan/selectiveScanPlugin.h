@@ -1,4 +1,4 @@
-// TensorRT plugin for the SelectiveScan ONNX node (mamba-ssm selective_scan_fn forward, DESIGN.md §3).
+// TensorRT plugin for the SelectiveScan ONNX node (mamba-ssm selective_scan_fn forward, docs/DESIGN.md §4-5).
 //
 // Inputs (in order)                                            Output
 //   0 u          (B, K*D, L)   FP32 | FP16                       0 y  (B, K*D, L)  same dtype as u
@@ -13,8 +13,8 @@
 // All tensors are linear (row-major, contiguous). K is read from B's second dimension at enqueue time.
 //
 // The plugin implements IPluginV3 with the IPluginV3OneCore / IPluginV3OneBuild / IPluginV3OneRuntime capabilities;
-// the kernel lives in selectiveScanKernel.h/.cu and knows nothing of TensorRT. Every noexcept entry point catches
-// and reports through the logger found by setLoggerFinder(): no C++ exception crosses into TensorRT.
+// the kernel's entry point is selectiveScanForward.h/.cu, which knows nothing of TensorRT. Every noexcept entry point
+// catches and reports through the logger found by setLoggerFinder(): no C++ exception crosses into TensorRT.
 #pragma once
 
 #include "NvInferRuntime.h"

@@ -2,7 +2,7 @@
 // params struct and calls the same launcher the TensorRT plugin uses, on PyTorch's current stream. Built on first
 // use by m2s2l_edge/ops/cuda_backend.py (torch.utils.cpp_extension.load); the Python side does the user-facing
 // argument checks, these TORCH_CHECKs only guard the kernel against a bypassed wrapper.
-#include "selectiveScanKernel.h"
+#include "selectiveScanForward.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,4 +1,4 @@
-// Selective scan (mamba-ssm semantics, DESIGN.md §3) on the CPU: forward and backward, float and double, behind a
+// Selective scan (mamba-ssm semantics, docs/DESIGN.md §4) on the CPU: forward and backward, float and double, behind a
 // plain C ABI that m2s2l_edge/ops/cpu_kernel.py loads with ctypes. No PyTorch or Python headers: the library builds
 // in a few seconds with g++ -O3 -march=native -fno-trapping-math -fopenmp on the machine that runs it.
 //

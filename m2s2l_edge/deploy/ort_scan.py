@@ -1,9 +1,10 @@
 """Run plugin-flavour ONNX models in ONNX Runtime on the CPU: the SelectiveScan node through a Python custom op.
 
-ONNX Runtime has no SelectiveScan kernel (in deployment the node runs in our TensorRT plugin). For the parity check
-(and, when asked explicitly, the ONNX Runtime backend) the node is executed by onnxruntime-extensions' Python custom
-ops, which call our own scan (``m2s2l_edge.ops.selective_scan``, backend "cpu" — the C++ kernel — when it builds,
-else "torch"): no second implementation of the recurrence exists here.
+ONNX Runtime has no SelectiveScan kernel (in deployment the node runs in our TensorRT plugin). For the export's parity
+check and the ONNX Runtime backend (both open their session through ``ort_session``), the
+node is executed by onnxruntime-extensions' Python custom ops, which call our own scan (``m2s2l_edge.ops.
+selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second implementation of the
+recurrence exists here.
 
 onnxruntime-extensions only dispatches Python ops registered in its own domain ``ai.onnx.contrib``, and its Python
 bridge has no float16 type. So ``python_scan_model`` rewrites a *copy* of the model in memory, never the exported
@@ -28,7 +29,8 @@ _PYOP_TYPES = {7: "M2S2LSelectiveScan", 8: "M2S2LSelectiveScanGated"}
 
 
 @functools.cache
-def _scan_backend() -> str:
+def scan_backend() -> str:
+    """The scan backend the Python SelectiveScan op runs: "cpu" (the C++ kernel) when it builds, else "torch"."""
     from m2s2l_edge.ops import cpu_kernel
 
     if cpu_kernel.is_available():
@@ -52,7 +54,7 @@ def _run_scan(u, delta, A, B, C, D, delta_bias, z=None, delta_softplus=0):
 
     with torch.inference_mode():
         y = selective_scan(t(u), t(delta), t(A), t(B), t(C), t(D), t(z), t(delta_bias), bool(delta_softplus),
-                           backend=_scan_backend())
+                           backend=scan_backend())
     return y.numpy()
 
 
@@ -79,11 +81,11 @@ def python_scan_model(model):
     import onnx
     import onnx.helper as oh
 
-    from m2s2l_edge.export.scan_onnx import _GraphInfo, is_scan_node
+    from m2s2l_edge.deploy.onnx_graph import GraphInfo, is_scan_node
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    info = _GraphInfo(model)
+    info = GraphInfo(model)
     nodes = []
     for i, node in enumerate(out.graph.node):
         if not is_scan_node(node):

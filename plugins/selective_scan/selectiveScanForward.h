@@ -1,4 +1,4 @@
-// Forward selective scan (mamba-ssm semantics, see DESIGN.md §3): CUDA kernel launcher with no TensorRT dependency.
+// Forward selective scan (mamba-ssm semantics, docs/DESIGN.md §4): CUDA kernel launcher with no TensorRT dependency.
 //
 // For batch b, channel d (of dim = K*D channels, group k = d / (dim / K)), state n:
 //   dt_t = softplus(delta_t + delta_bias[d])   if delta_softplus, else delta_t + delta_bias[d]

@@ -1,5 +1,8 @@
 """What an exported model says about itself: stored in the ONNX ``metadata_props`` and in a sidecar ``<out>.json``.
 
+Written by the export layer (``m2s2l_edge.export``), read by every runtime backend; it lives here, below both, so that
+neither imports the other.
+
 Every backend runs an exported model from this alone, without its checkpoint: the model config (clip length,
 resolution, channels), the input normalisation, the score weight λ, the scan flavour and the precision. The sidecar
 carries the same record for artefacts that have no ONNX metadata (a TensorRT engine built from the ONNX writes
@@ -19,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from m2s2l_edge.config import DEFAULT_LAMBDA, PAPER_LAMBDA, ModelConfig
+from m2s2l_edge.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +32,6 @@ NORMALIZATION = "[-1, 1]"  # frames x/127.5 - 1, RGB, (B, T, 3, H, W)
 INPUT_NAME = "clip"
 OUTPUT_NAMES = ("frame_pred", "motion_pred")
 _FLAT_KEYS = ("preset", "clip_len", "image_size", "normalization", "lambda", "dataset", "scan", "precision", "batch")
-
-
-def resolve_lambda(dataset: str | None, lam: float | None) -> tuple[float, str]:
-    """The score weight λ and where it came from: an explicit value, the paper's value for ``dataset``, or our default.
-
-    Raises ValueError for a λ outside [0, 1].
-    """
-    if lam is not None:
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lambda must lie in [0, 1], got {lam}")
-        return float(lam), "explicit"
-    if dataset is not None and dataset.lower() in PAPER_LAMBDA:
-        return PAPER_LAMBDA[dataset.lower()], f"paper ({dataset.lower()})"
-    return DEFAULT_LAMBDA, "default (our choice: data set not in the paper)" if dataset else "default (no data set)"
 
 
 def library_versions() -> dict[str, str]:
@@ -140,7 +129,8 @@ class ExportMetadata:
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:
-    """``model.onnx`` → ``model.onnx.json``."""
+    """The metadata JSON beside a model: ``model.onnx`` → ``model.onnx.json``, ``model.engine`` → ``model.engine.json``
+    (the suffix kept, so that a ``.plan`` and an ``.engine`` of one model never share a sidecar)."""
     p = Path(model_path)
     return p.with_name(p.name + ".json")
 
@@ -197,3 +187,18 @@ def read_metadata(path: str | os.PathLike) -> ExportMetadata:
     if sidecar.is_file():
         return _from_sidecar(sidecar)
     raise FileNotFoundError(f"model {path} does not exist")
+
+
+def read_engine_metadata(engine_path: str | os.PathLike) -> dict:
+    """The engine's JSON (``<engine>.json``): the export's record (``ExportMetadata``, validated) and the ``engine``
+    section `m2s2l-edge build` adds. An engine built by trtexec can use its ONNX's ``<model>.onnx.json``."""
+    sidecar = sidecar_path(engine_path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"engine {engine_path} has no metadata file {sidecar} (written by m2s2l-edge build; "
+                                "for an engine built by trtexec, copy the ONNX's <model>.onnx.json there)")
+    try:
+        raw = json.loads(sidecar.read_text(encoding="utf-8"))
+        record = ExportMetadata.from_dict(raw).to_dict()
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{sidecar}: unreadable m2s2l-edge metadata ({type(e).__name__}: {e})") from None
+    return {**record, "engine": raw.get("engine", {})}

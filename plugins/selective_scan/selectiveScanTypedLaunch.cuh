@@ -1,7 +1,8 @@
 // Kernel launch for one (dtype, states per thread) instantiation; included by the per-dtype .cu files only.
 #pragma once
 
-#include "selectiveScanKernelTemplate.h"
+#include "selectiveScanDeviceKernel.cuh"
+#include "selectiveScanInstances.h"
 
 namespace m2s2l
 {

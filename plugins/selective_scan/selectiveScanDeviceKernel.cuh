@@ -1,5 +1,5 @@
 // The forward selective-scan kernel, templated on the I/O type and the states per thread. Device code: included by
-// selectiveScanKernelDispatch.h (and by the CPU emulation in tests/test_cuda_kernel.py, which is why it holds no
+// selectiveScanTypedLaunch.cuh (and by the CPU emulation in tests/test_cuda_kernel.py, which is why it holds no
 // launch syntax).
 //
 // Why this design. Per (b, d, n, t) the scan needs one exp and four FP32 operations (dt*A, dt*u*B, the state FMA,
@@ -18,8 +18,8 @@
 // element that traffic is amortised over N states, and a warp's 32 consecutive time steps fill whole sectors.
 #pragma once
 
-#include "selectiveScanKernel.h"
-#include "selectiveScanKernelLaunch.h"
+#include "selectiveScanForward.h"
+#include "selectiveScanLaunchConfig.h"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
