@@ -22,6 +22,7 @@ clips are (B, T, 3, H, W) float32 in [-1, 1], outputs (B, 3, H, W).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -115,6 +116,7 @@ class VideoResult:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) anomaly score in [0, 1]
     fused: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) raw λ-fused PSNR in dB
     auc: float | None = None
+    terms: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame score terms (TERMS), each (N_v - T,)
 
     @property
     def scored_labels(self) -> np.ndarray | None:
@@ -135,6 +137,7 @@ class EvalResult:
     image_size: tuple[int, int]
     seconds: float
     predicted_frames: int
+    score: object = None  # the ScoreConfig used
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no per-frame arrays; those go to <out>/scores/<video>.npy)."""
@@ -148,6 +151,7 @@ class EvalResult:
             "videos_in_macro": 0 if auc is None else auc.videos_in_macro,
             "videos_skipped_in_macro": skipped,
             "lambda": self.lam,
+            "score": None if self.score is None else dataclasses.asdict(self.score),
             "clip_len": self.clip_len,
             "image_size": list(self.image_size),
             "predicted_frames": self.predicted_frames,
@@ -171,32 +175,52 @@ def backend_geometry(backend) -> tuple[int, tuple[int, int]]:
     return int(shape[1]), (int(shape[3]), int(shape[4]))
 
 
-def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
+TERMS = ("psnr_app", "psnr_mot", "patch_app", "patch_mot", "change")
+
+
+def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int, patch: int = 8,
+                on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Per predicted frame of one video: ``targets`` and every term a score is made of (see :data:`TERMS`).
+
+    ``psnr_app`` / ``psnr_mot``: PSNR of the predicted frame / motion (the published terms); ``patch_app`` /
+    ``patch_mot``: the same on the worst ``patch``×``patch`` window; ``change``: mean |x_t − x_{t−1}| of the
+    target frame. Each array is (N - T,).
+    """
     import torch
 
     from m2s2l_edge.data import iter_video_clips
     from m2s2l_edge.losses import motion_target
-    from m2s2l_edge.scoring import psnr
+    from m2s2l_edge.scoring import frame_change, patch_psnr, psnr
 
-    targets, app, mot = [], [], []
+    out: dict[str, list] = {k: [] for k in ("targets", *TERMS)}
     for idx, batch in iter_video_clips(video, clip_len=clip_len, image_size=image_size, batch_size=batch_size):
         clip, target = batch[:, :clip_len], batch[:, clip_len]  # (B, T, 3, H, W), (B, 3, H, W)
-        out = backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
-        frame_pred = torch.as_tensor(np.asarray(out["frame_pred"]), dtype=torch.float32)  # (B, 3, H, W)
-        motion_pred = torch.as_tensor(np.asarray(out["motion_pred"]), dtype=torch.float32)  # (B, 3, H, W)
+        res = backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
+        frame_pred = torch.as_tensor(np.asarray(res["frame_pred"]), dtype=torch.float32)  # (B, 3, H, W)
+        motion_pred = torch.as_tensor(np.asarray(res["motion_pred"]), dtype=torch.float32)  # (B, 3, H, W)
         if frame_pred.shape != target.shape or motion_pred.shape != target.shape:
             raise ValueError(f"backend returned frame_pred {tuple(frame_pred.shape)} / motion_pred "
                              f"{tuple(motion_pred.shape)}, expected {tuple(target.shape)}")
-        targets.append(idx)
-        app.append(psnr(frame_pred, target).numpy())
-        mot.append(psnr(motion_pred, motion_target(clip, target)).numpy())
+        motion = motion_target(clip, target)
+        out["targets"].append(idx)
+        out["psnr_app"].append(psnr(frame_pred, target).numpy())
+        out["psnr_mot"].append(psnr(motion_pred, motion).numpy())
+        out["patch_app"].append(patch_psnr(frame_pred, target, patch).numpy())
+        out["patch_mot"].append(patch_psnr(motion_pred, motion, patch).numpy())
+        out["change"].append(frame_change(target, clip[:, -1]).numpy())
         if on_batch is not None:
             on_batch(len(idx))
-    if not targets:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-    return np.concatenate(targets), np.concatenate(app).astype(np.float64), np.concatenate(mot).astype(np.float64)
+    if not out["targets"]:
+        return {"targets": np.zeros(0, np.int64), **{k: np.zeros(0) for k in TERMS}}
+    return {"targets": np.concatenate(out["targets"]),
+            **{k: np.concatenate(out[k]).astype(np.float64) for k in TERMS}}
+
+
+def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
+                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
+    t = frame_terms(backend, video, clip_len, image_size, batch_size, on_batch=on_batch)
+    return t["targets"], t["psnr_app"], t["psnr_mot"]
 
 
 def evaluate(
@@ -208,6 +232,7 @@ def evaluate(
     batch_size: int = 8,
     on_video: Callable[[int, str, int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    score=None,
 ) -> EvalResult:
     """Score every test video with ``backend`` and compute the frame-level AUCs.
 
@@ -217,6 +242,7 @@ def evaluate(
         labels: one (N_v,) 0/1 array per video, covering every frame (the first T are dropped here); None for
             unlabelled footage: scores only, no AUC.
         lam: fusion weight λ of the appearance PSNR.
+        score: a :class:`~m2s2l_edge.config.ScoreConfig` (its λ is replaced by ``lam``); None: the published score.
         on_video(index, name, predicted_frames) / on_batch(clips): progress hooks.
 
     Raises ValueError for labels that do not fit the videos and for a λ outside [0, 1].
@@ -233,30 +259,36 @@ def evaluate(
         if len(np.asarray(lab).reshape(-1)) != len(v):
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
+    from m2s2l_edge.config import ScoreConfig
+    from m2s2l_edge.scoring import video_scores
+
+    score = (score or ScoreConfig()).replace(lam=lam)
     clip_len, size = backend_geometry(backend)
+    patch = score.patch_size(min(size))
     tic = time.perf_counter()
     results: list[VideoResult] = []
     for i, video in enumerate(videos):
         if on_video is not None:
             on_video(i, video.name, max(0, len(video) - clip_len))
-        targets, app, mot = score_video(backend, video, clip_len, size, batch_size, on_batch)
-        if len(targets) == 0:
+        terms = frame_terms(backend, video, clip_len, size, batch_size, patch, on_batch)
+        if len(terms["targets"]) == 0:
             logger.warning("video %r has %d frames, no more than the clip length %d: it gets no score",
                            video.name, len(video), clip_len)
         lab = None if labels is None else np.asarray(labels[i]).reshape(-1)
-        results.append(VideoResult(video.name, len(video), targets, app, mot, lab))
+        results.append(VideoResult(video.name, len(video), terms["targets"], terms["psnr_app"], terms["psnr_mot"], lab,
+                                   terms={k: terms[k] for k in TERMS}))
     seconds = time.perf_counter() - tic
     predicted = sum(len(r.targets) for r in results)
     if predicted == 0:
         raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
                          f"{clip_len} past frames plus the frame itself")
-    scores = per_video_scores([r.psnr_app for r in results], [r.psnr_mot for r in results], lam)
+    scores = [video_scores(r.terms, score) for r in results]
     for r, s in zip(results, scores, strict=True):
         r.scores = s
         r.fused = fused_psnr(r.psnr_app, r.psnr_mot, lam) if len(r.targets) else np.zeros(0)
     if labels is None:
         logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
-        return EvalResult(None, results, lam, clip_len, size, seconds, predicted)
+        return EvalResult(None, results, lam, clip_len, size, seconds, predicted, score)
     kept = drop_unpredicted([r.labels for r in results], clip_len)
     for r, k in zip(results, kept, strict=True):
         assert len(r.scores) == len(k), (r.name, len(r.scores), len(k))  # iter_video_clips predicts frames T .. N-1
@@ -265,7 +297,7 @@ def evaluate(
         r.auc = a
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
-    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted)
+    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted, score)
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

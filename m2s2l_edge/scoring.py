@@ -1,5 +1,13 @@
 """Anomaly scoring: PSNR of both streams, the λ-weighted score, per-video min-max normalisation (docs/DESIGN.md §6).
 
+Two scores (``ScoreConfig.method`` in :mod:`m2s2l_edge.config`):
+
+* ``paper`` — the published one: PSNR of the whole predicted frame and motion, fused with λ, min-max per video;
+* ``patch`` — our addition: the same with the PSNR of the *worst* patch instead of the frame mean (a person-sized
+  anomaly moves a frame-mean error by a few percent and a patch error many times over), and frames where the camera
+  stalled (the frame repeats the one before it) flagged as anomalous and kept out of the min-max, where their
+  near-perfect prediction would otherwise squeeze every other frame of the video.
+
 All functions are pure and work on numpy arrays or torch tensors of images in model units ([-1, 1] frames).
 """
 
@@ -24,6 +32,36 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.
     return 10 * torch.log10(1.0 / (mse + eps))
 
 
+def patch_psnr(pred: torch.Tensor, target: torch.Tensor, patch: int, eps: float = 1e-10) -> torch.Tensor:
+    """Per-sample PSNR of the worst ``patch``×``patch`` window (stride patch/2), same units as :func:`psnr`.
+
+    Shapes: (B, C, H, W) → (B,). A patch as large as the image gives :func:`psnr`.
+    """
+    import torch.nn.functional as F
+
+    err = ((pred.float() - target.float()) / 2).pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    patch = max(1, min(patch, err.shape[-2], err.shape[-1]))
+    worst = F.avg_pool2d(err, patch, stride=max(1, patch // 2)).flatten(1).amax(dim=1)  # (B,)
+    return 10 * torch.log10(1.0 / (worst + eps))
+
+
+def frame_change(frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change between consecutive frames, (B, C, H, W) pairs → (B,), in [-1, 1] units."""
+    return (frame.float() - previous.float()).abs().flatten(1).mean(dim=1)
+
+
+def stalled(change: np.ndarray, ratio: float) -> np.ndarray:
+    """Frames that (nearly) repeat the frame before them: change below ``ratio`` × the video's median change.
+
+    A live camera's sensor noise alone moves every frame; a stalled feed repeats a frame exactly (0) or up to
+    re-encoding noise. Relative to the video's own median, so the rule needs no calibration per camera.
+    """
+    change = np.asarray(change, dtype=np.float64)
+    if change.size == 0:
+        return np.zeros(0, dtype=bool)
+    return change < ratio * float(np.median(change))
+
+
 def fused_psnr(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np.ndarray:
     """λ·PSNR_app + (1−λ)·PSNR_mot (higher = more normal)."""
     if not 0.0 <= lam <= 1.0:
@@ -41,6 +79,31 @@ def min_max(x: np.ndarray) -> np.ndarray:
 def anomaly_scores(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np.ndarray:
     """Per-video anomaly score in [0, 1], higher = more anomalous: 1 − minmax(λ-weighted PSNR)."""
     return 1.0 - min_max(fused_psnr(psnr_app, psnr_mot, lam))
+
+
+def video_scores(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
+    """Per-video anomaly score in [0, 1] (higher = more anomalous) from the per-frame terms of one video.
+
+    ``terms``: ``psnr_app``, ``psnr_mot`` (frame PSNRs), ``patch_app``, ``patch_mot`` (worst-patch PSNRs) and
+    ``change`` (:func:`frame_change` of each predicted frame against the one before), each (N - T,);
+    ``cfg``: a :class:`m2s2l_edge.config.ScoreConfig`. Order: fuse with λ, set stalled frames aside, smooth the
+    rest over time (Gaussian, ``cfg.smooth_sigma`` frames), min-max normalise it, stalled frames score 1.
+    """
+    app, mot = (terms["psnr_app"], terms["psnr_mot"]) if cfg.method == "paper" else (terms["patch_app"],
+                                                                                     terms["patch_mot"])
+    if len(app) == 0:
+        return np.zeros(0)
+    fused = fused_psnr(app, mot, cfg.lam)
+    still = stalled(terms["change"], cfg.stall_ratio) if cfg.stall_ratio > 0 else np.zeros(len(fused), dtype=bool)
+    out = np.ones(len(fused), dtype=np.float64)
+    live = fused[~still]
+    if live.size:
+        if cfg.smooth_sigma > 0:
+            from scipy.ndimage import gaussian_filter1d
+
+            live = gaussian_filter1d(live, cfg.smooth_sigma, mode="nearest")
+        out[~still] = 1.0 - min_max(live)
+    return out
 
 
 def _check_lambda(lam: float, what: str) -> float:

@@ -76,6 +76,10 @@ def eval_(
         "runs/eval"),
     overwrite: Overwrite = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    score: Annotated[str | None, typer.Option(
+        help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
+             "frames flagged; our addition). Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom.",
+    )] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Score every test video; report the micro (published protocol) and macro frame-level AUC when there are
@@ -85,10 +89,13 @@ def eval_(
 
     console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     with user_errors():
+        from m2s2l_edge.config import default_score_name, get_score
         from m2s2l_edge.evaluate import load_footage, write_outputs
         from m2s2l_edge.scoring import model_lambda, resolve_lambda
 
         dataset = dataset or "custom"
+        if score is not None:
+            get_score(score)  # an unknown name fails before any work
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
         if plugin is not None and source.kind != "tensorrt":
             raise ValueError("--plugin goes with --engine")
@@ -102,11 +109,16 @@ def eval_(
         options = {"plugin": plugin} if plugin is not None else {}
         runner = open_backend(source, device=device, threads=threads, **options)
         _check_preset(runner, source, preset)
-        lam, lam_source = resolve_lambda(dataset, lambda_, stored=model_lambda(runner.metadata))
+        score_cfg = get_score(default_score_name(dataset) if score is None else score)
+        if score_cfg.method == "patch" and lambda_ is None:
+            # The patch score's λ was validated together with its other settings (RESULTS.md "Real footage").
+            lam, lam_source = score_cfg.lam, "the patch score's (validated on our real-footage set)"
+        else:
+            lam, lam_source = resolve_lambda(dataset, lambda_, stored=model_lambda(runner.metadata))
         from m2s2l_edge.cli.progress import run_with_progress
         from m2s2l_edge.cli.report import print_result
 
-        result = run_with_progress(runner, videos, label_arrays, lam, batch or DEFAULT_BATCH, console)
+        result = run_with_progress(runner, videos, label_arrays, lam, batch or DEFAULT_BATCH, console, score=score_cfg)
         scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
         meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
                 "lambda_source": lam_source, "title": f"({dataset})",

@@ -32,7 +32,9 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
         console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
         macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
         console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
-    console.print(f"λ = {result.lam}, {result.predicted_frames} frames scored in {result.seconds:.1f} s")
+    method = getattr(result.score, "method", "paper")
+    console.print(f"score {method}, λ = {result.lam}, {result.predicted_frames} frames scored in "
+                  f"{result.seconds:.1f} s")
     if scan_path:
         console.print(scan_path)
     if paths:

@@ -73,9 +73,11 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a model config field, KEY=VALUE (repeatable), e.g. --set image_size=64.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train (the total, also when resuming).")] = 60,
-    batch: Annotated[int, typer.Option(
-        "--batch", min=1, help="Clips per optimisation step (under torchrun: over all processes).")] = 4,
-    lr: Annotated[float, typer.Option(help="Initial Adam learning rate (our choice: 2e-4).")] = 2e-4,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, help="Clips per optimisation step, over all processes under torchrun (default 4; custom "
+                               "data: the validated recipe's).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Initial Adam learning rate (default 2e-4, our choice; custom data: the validated recipe's).")] = None,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
     device: Device = None,
@@ -102,7 +104,7 @@ def train(
     with user_errors(kept=lambda: _kept(out)), _quiet_unless_rank0(rank):
         from m2s2l_edge.cli.options import check_device, check_output_dir
         from m2s2l_edge.cli.progress import RichTrainProgress, make_progress
-        from m2s2l_edge.config import LossConfig, TrainConfig
+        from m2s2l_edge.config import LossConfig, Recipe, TrainConfig, training_recipe
         from m2s2l_edge.train import DataConfig, RunConfig, TrainCallbacks
         from m2s2l_edge.train import train as run_training
 
@@ -110,7 +112,15 @@ def train(
         # Writability only: whether a run already in --out may be replaced is train()'s rule (--resume /
         # --overwrite), checked there before any work.
         check_output_dir(out, overwrite=True)
-        model_cfg = build_model_config(preset, ablation, parse_overrides(set_))
+        # Defaults validated for the kind of data (custom footage: RESULTS.md "Real footage"; M²S²L only, the peers
+        # keep the plain defaults); any value the user gives (--set, --lr, --batch) wins over the recipe's.
+        recipe = training_recipe(dataset, preset) if model == "m2s2l" else Recipe()
+        model_cfg = build_model_config(preset, ablation, {**recipe.model, **parse_overrides(set_)})
+        batch = recipe.batch_size if batch is None else batch
+        lr = recipe.lr if lr is None else lr
+        if recipe.note:
+            typer.echo(f"{dataset} data, preset {preset}: recipe {recipe.note} (where not set by an option)",
+                       err=True)
         train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, lr_step_epochs=lr_step,
                                 loss=LossConfig().with_loss_set(loss_set))
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)

@@ -96,9 +96,12 @@ class M2S2L(nn.Module):
         # Decoders.
         per_part = 2 * c if cfg.use_memory else c
         dec_in = 2 * per_part if cfg.decompose else per_part
-        self.skips = SkipPyramid(cfg.in_channels * t, tuple(reversed(cfg.skip_channels)))
-        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.skip_channels, out_scale=1.0)
-        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.skip_channels, out_scale=2.0)
+        # The pyramid stops at the finest level a decoder joins (levels finer than that would go unused).
+        kept = cfg.upsample_stages - cfg.drop_fine_skips
+        pyramid = tuple(reversed(cfg.skip_channels[:kept]))  # finest kept level first
+        self.skips = SkipPyramid(cfg.in_channels * t, pyramid, first_stride=2 ** cfg.drop_fine_skips) if kept else None
+        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.used_skip_channels, out_scale=1.0)
+        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.used_skip_channels, out_scale=2.0)
 
     # -- checks -------------------------------------------------------------------------------------------------
     def check_input(self, clip: torch.Tensor) -> None:
@@ -177,7 +180,8 @@ class M2S2L(nn.Module):
             mot_in = torch.cat([parts[0], parts[2]], dim=1)
         else:
             app_in = mot_in = parts[0]
-        skips = self.skips(stacked)[::-1]  # coarsest first
+        # Coarsest first; levels left out (cfg.drop_fine_skips) are None and ignored by the decoders.
+        skips = (self.skips(stacked)[::-1] if self.skips is not None else []) + [None] * self.cfg.drop_fine_skips
         out["frame_pred"] = self.appearance_decoder(app_in, skips)
         out["motion_pred"] = self.motion_decoder(mot_in, skips)
         return out

@@ -1,0 +1,292 @@
+"""The vtest.avi validation set (frames 480+ never decoded), the model-free peers and the patch / stall scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from m2s2l_edge.data import vtest as V
+
+
+class CountingReader:
+    """cv2.VideoCapture that counts every frame handed out (the held-out frames must never be decoded)."""
+
+    opened: list[CountingReader] = []
+
+    def __init__(self, path: str) -> None:
+        import cv2
+
+        self.cap = cv2.VideoCapture(path)
+        assert self.cap.isOpened(), path
+        self.reads = 0
+        self.released = False
+        CountingReader.opened.append(self)
+
+    def read(self):
+        self.reads += 1
+        return self.cap.read()
+
+    def release(self) -> None:
+        self.released = True
+        self.cap.release()
+
+
+@pytest.fixture
+def counting():
+    CountingReader.opened = []
+    return CountingReader
+
+
+@pytest.fixture(scope="module")
+def vtest_path():
+    path = V.find_vtest()
+    if path is None:
+        pytest.skip("vtest.avi not found: apt-get install -y opencv-doc (Debian package opencv-doc)")
+    return path
+
+
+def test_reader_stops_at_frame_480_of_a_longer_video(tmp_path, write_avi, counting):
+    video = write_avi(tmp_path / "long.avi", 520, h=24, w=32)
+    frames = V.read_source_frames(video, size=(32, 24), reader=counting)
+    assert len(frames) == V.HELD_OUT_FROM == 480
+    (reader,) = counting.opened
+    assert reader.reads == 480 and reader.released  # frame 480 (the 481st) was never pulled from the decoder
+    assert frames[0].shape == (24, 32, 3) and frames[0].dtype == np.uint8
+    with pytest.raises(ValueError, match="held out"):
+        V.read_source_frames(video, 481, reader=counting)
+    assert len(counting.opened) == 1  # refused before opening the file
+
+
+def test_reader_reports_a_short_video(tmp_path, write_avi):
+    video = write_avi(tmp_path / "short.avi", 50)
+    with pytest.raises(ValueError, match="ended after 50 frames"):
+        V.read_source_frames(video, 100, size=(32, 24))
+
+
+def test_config_keeps_train_and_test_disjoint_and_inside_0_479():
+    with pytest.raises(ValueError, match="disjoint"):
+        V.VtestConfig(train_range=(0, 320), test_range=(300, 480))
+    with pytest.raises(ValueError, match="disjoint"):
+        V.VtestConfig(test_range=(300, 481))
+    with pytest.raises(ValueError, match="skips through"):
+        V.VtestConfig(test_range=(300, 420), video_len=100)
+    with pytest.raises(ValueError, match="unknown anomaly kinds"):
+        V.VtestConfig(kinds=("loitering",))
+
+
+def test_build_reads_480_frames_and_writes_labelled_kinds(tmp_path, vtest_path, counting):
+    from m2s2l_edge.data import discover, load_frame_labels
+
+    out = tmp_path / "vtest"
+    meta = V.build_vtest_set(vtest_path, out, reader=counting)
+    assert sum(r.reads for r in counting.opened) == 480 and all(r.released for r in counting.opened)
+    assert meta["source_frames_read"] == 480
+
+    train = discover(out, "custom", "train")
+    test = discover(out, "custom", "test")
+    assert [len(v) for v in train] == [300]
+    assert len(test) == len(V.KINDS) * 3 and all(len(v) == 120 for v in test)
+    labels = np.load(out / V.LABELS_FILE)
+    assert labels.shape == (1, 1800) and labels.dtype == np.uint8
+    per_video = load_frame_labels(out, "custom", test, path=out / V.LABELS_FILE)  # what `eval --labels` reads
+    kinds = V.kinds_by_video(json.loads((out / V.META_FILE).read_text()))
+    assert sorted(set(kinds.values())) == sorted(V.KINDS)
+    for video, lab, row in zip(test, per_video, meta["test_videos"], strict=True):
+        assert video.name == row["name"] and kinds[video.name] == row["kind"]
+        assert 10 <= lab.sum() < len(lab) - 40  # each video holds both classes, mostly normal
+        assert np.flatnonzero(lab).tolist() == row["labelled"]
+        assert all(300 <= s < 480 for s in row["sources"])  # test videos never touch the training frames
+    frozen = next(r for r in meta["test_videos"] if r["kind"] == "frozen")
+    stalled = np.array(frozen["sources"])[frozen["labelled"]]
+    assert (stalled == stalled[0]).all()  # one repeated frame during the stall
+    fast = next(r for r in meta["test_videos"] if r["kind"] == "fast")
+    steps = np.diff(fast["sources"])
+    assert set(steps[np.array(fast["labelled"]) - 1]) <= {3, 4} and (np.delete(steps, np.array(fast["labelled"]) - 1)
+                                                                  == 1).all()
+    reverse = next(r for r in meta["test_videos"] if r["kind"] == "wrong_direction")
+    assert (np.diff(reverse["sources"])[np.array(reverse["labelled"]) - 1] == -1).all()
+
+
+def test_build_is_deterministic_per_seed(tmp_path, vtest_path):
+    small = dict(train_range=(0, 100), test_range=(100, 260), per_kind=1, video_len=100)
+    a = V.build_vtest_set(vtest_path, tmp_path / "a", V.VtestConfig(seed=3, **small))
+    b = V.build_vtest_set(vtest_path, tmp_path / "b", V.VtestConfig(seed=3, **small))
+    c = V.build_vtest_set(vtest_path, tmp_path / "c", V.VtestConfig(seed=4, **small))
+    assert a["test_videos"] == b["test_videos"] and a["test_videos"] != c["test_videos"]
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg"))
+    assert len(files) == 100 + 5 * 100
+    for rel in files[::37]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    assert (tmp_path / "a" / V.LABELS_FILE).read_bytes() == (tmp_path / "b" / V.LABELS_FILE).read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        V.build_vtest_set(vtest_path, tmp_path / "a", V.VtestConfig(seed=3, **small))
+
+
+# --- peers and scores --------------------------------------------------------------------------------------------
+
+
+def _walking_video(folder, n: int, stall: range = range(0), size: int = 32):
+    """A bright square walking 2 px per frame over a textured background; frames in ``stall`` repeat."""
+    import cv2
+
+    from m2s2l_edge.data import FrameFolderSource
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)
+    folder.mkdir(parents=True)
+    shown = 0
+    for i in range(n):
+        if i not in stall:
+            shown = i
+        frame = background.copy()
+        x = (2 * shown) % (size - 6)
+        frame[10:16, x:x + 6] = 250
+        cv2.imwrite(str(folder / f"{i:04d}.png"), frame)
+    return FrameFolderSource(folder)
+
+
+def test_two_sided_motion_statistic_flags_a_stall_that_frame_differencing_calls_normal(tmp_path):
+    from m2s2l_edge.baselines import baseline_scores
+
+    train = [_walking_video(tmp_path / "train", 30)]
+    test = [_walking_video(tmp_path / "test", 30, stall=range(12, 20))]
+    diff = baseline_scores("frame_difference", test, 4, 32)[0]
+    stat = baseline_scores("motion_statistic", test, 4, 32, train_videos=train)[0]
+    assert diff.shape == stat.shape == (26,)
+    frames = np.arange(4, 30)
+    stalled = (frames >= 12) & (frames < 20)  # frames 12..19 repeat frame 11
+    assert diff[stalled].max() < diff[~stalled].min()  # no change at all: the lowest score
+    assert stat[stalled].min() > np.median(stat[~stalled])
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_scores("optical_flow", test, 4, 32)
+
+
+def test_patch_psnr_sees_a_small_error_that_the_frame_mean_dilutes():
+    from m2s2l_edge.scoring import patch_psnr, psnr
+
+    target = torch.zeros(2, 3, 64, 64)
+    pred = target.clone()
+    pred[0, :, :8, :8] = 1.0  # a person-sized error in a corner
+    pred[1] += 0.125  # the same squared error spread over the whole frame
+    frame, patch = psnr(pred, target), patch_psnr(pred, target, 8)
+    assert frame[0] == pytest.approx(frame[1].item(), abs=1e-4)  # the frame mean cannot tell them apart
+    assert patch[0] < patch[1] - 15  # the worst 8×8 window can
+    assert patch_psnr(pred, target, 64) == pytest.approx(frame, abs=1e-4)
+
+
+def test_stalled_frames_score_one_and_leave_the_min_max_to_the_rest():
+    from m2s2l_edge.config import ScoreConfig
+    from m2s2l_edge.scoring import anomaly_scores, video_scores
+
+    app = np.array([30.0, 31.0, 45.0, 45.0, 29.0, 32.0])
+    terms = {"psnr_app": app, "psnr_mot": app, "patch_app": app - 5, "patch_mot": app - 5,
+             "change": np.array([0.02, 0.03, 0.0, 0.0, 0.025, 0.02])}
+    paper = video_scores(terms, ScoreConfig("paper", 0.5))
+    np.testing.assert_allclose(paper, anomaly_scores(app, app, 0.5))
+    assert paper[2] == 0.0  # the published score ranks the stall as the most normal frame
+    stall = video_scores(terms, ScoreConfig("paper", 0.5, stall_ratio=0.1))
+    np.testing.assert_allclose(stall[[2, 3]], 1.0)
+    keep = [0, 1, 4, 5]
+    np.testing.assert_allclose(stall[keep], anomaly_scores(app[keep], app[keep], 0.5))
+    with pytest.raises(ValueError, match="unknown score"):
+        ScoreConfig("psnr")
+
+
+# --- defaults that follow the validation: train's custom-data recipe, eval's score -------------------------------
+
+
+@pytest.fixture(scope="module")
+def custom_root(tmp_path_factory):
+    """A custom MNAD tree: one normal training video and one test video whose frames 14..17 repeat frame 13."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("custom")
+    rng = np.random.default_rng(1)
+    background = rng.integers(40, 200, (48, 48, 3), dtype=np.uint8)
+    for split, name, n in (("training", "train", 16), ("testing", "cam", 24)):
+        folder = root / split / "frames" / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            shown = 13 if split == "testing" and 14 <= i < 18 else i
+            frame = background.copy()
+            frame[20:28, (3 * shown) % 40:(3 * shown) % 40 + 8] = 255
+            cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    labels = np.zeros((1, 24), np.uint8)
+    labels[0, 14:18] = 1
+    np.save(root / "frame_labels.npy", labels)
+    return root
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from m2s2l_edge.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(custom_root, tmp_path):
+    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.config import training_recipe
+
+    recipe = training_recipe("custom", "small")
+    assert recipe.model and training_recipe("ped2", "small").model == {}
+    result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
+                     "--stride", 4, "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    state = read_checkpoint(tmp_path / "a" / "last.pt")
+    for key, value in recipe.model.items():
+        assert state["config"][key] == value
+    assert state["extra"]["train_config"]["lr"] == recipe.lr
+    assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size
+
+    result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
+                     "--stride", 4, "--set", "image_size=32", "--lr", "5e-4", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    state = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["config"]["image_size"] == 32 and state["extra"]["train_config"]["lr"] == 5e-4
+    assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size  # what no option set stays the recipe's
+
+    # eval on custom data: the validated patch score by default, the published one on request.
+    default, paper = tmp_path / "eval_default", tmp_path / "eval_paper"
+    for out, extra in ((default, ()), (paper, ("--score", "paper"))):
+        result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
+                         "--labels", custom_root / "frame_labels.npy", "--no-plots", "--out", out, *extra)
+        assert result.exit_code == 0, result.stdout + result.stderr
+    got = json.loads((default / "results.json").read_text())
+    assert got["score"]["method"] == "patch" and got["score"]["stall_ratio"] > 0
+    assert json.loads((paper / "results.json").read_text())["score"]["method"] == "paper"
+    scores = np.load(default / "scores" / "cam.npy")
+    np.testing.assert_allclose(scores[np.arange(14, 18) - 4], 1.0)  # frames 14..17 repeat frame 13: flagged
+    assert got["micro_auc"] > json.loads((paper / "results.json").read_text())["micro_auc"]
+    result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
+                     "--labels", custom_root / "frame_labels.npy", "--out", tmp_path / "c", "--score", "psnr")
+    assert result.exit_code == 1 and "unknown score 'psnr'" in result.stderr
+
+
+def test_drop_fine_skips_removes_the_finest_decoder_inputs():
+    from m2s2l_edge.config import ModelConfig, get_preset
+    from m2s2l_edge.models import M2S2L
+
+    torch.manual_seed(0)
+    clip = torch.rand(2, 4, 3, 64, 64) * 2 - 1
+    sizes = {}
+    for k in (0, 2, 4):
+        cfg = get_preset("tiny", drop_fine_skips=k)
+        assert cfg.used_skip_channels == tuple(c if i < 4 - k else 0 for i, c in enumerate(cfg.skip_channels))
+        model = M2S2L(cfg).eval()
+        frame, motion = model.predict(clip)
+        assert frame.shape == motion.shape == (2, 3, 64, 64)
+        sizes[k] = sum(p.numel() for p in model.parameters())
+        if k == 4:
+            assert model.skips is None
+        else:  # the pyramid's finest stage works at the finest resolution a decoder still joins
+            assert model.skips(clip.reshape(2, 12, 64, 64))[0].shape[-1] == 64 // 2 ** k
+    assert sizes[0] > sizes[2] > sizes[4]
+    with pytest.raises(ValueError, match="drop_fine_skips"):
+        get_preset("tiny", drop_fine_skips=5)
+    legacy = {k: v for k, v in get_preset("tiny").to_dict().items() if k != "drop_fine_skips"}
+    assert ModelConfig.from_dict(legacy).drop_fine_skips == 0  # checkpoints written before the field load as before
