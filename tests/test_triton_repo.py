@@ -35,8 +35,12 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
+    from m2s2l_edge.watch.calibration import Calibration, save
+
     calib = tmp_path / "calib.json"
-    calib.write_text(json.dumps({"threshold": 0.42, "note": "λ from training footage"}))
+    save(Calibration(center=30.0, scale=0.5, threshold=0.42, false_alarms_per_hour=1.0, window=5, smoothing="mean",
+                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6,
+                     sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",
                             "--calibration", calib, "--device", "cpu", "--threads", "2")
@@ -54,7 +58,7 @@ def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_p
     assert ort.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     # The metadata travels in the parameters, unchanged (the non-ASCII λ of the calibration survives the escaping).
     assert json.loads(ort.parameters[tr.PARAM_METADATA].string_value) == meta
-    assert json.loads(ort.parameters[tr.PARAM_CALIBRATION].string_value)["note"] == "λ from training footage"
+    assert json.loads(ort.parameters[tr.PARAM_CALIBRATION].string_value)["sources"] == ["λ from training footage"]
     assert float(ort.parameters["m2s2l.lambda"].string_value) == meta["lambda"]
     assert (repo / tr.ONNX_MODEL / "1" / "model.onnx").read_bytes() == exports["portable"].read_bytes()
 
@@ -157,7 +161,11 @@ def test_existing_repository_folder_is_refused_unless_overwrite(exports, tmp_pat
 def test_bad_inputs_are_one_line(exports, tmp_path):
     not_ours = tmp_path / "x.onnx"
     not_ours.write_bytes(b"garbage")
+    not_a_calibration = tmp_path / "x.calib.json"
+    not_a_calibration.write_text('{"threshold": 0.42}')
     for args, code_wanted, text in (
+        (("--onnx", exports["portable"], "--out", tmp_path / "r", "--calibration", not_a_calibration), 1,
+         "is not an m2s2l-edge calibration"),
         (("--onnx", tmp_path / "none.onnx", "--out", tmp_path / "r"), 1, "does not exist"),
         (("--onnx", not_ours, "--out", tmp_path / "r"), 1, "not a readable ONNX model"),
         (("--out", tmp_path / "r"), 1, "--onnx MODEL.onnx is required"),

@@ -240,13 +240,9 @@ def write_repository(
     record = meta.to_dict()
     calib = None
     if calibration is not None:
-        calibration = Path(calibration)
-        if not calibration.is_file():
-            raise FileNotFoundError(f"--calibration {calibration} does not exist")
-        try:
-            calib = json.loads(calibration.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"--calibration {calibration} is not a JSON calibration file ({e})") from None
+        from m2s2l_edge.watch import calibration as calibration_file
+
+        calib = calibration_file.load(calibration).to_dict()  # validated: a file that is no calibration is refused
 
     engine_meta = plugin_lib = None
     if engine is not None:

@@ -25,14 +25,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .types import FrameScore
+from .types import FrameScore, config_from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,7 @@ class EventConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> EventConfig:
         """Build from a YAML/JSON mapping (a camera's ``events:`` section); unknown keys are a ValueError."""
-        data = dict(data or {})
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown event setting(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-        return cls(**data)
+        return config_from_mapping(cls, data, "event")
 
     def levels(self, threshold: float) -> tuple[float, float]:
         """(on, off) with the calibration's ``threshold`` filling an unset ``on``."""

@@ -35,12 +35,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .events import TIME_EPS, Lifecycle, moment
+from .types import config_from_mapping
 
 KINDS = ("frozen", "black", "saturated", "signal_lost")
 # Frames wider than this are subsampled (every k-th pixel, which keeps the per-pixel noise a live camera shows).
@@ -90,12 +91,7 @@ class FaultConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> FaultConfig:
         """Build from a YAML/JSON mapping (a camera's ``faults:`` section); unknown keys are a ValueError."""
-        data = dict(data or {})
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown fault setting(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-        return cls(**data)
+        return config_from_mapping(cls, data, "fault")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ They carry numpy arrays and floats only, so the event, fault and sink code never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +47,14 @@ class CameraStatus:
     reason: str
     wall_time: float
     stream_time: float
+
+
+def config_from_mapping(cls, data: Mapping[str, Any] | None, what: str):
+    """A frozen config dataclass ``cls`` from a YAML/JSON mapping (a camera's ``events:`` or ``faults:`` section);
+    unknown keys are a ValueError naming the allowed ones."""
+    data = dict(data or {})
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return cls(**data)
