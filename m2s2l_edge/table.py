@@ -25,6 +25,10 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m2s2l_edge.profile import GroupCount
 
 logger = logging.getLogger(__name__)
 
@@ -209,26 +213,11 @@ def _call(model) -> Callable:
     return model.predict if isinstance(model, M2S2L) else model
 
 
-@dataclass
-class Count:
-    params: int = 0
-    macs: int = 0
-    scan: int = 0
-
-    @property
-    def paper_flops(self) -> int:
-        return self.macs + self.scan
-
-    @property
-    def true_flops(self) -> int:
-        return 2 * self.macs + self.scan
-
-
-def count_component(comp: Component) -> Count:
+def count_component(comp: Component) -> GroupCount:
     """Parameters, MACs and scan FLOPs of one call of ``comp`` × its calls, on the meta device (no arithmetic)."""
     import torch
 
-    from m2s2l_edge.profile import count_module
+    from m2s2l_edge.profile import GroupCount, count_module
 
     with torch.device("meta"):
         model = build_component(comp, scan_backend="op")  # the op backend is what the scan formula hooks
@@ -245,11 +234,14 @@ def count_component(comp: Component) -> Count:
     else:
         macs, scan = per_module["Global"]
     # Parameters are shared across repeated calls of one network; the arithmetic is not.
-    return Count(params=params, macs=macs * comp.calls, scan=scan * comp.calls)
+    return GroupCount(params=params, macs=macs * comp.calls, scan=scan * comp.calls)
 
 
-def count_row(spec: RowSpec) -> Count:
-    total = Count()
+def count_row(spec: RowSpec) -> GroupCount:
+    """The row's counts in profile's record (one counting convention for every row)."""
+    from m2s2l_edge.profile import GroupCount
+
+    total = GroupCount()
     for comp in spec.components:
         c = count_component(comp)
         total.params += c.params
@@ -313,7 +305,7 @@ def _ratio(ours: float | None, paper: float | None) -> float | None:
     return ours / paper
 
 
-def _row_dict(spec: RowSpec, count: Count | None, timing: dict | None) -> dict:
+def _row_dict(spec: RowSpec, count: GroupCount | None, timing: dict | None) -> dict:
     pub = spec.published
     row = {
         "key": spec.key,
