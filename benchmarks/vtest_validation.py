@@ -62,7 +62,7 @@ def cmd_baselines(args) -> dict:
     from m2s2l_edge.baselines import BASELINES, baseline_scores
     from m2s2l_edge.data import discover
     from m2s2l_edge.data.vtest import kinds_by_video, load_meta
-    from m2s2l_edge.scoring import min_max
+    from m2s2l_edge.scoring import min_max, quantile_floor
 
     kinds = kinds_by_video(load_meta(args.data))
     videos, labels = _test_labels(args.data, args.clip_len)
@@ -72,6 +72,9 @@ def cmd_baselines(args) -> dict:
     for baseline in BASELINES:
         raw = baseline_scores(baseline, videos, args.clip_len, args.size, train_videos=train)
         rows[baseline] = _auc_table(names, labels, [min_max(r) for r in raw], kinds)
+        for q in FLOOR_QUANTILES:  # the same normalisation the model scores get, for a like-for-like comparison
+            rows[f"{baseline}+floor{q:g}"] = _auc_table(names, labels, [quantile_floor(min_max(r), q) for r in raw],
+                                                        kinds)
     return {"size": args.size, "clip_len": args.clip_len, "auc": rows}
 
 
@@ -122,6 +125,8 @@ class CopyLastFrame:
 
 # Score variants compared by `diagnose` (all label-free; every one is chosen here, on this validation set).
 PATCH_FRACTIONS = (1 / 16, 1 / 8, 1 / 4)
+FLOOR_QUANTILES = (0.25, 0.5, 0.75)
+MOTION_WEIGHTS = (0.25, 0.5)
 
 
 def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
@@ -143,6 +148,19 @@ def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
     for sigma in (2.0, 4.0):
         out[f"paper+stall+smooth{sigma:g}"] = (PATCH_FRACTIONS[1], ScoreConfig("paper", lam, stall_ratio=0.1,
                                                                                smooth_sigma=sigma))
+    # The quantile floor on the published score and on the candidates that were best without it.
+    for base in ("paper", "paper+stall", "paper+stall+smooth2", f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall",
+                 f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall+smooth2", f"patch{PATCH_FRACTIONS[0]:.3f}+stall+smooth2"):
+        if base in out:
+            f, cfg = out[base]
+            for q in FLOOR_QUANTILES:
+                out[f"{base}+floor{q:g}"] = (f, cfg.replace(floor_quantile=q))
+    # The two-sided motion term on top (ScoreConfig.motion_weight), with and without the floor.
+    for base in list(out):
+        if base.startswith((f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall+smooth2", "paper+stall+smooth2")):
+            f, cfg = out[base]
+            for w in MOTION_WEIGHTS:
+                out[f"{base}+motion{w:g}"] = (f, cfg.replace(motion_weight=w))
     return out
 
 
@@ -151,11 +169,18 @@ def cmd_diagnose(args) -> dict:
     from m2s2l_edge.data.vtest import kinds_by_video, load_meta
     from m2s2l_edge.evaluate import backend_geometry, frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import video_scores
+    from m2s2l_edge.data import ClipDataset, discover
+    from m2s2l_edge.scoring import normal_change, video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
-    model = CachedBackend(create_backend("torch", str(args.weights), threads=args.threads))
+    torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
+    model = CachedBackend(torch_backend)
     clip_len, size = backend_geometry(model)
+    # The motion term's reference: the one the checkpoint stored, else taken from the set's training frames the
+    # way `train` takes it (checkpoints written before train stored it).
+    reference = torch_backend.metadata.get("normal_change")
+    if reference is None:
+        reference = normal_change(ClipDataset(discover(args.data, "custom", "train"), clip_len, size[0]))
     videos, labels = _test_labels(args.data, clip_len)
     names = [v.name for v in videos]
     copy = CopyLastFrame(clip_len, size[0])
@@ -170,7 +195,7 @@ def cmd_diagnose(args) -> dict:
         np.savez_compressed(args.terms, **arrays)
     table = {}
     for name, (f, cfg) in _variants(terms, args.lam).items():
-        table[name] = _auc_table(names, labels, [video_scores(t, cfg) for t in terms[f]], kinds)
+        table[name] = _auc_table(names, labels, [video_scores(t, cfg, reference) for t in terms[f]], kinds)
     from m2s2l_edge.config import ScoreConfig
 
     table["copy_last_frame.paper"] = _auc_table(
@@ -184,7 +209,8 @@ def cmd_diagnose(args) -> dict:
         "mean_psnr_app_copy": float(copy_app.mean()),
         "mean_psnr_mot_model": float(np.concatenate([t["psnr_mot"] for t in mid]).mean()),
     }
-    return {"weights": str(args.weights), "image_size": list(size), "lambda": args.lam, "copying": copying,
+    return {"weights": str(args.weights), "image_size": list(size), "lambda": args.lam, "normal_change": reference,
+            "copying": copying,
             "auc": table}
 
 

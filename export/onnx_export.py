@@ -82,6 +82,7 @@ class ModelSource:
     description: str
     dataset: str | None = None
     lam: float | None = None
+    normal_change: float | None = None  # the training footage's median frame change, when the checkpoint stored it
 
 
 def load_source_model(weights: str | os.PathLike | None = None, preset: str | None = None, seed: int = 0):
@@ -94,8 +95,10 @@ def load_source_model(weights: str | os.PathLike | None = None, preset: str | No
         extra = state.get("extra") or {}
         dataset, lam = extra.get("dataset"), extra.get("lambda")
         desc = f"checkpoint {Path(weights).name} (epoch {state.get('epoch')})"
+        change = extra.get("normal_change")
         return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None,
-                                         float(lam) if isinstance(lam, (int, float)) else None)
+                                         float(lam) if isinstance(lam, (int, float)) else None,
+                                         float(change) if isinstance(change, (int, float)) else None)
     if preset is None:
         raise ValueError("give a checkpoint (--weights) or a preset (--preset) to export")
     from m2s2l_edge.models import create_model
@@ -450,6 +453,7 @@ def export_and_check(
             rewrites=traced.rewrites,
             weights=source.description,
             versions=meta_mod.library_versions(),
+            normal_change=source.normal_change,
         )
         meta_mod.attach(proto, meta)
         proto.doc_string = f"M2S2L '{model.cfg.name}' exported by m2s2l-edge ({config.scan} scan, {config.precision})"

@@ -138,6 +138,16 @@ class EvalResult:
     seconds: float
     predicted_frames: int
     score: object = None  # the ScoreConfig used
+    normal_change: float | None = None  # the motion term's reference, when the model stored one
+
+    @property
+    def motion_reference(self) -> str | None:
+        """Where the score's motion term took its normal frame change from (None: the score has no motion term)."""
+        if self.score is None or getattr(self.score, "motion_weight", 0) <= 0:
+            return None
+        if self.normal_change is not None:
+            return f"training footage, stored in the model ({self.normal_change:.5f})"
+        return "each video's own median (the model stores no training statistics)"
 
     def as_dict(self) -> dict:
         """JSON-ready summary (no per-frame arrays; those go to <out>/scores/<video>.npy)."""
@@ -152,6 +162,8 @@ class EvalResult:
             "videos_skipped_in_macro": skipped,
             "lambda": self.lam,
             "score": None if self.score is None else dataclasses.asdict(self.score),
+            "normal_change": self.normal_change,
+            "motion_reference": self.motion_reference,
             "clip_len": self.clip_len,
             "image_size": list(self.image_size),
             "predicted_frames": self.predicted_frames,
@@ -282,13 +294,15 @@ def evaluate(
     if predicted == 0:
         raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
                          f"{clip_len} past frames plus the frame itself")
-    scores = [video_scores(r.terms, score) for r in results]
+    reference = (getattr(backend, "metadata", None) or {}).get("normal_change")
+    reference = float(reference) if isinstance(reference, (int, float)) else None
+    scores = [video_scores(r.terms, score, reference) for r in results]
     for r, s in zip(results, scores, strict=True):
         r.scores = s
         r.fused = fused_psnr(r.psnr_app, r.psnr_mot, lam) if len(r.targets) else np.zeros(0)
     if labels is None:
         logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
-        return EvalResult(None, results, lam, clip_len, size, seconds, predicted, score)
+        return EvalResult(None, results, lam, clip_len, size, seconds, predicted, score, reference)
     kept = drop_unpredicted([r.labels for r in results], clip_len)
     for r, k in zip(results, kept, strict=True):
         assert len(r.scores) == len(k), (r.name, len(r.scores), len(k))  # iter_video_clips predicts frames T .. N-1
@@ -297,7 +311,7 @@ def evaluate(
         r.auc = a
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
-    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted, score)
+    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted, score, reference)
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

@@ -76,18 +76,46 @@ def min_max(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if hi - lo <= 0 else (x - lo) / (hi - lo)
 
 
+def quantile_floor(score: np.ndarray, q: float) -> np.ndarray:
+    """Scores in [0, 1] → scores below their ``q``-quantile set to 0, the rest mapped linearly onto [0, 1] (the
+    maximum stays where it is). ``q`` = 0 returns the input; a video with no spread above the quantile maps to 0."""
+    score = np.asarray(score, dtype=np.float64)
+    if q <= 0 or score.size == 0:
+        return score
+    lo, hi = float(np.quantile(score, q)), float(score.max())
+    return np.zeros_like(score) if hi - lo <= 0 else np.clip((score - lo) / (hi - lo), 0.0, 1.0)
+
+
 def anomaly_scores(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np.ndarray:
     """Per-video anomaly score in [0, 1], higher = more anomalous: 1 − minmax(λ-weighted PSNR)."""
     return 1.0 - min_max(fused_psnr(psnr_app, psnr_mot, lam))
 
 
-def video_scores(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
+def normal_change(clips, max_clips: int = 512) -> float:
+    """Median :func:`frame_change` between the last two frames of normal training clips (a
+    :class:`~m2s2l_edge.data.ClipDataset`, at the model's resolution), over at most ``max_clips`` clips spread
+    evenly: the reference of the score's motion term (``ScoreConfig.motion_weight``), stored by ``train``."""
+    n = len(clips)
+    if n == 0:
+        raise ValueError("no training clips to take the normal frame change from")
+    picks = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(np.int64))
+    changes = []
+    for i in picks:
+        clip = np.asarray(clips[int(i)], dtype=np.float32)  # (T+1, 3, H, W)
+        changes.append(float(np.abs(clip[-1] - clip[-2]).mean()))
+    return float(np.median(changes))
+
+
+def video_scores(terms: dict[str, np.ndarray], cfg, normal_change: float | None = None) -> np.ndarray:
     """Per-video anomaly score in [0, 1] (higher = more anomalous) from the per-frame terms of one video.
 
     ``terms``: ``psnr_app``, ``psnr_mot`` (frame PSNRs), ``patch_app``, ``patch_mot`` (worst-patch PSNRs) and
     ``change`` (:func:`frame_change` of each predicted frame against the one before), each (N - T,);
     ``cfg``: a :class:`m2s2l_edge.config.ScoreConfig`. Order: fuse with λ, set stalled frames aside, smooth the
-    rest over time (Gaussian, ``cfg.smooth_sigma`` frames), min-max normalise it, stalled frames score 1.
+    rest over time (Gaussian, ``cfg.smooth_sigma`` frames), min-max normalise it, floor it at its
+    ``cfg.floor_quantile`` (:func:`quantile_floor`), stalled frames score 1; with ``cfg.motion_weight`` w > 0 the
+    result is (1 − w)·that + w·min-max(|change − ``normal_change``|), min-max normalised (``normal_change`` None:
+    the video's own median change).
     """
     app, mot = (terms["psnr_app"], terms["psnr_mot"]) if cfg.method == "paper" else (terms["patch_app"],
                                                                                      terms["patch_mot"])
@@ -102,7 +130,11 @@ def video_scores(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
             from scipy.ndimage import gaussian_filter1d
 
             live = gaussian_filter1d(live, cfg.smooth_sigma, mode="nearest")
-        out[~still] = 1.0 - min_max(live)
+        out[~still] = quantile_floor(1.0 - min_max(live), cfg.floor_quantile)
+    if cfg.motion_weight > 0:
+        change = np.asarray(terms["change"], dtype=np.float64)
+        ref = float(np.median(change)) if normal_change is None else float(normal_change)
+        out = min_max((1 - cfg.motion_weight) * out + cfg.motion_weight * min_max(np.abs(change - ref)))
     return out
 
 

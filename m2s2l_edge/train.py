@@ -469,8 +469,12 @@ def train(
                         arch=arch)
     state.average = None if distributed is None else distributed.average
 
+    from m2s2l_edge.scoring import normal_change
+
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
+        # The reference of the score's motion term (ScoreConfig.motion_weight): how much normal footage moves.
+        "normal_change": normal_change(dataset),
         "dataset": data_cfg.dataset,
         "data_root": str(data_cfg.root),
         "data_name": data_cfg.name,

@@ -423,7 +423,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_model):
     from m2s2l_edge.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_checkpoint(path, tiny_model, extra={"dataset": "avenue"})
+    save_checkpoint(path, tiny_model, extra={"dataset": "avenue", "normal_change": 0.0125})
     return path
 
 
@@ -508,4 +508,5 @@ def test_cli_export_from_checkpoint(tmp_path, tiny_checkpoint):
     # λ from the checkpoint's data set, batch fixed, FP16, plugin.
     assert (meta.dataset, meta.lam, meta.batch, meta.precision, meta.scan) == ("avenue", 0.4, 2, "fp16", "plugin")
     assert "checkpoint tiny.ckpt" in meta.weights
+    assert meta.normal_change == 0.0125  # the score's motion reference travels with the model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]

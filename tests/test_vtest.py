@@ -195,6 +195,69 @@ def test_stalled_frames_score_one_and_leave_the_min_max_to_the_rest():
         ScoreConfig("psnr")
 
 
+def test_quantile_floor_ranks_a_mild_anomaly_above_another_videos_normal_frames():
+    """Two videos: in A the anomaly is far from the normal frames, in B it is mild. After the min-max alone B's
+    ordinary frames sit near the top and outrank A's anomaly's weaker frames; floored at the median they sit at 0."""
+    from sklearn.metrics import roc_auc_score
+
+    from m2s2l_edge.config import ScoreConfig
+    from m2s2l_edge.scoring import quantile_floor, video_scores
+
+    rng = np.random.default_rng(0)
+    psnr_a = np.r_[30 + 0.3 * rng.standard_normal(40), 24.0, 25.0, 27.0, 28.0]  # clear anomaly at the end
+    psnr_b = np.r_[30 + 0.3 * rng.standard_normal(40), 31.5, 29.0, 28.7, 28.8]  # one very easy frame, mild anomaly
+    labels = np.r_[np.zeros(40), np.ones(4), np.zeros(40), np.ones(4)]
+
+    def auc(cfg):
+        scores = [video_scores({"patch_app": p, "patch_mot": p, "psnr_app": p, "psnr_mot": p,
+                                "change": np.ones_like(p)}, cfg) for p in (psnr_a, psnr_b)]
+        return roc_auc_score(labels, np.concatenate(scores)), scores
+
+    plain, _ = auc(ScoreConfig("patch", 1.0))
+    floored, (score_a, score_b) = auc(ScoreConfig("patch", 1.0, floor_quantile=0.5))
+    assert floored > plain + 0.05
+    for s in (score_a, score_b):
+        assert s.max() == 1.0 and s.min() == 0.0 and (s == 0).sum() >= 20  # still [0, 1]; half the frames at 0
+    # within one video the order is kept (ties below the floor aside)
+    s = np.array([0.0, 0.2, 0.6, 1.0, 0.4])
+    np.testing.assert_allclose(quantile_floor(s, 0.5), [0.0, 0.0, 1 / 3, 1.0, 0.0])
+    np.testing.assert_array_equal(quantile_floor(s, 0.0), s)
+    np.testing.assert_array_equal(quantile_floor(np.full(4, 0.5), 0.5), np.zeros(4))
+    with pytest.raises(ValueError, match="floor_quantile"):
+        ScoreConfig("patch", floor_quantile=1.0)
+
+
+def test_motion_term_flags_footage_quieter_or_busier_than_the_training_footage():
+    """Prediction error flat (a predictor that copes), change low in frames 10-19 and high in 30-39: only the motion
+    term sees them, both ways, against the stored training median; without one it falls back to the video's."""
+    from sklearn.metrics import roc_auc_score
+
+    from m2s2l_edge.config import ScoreConfig
+    from m2s2l_edge.scoring import video_scores
+
+    rng = np.random.default_rng(0)
+    psnr = 30 + 0.2 * rng.standard_normal(60)
+    change = np.full(60, 0.010) + 0.0005 * rng.standard_normal(60)
+    change[10:20], change[30:40] = 0.004, 0.020  # a quiet stretch (not a stall: above 0.1 x the median) and a busy one
+    terms = {"patch_app": psnr, "patch_mot": psnr, "psnr_app": psnr, "psnr_mot": psnr, "change": change}
+    odd = np.zeros(60, bool)
+    odd[10:20] = odd[30:40] = True
+    plain = video_scores(terms, ScoreConfig("patch", 1.0, stall_ratio=0.1))
+    with_motion = video_scores(terms, ScoreConfig("patch", 1.0, stall_ratio=0.1, motion_weight=0.25), 0.010)
+    assert roc_auc_score(odd, plain) < 0.7  # the prediction error alone does not separate them
+    assert roc_auc_score(odd, with_motion) > 0.85
+    assert roc_auc_score(odd[10:30], with_motion[10:30]) > 0.85  # the quiet stretch too, not only the busy one
+    assert with_motion.min() == 0.0 and with_motion.max() == 1.0
+    # A reference far above this footage (a model trained on a busier camera) ranks the quiet stretch above the busy.
+    busy = video_scores(terms, ScoreConfig("patch", 1.0, motion_weight=0.25), 0.03)
+    assert busy[10:20].mean() > busy[30:40].mean() + 0.1
+    # No stored reference: the video's own median (about 0.010 here) separates them as the training one does.
+    own = video_scores(terms, ScoreConfig("patch", 1.0, stall_ratio=0.1, motion_weight=0.25))
+    assert roc_auc_score(odd, own) > 0.85
+    with pytest.raises(ValueError, match="motion_weight"):
+        ScoreConfig("patch", motion_weight=1.5)
+
+
 # --- defaults that follow the validation: train's custom-data recipe, eval's score -------------------------------
 
 
@@ -242,6 +305,15 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
         assert state["config"][key] == value
     assert state["extra"]["train_config"]["lr"] == recipe.lr
     assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size
+    # The motion term's reference: the median change between consecutive training frames at the model's size,
+    # recomputed here from the frame files with OpenCV alone.
+    import cv2
+
+    size = recipe.model["image_size"]
+    frames = [cv2.resize(cv2.imread(str(p))[..., ::-1], (size, size), interpolation=cv2.INTER_LINEAR) / 127.5 - 1
+              for p in sorted((custom_root / "training" / "frames" / "train").glob("*.png"))]
+    changes = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:], strict=False)]
+    assert state["extra"]["normal_change"] == pytest.approx(float(np.median(changes)), rel=0.25)
 
     result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
                      "--stride", 4, "--set", "image_size=32", "--lr", "5e-4", "--out", tmp_path / "b")
@@ -258,6 +330,10 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
         assert result.exit_code == 0, result.stdout + result.stderr
     got = json.loads((default / "results.json").read_text())
     assert got["score"]["method"] == "patch" and got["score"]["stall_ratio"] > 0
+    assert got["score"]["motion_weight"] > 0 and got["score"]["floor_quantile"] > 0
+    stored = read_checkpoint(tmp_path / "b" / "last.pt")["extra"]["normal_change"]
+    assert got["normal_change"] == stored and got["motion_reference"].startswith("training footage")
+    assert json.loads((paper / "results.json").read_text())["motion_reference"] is None
     assert json.loads((paper / "results.json").read_text())["score"]["method"] == "paper"
     scores = np.load(default / "scores" / "cam.npy")
     np.testing.assert_allclose(scores[np.arange(14, 18) - 4], 1.0)  # frames 14..17 repeat frame 13: flagged

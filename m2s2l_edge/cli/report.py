@@ -35,6 +35,8 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
     method = getattr(result.score, "method", "paper")
     console.print(f"score {method}, λ = {result.lam}, {result.predicted_frames} frames scored in "
                   f"{result.seconds:.1f} s")
+    if getattr(result, "motion_reference", None):
+        console.print(f"motion term: normal frame change from {result.motion_reference}")
     if scan_path:
         console.print(scan_path)
     if paths:

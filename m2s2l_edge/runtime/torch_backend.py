@@ -74,12 +74,14 @@ class TorchBackend:
             stored_lam = float(stored_lam) if isinstance(stored_lam, (int, float)) else None
             dataset = dataset if dataset is not None else (ckpt_dataset if isinstance(ckpt_dataset, str) else None)
             weights = f"checkpoint {Path(path).name} (epoch {state.get('epoch')})"
+            change = (state.get("extra") or {}).get("normal_change")
+            normal_change = float(change) if isinstance(change, (int, float)) else None
         elif preset is not None:
             from m2s2l_edge.models import create_model
 
             model = create_model(preset, seed=seed, scan_backend=scan_backend)
             weights = f"preset {preset}, fresh weights (seed {seed})"
-            stored_lam = None
+            stored_lam = normal_change = None
         else:
             raise ValueError("the torch backend needs a checkpoint path or preset=...")
         self.model = model.eval().to(self.device)
@@ -100,6 +102,7 @@ class TorchBackend:
             **ExportMetadata(
                 config=cfg.replace(scan_backend="auto").to_dict(), scan="torch", precision=precision, batch="dynamic",
                 lam=lam_value, lambda_source=lam_source, dataset=dataset, weights=weights, versions=library_versions(),
+                normal_change=normal_change,
             ).to_dict(),
             "scan_backend": resolve_backend(scan_backend, self.device),
             "device": str(self.device),
