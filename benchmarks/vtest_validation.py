@@ -149,8 +149,9 @@ def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
         out[f"paper+stall+smooth{sigma:g}"] = (PATCH_FRACTIONS[1], ScoreConfig("paper", lam, stall_ratio=0.1,
                                                                                smooth_sigma=sigma))
     # The quantile floor on the published score and on the candidates that were best without it.
-    for base in ("paper", "paper+stall", "paper+stall+smooth2", f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall",
-                 f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall+smooth2", f"patch{PATCH_FRACTIONS[0]:.3f}+stall+smooth2"):
+    fine = f"patch{PATCH_FRACTIONS[0]:.3f}"
+    for base in ("paper", "paper+stall", "paper+stall+smooth2", f"{fine}_app_only+stall",
+                 f"{fine}_app_only+stall+smooth2", f"{fine}+stall+smooth2"):
         if base in out:
             f, cfg = out[base]
             for q in FLOOR_QUANTILES:
@@ -166,10 +167,10 @@ def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
 
 def cmd_diagnose(args) -> dict:
     """Per-kind AUC of score variants for one checkpoint, and how close its predictions are to copying."""
+    from m2s2l_edge.data import ClipDataset, discover
     from m2s2l_edge.data.vtest import kinds_by_video, load_meta
     from m2s2l_edge.evaluate import backend_geometry, frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.data import ClipDataset, discover
     from m2s2l_edge.scoring import normal_change, video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
