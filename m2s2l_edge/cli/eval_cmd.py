@@ -78,7 +78,8 @@ def eval_(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     score: Annotated[str | None, typer.Option(
         help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
-             "frames flagged; our addition). Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom.",
+             "frames flagged, a median floor and a two-sided motion term; our addition). Default: paper on "
+             "ped2/avenue/shanghaitech/synthetic, patch on custom.",
     )] = None,
     json_out: JsonOut = None,
 ) -> None:

@@ -86,7 +86,7 @@ VOCABULARY: dict[str, str] = {
     "--labels": "frame-label file or folder",
     "--name": "MNAD folder name when not the data set's usual one",
     "--lambda": "weight λ of the frame PSNR in the fused score",
-    "--score": "anomaly score: paper (frame PSNRs, published) or patch (worst-patch PSNRs, stalls flagged; ours)",
+    "--score": "anomaly score: paper (frame PSNRs, published) or patch (worst-patch PSNRs, stalls, motion term; ours)",
     "--stride": "step between scored / training clips",
     "--kinds": "anomaly kinds of generated test videos",
     # training
