@@ -12,6 +12,10 @@ Three steps, each a sub-command:
         --labels data/vtest/frame_labels.npy --out runs/vtest_eval
     python benchmarks/vtest_validation.py score --data data/vtest --eval runs/vtest_eval --json out.json
 
+Two more for understanding a checkpoint: `diagnose` (every score variant, and how close the predictions are to
+copying the last frame) and `ablate` (one part of the model zeroed at test time: the memory read-out, the memory
+query, the skips, either stream). `--seed 1` builds the confirmation set: the same source frames, other anomalies.
+
 The set, its anomaly kinds and why train and test stay disjoint are described in m2s2l_edge/data/vtest.py.
 """
 
@@ -215,6 +219,90 @@ def cmd_diagnose(args) -> dict:
             "auc": table}
 
 
+# Test-time interventions of `ablate`: each zeroes one part of a trained M²S²L's forward pass.
+INTERVENTIONS = ("none", "memory read-out zeroed", "memory query zeroed (read-out only)", "all skips zeroed",
+                 "finest skip zeroed", "temporal stream zeroed", "spatial stream zeroed")
+
+
+class Intervened:
+    """A trained M²S²L whose forward pass has one part zeroed (``mode``, one of :data:`INTERVENTIONS`), as a backend.
+
+    The memory banks' output is [normalised query, read-out] (MNAD's design); the skip pyramid's levels are listed
+    finest first; a zeroed stream returns zeros of its feature shape before the fusion."""
+
+    def __init__(self, torch_backend) -> None:
+        import torch
+
+        self.inputs, self.name, self.mode = torch_backend.inputs, "intervened", "none"
+        self.model = model = torch_backend.model
+        dim = model.cfg.dim
+
+        def memory_hook(module, args, output):
+            read, losses = output
+            if self.mode == "memory read-out zeroed":
+                read = torch.cat([read[:, :dim], torch.zeros_like(read[:, dim:])], dim=1)
+            elif self.mode == "memory query zeroed (read-out only)":
+                read = torch.cat([torch.zeros_like(read[:, :dim]), read[:, dim:]], dim=1)
+            return read, losses
+
+        def skip_hook(module, args, output):
+            if self.mode == "all skips zeroed":
+                return [torch.zeros_like(f) for f in output]
+            if self.mode == "finest skip zeroed":
+                return [torch.zeros_like(output[0]), *output[1:]]
+            return output
+
+        if model.memories is None or model.skips is None:
+            raise ValueError("ablate needs a model with memory banks and decoder skips")
+        for memory in model.memories:
+            memory.register_forward_hook(memory_hook)
+        model.skips.register_forward_hook(skip_hook)
+        temporal, spatial = model._temporal, model._spatial
+        model._temporal = lambda clip: self._maybe_zero(temporal(clip), "temporal stream zeroed")
+        model._spatial = lambda stacked: self._maybe_zero(spatial(stacked), "spatial stream zeroed")
+
+    def _maybe_zero(self, features, mode: str):
+        return features * 0 if self.mode == mode else features
+
+    def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            frame, motion = self.model.predict(torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32)))
+        return {"frame_pred": frame.numpy(), "motion_pred": motion.numpy()}
+
+
+def cmd_ablate(args) -> dict:
+    """Frame PSNR on normal frames and the default score's AUC with each part of the model zeroed at test time."""
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.data import ClipDataset, discover
+    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
+    from m2s2l_edge.evaluate import backend_geometry, frame_terms
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.scoring import normal_change, video_scores
+
+    kinds = kinds_by_video(load_meta(args.data))
+    torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
+    model = Intervened(torch_backend)
+    clip_len, size = backend_geometry(model)
+    videos, labels = _test_labels(args.data, clip_len)
+    names = [v.name for v in videos]
+    score = get_score("patch")
+    reference = torch_backend.metadata.get("normal_change")
+    if reference is None:
+        reference = normal_change(ClipDataset(discover(args.data, "custom", "train"), clip_len, size[0]))
+    rows = {}
+    for mode in INTERVENTIONS:
+        model.mode = mode
+        terms = [frame_terms(model, v, clip_len, size, 16, score.patch_size(size[0])) for v in videos]
+        normal = np.concatenate([t["psnr_app"][lab == 0] for t, lab in zip(terms, labels, strict=True)])
+        rows[mode] = {"psnr_app_normal_frames": float(normal.mean()),
+                      "auc": _auc_table(names, labels, [video_scores(t, score, reference) for t in terms], kinds)}
+        logging.getLogger("vtest").info("%s: frame PSNR %.2f dB, AUC %.3f", mode, normal.mean(),
+                                        rows[mode]["auc"]["all"])
+    return {"weights": str(args.weights), "score": "patch", "interventions": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,12 +324,17 @@ def main(argv=None) -> int:
     d.add_argument("--lam", type=float, default=0.5)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--terms", type=Path, default=None, help="also save every per-frame term here (.npz)")
-    for p in (b, s, e, d):
+    a = sub.add_parser("ablate", help="zero one part of a trained model at test time: what carries the prediction")
+    a.add_argument("--data", type=Path, required=True)
+    a.add_argument("--weights", type=Path, required=True)
+    a.add_argument("--threads", type=int, default=1)
+    for p in (b, s, e, d, a):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "diagnose": cmd_diagnose}
+        commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "diagnose": cmd_diagnose,
+                    "ablate": cmd_ablate}
         result = commands[args.command](args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
