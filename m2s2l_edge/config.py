@@ -61,6 +61,9 @@ class ModelConfig:
     # at full resolution carries the last input frame straight to the output, so the decoder can copy it past the
     # encoders and the memory; dropping it forces the prediction through them (our addition, see RESULTS.md).
     drop_fine_skips: int = 0
+    # Training only: the probability that a training clip's decoders get no skips at all (every level zeroed), so
+    # they must also predict from the encoders and the memory (0: off, the paper preset). Our addition.
+    skip_dropout: float = 0.0
     # Ablation switches (paper Table: M1 baseline, M2 +multi-scale spatial, M3 +multi-scale temporal, M4 +decomp).
     multi_scale_spatial: bool = True
     multi_scale_temporal: bool = True
@@ -112,6 +115,8 @@ class ModelConfig:
             )
         if len(self.skip_channels) != self.upsample_stages:
             raise ValueError(f"skip_channels needs {self.upsample_stages} entries, got {len(self.skip_channels)}")
+        if not 0.0 <= self.skip_dropout < 1.0:
+            raise ValueError(f"skip_dropout must lie in [0, 1), got {self.skip_dropout}")
         if not 0 <= self.drop_fine_skips <= self.upsample_stages:
             raise ValueError(f"drop_fine_skips must lie in 0..{self.upsample_stages} (skip levels), "
                              f"got {self.drop_fine_skips}")

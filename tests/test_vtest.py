@@ -368,6 +368,34 @@ def test_drop_fine_skips_removes_the_finest_decoder_inputs():
     assert ModelConfig.from_dict(legacy).drop_fine_skips == 0  # checkpoints written before the field load as before
 
 
+def test_skip_dropout_zeroes_a_training_clips_skips_and_is_off_at_inference():
+    from m2s2l_edge.config import get_preset
+    from m2s2l_edge.models import M2S2L
+
+    torch.manual_seed(0)
+    clip = torch.rand(3, 4, 3, 64, 64) * 2 - 1
+    plain = M2S2L(get_preset("tiny"))
+    initial = {k: v.clone() for k, v in plain.state_dict().items()}
+    dropping = M2S2L(get_preset("tiny", skip_dropout=0.999))
+    dropping.load_state_dict(plain.state_dict())
+    no_skips = M2S2L(get_preset("tiny"))
+    no_skips.load_state_dict(plain.state_dict())
+    no_skips.skips.register_forward_hook(lambda module, args, out: [torch.zeros_like(f) for f in out])
+    for m in (plain, dropping, no_skips):
+        m.train()
+    torch.manual_seed(1)
+    dropped = dropping(clip)["frame_pred"]  # (almost surely) every clip of the batch loses its skips
+    torch.testing.assert_close(dropped, no_skips(clip)["frame_pred"])
+    assert not torch.allclose(dropped, plain(clip)["frame_pred"])
+    # Inference keeps every skip (the weights reset first: the training passes moved BatchNorm and the memory).
+    for m in (plain, dropping):
+        m.load_state_dict(initial)
+        m.eval()
+    torch.testing.assert_close(dropping.predict(clip)[0], plain.predict(clip)[0])
+    with pytest.raises(ValueError, match="skip_dropout"):
+        get_preset("tiny", skip_dropout=1.0)
+
+
 def test_ablate_interventions_zero_the_part_they_name():
     """benchmarks/vtest_validation.py ablate: 'none' is the model itself; each intervention changes the prediction
     (and zeroing the skips changes it most for a U-Net-style decoder)."""

@@ -182,6 +182,9 @@ class M2S2L(nn.Module):
             app_in = mot_in = parts[0]
         # Coarsest first; levels left out (cfg.drop_fine_skips) are None and ignored by the decoders.
         skips = (self.skips(stacked)[::-1] if self.skips is not None else []) + [None] * self.cfg.drop_fine_skips
+        if self.training and self.cfg.skip_dropout > 0 and self.skips is not None:
+            keep = (torch.rand(b, 1, 1, 1, device=clip.device) >= self.cfg.skip_dropout).to(stacked.dtype)
+            skips = [s if s is None else s * keep for s in skips]
         out["frame_pred"] = self.appearance_decoder(app_in, skips)
         out["motion_pred"] = self.motion_decoder(mot_in, skips)
         return out
