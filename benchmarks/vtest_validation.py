@@ -162,30 +162,36 @@ def _variants(terms_by_patch: dict, lam: float) -> dict[str, tuple]:
                 out[f"{base}+floor{q:g}"] = (f, cfg.replace(floor_quantile=q))
     # The two-sided motion term on top (ScoreConfig.motion_weight), with and without the floor.
     for base in list(out):
-        if base.startswith((f"patch{PATCH_FRACTIONS[0]:.3f}_app_only+stall+smooth2", "paper+stall+smooth2")):
+        if base.startswith((f"{fine}_app_only+stall+smooth2", "paper+stall+smooth2")):
             f, cfg = out[base]
             for w in MOTION_WEIGHTS:
                 out[f"{base}+motion{w:g}"] = (f, cfg.replace(motion_weight=w))
     return out
 
 
+def _motion_reference(torch_backend, data: Path, clip_len: int, size: int) -> float:
+    """The motion term's reference: the one the checkpoint stored, else taken from the set's training frames the
+    way `train` takes it (checkpoints written before train stored it)."""
+    from m2s2l_edge.data import ClipDataset, discover
+    from m2s2l_edge.scoring import normal_change
+
+    stored = torch_backend.metadata.get("normal_change")
+    return stored if stored is not None else normal_change(ClipDataset(discover(data, "custom", "train"), clip_len,
+                                                                       size))
+
+
 def cmd_diagnose(args) -> dict:
     """Per-kind AUC of score variants for one checkpoint, and how close its predictions are to copying."""
-    from m2s2l_edge.data import ClipDataset, discover
     from m2s2l_edge.data.vtest import kinds_by_video, load_meta
     from m2s2l_edge.evaluate import backend_geometry, frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import normal_change, video_scores
+    from m2s2l_edge.scoring import video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
     torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
     model = CachedBackend(torch_backend)
     clip_len, size = backend_geometry(model)
-    # The motion term's reference: the one the checkpoint stored, else taken from the set's training frames the
-    # way `train` takes it (checkpoints written before train stored it).
-    reference = torch_backend.metadata.get("normal_change")
-    if reference is None:
-        reference = normal_change(ClipDataset(discover(args.data, "custom", "train"), clip_len, size[0]))
+    reference = _motion_reference(torch_backend, args.data, clip_len, size[0])
     videos, labels = _test_labels(args.data, clip_len)
     names = [v.name for v in videos]
     copy = CopyLastFrame(clip_len, size[0])
@@ -275,11 +281,10 @@ class Intervened:
 def cmd_ablate(args) -> dict:
     """Frame PSNR on normal frames and the default score's AUC with each part of the model zeroed at test time."""
     from m2s2l_edge.config import get_score
-    from m2s2l_edge.data import ClipDataset, discover
     from m2s2l_edge.data.vtest import kinds_by_video, load_meta
     from m2s2l_edge.evaluate import backend_geometry, frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import normal_change, video_scores
+    from m2s2l_edge.scoring import video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
     torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
@@ -288,9 +293,7 @@ def cmd_ablate(args) -> dict:
     videos, labels = _test_labels(args.data, clip_len)
     names = [v.name for v in videos]
     score = get_score("patch")
-    reference = torch_backend.metadata.get("normal_change")
-    if reference is None:
-        reference = normal_change(ClipDataset(discover(args.data, "custom", "train"), clip_len, size[0]))
+    reference = _motion_reference(torch_backend, args.data, clip_len, size[0])
     rows = {}
     for mode in INTERVENTIONS:
         model.mode = mode

@@ -32,7 +32,7 @@ import torch
 
 from m2s2l_edge.deploy import metadata as meta_mod
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
-from m2s2l_edge.scoring import resolve_lambda
+from m2s2l_edge.scoring import resolve_lambda, stored_number
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,8 @@ def load_source_model(weights: str | os.PathLike | None = None, preset: str | No
         extra = state.get("extra") or {}
         dataset, lam = extra.get("dataset"), extra.get("lambda")
         desc = f"checkpoint {Path(weights).name} (epoch {state.get('epoch')})"
-        change = extra.get("normal_change")
-        return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None,
-                                         float(lam) if isinstance(lam, (int, float)) else None,
-                                         float(change) if isinstance(change, (int, float)) else None)
+        return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None, stored_number(lam),
+                                         stored_number(extra.get("normal_change")))
     if preset is None:
         raise ValueError("give a checkpoint (--weights) or a preset (--preset) to export")
     from m2s2l_edge.models import create_model

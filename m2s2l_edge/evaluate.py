@@ -272,7 +272,7 @@ def evaluate(
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
     from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring import video_scores
+    from m2s2l_edge.scoring import stored_number, video_scores
 
     score = (score or ScoreConfig()).replace(lam=lam)
     clip_len, size = backend_geometry(backend)
@@ -294,8 +294,10 @@ def evaluate(
     if predicted == 0:
         raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
                          f"{clip_len} past frames plus the frame itself")
-    reference = (getattr(backend, "metadata", None) or {}).get("normal_change")
-    reference = float(reference) if isinstance(reference, (int, float)) else None
+    reference = stored_number((getattr(backend, "metadata", None) or {}).get("normal_change"))
+    if reference is not None and not (np.isfinite(reference) and reference >= 0):
+        raise ValueError(f"the model's stored normal frame change is {reference}: expected a non-negative number "
+                         f"(retrain, or re-export from a checkpoint that has one)")
     scores = [video_scores(r.terms, score, reference) for r in results]
     for r, s in zip(results, scores, strict=True):
         r.scores = s

@@ -92,7 +92,7 @@ def anomaly_scores(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np
 
 
 def normal_change(clips, max_clips: int = 512) -> float:
-    """Median :func:`frame_change` between the last two frames of normal training clips (a
+    """Median :func:`frame_change` between the last past frame and the target of normal training clips (a
     :class:`~m2s2l_edge.data.ClipDataset`, at the model's resolution), over at most ``max_clips`` clips spread
     evenly: the reference of the score's motion term (``ScoreConfig.motion_weight``), stored by ``train``."""
     n = len(clips)
@@ -101,9 +101,15 @@ def normal_change(clips, max_clips: int = 512) -> float:
     picks = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(np.int64))
     changes = []
     for i in picks:
-        clip = np.asarray(clips[int(i)], dtype=np.float32)  # (T+1, 3, H, W)
-        changes.append(float(np.abs(clip[-1] - clip[-2]).mean()))
+        previous, target = (torch.from_numpy(f)[None] for f in clips.target_pair(int(i)))  # (1, 3, H, W) each
+        changes.append(float(frame_change(target, previous)))
     return float(np.median(changes))
+
+
+def stored_number(value) -> float | None:
+    """A number a checkpoint or a model's metadata stored (λ, the normal frame change) as a float; None where it
+    holds none or something that is not a number (its range is the reader's to check)."""
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def video_scores(terms: dict[str, np.ndarray], cfg, normal_change: float | None = None) -> np.ndarray:

@@ -474,7 +474,7 @@ def train(
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
         # The reference of the score's motion term (ScoreConfig.motion_weight): how much normal footage moves.
-        "normal_change": normal_change(dataset),
+        "normal_change": normal_change(dataset) if writer else None,  # only the writer saves checkpoints
         "dataset": data_cfg.dataset,
         "data_root": str(data_cfg.root),
         "data_name": data_cfg.name,

@@ -341,6 +341,16 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
     result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "b" / "last.pt",
                      "--labels", custom_root / "frame_labels.npy", "--out", tmp_path / "c", "--score", "psnr")
     assert result.exit_code == 1 and "unknown score 'psnr'" in result.stderr
+    # A checkpoint whose stored reference is no number the score can use: one clear line, no scores written.
+    from m2s2l_edge.checkpoint import load_model, save_checkpoint
+
+    model, _ = load_model(tmp_path / "b" / "last.pt")
+    save_checkpoint(tmp_path / "bad.pt", model, extra={"dataset": "custom", "normal_change": float("nan")})
+    result = _invoke("eval", "--data", custom_root, "--dataset", "custom", "--weights", tmp_path / "bad.pt",
+                     "--labels", custom_root / "frame_labels.npy", "--no-plots", "--out", tmp_path / "d")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("error:") and "normal frame change" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "d" / "results.json").exists()
 
 
 def test_drop_fine_skips_removes_the_finest_decoder_inputs():

@@ -139,6 +139,11 @@ class ClipDataset(Dataset):
                 self._cache.popitem(last=False)
         return frame
 
+    def target_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(last past frame, target) of clip ``index``, each (3, H, W): two decodes instead of the clip's T+1."""
+        v, start = self.locate(index)
+        return self._frame(v, start + self.clip_len - 1), self._frame(v, start + self.clip_len)
+
     def __getitem__(self, index: int) -> torch.Tensor:
         v, start = self.locate(index)
         clip = np.stack([self._frame(v, f) for f in range(start, start + self.clip_len + 1)])  # (T+1, 3, H, W)

@@ -51,7 +51,7 @@ class TorchBackend:
         from m2s2l_edge.deploy.metadata import ExportMetadata, library_versions
         from m2s2l_edge.models.fold import inference_rewrites
         from m2s2l_edge.ops.dispatch import resolve_backend
-        from m2s2l_edge.scoring import resolve_lambda
+        from m2s2l_edge.scoring import resolve_lambda, stored_number
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -71,11 +71,10 @@ class TorchBackend:
             model, state = load_model(path, expected_preset=preset, scan_backend=scan_backend)
             ckpt_dataset = (state.get("extra") or {}).get("dataset")
             stored_lam = (state.get("extra") or {}).get("lambda")
-            stored_lam = float(stored_lam) if isinstance(stored_lam, (int, float)) else None
+            stored_lam = stored_number(stored_lam)
             dataset = dataset if dataset is not None else (ckpt_dataset if isinstance(ckpt_dataset, str) else None)
             weights = f"checkpoint {Path(path).name} (epoch {state.get('epoch')})"
-            change = (state.get("extra") or {}).get("normal_change")
-            normal_change = float(change) if isinstance(change, (int, float)) else None
+            normal_change = stored_number((state.get("extra") or {}).get("normal_change"))
         elif preset is not None:
             from m2s2l_edge.models import create_model
 
