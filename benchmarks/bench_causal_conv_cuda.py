@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.benchmarking import machine_info, time_callable
+from m2s2l_edge.efficiency.benchmarking import machine_info, time_callable
 from m2s2l_edge.ops import causal_conv
 
 SHAPES = [(b, 512, length) for b in (1, 8) for length in (768, 512, 256)]

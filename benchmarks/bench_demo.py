@@ -95,7 +95,7 @@ def main() -> None:
     extra = [a for a in args.demo_args if a != "--"]
 
     sys.path.insert(0, str(REPO))
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info
     from m2s2l_edge.io import atomic_write_text
 
     with tempfile.TemporaryDirectory(prefix="m2s2l-demo-") as tmp:

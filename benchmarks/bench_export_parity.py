@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.benchmarking import load_average, machine_info
+from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
 
 
 @contextlib.contextmanager

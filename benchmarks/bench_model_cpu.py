@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.benchmarking import load_average, machine_info, time_callable
+from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_callable
 from m2s2l_edge.models import create_model
 
 

@@ -33,7 +33,7 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "onnx_vs_torch.json
 
 def bench_preset(preset: str, batches: list[int], threads: int, warmup: int, iterations: int, work: Path,
                  scan_form: str) -> list[dict]:
-    from m2s2l_edge.benchmarking import load_average, time_interleaved
+    from m2s2l_edge.efficiency.benchmarking import load_average, time_interleaved
     from m2s2l_edge.export.onnx_export import ExportConfig, export_onnx, load_source_model
     from m2s2l_edge.runtime import create_backend
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export"):
         logging.getLogger(chatty).setLevel(logging.ERROR)
 
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info
     from m2s2l_edge.io import atomic_write_text
 
     rows = []

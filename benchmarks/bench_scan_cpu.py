@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from m2s2l_edge.benchmarking import LatencyStats, machine_info, time_callable
+from m2s2l_edge.efficiency.benchmarking import LatencyStats, machine_info, time_callable
 from m2s2l_edge.ops import cpu_kernel, selective_scan
 from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch
 

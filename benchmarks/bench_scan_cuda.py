@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from m2s2l_edge.benchmarking import machine_info, time_cuda_graph, time_per_call  # noqa: E402
+from m2s2l_edge.efficiency.benchmarking import machine_info, time_cuda_graph, time_per_call  # noqa: E402
 from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch  # noqa: E402
 
 FP32_BOUND = 1e-5

@@ -42,7 +42,7 @@ def export_portable(preset: str, work: Path) -> Path:
 
 def run_cameras(backend, cameras: int, warmup: int, iterations: int, clip_shape: tuple[int, ...]) -> dict:
     """``cameras`` threads, each ``warmup`` untimed then ``iterations`` timed requests of one clip."""
-    from m2s2l_edge.benchmarking import summarize_latencies
+    from m2s2l_edge.efficiency.benchmarking import summarize_latencies
 
     clips = [np.random.default_rng(i).uniform(-1, 1, (1, *clip_shape)).astype(np.float32) for i in range(cameras)]
     latencies: list[list[float]] = [[] for _ in range(cameras)]
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from m2s2l_edge.benchmarking import load_average, machine_info
-    from m2s2l_edge.deploy.metadata import read_metadata
+    from m2s2l_edge.artifacts.metadata import read_metadata
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.serve import triton_repo as tr
     from m2s2l_edge.serve.local_server import LocalTritonServer, TritonEnv

@@ -73,7 +73,7 @@ def write_avi(path: Path, frames: np.ndarray, fps: float = FPS) -> Path:
 
 def make_models(work: Path, threads: int) -> dict:
     """{(backend, preset): (backend object, model path)}: tiny, and small at the demo's 64 px, in both backends."""
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.export.onnx_export import ExportConfig, export_onnx
     from m2s2l_edge.models import create_model
     from m2s2l_edge.runtime import create_backend
@@ -90,7 +90,7 @@ def make_models(work: Path, threads: int) -> dict:
 
 def bare_backend(backend, batch: int, iterations: int) -> float:
     """Clips per second of ``backend.run`` alone at ``batch`` (median of ``iterations`` after 3 warm-up calls)."""
-    from m2s2l_edge.evaluate import backend_geometry
+    from m2s2l_edge.runtime.base import backend_geometry
 
     T, (h, w) = backend_geometry(backend)
     clips = np.random.default_rng(0).uniform(-1, 1, (batch, T, 3, h, w)).astype(np.float32)
@@ -111,7 +111,7 @@ def run_replay(backend, sources, *, batch: int, stride: int = 1, calibration=Non
                on_score=None, config_extra: dict | None = None, model_path=None) -> dict:
     import dataclasses
 
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import WatchOptions
     from m2s2l_edge.watch.service import WatchSettings, run_watch
 
@@ -171,7 +171,7 @@ def _free_port() -> int:
 
 
 def section_live(models: dict, args) -> list[dict]:
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import WatchOptions
     from m2s2l_edge.watch.service import WatchSettings, run_watch
 
@@ -251,7 +251,7 @@ def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
     from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
     from m2s2l_edge.watch.calibration import identity_of, save
     from m2s2l_edge.watch.pipeline import calibrate_footage
-    from m2s2l_edge.watch.scoring import model_input
+    from m2s2l_edge.watch.scorer import model_input
 
     backend, path, described = detection_model(models, args)
     size = args.render_size
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info
 
     results: dict = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:],
                      "load_average_start": os.getloadavg()}

@@ -16,7 +16,7 @@ Two more for understanding a checkpoint: `diagnose` (every score variant, and ho
 copying the last frame) and `ablate` (one part of the model zeroed at test time: the memory read-out, the memory
 query, the skips, either stream). `--seed 1` builds the confirmation set: the same source frames, other anomalies.
 
-The set, its anomaly kinds and why train and test stay disjoint are described in m2s2l_edge/data/vtest.py.
+The set, its anomaly kinds and why train and test stay disjoint are described in benchmarks/footage/vtest.py.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ HELD_OUT_KINDS = ("fast", "foreign_object", "appearance", "frozen")
 
 
 def _auc_table(names, labels, scores, kinds) -> dict:
-    from m2s2l_edge.data.vtest import per_kind_auc
-    from m2s2l_edge.evaluate import frame_auc
+    from footage.vtest import per_kind_auc
+
+    from m2s2l_edge.evaluation.protocol import frame_auc
 
     table = per_kind_auc(names, labels, scores, kinds)
     keep = [i for i, n in enumerate(names) if kinds[n] in HELD_OUT_KINDS]
@@ -45,14 +46,15 @@ def _auc_table(names, labels, scores, kinds) -> dict:
 
 
 def _test_labels(data: Path, clip_len: int):
-    from m2s2l_edge.evaluate import drop_unpredicted, load_test_set
+    from m2s2l_edge.evaluation.datasets import load_test_set
+    from m2s2l_edge.evaluation.protocol import drop_unpredicted
 
     videos, labels = load_test_set(data, "custom", labels_path=data / "frame_labels.npy")
     return videos, drop_unpredicted(labels, clip_len)
 
 
 def cmd_build(args) -> dict:
-    from m2s2l_edge.data.vtest import VtestConfig, build_vtest_set, find_vtest
+    from footage.vtest import VtestConfig, build_vtest_set, find_vtest
 
     video = args.video or find_vtest()
     if video is None:
@@ -63,10 +65,11 @@ def cmd_build(args) -> dict:
 
 
 def cmd_baselines(args) -> dict:
-    from m2s2l_edge.baselines import BASELINES, baseline_scores
+    from footage.model_free import BASELINES, baseline_scores
+    from footage.vtest import kinds_by_video, load_meta
+
     from m2s2l_edge.data import discover
-    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
-    from m2s2l_edge.scoring import min_max, quantile_floor
+    from m2s2l_edge.scoring.video import min_max, quantile_floor
 
     kinds = kinds_by_video(load_meta(args.data))
     videos, labels = _test_labels(args.data, args.clip_len)
@@ -83,7 +86,7 @@ def cmd_baselines(args) -> dict:
 
 
 def cmd_score(args) -> dict:
-    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
+    from footage.vtest import kinds_by_video, load_meta
 
     result = json.loads((args.eval / "results.json").read_text(encoding="utf-8"))
     kinds = kinds_by_video(load_meta(args.data))
@@ -173,7 +176,7 @@ def _motion_reference(torch_backend, data: Path, clip_len: int, size: int) -> fl
     """The motion term's reference: the one the checkpoint stored, else taken from the set's training frames the
     way `train` takes it (checkpoints written before train stored it)."""
     from m2s2l_edge.data import ClipDataset, discover
-    from m2s2l_edge.scoring import normal_change
+    from m2s2l_edge.scoring.terms import normal_change
 
     stored = torch_backend.metadata.get("normal_change")
     return stored if stored is not None else normal_change(ClipDataset(discover(data, "custom", "train"), clip_len,
@@ -182,10 +185,12 @@ def _motion_reference(torch_backend, data: Path, clip_len: int, size: int) -> fl
 
 def cmd_diagnose(args) -> dict:
     """Per-kind AUC of score variants for one checkpoint, and how close its predictions are to copying."""
-    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
-    from m2s2l_edge.evaluate import backend_geometry, frame_terms
+    from footage.vtest import kinds_by_video, load_meta
+
+    from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import video_scores
+    from m2s2l_edge.runtime.base import backend_geometry
+    from m2s2l_edge.scoring.video import video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
     torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
@@ -280,11 +285,13 @@ class Intervened:
 
 def cmd_ablate(args) -> dict:
     """Frame PSNR on normal frames and the default score's AUC with each part of the model zeroed at test time."""
+    from footage.vtest import kinds_by_video, load_meta
+
     from m2s2l_edge.config import get_score
-    from m2s2l_edge.data.vtest import kinds_by_video, load_meta
-    from m2s2l_edge.evaluate import backend_geometry, frame_terms
+    from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import video_scores
+    from m2s2l_edge.runtime.base import backend_geometry
+    from m2s2l_edge.scoring.video import video_scores
 
     kinds = kinds_by_video(load_meta(args.data))
     torch_backend = create_backend("torch", str(args.weights), threads=args.threads)
@@ -342,7 +349,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info
 
     result = {"command": " ".join(sys.argv), **result, "machine": machine_info()}
     text = json.dumps(result, indent=2)

@@ -40,7 +40,7 @@ class EngineConfig:
     max_batch: int = 1
     workspace_mib: int = 1024  # builder scratch memory; small enough for an 8 GB Orin Nano
     timing_cache: Path | None = None  # loaded when it exists, saved after the build
-    plugin: Path | None = None  # None: $M2S2L_PLUGIN_LIB or plugins/build (deploy.tensorrt_lib)
+    plugin: Path | None = None  # None: $M2S2L_PLUGIN_LIB or plugins/build (runtime.tensorrt_lib)
     verbose: bool = False  # TensorRT's own log at VERBOSE instead of WARNING
 
     def __post_init__(self) -> None:
@@ -68,7 +68,7 @@ class PrecisionPlan:
 def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> PrecisionPlan:
     """Network and builder flags for a TensorRT version (``trt.__version__``) and the precision the ONNX was exported
     in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs)."""
-    from m2s2l_edge.deploy.tensorrt_lib import parse_trt_version
+    from m2s2l_edge.runtime.tensorrt_lib import parse_trt_version
 
     major, _ = parse_trt_version(trt_version)
     if major < 10:
@@ -116,7 +116,7 @@ class OnnxInfo:
     input_shape: tuple[int, ...]  # -1 for a dynamic dimension
     precision: str  # what the export computes in ("fp32" | "fp16"), from its metadata
     scan_nodes: int  # SelectiveScan nodes: the plugin is needed only when there are some
-    metadata: dict  # the exporter's record (m2s2l_edge.deploy.metadata), carried into the engine's JSON
+    metadata: dict  # the exporter's record (m2s2l_edge.artifacts.metadata), carried into the engine's JSON
 
 
 def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
@@ -129,7 +129,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
         import onnx
     except ImportError as e:
         raise RuntimeError(f"reading the ONNX needs the onnx package: pip install onnx ({e})") from None
-    from m2s2l_edge.deploy.metadata import read_metadata
+    from m2s2l_edge.artifacts.metadata import read_metadata
 
     path = Path(path)
     meta = read_metadata(path)  # ValueError for a file that is not ONNX or carries no m2s2l-edge metadata
@@ -212,9 +212,9 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
 
     Raises ValueError / FileNotFoundError for bad input, RuntimeError when TensorRT is missing or the build fails.
     """
-    from m2s2l_edge.deploy.metadata import sidecar_path
-    from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
+    from m2s2l_edge.artifacts.metadata import sidecar_path
     from m2s2l_edge.io import atomic_write_bytes, atomic_write_text
+    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from m2s2l_edge.deploy import metadata as meta_mod
+from m2s2l_edge.artifacts import metadata as meta_mod
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
-from m2s2l_edge.scoring import resolve_lambda, stored_number
+from m2s2l_edge.scoring.model import resolve_lambda, stored_number
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def load_source_model(weights: str | os.PathLike | None = None, preset: str | No
     """The model to export: from a checkpoint (refusing one of another preset than ``preset``, when given), or a
     preset with fresh weights drawn from ``seed``. Returns (model, ModelSource)."""
     if weights is not None:
-        from m2s2l_edge.checkpoint import load_model
+        from m2s2l_edge.artifacts.checkpoint import load_model
 
         model, state = load_model(weights, expected_preset=preset)
         extra = state.get("extra") or {}
@@ -194,7 +194,7 @@ def fold_scan_parameters(model) -> int:
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    from m2s2l_edge.deploy.onnx_graph import is_scan_node
+    from m2s2l_edge.artifacts.onnx_graph import is_scan_node
     from m2s2l_edge.ops import spec
 
     graph = model.graph
@@ -276,7 +276,7 @@ def check_graph(model, scan: str) -> None:
     domain (bar SelectiveScan in the plugin flavour), ATen fallbacks, local functions, or a scan whose A / D /
     delta_bias is computed at run time instead of being an initializer. RuntimeError: an exporter bug, not a user
     error."""
-    from m2s2l_edge.deploy.onnx_graph import is_scan_node
+    from m2s2l_edge.artifacts.onnx_graph import is_scan_node
     from m2s2l_edge.export.scan_onnx import NODE_ATTRIBUTES
     from m2s2l_edge.ops import spec
 
@@ -330,7 +330,7 @@ class TracedOnnx:
 
 def trace_onnx(model, config: ExportConfig) -> TracedOnnx:
     """Trace ``model`` (M2S2L) into a plugin-flavour ONNX graph (``config.scan`` is not used here)."""
-    from m2s2l_edge.deploy.onnx_graph import scan_nodes
+    from m2s2l_edge.artifacts.onnx_graph import scan_nodes
     from m2s2l_edge.export.scan_onnx import scan_translation
     from m2s2l_edge.models.fold import inference_rewrites
     from m2s2l_edge.ops import custom_op  # noqa: F401  (registers torch.ops.m2s2l.selective_scan)

@@ -1,7 +1,7 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-as Python custom ops calling our C++ CPU kernel, see ``m2s2l_edge.deploy.ort_scan``), an independent reference runs on
+as Python custom ops calling our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_scan``), an independent reference runs on
 the same clips, and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a
 float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the
 C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
@@ -10,7 +10,7 @@ C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);
 - batch sizes: the exported one, or 1 and 3 for a dynamic batch (both through the same exported model);
 - quantities: frame_pred, motion_pred, PSNR_app, PSNR_mot and the fused score λ·PSNR_app + (1−λ)·PSNR_mot
-  (``m2s2l_edge.scoring``), with the target the next frame (and next − last frame for the motion PSNR);
+  (``m2s2l_edge.scoring.video``), with the target the next frame (and next − last frame for the motion PSNR);
 - error: max |onnx − torch| and the relative error max |onnx − torch| / max |torch| (normwise: an elementwise
   ratio is meaningless where an output crosses zero); a quantity passes when max |onnx − torch| <= atol +
   rtol · max |torch| (``TOLERANCES``: rtol 1e-4 for FP32, rtol 1e-2 + atol 1e-2 for FP16).
@@ -160,8 +160,9 @@ def _inputs(kind: str, batch: int, clip_len: int, size: int, rng: np.random.Gene
 def _scores(frame_pred, motion_pred, clips, targets, lam: float) -> dict[str, np.ndarray]:
     import torch
 
-    from m2s2l_edge.losses import motion_target
-    from m2s2l_edge.scoring import fused_psnr, psnr
+    from m2s2l_edge.models.losses import motion_target
+    from m2s2l_edge.scoring.terms import psnr
+    from m2s2l_edge.scoring.video import fused_psnr
 
     clip_t, target_t = torch.from_numpy(clips), torch.from_numpy(targets)
     app = psnr(torch.from_numpy(frame_pred), target_t).numpy()
@@ -225,10 +226,10 @@ def check_parity(
     """
     import torch
 
-    from m2s2l_edge.deploy.ort_scan import scan_backend
-    from m2s2l_edge.deploy.ort_session import open_session
+    from m2s2l_edge.runtime.ort_scan import scan_backend
+    from m2s2l_edge.runtime.ort_session import open_session
 
-    # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.deploy.ort_session).
+    # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.runtime.ort_session).
     opened = open_session(onnx_path, threads=threads, python_scan=True)
     session, meta = opened.session, opened.meta
     (clip_input,) = session.get_inputs()

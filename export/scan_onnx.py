@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from m2s2l_edge.deploy.onnx_graph import GraphInfo, is_scan_node
+from m2s2l_edge.artifacts.onnx_graph import GraphInfo, is_scan_node
 from m2s2l_edge.ops import spec
 
 logger = logging.getLogger(__name__)

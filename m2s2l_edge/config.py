@@ -216,7 +216,7 @@ SCORE_METHODS = ("paper", "patch")
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How per-frame prediction errors become a per-video anomaly score (m2s2l_edge.scoring).
+    """How per-frame prediction errors become a per-video anomaly score (m2s2l_edge.scoring.video).
 
     ``paper``: λ·PSNR_app + (1−λ)·PSNR_mot of whole frames, min-max per video (the published score).
     ``patch`` (our addition): the same on the PSNR of the worst window of side ``patch_fraction`` × the image side.

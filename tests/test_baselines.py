@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from m2s2l_edge.efficiency.profile import count_module, profile_model
+from m2s2l_edge.efficiency.table import ROWS, Component, count_component, count_row
 from m2s2l_edge.models.registry import create_model, get_entry, list_models
-from m2s2l_edge.profile import count_module, profile_model
-from m2s2l_edge.table import ROWS, Component, count_component, count_row
 
 
 def _count(name: str, parts: tuple[str, ...] = (), **kw):

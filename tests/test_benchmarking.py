@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from m2s2l_edge import benchmarking as B
+from m2s2l_edge.efficiency import benchmarking as B
 
 
 def test_percentile_matches_numpy():
@@ -115,7 +115,7 @@ def test_format_summary_of_a_tensorrt_engine():
 
 
 def test_profile_fps_rows_use_the_same_summary():
-    from m2s2l_edge.profile import time_forward
+    from m2s2l_edge.efficiency.profile import time_forward
 
     result = time_forward("tiny", batch=1, device="cpu", warmup=1, iterations=2)
     (row,) = result["rows"]

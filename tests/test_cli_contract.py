@@ -147,7 +147,7 @@ def _write_video(path: Path, frames: int, size: int = 64, fourcc: str = "mp4v") 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny checkpoint with fresh weights (seed 0): scoring needs a model, not a good one."""
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.models import create_model
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -299,7 +299,7 @@ def test_ctrl_c_during_export_keeps_nothing(tmp_path):
 
 
 def test_ctrl_c_during_training_keeps_the_last_epoch(tmp_path):
-    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import read_checkpoint
     from m2s2l_edge.data import generate_dataset
 
     generate_dataset(tmp_path / "data", n_train=2, n_test=1, frames=30, size=64, seed=0)

@@ -62,7 +62,7 @@ def evaluated(root, run, tmp_path_factory):
 
 
 def test_train_writes_checkpoint_history_and_plot(run):
-    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import read_checkpoint
 
     state = read_checkpoint(run / "last.pt")
     assert state["epoch"] == 1 and state["config"]["name"] == "tiny"
@@ -212,7 +212,7 @@ def test_train_refuses_to_overwrite_a_run(root, run):
 def test_resume_after_sigkill_mid_epoch(root, tmp_path):
     """Kill the training process with SIGKILL during epoch 2; --resume restarts at epoch 2 from epoch 1's state and
     ends in the same state as an uninterrupted run."""
-    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import read_checkpoint
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     args = ["train", "--data", str(root), *TRAIN, "--epochs", "2"]
@@ -289,12 +289,12 @@ def test_demo_pipeline_on_a_tiny_setting(tmp_path):
 
 
 def test_open_backend_refuses_a_checkpoint_of_another_preset(run):
-    from m2s2l_edge.evaluate import open_backend
+    from m2s2l_edge.runtime import open_model
 
-    backend = open_backend("torch", str(run / "last.pt"), expected_preset="tiny")
+    backend = open_model("torch", str(run / "last.pt"), expected_preset="tiny")
     assert backend.metadata["preset"] == "tiny"
     with pytest.raises(ValueError, match="holds preset 'tiny', not 'paper'"):
-        open_backend("torch", str(run / "last.pt"), expected_preset="paper")
+        open_model("torch", str(run / "last.pt"), expected_preset="paper")
 
 
 @pytest.mark.slow  # the ONNX export of even the tiny model takes tens of seconds on 2 cores

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from m2s2l_edge.distributed import DistEnv, ShardSampler, from_env, local_batch, usable_clips
-from m2s2l_edge.train import epoch_order
+from m2s2l_edge.training.distributed import DistEnv, ShardSampler, from_env, local_batch, usable_clips
+from m2s2l_edge.training.sampler import epoch_order
 
 # tiny preset at 32×32; two 30-frame videos, a clip every 6th frame: 10 clips, 2 steps of 4 per epoch.
 TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--set", "image_size=32", "--stride", "6", "--lr", "2e-5"]

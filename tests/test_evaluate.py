@@ -8,13 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from m2s2l_edge.evaluate import (
-    drop_unpredicted,
-    evaluate,
-    frame_auc,
-    per_video_scores,
-    write_outputs,
-)
+from m2s2l_edge.evaluation.outputs import write_outputs
+from m2s2l_edge.evaluation.protocol import drop_unpredicted, frame_auc, per_video_scores
+from m2s2l_edge.evaluation.run import evaluate
 from m2s2l_edge.runtime.base import TensorSpec
 
 
@@ -122,8 +118,8 @@ def two_videos(tmp_path, write_frames):
 
 def test_evaluate_scores_every_predicted_frame_once(two_videos):
     from m2s2l_edge.data import preprocess_frame
-    from m2s2l_edge.evaluate import score_video
-    from m2s2l_edge.scoring import anomaly_scores
+    from m2s2l_edge.evaluation.run import score_video
+    from m2s2l_edge.scoring.video import anomaly_scores
 
     backend = CopyLastFrame()
     targets, app, mot = score_video(backend, two_videos[0], 4, (24, 24), batch_size=3)
@@ -187,7 +183,7 @@ def test_outputs_scores_plots_and_results(tmp_path, two_videos):
 
 
 def test_intervals_for_shading():
-    from m2s2l_edge.plots import intervals
+    from m2s2l_edge.report.plots import intervals
 
     assert intervals(np.array([0, 1, 1, 0, 0, 1])) == [(1, 3), (5, 6)]
     assert intervals(np.zeros(4)) == []
@@ -196,13 +192,14 @@ def test_intervals_for_shading():
 def test_torch_backend_from_a_checkpoint_matches_the_model(tmp_path):
     import torch
 
-    from m2s2l_edge.checkpoint import save_checkpoint
-    from m2s2l_edge.evaluate import backend_geometry, open_backend
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.models import create_model
+    from m2s2l_edge.runtime import open_model
+    from m2s2l_edge.runtime.base import backend_geometry
 
     model = create_model("tiny", seed=0)
     save_checkpoint(tmp_path / "tiny.pt", model)
-    backend = open_backend("torch", str(tmp_path / "tiny.pt"), expected_preset="tiny")
+    backend = open_model("torch", str(tmp_path / "tiny.pt"), expected_preset="tiny")
     assert backend_geometry(backend) == (4, (64, 64))
     clips = torch.rand(2, 4, 3, 64, 64) * 2 - 1
     out = backend.run(clips.numpy())
@@ -211,14 +208,14 @@ def test_torch_backend_from_a_checkpoint_matches_the_model(tmp_path):
     np.testing.assert_allclose(out["frame_pred"], frame.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["motion_pred"], motion.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
-        open_backend("tflite", "x")
+        open_model("tflite", "x")
 
 
 # --- λ: one resolver -------------------------------------------------------------------------------------------
 
 
 def test_resolve_lambda_order_and_case():
-    from m2s2l_edge.scoring import STORED, resolve_lambda
+    from m2s2l_edge.scoring.model import STORED, resolve_lambda
 
     # explicit > stored in the model > the paper's per data set (any letter case) > 0.5
     assert resolve_lambda("ped2", 0.3, stored=0.7) == (0.3, "explicit")
@@ -234,9 +231,9 @@ def test_resolve_lambda_order_and_case():
 
 
 def test_model_lambda_counts_only_a_stored_value(tmp_path):
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.scoring import STORED, model_lambda, resolve_lambda
+    from m2s2l_edge.scoring.model import STORED, model_lambda, resolve_lambda
 
     fresh = create_backend("torch", preset="tiny", seed=0, threads=1)
     # A checkpoint trained on Ped2 derives 0.6 for itself, but stores nothing: evaluating on Avenue must give 0.4.

@@ -24,8 +24,8 @@ pytest.importorskip("onnxruntime_extensions")
 import onnx  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from m2s2l_edge.artifacts import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.cli.app import app  # noqa: E402
-from m2s2l_edge.deploy import metadata as meta_mod  # noqa: E402
 from m2s2l_edge.export.onnx_export import (  # noqa: E402
     ExportConfig,
     export_and_check,
@@ -219,9 +219,9 @@ def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path,
     the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on
     both sides and cancel out). The model has BatchNorm statistics from data: in the fresh model the outputs hardly
     depend on the scans, so no scan fault could show (``parity.with_batchnorm_statistics``)."""
-    from m2s2l_edge.deploy import ort_scan
     from m2s2l_edge.export import parity
     from m2s2l_edge.ops import cpu_kernel
+    from m2s2l_edge.runtime import ort_scan
 
     if not cpu_kernel.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++ or $CXX): ONNX Runtime's scan runs the 'torch' path here")
@@ -420,7 +420,7 @@ def _no_onnx_left(folder) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, tiny_model):
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
     save_checkpoint(path, tiny_model, extra={"dataset": "avenue", "normal_change": 0.0125})

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from m2s2l_edge.config import ABLATIONS, LOSS_SETS, LossConfig, ModelConfig, get_preset, preset_names
-from m2s2l_edge.losses import total_loss
 from m2s2l_edge.models import create_model
+from m2s2l_edge.models.losses import total_loss
 
 
 def clip_for(cfg: ModelConfig, batch: int = 2) -> torch.Tensor:
@@ -193,7 +193,7 @@ def test_fold_batchnorm_conv_variants(transpose, groups, bias):
 
 
 def test_fold_batchnorm_refuses_training_mode_and_folded_checkpoints(tmp_path):
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.models.fold import fold_batchnorm
 
     model = create_model("tiny", seed=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from m2s2l_edge.checkpoint import load_model, read_checkpoint
+from m2s2l_edge.artifacts.checkpoint import load_model, read_checkpoint
 from m2s2l_edge.cli.app import app
 from m2s2l_edge.models.baselines.predictor import PeerPredictor
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from m2s2l_edge.efficiency.profile import PAPER_GFLOPS, PAPER_PARAMS_M, count_module, profile_model, scan_flops
 from m2s2l_edge.ops import selective_scan
-from m2s2l_edge.profile import PAPER_GFLOPS, PAPER_PARAMS_M, count_module, profile_model, scan_flops
 
 
 class HandCounted(nn.Module):

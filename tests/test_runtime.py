@@ -33,8 +33,8 @@ def test_tensorrt_without_tensorrt_is_a_runtime_error(tmp_path):
         pytest.skip("TensorRT is installed here")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
+    from m2s2l_edge.artifacts.metadata import ExportMetadata
     from m2s2l_edge.config import get_preset
-    from m2s2l_edge.deploy.metadata import ExportMetadata
 
     meta = ExportMetadata(config=get_preset("tiny").to_dict(), scan="plugin", precision="fp16", batch=1, lam=0.5,
                           lambda_source="default")
@@ -69,7 +69,7 @@ def test_check_clips_names_the_expected_shape():
 
 
 def test_torch_backend_from_preset_and_checkpoint(tmp_path):
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
 
     backend = create_backend("torch", preset="tiny", seed=0, threads=1)
     assert isinstance(backend, Backend)
@@ -157,7 +157,7 @@ def test_onnxruntime_bad_inputs(tmp_path, exports):
 
 
 def test_torch_backend_runs_an_optimized_copy_and_keeps_the_model_saveable(tmp_path):
-    from m2s2l_edge.checkpoint import save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.runtime.torch_backend import TorchBackend
 
     optimized = TorchBackend(preset="tiny", seed=0, threads=1)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from m2s2l_edge.table import ROWS, build_table, to_markdown
+from m2s2l_edge.efficiency.table import ROWS, build_table, to_markdown
 
 
 def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from m2s2l_edge.artifacts import metadata as meta_mod
 from m2s2l_edge.cli.app import app
-from m2s2l_edge.deploy import metadata as meta_mod
-from m2s2l_edge.deploy import tensorrt_lib as trtlib
 from m2s2l_edge.export.engine import (
     EngineConfig,
     PrecisionPlan,
@@ -31,6 +30,7 @@ from m2s2l_edge.export.engine import (
 )
 from m2s2l_edge.ops import spec
 from m2s2l_edge.runtime import tensorrt_backend as trtb
+from m2s2l_edge.runtime import tensorrt_lib as trtlib
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -497,6 +497,6 @@ def test_build_run_and_bench_tiny_engine(tmp_path, plugin_onnx):
 
     result = trtb.bench_engine(engine, batch=2, warmup=2, iterations=5)
     assert result["rows"][0]["gpu_compute"]["median_ms"] > 0
-    from m2s2l_edge.benchmarking import format_summary
+    from m2s2l_edge.efficiency.benchmarking import format_summary
 
     print(format_summary(result))

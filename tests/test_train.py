@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from m2s2l_edge.checkpoint import read_checkpoint
+from m2s2l_edge.artifacts.checkpoint import read_checkpoint
 from m2s2l_edge.config import TrainConfig, get_preset
-from m2s2l_edge.train import DataConfig, RunConfig, epoch_order, train
+from m2s2l_edge.training.sampler import epoch_order
+from m2s2l_edge.training.trainer import DataConfig, RunConfig, train
 
 # Tiny preset, two 30-frame videos, a clip every 4th frame: 14 clips, 3 steps of 4 per epoch.
 MODEL = get_preset("tiny")
@@ -119,7 +120,7 @@ def test_resume_after_interruption_continues_exactly(data_root, reference, tmp_p
 def test_worker_processes_load_the_same_batches(data_root, reference, tmp_path, monkeypatch):
     """--workers 2 (forked DataLoader workers with their own decoders and caches) feeds training exactly the batches
     an in-process loader gives, and the run ends where the in-process reference ended."""
-    import m2s2l_edge.train as train_module
+    import m2s2l_edge.training.trainer as train_module
 
     original = train_module._make_loader
     checked = []
@@ -190,7 +191,7 @@ def test_bad_configs_are_value_errors(data_root, tmp_path):
 
 
 def test_epoch_indices_shard_one_permutation():
-    from m2s2l_edge.train import epoch_indices
+    from m2s2l_edge.training.sampler import epoch_indices
 
     assert epoch_indices(14, 0, 2) == epoch_order(14, 0, 2)
     shards = [epoch_indices(14, 0, 2, rank=r, world_size=3) for r in range(3)]
@@ -208,12 +209,12 @@ def test_steps_compose_into_train_and_accept_a_distributed_wrapper(data_root, re
     from torch.nn.parallel import DistributedDataParallel
 
     from m2s2l_edge.data import ClipDataset, discover
-    from m2s2l_edge.train import (
+    from m2s2l_edge.training.sampler import epoch_indices
+    from m2s2l_edge.training.trainer import (
         TrainCallbacks,
         _make_loader,
         build_state,
         check_resume,
-        epoch_indices,
         save_state,
         train_epoch,
     )

@@ -29,7 +29,7 @@ def invoke(*args):
 
 
 def onnx_meta(path) -> dict:
-    from m2s2l_edge.deploy.metadata import read_metadata
+    from m2s2l_edge.artifacts.metadata import read_metadata
 
     return read_metadata(path).to_dict()
 
@@ -121,7 +121,7 @@ def test_engine_gets_a_tensorrt_plan_model_and_the_plugin_on_the_command_line(ex
 def test_engine_without_its_plugin_library_is_one_line(exports, tmp_path, monkeypatch):
     monkeypatch.delenv("M2S2L_PLUGIN_LIB", raising=False)
     monkeypatch.chdir(tmp_path)
-    from m2s2l_edge.deploy import tensorrt_lib
+    from m2s2l_edge.runtime import tensorrt_lib
 
     if any((d / tensorrt_lib.PLUGIN_LIB_NAME).is_file() for d in tensorrt_lib.plugin_search_dirs()):
         pytest.skip("a built plugin library is on the search path here")

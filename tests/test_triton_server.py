@@ -73,10 +73,11 @@ def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
+    from m2s2l_edge.artifacts.metadata import read_metadata
     from m2s2l_edge.data.sources import VideoFileSource
-    from m2s2l_edge.deploy.metadata import read_metadata
-    from m2s2l_edge.evaluate import backend_geometry, score_video
+    from m2s2l_edge.evaluation.run import score_video
     from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.runtime.base import backend_geometry
 
     url = server.grpc_url if protocol == "grpc" else server.http_url
     served = create_backend("triton", url, model=tr.PYTHON_MODEL)
@@ -200,7 +201,7 @@ def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, wr
     same frames scored with the same raw PSNRs as with the local ONNX Runtime backend."""
     pytest.importorskip("m2s2l_edge.watch.service", reason="m2s2l_edge.watch (the watch command) is not in this tree")
     from m2s2l_edge.runtime import create_backend
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import WatchOptions
     from m2s2l_edge.watch.service import WatchSettings, run_watch
 

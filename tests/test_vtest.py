@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from m2s2l_edge.data import vtest as V
+from footage import vtest as V
 
 
 class CountingReader:
@@ -149,7 +148,7 @@ def _walking_video(folder, n: int, stall: range = range(0), size: int = 32):
 
 
 def test_two_sided_motion_statistic_flags_a_stall_that_frame_differencing_calls_normal(tmp_path):
-    from m2s2l_edge.baselines import baseline_scores
+    from footage.model_free import baseline_scores
 
     train = [_walking_video(tmp_path / "train", 30)]
     test = [_walking_video(tmp_path / "test", 30, stall=range(12, 20))]
@@ -165,7 +164,7 @@ def test_two_sided_motion_statistic_flags_a_stall_that_frame_differencing_calls_
 
 
 def test_patch_psnr_sees_a_small_error_that_the_frame_mean_dilutes():
-    from m2s2l_edge.scoring import patch_psnr, psnr
+    from m2s2l_edge.scoring.terms import patch_psnr, psnr
 
     target = torch.zeros(2, 3, 64, 64)
     pred = target.clone()
@@ -179,7 +178,7 @@ def test_patch_psnr_sees_a_small_error_that_the_frame_mean_dilutes():
 
 def test_stalled_frames_score_one_and_leave_the_min_max_to_the_rest():
     from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring import anomaly_scores, video_scores
+    from m2s2l_edge.scoring.video import anomaly_scores, video_scores
 
     app = np.array([30.0, 31.0, 45.0, 45.0, 29.0, 32.0])
     terms = {"psnr_app": app, "psnr_mot": app, "patch_app": app - 5, "patch_mot": app - 5,
@@ -201,7 +200,7 @@ def test_quantile_floor_ranks_a_mild_anomaly_above_another_videos_normal_frames(
     from sklearn.metrics import roc_auc_score
 
     from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring import quantile_floor, video_scores
+    from m2s2l_edge.scoring.video import quantile_floor, video_scores
 
     rng = np.random.default_rng(0)
     psnr_a = np.r_[30 + 0.3 * rng.standard_normal(40), 24.0, 25.0, 27.0, 28.0]  # clear anomaly at the end
@@ -233,7 +232,7 @@ def test_motion_term_flags_footage_quieter_or_busier_than_the_training_footage()
     from sklearn.metrics import roc_auc_score
 
     from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring import video_scores
+    from m2s2l_edge.scoring.video import video_scores
 
     rng = np.random.default_rng(0)
     psnr = 30 + 0.2 * rng.standard_normal(60)
@@ -292,7 +291,7 @@ def _invoke(*args):
 
 
 def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(custom_root, tmp_path):
-    from m2s2l_edge.checkpoint import read_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import read_checkpoint
     from m2s2l_edge.config import training_recipe
 
     recipe = training_recipe("custom", "small")
@@ -342,7 +341,7 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
                      "--labels", custom_root / "frame_labels.npy", "--out", tmp_path / "c", "--score", "psnr")
     assert result.exit_code == 1 and "unknown score 'psnr'" in result.stderr
     # A checkpoint whose stored reference is no number the score can use: one clear line, no scores written.
-    from m2s2l_edge.checkpoint import load_model, save_checkpoint
+    from m2s2l_edge.artifacts.checkpoint import load_model, save_checkpoint
 
     model, _ = load_model(tmp_path / "b" / "last.pt")
     save_checkpoint(tmp_path / "bad.pt", model, extra={"dataset": "custom", "normal_change": float("nan")})

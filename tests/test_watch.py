@@ -89,7 +89,7 @@ def videos(tmp_path_factory):
 
 
 def _watch_scores(backend, sources, **options):
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import WatchOptions
     from m2s2l_edge.watch.service import WatchSettings, run_watch
 
@@ -103,7 +103,8 @@ def _watch_scores(backend, sources, **options):
 
 def _eval_psnrs(backend, path):
     from m2s2l_edge.data import VideoFileSource
-    from m2s2l_edge.evaluate import backend_geometry, score_video
+    from m2s2l_edge.evaluation.run import score_video
+    from m2s2l_edge.runtime.base import backend_geometry
 
     clip_len, size = backend_geometry(backend)
     return score_video(backend, VideoFileSource(path), clip_len, size, batch_size=8)
@@ -189,7 +190,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @needs_ffmpeg
 def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend):
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import Watch, WatchOptions
 
     port = free_port()
@@ -239,7 +240,7 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
 
 
 def test_one_camera_failing_never_stops_the_others(backend, videos):
-    from m2s2l_edge.watch.config import cameras_from_sources
+    from m2s2l_edge.watch.cameras import cameras_from_sources
     from m2s2l_edge.watch.pipeline import Watch, WatchOptions
 
     dead = f"http://127.0.0.1:{free_port()}/gone.ts"  # nothing listens: every (re)connect fails
@@ -544,7 +545,7 @@ def test_camera_that_never_delivers_a_frame_is_one_line():
 
 
 def test_csi_without_gstreamer_names_the_fix():
-    from m2s2l_edge.watch.sources import gstreamer_available
+    from m2s2l_edge.watch.feeds import gstreamer_available
 
     if gstreamer_available():
         pytest.skip("this OpenCV has GStreamer: the CSI source would really be opened")
@@ -594,7 +595,7 @@ def test_unwritable_events_file_is_one_line(tmp_path, videos, where):
 
 
 def test_sources_parse_and_refuse():
-    from m2s2l_edge.watch.sources import parse_source, redact
+    from m2s2l_edge.watch.feeds import parse_source, redact
 
     assert parse_source("csi://1", "c").kind == "csi"
     assert parse_source("/dev/video2", "c").kind == "usb" and parse_source("0", "c").kind == "usb"
@@ -610,8 +611,8 @@ def test_sources_parse_and_refuse():
 def test_import_works_without_any_cv2():
     # A Jetson keeping JetPack's cv2 installs with --no-deps; even with no cv2 at all the package must import.
     code = ("import sys; sys.modules['cv2'] = None\n"
-            "import m2s2l_edge, m2s2l_edge.watch, m2s2l_edge.watch.types, m2s2l_edge.watch.sources\n"
-            "import m2s2l_edge.watch.config, m2s2l_edge.watch.calibration\n"
+            "import m2s2l_edge, m2s2l_edge.watch, m2s2l_edge.watch.types, m2s2l_edge.watch.feeds\n"
+            "import m2s2l_edge.watch.cameras, m2s2l_edge.watch.calibration\n"
             "from m2s2l_edge.cli.app import app\n"
             "from typer.testing import CliRunner\n"
             "r = CliRunner().invoke(app, ['watch', '--help'])\n"

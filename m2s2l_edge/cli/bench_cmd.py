@@ -3,7 +3,8 @@ or a TensorRT engine (timed on the GPU by ``m2s2l_edge.runtime.tensorrt_backend.
 like trtexec).
 
 The model option picks the backend (``options.model_source``); every backend is timed and summarised by
-``m2s2l_edge.benchmarking`` (``runtime.bench`` for the backends, ``runtime.tensorrt_backend.bench_engine`` on the GPU).
+``m2s2l_edge.efficiency.benchmarking`` (``runtime.bench`` for the backends,
+``runtime.tensorrt_backend.bench_engine`` on the GPU).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def bench(
                 raise ValueError("--plugin goes with --engine")
             if fp16 and source.kind != "torch":
                 raise ValueError("--fp16 goes with --weights / --preset; an exported model carries its own precision")
-            from m2s2l_edge.benchmarking import format_summary
+            from m2s2l_edge.efficiency.benchmarking import format_summary
             from m2s2l_edge.runtime.bench import BenchConfig, bench_backend
 
             config = BenchConfig(batch=batch, warmup=warmup, iterations=iterations, seed=seed)
@@ -96,7 +97,7 @@ def _bench_engine(engine, plugin, cuda_graph: bool, threads, fp16: bool, batch, 
     others = [flag for flag, given in (("--threads", threads is not None), ("--fp16", fp16)) if given]
     if others:
         raise ValueError(f"--engine does not go with {', '.join(others)} (an engine carries its own settings)")
-    from m2s2l_edge.benchmarking import format_summary
+    from m2s2l_edge.efficiency.benchmarking import format_summary
     from m2s2l_edge.runtime.tensorrt_backend import bench_engine
 
     result = bench_engine(engine, plugin=plugin, device=device_syntax(device, default="cuda"), batch=batch,

@@ -62,7 +62,7 @@ def calibrate(
     with user_errors():
         from m2s2l_edge.watch.calibration import identity_of, save
         from m2s2l_edge.watch.pipeline import calibrate_footage
-        from m2s2l_edge.watch.scoring import model_input
+        from m2s2l_edge.watch.scorer import model_input
 
         if out is None:
             raise ValueError("give --out FILE.calib.json")

@@ -98,10 +98,12 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
-    from m2s2l_edge.evaluate import load_test_set, open_backend, write_outputs
-    from m2s2l_edge.plots import plot_training
-    from m2s2l_edge.scoring import resolve_lambda
-    from m2s2l_edge.train import DataConfig, RunConfig, load_history, train
+    from m2s2l_edge.evaluation.datasets import load_test_set
+    from m2s2l_edge.evaluation.outputs import write_outputs
+    from m2s2l_edge.report.plots import plot_training
+    from m2s2l_edge.runtime import open_model
+    from m2s2l_edge.scoring.model import resolve_lambda
+    from m2s2l_edge.training.trainer import DataConfig, RunConfig, load_history, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     t0 = time.perf_counter()
     lam, _ = resolve_lambda("synthetic")
     videos, labels = load_test_set(data_root, "synthetic")
-    backend = open_backend("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
+    backend = open_model("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
     evaluation = run_with_progress(backend, videos, labels, lam, s.eval_batch, console)
     paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
                           meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
@@ -141,7 +143,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     times["total_s"] = time.perf_counter() - tic
     print_result(evaluation, {}, console)
 
-    from m2s2l_edge.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info
 
     return {
         "micro_auc": evaluation.auc.micro,

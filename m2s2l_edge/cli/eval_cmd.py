@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Up front: --out writable, and new, empty, or (with --overwrite) an earlier evaluation's folder."""
-    from m2s2l_edge.evaluate import RESULTS
+    from m2s2l_edge.evaluation.outputs import RESULTS
 
     check_output_dir(out, overwrite=overwrite)
     if overwrite and out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
@@ -91,8 +91,9 @@ def eval_(
     console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     with user_errors():
         from m2s2l_edge.config import default_score_name, get_score
-        from m2s2l_edge.evaluate import load_footage, write_outputs
-        from m2s2l_edge.scoring import model_lambda, resolve_lambda
+        from m2s2l_edge.evaluation.datasets import load_footage
+        from m2s2l_edge.evaluation.outputs import write_outputs
+        from m2s2l_edge.scoring.model import model_lambda, resolve_lambda
 
         dataset = dataset or "custom"
         if score is not None:

@@ -45,8 +45,8 @@ def _quiet_exporter() -> None:
 def _engine_config(scan: str, fp16: bool, batch: int, dynamic: bool, plugin: Path | None):
     """`--format engine`: the build settings the export implies, checked (and TensorRT and the plugin found) before
     the slow export. The engine computes in the export's precision; a dynamic batch gets the profile 1..--batch."""
-    from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, import_tensorrt
     from m2s2l_edge.export.engine import EngineConfig
+    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, import_tensorrt
 
     import_tensorrt()
     if scan == "plugin":
@@ -176,7 +176,7 @@ def _engine_path(out: Path) -> Path:
 
 def _check_outputs(onnx_out: Path, engine_out: Path | None, overwrite: bool) -> None:
     """Up front, before the slow export: every file the export writes is writable and, without --overwrite, new."""
-    from m2s2l_edge.deploy.metadata import sidecar_path
+    from m2s2l_edge.artifacts.metadata import sidecar_path
 
     check_output_file(onnx_out, overwrite=overwrite)
     if onnx_out.suffix != ".onnx":

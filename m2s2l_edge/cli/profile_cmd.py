@@ -43,8 +43,8 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
+    from m2s2l_edge.efficiency.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model, time_forward
     from m2s2l_edge.ops.dispatch import BACKENDS
-    from m2s2l_edge.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model, time_forward
 
     batch = batch or 1
     overrides = {"ablation": ablation} if ablation else {}
@@ -88,7 +88,7 @@ def profile(
         )
     console.print("scan counted by formula 9·B·L·D·N per call; true FLOPs = 2·MACs + scan", style="dim")
     if timing is not None:
-        from m2s2l_edge.benchmarking import format_summary
+        from m2s2l_edge.efficiency.benchmarking import format_summary
 
         console.print(format_summary(timing, title=f"forward pass on {device}"), markup=False, highlight=False)
     with user_errors():

@@ -27,7 +27,8 @@ def make_progress(console=None, *, unit: str | None = None, field: str | None = 
 
 def run_with_progress(backend, videos, labels, lam: float, batch_size: int, console=None, score=None):
     """evaluate() with one rich progress bar over every predicted frame of the test set."""
-    from m2s2l_edge.evaluate import backend_geometry, evaluate
+    from m2s2l_edge.evaluation.run import evaluate
+    from m2s2l_edge.runtime.base import backend_geometry
 
     clip_len, _ = backend_geometry(backend)
     total = sum(max(0, len(v) - clip_len) for v in videos)
@@ -72,5 +73,5 @@ class RichTrainProgress:
         self.progress.update(self.task, completed=step_in_epoch, terms=text)
 
     def on_epoch_end(self, summary, checkpoint: Path) -> None:
-        # The epoch's summary line comes from m2s2l_edge.train's log; only mark where the checkpoint went.
+        # The epoch's summary line comes from m2s2l_edge.training.trainer's log; only mark where the checkpoint went.
         self.progress.console.print(f"epoch {summary.epoch}/{self.epochs} saved to {checkpoint}", style="dim")

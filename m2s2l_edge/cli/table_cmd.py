@@ -1,5 +1,5 @@
 """`m2s2l-edge table`: the paper's efficiency table rebuilt — published figures beside our count of each peer's
-public architecture (``m2s2l_edge.table``), with ``--fps`` every row timed here in the same run."""
+public architecture (``m2s2l_edge.efficiency.table``), with ``--fps`` every row timed here in the same run."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _print(result: dict, to_stderr: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from m2s2l_edge.table import table_lines
+    from m2s2l_edge.efficiency.table import table_lines
 
     header, cells = table_lines(result)
     keep = [0, 2, 3, 4, 5, 6, 7, 10, 11, 12]  # the terminal shows the comparison; --markdown / --json hold the rest
@@ -95,7 +95,7 @@ def table(
             check_output_file(out, overwrite=overwrite)
         import torch
 
-        from m2s2l_edge.table import TimingConfig, build_table, plot_table, to_markdown
+        from m2s2l_edge.efficiency.table import TimingConfig, build_table, plot_table, to_markdown
 
         if threads is not None:
             torch.set_num_threads(threads)

@@ -105,8 +105,8 @@ def train(
         from m2s2l_edge.cli.options import check_device, check_output_dir
         from m2s2l_edge.cli.progress import RichTrainProgress, make_progress
         from m2s2l_edge.config import LossConfig, Recipe, TrainConfig, training_recipe
-        from m2s2l_edge.train import DataConfig, RunConfig, TrainCallbacks
-        from m2s2l_edge.train import train as run_training
+        from m2s2l_edge.training.trainer import DataConfig, RunConfig, TrainCallbacks
+        from m2s2l_edge.training.trainer import train as run_training
 
         device = check_device(device)
         # Writability only: whether a run already in --out may be replaced is train()'s rule (--resume /
@@ -178,7 +178,7 @@ def _process_group(device: str, batch: int):
     checked against the number of processes first, so a bad --batch never reaches the rendezvous."""
     import contextlib
 
-    from m2s2l_edge.distributed import from_env, local_batch, process_group
+    from m2s2l_edge.training.distributed import from_env, local_batch, process_group
 
     env = from_env()
     if env is None:
@@ -189,8 +189,8 @@ def _process_group(device: str, batch: int):
 
 def _kept(out: Path) -> str:
     """What an interruption leaves: the last complete checkpoint (each epoch's is written atomically)."""
-    from m2s2l_edge.checkpoint import read_checkpoint
-    from m2s2l_edge.train import LAST
+    from m2s2l_edge.artifacts.checkpoint import read_checkpoint
+    from m2s2l_edge.training.trainer import LAST
 
     last = out / LAST
     if not last.is_file():
@@ -203,8 +203,8 @@ def _kept(out: Path) -> str:
 
 
 def _plot_history(out: Path) -> None:
-    from m2s2l_edge.plots import plot_training
-    from m2s2l_edge.train import load_history
+    from m2s2l_edge.report.plots import plot_training
+    from m2s2l_edge.training.trainer import load_history
 
     history = load_history(out)
     if history:

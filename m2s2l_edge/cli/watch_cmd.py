@@ -90,7 +90,8 @@ def watch(
         return "events were flushed as they happened" + (f" to {events}" if events else "")
 
     with user_errors(kept=kept):
-        from m2s2l_edge.watch.config import cameras_from_sources, load_cameras
+        from m2s2l_edge.watch.cameras import cameras_from_sources, load_cameras
+        from m2s2l_edge.watch.feeds import check_openable
         from m2s2l_edge.watch.pipeline import WatchOptions
         from m2s2l_edge.watch.service import (
             WatchSettings,
@@ -99,7 +100,6 @@ def watch(
             run_watch,
             stop_on_signals,
         )
-        from m2s2l_edge.watch.sources import check_openable
 
         if (source and config) or not (source or config):
             raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")

@@ -10,8 +10,11 @@ import importlib
 import importlib.util
 import os
 
-from m2s2l_edge.deploy import KINDS
 from m2s2l_edge.runtime.base import Backend, TensorSpec
+
+# One name per runtime backend, in the order the CLI lists them: torch (a checkpoint or a preset), onnxruntime (an
+# exported ONNX), tensorrt (a serialized engine), triton (a model served by a Triton Inference Server).
+KINDS = ("torch", "onnxruntime", "tensorrt", "triton")
 
 
 def create_backend(
@@ -79,4 +82,20 @@ def _tensorrt_backend(path, *, device: str | None, threads: int | None, **option
     return module.TensorRTBackend(path, device=device or "cuda", **options)
 
 
-__all__ = ["KINDS", "Backend", "TensorSpec", "create_backend"]
+def open_model(kind: str, path: str, *, device: str | None = None, expected_preset: str | None = None):
+    """A backend for ``kind`` (torch, onnxruntime, tensorrt) reading ``path``; ``device`` None: the kind's default.
+
+    Every kind is served by :func:`m2s2l_edge.runtime.create_backend`.
+    ``expected_preset``: refuse a model of another preset (ValueError naming both).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(KINDS)}")
+    options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
+    backend = create_backend(kind, path, device=device, **options)
+    preset = (getattr(backend, "metadata", None) or {}).get("preset")
+    if expected_preset is not None and preset is not None and preset != expected_preset:
+        raise ValueError(f"{path} holds preset {preset!r}, not {expected_preset!r}")
+    return backend
+
+
+__all__ = ["KINDS", "Backend", "TensorSpec", "create_backend", "open_model"]

@@ -44,3 +44,12 @@ class Backend(Protocol):
     def run(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch: ``clips`` (B, T, 3, H, W) float32 → {"frame_pred": ..., "motion_pred": ...}."""
         ...
+
+
+def backend_geometry(backend) -> tuple[int, tuple[int, int]]:
+    """(T, (H, W)) a backend expects, read from its first input spec (B, T, 3, H, W)."""
+    shape = tuple(backend.inputs[0].shape)
+    if len(shape) != 5 or not all(isinstance(s, int) for s in shape[1:]):
+        raise ValueError(f"backend {getattr(backend, 'name', backend)!r} input shape {shape} is not (B, T, 3, H, W) "
+                         f"with fixed T, H, W")
+    return int(shape[1]), (int(shape[3]), int(shape[4]))

@@ -1,5 +1,5 @@
-"""Latency of any runtime backend on random clips; ``m2s2l_edge.benchmarking.format_summary`` prints the result like
-trtexec's "Performance summary".
+"""Latency of any runtime backend on random clips; ``m2s2l_edge.efficiency.benchmarking.format_summary`` prints the
+result like trtexec's "Performance summary".
 
 Used by `m2s2l-edge bench` and benchmarks/; a new backend needs nothing here beyond the ``Backend`` interface
 (``run`` returns host arrays, so timing ``run`` includes any device synchronisation).
@@ -43,7 +43,7 @@ def bench_batch(backend, requested: int | None) -> int:
 
 def bench_backend(backend, config: BenchConfig = BenchConfig()) -> dict:  # noqa: B008 - frozen, immutable
     """Time ``backend.run`` on one batch of random clips in [-1, 1]; returns a JSON-ready dict."""
-    from m2s2l_edge.benchmarking import load_average, machine_info, time_callable
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_callable
 
     batch = bench_batch(backend, config.batch)
     spec = backend.inputs[0]

@@ -2,9 +2,9 @@
 
 The portable flavour runs on any ONNX Runtime build. A plugin-flavour model (the default export) has SelectiveScan
 nodes, which ONNX Runtime has no kernel for (in deployment they run in the TensorRT plugin): here they run as custom
-ops through onnxruntime-extensions (``m2s2l_edge.deploy.ort_scan``) that call our C++ CPU scan kernel (the pure-PyTorch
+ops through onnxruntime-extensions (``m2s2l_edge.runtime.ort_scan``) that call our C++ CPU scan kernel (the pure-PyTorch
 scan where the kernel cannot be built). ``scan_path`` says which ran, for the commands' summaries.
-The session itself is opened by ``m2s2l_edge.deploy.ort_session``, shared with the export's parity check.
+The session itself is opened by ``m2s2l_edge.runtime.ort_session``, shared with the export's parity check.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
-from m2s2l_edge.deploy.ort_session import open_session
 from m2s2l_edge.runtime.base import TensorSpec
 from m2s2l_edge.runtime.batching import check_clips, run_in_batches
+from m2s2l_edge.runtime.ort_session import open_session
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """TensorRT runtime: the engine as a runtime ``Backend``, and a trtexec-like benchmark (timed and summarised by
-``m2s2l_edge.benchmarking``, like every other backend).
+``m2s2l_edge.efficiency.benchmarking``, like every other backend).
 
-Importing TensorRT and loading the plugin library are shared with the engine build (``m2s2l_edge.deploy.tensorrt_lib``).
+Importing TensorRT and loading the plugin library are shared with the engine build
+(``m2s2l_edge.runtime.tensorrt_lib``).
 Everything that touches ``tensorrt`` or ``torch`` imports it inside the function that needs it, so this module imports
 on a machine with neither (CI): the pure helpers (Jetson probes) are tested there; the TensorRT paths are tested only
 where TensorRT and a CUDA GPU exist.
@@ -26,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from m2s2l_edge.deploy.metadata import read_engine_metadata
-from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
+from m2s2l_edge.artifacts.metadata import read_engine_metadata
 from m2s2l_edge.runtime.base import TensorSpec
+from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def bench_engine(
     """
     import torch
 
-    from m2s2l_edge.benchmarking import load_average, machine_info, time_cuda_launches
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_cuda_launches
 
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations} and {warmup}")
@@ -283,7 +284,7 @@ def bench_engine(
 
 
 def _bench_graph(backend: TensorRTBackend, warmup: int, iterations: int, batch: int) -> dict:
-    from m2s2l_edge.benchmarking import capture_cuda_graph, time_cuda_launches
+    from m2s2l_edge.efficiency.benchmarking import capture_cuda_graph, time_cuda_launches
 
     def enqueue_checked() -> None:
         if not backend.context.execute_async_v3(backend.stream.cuda_stream):

@@ -48,10 +48,10 @@ class TorchBackend:
 
         import torch
 
-        from m2s2l_edge.deploy.metadata import ExportMetadata, library_versions
+        from m2s2l_edge.artifacts.metadata import ExportMetadata, library_versions
         from m2s2l_edge.models.fold import inference_rewrites
         from m2s2l_edge.ops.dispatch import resolve_backend
-        from m2s2l_edge.scoring import resolve_lambda, stored_number
+        from m2s2l_edge.scoring.model import resolve_lambda, stored_number
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -66,7 +66,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
         if path is not None:
-            from m2s2l_edge.checkpoint import load_model
+            from m2s2l_edge.artifacts.checkpoint import load_model
 
             model, state = load_model(path, expected_preset=preset, scan_backend=scan_backend)
             ckpt_dataset = (state.get("extra") or {}).get("dataset")

@@ -226,7 +226,7 @@ def write_repository(
     ValueError for inputs that are not ours or do not belong together, RuntimeError when an engine's plugin library
     cannot be found.
     """
-    from m2s2l_edge.deploy.metadata import read_metadata
+    from m2s2l_edge.artifacts.metadata import read_metadata
 
     config = config or RepoConfig()
     out, onnx = Path(out), Path(onnx)
@@ -246,8 +246,8 @@ def write_repository(
 
     engine_meta = plugin_lib = None
     if engine is not None:
-        from m2s2l_edge.deploy.metadata import read_engine_metadata
-        from m2s2l_edge.deploy.tensorrt_lib import find_plugin_library
+        from m2s2l_edge.artifacts.metadata import read_engine_metadata
+        from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library
 
         engine = Path(engine)
         if not engine.is_file():

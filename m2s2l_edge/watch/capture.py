@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m2s2l_edge.watch.sources import Feed, SourceSpec, open_feed
+from m2s2l_edge.watch.feeds import Feed, SourceSpec, open_feed
 from m2s2l_edge.watch.types import CameraStatus
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
+from m2s2l_edge.watch.cameras import CameraConfig, check_roi_fits
 from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
-from m2s2l_edge.watch.config import CameraConfig, check_roi_fits
-from m2s2l_edge.watch.scoring import ClipScorer, ModelInput, RawScore, model_input
+from m2s2l_edge.watch.scorer import ClipScorer, ModelInput, RawScore, model_input
 from m2s2l_edge.watch.types import CameraStatus, FrameScore
 
 logger = logging.getLogger(__name__)
@@ -420,7 +420,7 @@ def calibrate_footage(
 ) -> Calibration:
     """Fit a :class:`Calibration` on recorded normal footage (files or frame folders), replayed through the same
     capture and scoring path as ``watch`` (so the fused PSNRs are the ones a watch will see)."""
-    from m2s2l_edge.watch.sources import parse_source
+    from m2s2l_edge.watch.feeds import parse_source
 
     cameras = []
     for i, text in enumerate(sources):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
-from m2s2l_edge.watch.config import CameraConfig
+from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.pipeline import Watch, WatchOptions
-from m2s2l_edge.watch.scoring import model_input
+from m2s2l_edge.watch.scorer import model_input
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ class PeerPredictor(nn.Module):
     def loss(self, outputs: dict[str, torch.Tensor], clip: torch.Tensor, target: torch.Tensor,
              cfg: LossConfig | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The peer's objective (module docstring); ``cfg`` (M²S²L's loss set) does not apply and is ignored."""
-        from m2s2l_edge.losses import gradient_loss, intensity_loss
+        from m2s2l_edge.models.losses import gradient_loss, intensity_loss
 
         terms = {"frame": intensity_loss(outputs["frame_pred"], target)}
         if self.arch == "mnad":

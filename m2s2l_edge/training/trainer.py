@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from m2s2l_edge.checkpoint import read_checkpoint, save_checkpoint
+from m2s2l_edge.artifacts.checkpoint import read_checkpoint, save_checkpoint
 from m2s2l_edge.config import LossConfig, ModelConfig, TrainConfig
 from m2s2l_edge.io import atomic_write_text
+from m2s2l_edge.training.sampler import epoch_indices
 
 if TYPE_CHECKING:
-    from m2s2l_edge.distributed import Distributed
+    from m2s2l_edge.training.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -157,16 +158,6 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"lr gamma must lie in (0, 1], got {cfg.lr_gamma}")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of epoch ``epoch``'s data order: a function of (seed, epoch) only, so resuming replays it exactly."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def epoch_order(num_clips: int, seed: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-    return torch.randperm(num_clips, generator=g).tolist()
-
-
 def _rng_state() -> dict:
     # Plain lists and tensors only: checkpoints are read back with torch.load(weights_only=True).
     name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -205,15 +196,6 @@ def _diff(label: str, requested: dict, stored: dict, ignore: tuple[str, ...] = (
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
-
-
-def epoch_indices(num_clips: int, seed: int, epoch: int, *, rank: int = 0, world_size: int = 1) -> list[int]:
-    """The clips one process visits in epoch ``epoch``, in order: the epoch's permutation (``epoch_order``), and with
-    ``world_size`` > 1 every ``world_size``-th clip of it starting at ``rank`` (what DistributedSampler does without
-    padding), so the shards of one epoch are disjoint and a resumed run replays them exactly."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
-    return epoch_order(num_clips, seed, epoch)[rank::world_size]
 
 
 def _make_loader(dataset, order: list[int], batch_size: int, workers: int, pin: bool):
@@ -353,7 +335,7 @@ def train_epoch(
     ``max_steps``: stop after that many optimiser steps, mid-epoch, and return None (the epoch is not complete).
     Raises RuntimeError when the loss becomes NaN or infinite.
     """
-    from m2s2l_edge.losses import total_loss
+    from m2s2l_edge.models.losses import total_loss
 
     device = state.device
     state.net.train()
@@ -437,7 +419,7 @@ def train(
     ``stop_after_steps``: stop (without saving) once this many optimiser steps have run in this call; a stand-in
     for an interruption in tests and quick experiments. ``arch``: see ``build_state``.
 
-    ``distributed``: this process's share of a torchrun job (:func:`m2s2l_edge.distributed.process_group`): the
+    ``distributed``: this process's share of a torchrun job (:func:`m2s2l_edge.training.distributed.process_group`): the
     model is wrapped in DistributedDataParallel, ``train_cfg.batch_size`` is the global batch, each process takes
     its slice of every step, and only the writer (rank 0) creates ``out_dir`` and writes to it.
 
@@ -469,7 +451,7 @@ def train(
                         arch=arch)
     state.average = None if distributed is None else distributed.average
 
-    from m2s2l_edge.scoring import normal_change
+    from m2s2l_edge.scoring.terms import normal_change
 
     extra_static = {
         "train_config": train_config_to_dict(train_cfg),
@@ -539,4 +521,3 @@ def load_history(out_dir: str | Path) -> list[dict]:
     """The per-epoch summaries a run wrote (``<out>/history.json``); empty when there are none yet."""
     path = Path(out_dir) / HISTORY
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-

@@ -406,7 +406,7 @@ def per_kind_auc(names: Sequence[str], labels: Sequence[np.ndarray], scores: Seq
 
     ``labels`` and ``scores`` are the scored frames only (frames T.. of each video), aligned with ``names``.
     """
-    from m2s2l_edge.evaluate import frame_auc
+    from m2s2l_edge.evaluation.protocol import frame_auc
 
     result = {"all": frame_auc(labels, scores).micro}
     for kind in dict.fromkeys(kinds[n] for n in names):

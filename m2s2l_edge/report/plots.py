@@ -160,9 +160,9 @@ def plot_training(history: Sequence[dict], path: str | os.PathLike, *, title: st
 
 
 def plot_efficiency(result: dict, path: str | os.PathLike) -> Path:
-    """``m2s2l-edge table``'s result (``m2s2l_edge.table.build_table``) as a picture: the paper's Avenue AUC (the
-    one data set every row reports) against our count of GFLOPs per scored frame and, when measured, against our
-    FPS; one point per method. In the cost panel a method with the paper's figures only is drawn hollow at the
+    """``m2s2l-edge table``'s result (``m2s2l_edge.efficiency.table.build_table``) as a picture: the paper's Avenue
+    AUC (the one data set every row reports) against our count of GFLOPs per scored frame and, when measured, against
+    our FPS; one point per method. In the cost panel a method with the paper's figures only is drawn hollow at the
     paper's FLOPs; the speed panel holds our measurements alone (the paper's FPS come from other hardware)."""
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter

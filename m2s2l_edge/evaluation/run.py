@@ -5,7 +5,7 @@ Protocol, in order:
 1. every test video is run clip by clip: the clip ending at frame t-1 predicts frame t, so the first T frames
    (T = clip length) have no prediction and are dropped from the scores *and* the labels;
 2. per predicted frame: PSNR of the predicted frame and PSNR of the predicted motion (frame difference), both on
-   [0, 1] images with MAX = 1 (:func:`m2s2l_edge.scoring.psnr`);
+   [0, 1] images with MAX = 1 (:func:`m2s2l_edge.scoring.terms.psnr`);
 3. fused per video: λ·PSNR_app + (1−λ)·PSNR_mot, min-max normalised *within the video*, anomaly = 1 − normalised;
 4. micro AUC: ``roc_auc_score`` over the scores and labels of all videos concatenated (the published numbers);
    macro AUC: the mean of per-video AUCs over the videos that hold both classes (the others are counted as skipped).
@@ -31,75 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m2s2l_edge.scoring import anomaly_scores, fused_psnr
+from m2s2l_edge.evaluation.protocol import AUCResult, drop_unpredicted, frame_auc
+from m2s2l_edge.runtime.base import backend_geometry
+from m2s2l_edge.scoring.video import fused_psnr
 
 logger = logging.getLogger(__name__)
-
-
-# --- the AUC protocol (pure numpy) -------------------------------------------------------------------------------
-
-
-def drop_unpredicted(labels: Sequence[np.ndarray], clip_len: int) -> list[np.ndarray]:
-    """Labels of the frames that get a score: frames T .. N-1 of each video (the first T have no prediction)."""
-    if clip_len < 1:
-        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    return [np.asarray(lab).reshape(-1)[clip_len:] for lab in labels]
-
-
-def per_video_scores(psnr_app: Sequence[np.ndarray], psnr_mot: Sequence[np.ndarray], lam: float) -> list[np.ndarray]:
-    """Anomaly scores in [0, 1] per video (higher = more anomalous), min-max normalised within each video."""
-    if len(psnr_app) != len(psnr_mot):
-        raise ValueError(f"{len(psnr_app)} appearance but {len(psnr_mot)} motion PSNR arrays")
-    return [anomaly_scores(a, m, lam) if len(a) else np.zeros(0) for a, m in zip(psnr_app, psnr_mot, strict=True)]
-
-
-@dataclass(frozen=True)
-class AUCResult:
-    micro: float  # roc_auc_score over all videos concatenated
-    macro: float  # mean per-video AUC over the videos with both classes (nan if there are none)
-    per_video: tuple[float | None, ...]  # None where a video holds a single class
-    skipped: tuple[int, ...]  # indices of the videos left out of the macro AUC
-
-    @property
-    def videos_in_macro(self) -> int:
-        return len(self.per_video) - len(self.skipped)
-
-
-def frame_auc(labels: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> AUCResult:
-    """Micro and macro frame-level AUC of already normalised per-video ``scores`` against 0/1 ``labels``.
-
-    Shapes: one (N_v,) array per video in each list, same lengths pairwise.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} label arrays but {len(scores)} score arrays")
-    if not labels:
-        raise ValueError("no videos to evaluate")
-    labels = [np.asarray(lab).reshape(-1).astype(np.int64) for lab in labels]
-    scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
-    for i, (lab, s) in enumerate(zip(labels, scores, strict=True)):
-        if lab.shape != s.shape:
-            raise ValueError(f"video {i}: {lab.shape[0]} labels but {s.shape[0]} scores")
-        if np.any((lab != 0) & (lab != 1)):
-            raise ValueError(f"video {i}: labels must be 0/1")
-    all_labels, all_scores = np.concatenate(labels), np.concatenate(scores)
-    if all_labels.min(initial=1) == all_labels.max(initial=0):
-        kind = "anomalous" if all_labels.size and all_labels[0] == 1 else "normal"
-        raise ValueError(f"the frame-level AUC needs normal and anomalous frames, but all {all_labels.size} scored "
-                         f"frames are {kind}; check the labels")
-    micro = float(roc_auc_score(all_labels, all_scores))
-    per_video: list[float | None] = []
-    skipped: list[int] = []
-    for i, (lab, s) in enumerate(zip(labels, scores, strict=True)):
-        if lab.size and lab.min() != lab.max():
-            per_video.append(float(roc_auc_score(lab, s)))
-        else:
-            per_video.append(None)
-            skipped.append(i)
-    valid = [a for a in per_video if a is not None]
-    macro = float(np.mean(valid)) if valid else math.nan
-    return AUCResult(micro, macro, tuple(per_video), tuple(skipped))
 
 
 # --- running a backend over the test videos ----------------------------------------------------------------------
@@ -178,15 +114,6 @@ class EvalResult:
         }
 
 
-def backend_geometry(backend) -> tuple[int, tuple[int, int]]:
-    """(T, (H, W)) a backend expects, read from its first input spec (B, T, 3, H, W)."""
-    shape = tuple(backend.inputs[0].shape)
-    if len(shape) != 5 or not all(isinstance(s, int) for s in shape[1:]):
-        raise ValueError(f"backend {getattr(backend, 'name', backend)!r} input shape {shape} is not (B, T, 3, H, W) "
-                         f"with fixed T, H, W")
-    return int(shape[1]), (int(shape[3]), int(shape[4]))
-
-
 TERMS = ("psnr_app", "psnr_mot", "patch_app", "patch_mot", "change")
 
 
@@ -201,8 +128,8 @@ def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batc
     import torch
 
     from m2s2l_edge.data import iter_video_clips
-    from m2s2l_edge.losses import motion_target
-    from m2s2l_edge.scoring import frame_change, patch_psnr, psnr
+    from m2s2l_edge.models.losses import motion_target
+    from m2s2l_edge.scoring.terms import frame_change, patch_psnr, psnr
 
     out: dict[str, list] = {k: [] for k in ("targets", *TERMS)}
     for idx, batch in iter_video_clips(video, clip_len=clip_len, image_size=image_size, batch_size=batch_size):
@@ -272,7 +199,8 @@ def evaluate(
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
     from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring import stored_number, video_scores
+    from m2s2l_edge.scoring.model import stored_number
+    from m2s2l_edge.scoring.video import video_scores
 
     score = (score or ScoreConfig()).replace(lam=lam)
     clip_len, size = backend_geometry(backend)
@@ -317,125 +245,3 @@ def evaluate(
 
 
 # --- backends ----------------------------------------------------------------------------------------------------
-
-
-def open_backend(kind: str, path: str, *, device: str | None = None, expected_preset: str | None = None):
-    """A backend for ``kind`` (torch, onnxruntime, tensorrt) reading ``path``; ``device`` None: the kind's default.
-
-    Every kind is served by :func:`m2s2l_edge.runtime.create_backend`.
-    ``expected_preset``: refuse a model of another preset (ValueError naming both).
-    """
-    from m2s2l_edge.runtime import KINDS, create_backend
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(KINDS)}")
-    options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
-    backend = create_backend(kind, path, device=device, **options)
-    preset = (getattr(backend, "metadata", None) or {}).get("preset")
-    if expected_preset is not None and preset is not None and preset != expected_preset:
-        raise ValueError(f"{path} holds preset {preset!r}, not {expected_preset!r}")
-    return backend
-
-
-# --- outputs -----------------------------------------------------------------------------------------------------
-
-RESULTS = "results.json"
-
-
-def _file_stem(name: str) -> str:
-    # Video names come from folder and file names; keep them readable but never let one escape <out>/scores/.
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
-    return stem or "video"
-
-
-def _save_npy(path, array: np.ndarray) -> None:
-    # Through a file object: np.save on a path appends ".npy" to a name that lacks it (our temporary name does).
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-
-
-def _frame_table(v: VideoResult) -> str:
-    rows = ["frame,psnr_app,psnr_mot,fused_psnr,score"]
-    rows += [f"{int(t)},{a:.4f},{m:.4f},{f:.4f},{s:.6f}"
-             for t, a, m, f, s in zip(v.targets, v.psnr_app, v.psnr_mot, v.fused, v.scores, strict=True)]
-    return "\n".join(rows) + "\n"
-
-
-def write_outputs(result: EvalResult, out_dir, *, meta: dict | None = None, plots: bool = True,
-                  replace: bool = False) -> dict[str, object]:
-    """Write ``<out>/scores/<video>.npy`` (the anomaly score), ``<out>/scores/<video>.csv`` (per frame: raw PSNRs,
-    fused PSNR, score), the plots and ``<out>/results.json``.
-
-    The files are written into a fresh folder that then replaces ``<out>`` (:func:`m2s2l_edge.io.atomic_dir`), so
-    ``<out>`` holds one run's files, never a mix of two, and a failure leaves an earlier run untouched. An existing
-    non-empty ``<out>`` is refused unless ``replace``. Returns the paths written (under ``<out>``).
-    """
-    import json
-    from pathlib import Path
-
-    from m2s2l_edge.io import atomic_dir
-
-    out = Path(out_dir)
-    stems: dict[str, str] = {}
-    for v in result.videos:
-        stem = _file_stem(v.name)
-        while stem in stems.values():  # two names that sanitise alike
-            stem += "_"
-        stems[v.name] = stem
-    paths: dict[str, object] = {"scores": str(out / "scores")}
-    with atomic_dir(out, replace=replace) as tmp:
-        (tmp / "scores").mkdir()
-        for v in result.videos:
-            _save_npy(tmp / "scores" / f"{stems[v.name]}.npy", v.scores.astype(np.float32))
-            (tmp / "scores" / f"{stems[v.name]}.csv").write_text(_frame_table(v), encoding="utf-8")
-        if plots:
-            from m2s2l_edge import plots as P
-
-            (tmp / "plots").mkdir()
-            tag = (meta or {}).get("title", "")
-            if result.auc is not None:
-                labels = np.concatenate([v.scored_labels for v in result.videos])
-                scores = np.concatenate([v.scores for v in result.videos])
-                P.plot_roc(labels, scores, tmp / "roc.png",
-                           title=f"frame-level ROC {tag}".strip() + f" (micro AUC {result.auc.micro:.3f})")
-                paths["roc"] = str(out / "roc.png")
-            P.plot_overview([(v.name, v.targets, v.scores, v.plot_labels, v.auc if result.auc else "no labels")
-                             for v in result.videos], tmp / "scores_overview.png",
-                            title=f"anomaly scores per video {tag}".strip())
-            paths["overview"] = str(out / "scores_overview.png")
-            for v in result.videos:
-                auc = "no labels" if result.auc is None else "single class" if v.auc is None else f"AUC {v.auc:.3f}"
-                P.plot_video_scores(v.targets, v.scores, v.plot_labels, tmp / "plots" / f"{stems[v.name]}.png",
-                                    title=f"video {v.name}: {auc}, λ = {result.lam}")
-            paths["plots"] = str(out / "plots")
-        paths["results"] = str(out / RESULTS)
-        data = {**(meta or {}), **result.as_dict(), "files": paths}
-        data["per_video"] = [{**row, "scores_file": f"scores/{stems[row['name']]}.npy",
-                              "frames_file": f"scores/{stems[row['name']]}.csv"} for row in data["per_video"]]
-        (tmp / RESULTS).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    return paths
-
-
-def load_test_set(root, dataset: str, *, name: str | None = None, labels_path=None) -> tuple[list, list[np.ndarray]]:
-    """The test videos of a data set and one full-length 0/1 label array per video (checked against frame counts)."""
-    from m2s2l_edge.data import discover, load_frame_labels
-
-    videos = discover(root, dataset, "test", name=name)
-    labels = load_frame_labels(root, dataset, videos, path=labels_path, name=name)
-    return videos, labels
-
-
-def load_footage(root, dataset: str = "custom", *, name: str | None = None,
-                 labels_path=None) -> tuple[list, list[np.ndarray] | None]:
-    """Like :func:`load_test_set`, but custom footage without labels is accepted: labels are then None.
-
-    A standard data set (or an explicit ``labels_path``) still needs its labels: their absence is an error there.
-    """
-    from m2s2l_edge.data import discover, label_candidates, load_frame_labels
-
-    videos = discover(root, dataset, "test", name=name)
-    if dataset == "custom" and labels_path is None and not any(c.exists() for c in label_candidates(
-            root, dataset, name)):
-        return videos, None
-    return videos, load_frame_labels(root, dataset, videos, path=labels_path, name=name)
-

@@ -8,8 +8,8 @@ group (:func:`process_group`: NCCL for ``--device cuda``, gloo for ``--device cp
 * ``--batch`` is the global batch: each process takes ``batch / N`` clips of every step (N must divide it), DDP
   averages the gradients, so N processes take the optimisation steps one process takes with the same ``--batch``
   and the same learning rate.
-* The data order depends on (seed, epoch) alone (:func:`m2s2l_edge.train.epoch_order`): step k of an epoch uses
-  the same ``batch`` clips whatever N is, process r taking the r-th contiguous slice of them
+* The data order depends on (seed, epoch) alone (:func:`m2s2l_edge.training.sampler.epoch_order`): step k of an
+  epoch uses the same ``batch`` clips whatever N is, process r taking the r-th contiguous slice of them
   (:class:`ShardSampler`). The union over processes of an epoch is the single-process epoch.
 * The two layers that couple the clips of a batch see the whole global batch: BatchNorm normalises with statistics
   over all processes (:class:`GlobalBatchNorm2d` on the CPU, where torch's SyncBatchNorm refuses to run;
@@ -127,7 +127,7 @@ class ShardSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def indices(self) -> list[int]:
-        from m2s2l_edge.train import epoch_order
+        from m2s2l_edge.training.sampler import epoch_order
 
         order = epoch_order(self.num_clips, self.seed, self.epoch)
         starts = (k * self.global_batch + self.rank * self.local for k in range(self.steps))
@@ -244,8 +244,8 @@ def sync_layers(model: nn.Module, device: str) -> int:
 
 @dataclass(frozen=True)
 class Distributed:
-    """What :func:`m2s2l_edge.train.train` needs from a process group: the wrap of the model, this process's clips,
-    the mean over processes of the logged loss terms, a barrier, and who writes."""
+    """What :func:`m2s2l_edge.training.trainer.train` needs from a process group: the wrap of the model, this process's
+    clips, the mean over processes of the logged loss terms, a barrier, and who writes."""
 
     env: DistEnv
     device: str

@@ -81,7 +81,7 @@ def python_scan_model(model):
     import onnx
     import onnx.helper as oh
 
-    from m2s2l_edge.deploy.onnx_graph import GraphInfo, is_scan_node
+    from m2s2l_edge.artifacts.onnx_graph import GraphInfo, is_scan_node
 
     out = onnx.ModelProto()
     out.CopyFrom(model)

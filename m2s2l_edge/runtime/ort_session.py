@@ -1,7 +1,7 @@
 """An ONNX Runtime session for an exported model: its metadata, execution providers, threads and optimisation level.
 
 Shared by the ONNX Runtime backend (``m2s2l_edge.runtime.onnxruntime_backend``) and the export's parity check
-(``m2s2l_edge.export.parity``), which must open a model exactly as deployment does without importing the runtime.
+(``m2s2l_edge.export.parity``), which must open a model exactly as deployment does.
 A plugin-flavour model's SelectiveScan nodes have no ONNX Runtime kernel (in deployment they run in the TensorRT
 plugin). Here they run as custom ops through onnxruntime-extensions (``ort_scan``) that call our C++ CPU scan kernel
 (the pure-PyTorch scan where the kernel cannot be built); ``OrtModel.scan_path`` says which, for the summaries.
@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2s2l_edge.deploy.metadata import ExportMetadata, read_metadata
+from m2s2l_edge.artifacts.metadata import ExportMetadata, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def open_session(
             )
         import onnx
 
-        from m2s2l_edge.deploy.ort_scan import python_scan_model, register_python_scan_ops
+        from m2s2l_edge.runtime.ort_scan import python_scan_model, register_python_scan_ops
 
         options.register_custom_ops_library(register_python_scan_ops())
         model = python_scan_model(onnx.load(str(path))).SerializeToString()

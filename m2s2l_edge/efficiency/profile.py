@@ -168,10 +168,10 @@ def time_forward(preset: str = "paper", *, resolution: int | None = None, batch:
     Rows: ``fp32 eager`` on every device; on CUDA also ``fp16 eager`` and ``fp16 cuda-graph`` (one forward captured
     on static buffers and replayed, which removes the launch overhead that dominates batch 1). Each row is
     ``{"mode", "latency": LatencyStats.as_dict()}``, timed with device synchronisation; the result follows
-    ``m2s2l_edge.benchmarking``'s schema (``format_summary`` prints it). Raises RuntimeError for a CUDA device that
-    PyTorch cannot see, ValueError for bad counts.
+    ``m2s2l_edge.efficiency.benchmarking``'s schema (``format_summary`` prints it). Raises RuntimeError for a CUDA
+    device that PyTorch cannot see, ValueError for bad counts.
     """
-    from m2s2l_edge.benchmarking import (
+    from m2s2l_edge.efficiency.benchmarking import (
         capture_cuda_graph,
         load_average,
         machine_info,

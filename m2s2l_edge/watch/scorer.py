@@ -2,9 +2,9 @@
 
 The model input is described by the backend itself (``evaluate.backend_geometry`` reads T and the resolution from
 its input spec; ``metadata`` gives λ and the normalisation), so a watch never hard-codes a preset. Frames are
-preprocessed by :func:`m2s2l_edge.data.preprocess_frame` and PSNRs computed by :func:`m2s2l_edge.scoring.psnr` and
-:func:`m2s2l_edge.losses.motion_target`, exactly the functions ``eval`` uses: for the same frames and backend the raw
-PSNRs agree to float rounding (a test checks it frame by frame).
+preprocessed by :func:`m2s2l_edge.data.preprocess_frame` and PSNRs computed by :func:`m2s2l_edge.scoring.terms.psnr`
+and :func:`m2s2l_edge.models.losses.motion_target`, exactly the functions ``eval`` uses: for the same frames and backend
+the raw PSNRs agree to float rounding (a test checks it frame by frame).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ModelInput:
 
 def model_input(backend) -> ModelInput:
     """The :class:`ModelInput` of ``backend``. Raises ValueError for a normalisation this pipeline does not apply."""
-    from m2s2l_edge.evaluate import backend_geometry
+    from m2s2l_edge.runtime.base import backend_geometry
 
     clip_len, size = backend_geometry(backend)
     meta = getattr(backend, "metadata", None) or {}
@@ -76,8 +76,9 @@ class ClipScorer:
         """One backend call for all ``clips``; raises RuntimeError when the backend fails (with its message)."""
         import torch
 
-        from m2s2l_edge.losses import motion_target
-        from m2s2l_edge.scoring import fused_psnr, psnr
+        from m2s2l_edge.models.losses import motion_target
+        from m2s2l_edge.scoring.terms import psnr
+        from m2s2l_edge.scoring.video import fused_psnr
 
         if not clips:
             return []

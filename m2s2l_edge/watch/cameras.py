@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2s2l_edge.watch.sources import SourceSpec, parse_source
+from m2s2l_edge.watch.feeds import SourceSpec, parse_source
 
 CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out")
 TOP_KEYS = ("cameras", "defaults")

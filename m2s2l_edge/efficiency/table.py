@@ -9,7 +9,7 @@ Counting convention (one library for every row, the same as ``m2s2l-edge profile
   times more for a strided layer. Not counted by that library, so not by us: element-wise operations, activations,
   normalisation, pooling, interpolation, softmax, ``torch.cdist`` (STD's cluster distances, 0.03 G) and embedding
   look-ups.
-- The selective scan (M²S²L, VADMamba) is counted by formula, 9·B·L·D·N per scan (``m2s2l_edge.profile``).
+- The selective scan (M²S²L, VADMamba) is counted by formula, 9·B·L·D·N per scan (``m2s2l_edge.efficiency.profile``).
 - ``paper_flops`` = macs + scan, what the paper's table calls FLOPs (a multiply-add is one FLOP); ``true_flops``
   = 2·macs + scan.
 - Counts run on PyTorch's meta device (shapes only, no arithmetic), at batch 1, on each method's own input.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m2s2l_edge.profile import GroupCount
+    from m2s2l_edge.efficiency.profile import GroupCount
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def count_component(comp: Component) -> GroupCount:
     """Parameters, MACs and scan FLOPs of one call of ``comp`` × its calls, on the meta device (no arithmetic)."""
     import torch
 
-    from m2s2l_edge.profile import GroupCount, count_module
+    from m2s2l_edge.efficiency.profile import GroupCount, count_module
 
     with torch.device("meta"):
         model = build_component(comp, scan_backend="op")  # the op backend is what the scan formula hooks
@@ -239,7 +239,7 @@ def count_component(comp: Component) -> GroupCount:
 
 def count_row(spec: RowSpec) -> GroupCount:
     """The row's counts in profile's record (one counting convention for every row)."""
-    from m2s2l_edge.profile import GroupCount
+    from m2s2l_edge.efficiency.profile import GroupCount
 
     total = GroupCount()
     for comp in spec.components:
@@ -266,7 +266,7 @@ def time_row(spec: RowSpec, cfg: TimingConfig) -> dict:
     GPU, as a CUDA-graph replay; FPS = frames scored per second."""
     import torch
 
-    from m2s2l_edge.benchmarking import capture_cuda_graph, synchronizer, time_callable
+    from m2s2l_edge.efficiency.benchmarking import capture_cuda_graph, synchronizer, time_callable
 
     dtype = torch.float16 if cfg.half else torch.float32
     on_cuda = cfg.device.startswith("cuda")
@@ -356,7 +356,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
     if timing.half and not timing.device.startswith("cuda"):
         raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment path)")
     if fps:
-        from m2s2l_edge.benchmarking import load_average
+        from m2s2l_edge.efficiency.benchmarking import load_average
 
         load_before = load_average()
     out_rows = []
@@ -378,7 +378,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
         "convention": {
             "macs": "torch.utils.flop_counter.FlopCounterMode, FLOPs / 2 (conv, linear, matmul)",
             "transposed_conv": "input positions × kernel volume × C_in × C_out / groups (FlopCounterMode's count)",
-            "scan": "9·B·L·D·N per selective scan (m2s2l_edge.profile.scan_flops)",
+            "scan": "9·B·L·D·N per selective scan (m2s2l_edge.efficiency.profile.scan_flops)",
             "paper_flops": "macs + scan (the paper's 'FLOPs': a multiply-add is one FLOP)",
             "true_flops": "2·macs + scan",
             "not_counted": "element-wise ops, activations, normalisation, pooling, interpolation, softmax, "
@@ -388,7 +388,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
         "date": datetime.date.today().isoformat(),
     }
     if fps:
-        from m2s2l_edge.benchmarking import load_average, machine_info
+        from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
 
         result["timing"] = {
             "device": timing.device, "precision": "fp16" if timing.half else "fp32", "batch": timing.batch,
@@ -453,7 +453,7 @@ def to_markdown(result: dict) -> str:
 
 
 def plot_table(result: dict, path: str | os.PathLike):
-    """The table as a picture (``m2s2l_edge.plots.plot_efficiency``)."""
-    from m2s2l_edge.plots import plot_efficiency
+    """The table as a picture (``m2s2l_edge.report.plots.plot_efficiency``)."""
+    from m2s2l_edge.report.plots import plot_efficiency
 
     return plot_efficiency(result, path)

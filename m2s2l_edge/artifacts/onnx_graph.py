@@ -1,5 +1,5 @@
 """Facts about an ONNX graph that the exporter (``m2s2l_edge.export.scan_onnx``) and the ONNX Runtime rewrite of
-SelectiveScan nodes (``m2s2l_edge.deploy.ort_scan``) both read: which nodes are scans, and each value's type and
+SelectiveScan nodes (``m2s2l_edge.runtime.ort_scan``) both read: which nodes are scans, and each value's type and
 static shape. ``onnx`` is imported inside the functions that need it.
 """
 

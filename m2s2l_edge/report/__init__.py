@@ -1,0 +1,1 @@
+"""What a run shows a person: the PNG plots of training, evaluation and the efficiency table."""
