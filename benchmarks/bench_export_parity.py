@@ -35,14 +35,14 @@ from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
 
 @contextlib.contextmanager
 def _scans_output_zero():
-    from m2s2l_edge.ops import dispatch
+    from m2s2l_edge.ops.kernels import KERNELS
 
-    real = dispatch._IMPLS["torch"]
-    dispatch._IMPLS["torch"] = lambda *args, **kwargs: torch.zeros_like(real(*args, **kwargs))
+    real = KERNELS["torch"]
+    KERNELS["torch"] = lambda *args, **kwargs: torch.zeros_like(real(*args, **kwargs))
     try:
         yield
     finally:
-        dispatch._IMPLS["torch"] = real
+        KERNELS["torch"] = real
 
 
 def scan_sensitivity(model, clips: torch.Tensor) -> float:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from m2s2l_edge.ops import BACKENDS, resolve_backend, selective_scan, selective_scan_ref
-from m2s2l_edge.ops.dispatch import differentiable_backend
+from m2s2l_edge.ops.kernels import differentiable_backend
 
 
 def make_inputs(batch, kd, k, n, length, *, dtype=torch.float64, z=True, bias=True, d=True, seed=0, dt_scale=0.5):
@@ -222,7 +222,7 @@ def test_auto_logs_its_choice_once(caplog):
 
 
 def _mamba_ssm_ready() -> str | None:
-    from m2s2l_edge.ops.dispatch import _mamba_ssm_fn
+    from m2s2l_edge.ops.kernels import _mamba_ssm_fn
 
     if not torch.cuda.is_available():
         return "needs a CUDA device"

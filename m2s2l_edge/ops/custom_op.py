@@ -20,11 +20,9 @@ OP_QUALNAME = "m2s2l::selective_scan"
 
 
 def _forward_impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> Tensor:
-    # Imported here: dispatch imports this module lazily, never the other way round at import time.
-    from m2s2l_edge.ops.dispatch import resolve_backend, selective_scan
+    from m2s2l_edge.ops.kernels import KERNELS, auto_backend
 
-    name = resolve_backend("auto", u.device)
-    return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend=name)
+    return KERNELS[auto_backend(u.device.type)](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 @torch.library.custom_op(OP_QUALNAME, mutates_args=())
@@ -60,13 +58,13 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_y):
-    from m2s2l_edge.ops.dispatch import differentiable_backend, selective_scan
+    from m2s2l_edge.ops.kernels import KERNELS, differentiable_backend
 
     saved = iter(ctx.saved_tensors)
     args = [next(saved).detach().requires_grad_(True) if p else None for p in ctx.present]
     backend = differentiable_backend(grad_y.device)
     with torch.enable_grad():
-        y = selective_scan(*args, delta_softplus=ctx.delta_softplus, backend=backend)
+        y = KERNELS[backend](*args, delta_softplus=ctx.delta_softplus)
         wrt = [a for a in args if a is not None]
         grads = iter(torch.autograd.grad(y, wrt, grad_y, allow_unused=True))
     return (*[next(grads) if p else None for p in ctx.present], None)

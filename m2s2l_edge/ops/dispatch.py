@@ -17,51 +17,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 
 import torch
 
-from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch
+from m2s2l_edge.ops.kernels import KERNELS, auto_backend, differentiable_backend
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm", "op")
 
 Tensor = torch.Tensor
-
-
-@functools.cache
-def _mamba_ssm_fn() -> Callable | None:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError:
-        return None
-    return selective_scan_fn
-
-
-def _mamba_ssm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
-    fn = _mamba_ssm_fn()
-    if fn is None:
-        raise RuntimeError("scan backend 'mamba_ssm' is not installed: pip install 'm2s2l-edge[mamba]' (needs CUDA)")
-    if not u.is_cuda:
-        raise RuntimeError("scan backend 'mamba_ssm' needs CUDA tensors; use backend='cpu' or 'torch' on the CPU")
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-
-
-def _cpu(*args, **kwargs):
-    from m2s2l_edge.ops import cpu_kernel
-
-    if not cpu_kernel.is_available():
-        raise RuntimeError(f"scan backend 'cpu' is unavailable: {cpu_kernel.unavailable_reason()}")
-    return cpu_kernel.selective_scan_cpu(*args, **kwargs)
-
-
-def _cuda(*args, **kwargs):
-    from m2s2l_edge.ops import cuda_backend
-
-    if not cuda_backend.is_available():
-        raise RuntimeError(f"scan backend 'cuda' is unavailable: {cuda_backend.unavailable_reason()}")
-    return cuda_backend.selective_scan_cuda(*args, **kwargs)
 
 
 def _op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
@@ -72,44 +37,9 @@ def _op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
     return torch.ops.m2s2l.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-_IMPLS: dict[str, Callable] = {
-    "ref": selective_scan_ref,
-    "torch": selective_scan_torch,
-    "cpu": _cpu,
-    "cuda": _cuda,
-    "mamba_ssm": _mamba_ssm,
-    "op": _op,
-}
-
-
 @functools.cache
 def _log_choice(backend: str, device_type: str) -> None:
     logger.info("selective scan: backend=%s on %s", backend, device_type)
-
-
-@functools.cache
-def _auto_backend(device_type: str) -> str:
-    if device_type == "cuda":
-        if _mamba_ssm_fn() is not None:
-            return "mamba_ssm"
-        from m2s2l_edge.ops import cuda_backend
-
-        return "cuda" if cuda_backend.is_available() else "torch"
-    if device_type == "cpu":
-        from m2s2l_edge.ops import cpu_kernel
-
-        if cpu_kernel.is_available():
-            return "cpu"
-        reason = cpu_kernel.unavailable_reason()
-        logger.warning("selective scan: C++ CPU kernel unavailable (%s); using 'torch'", reason)
-    return "torch"
-
-
-def differentiable_backend(device: torch.device | str) -> str:
-    """The fastest backend with a backward pass for tensors on ``device`` (the CUDA kernel is forward-only)."""
-    device_type = torch.device(device).type
-    name = _auto_backend(device_type)
-    return "torch" if name == "cuda" else name
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -121,7 +51,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
     device_type = torch.device(device).type
-    return _auto_backend(device_type) if backend == "auto" else backend
+    return auto_backend(device_type) if backend == "auto" else backend
 
 
 def selective_scan(
@@ -146,4 +76,5 @@ def selective_scan(
         name = resolve_backend(backend, u.device)
     if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
         _log_choice(name, u.device.type)
-    return _IMPLS[name](u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    impl = _op if name == "op" else KERNELS[name]
+    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

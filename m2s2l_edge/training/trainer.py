@@ -211,7 +211,7 @@ def _model_for_training(model_cfg: ModelConfig, device: str) -> ModelConfig:
     """The scan backend to train with: ``auto`` on CUDA may pick our forward-only kernel, so ask for one with a
     backward pass instead (the choice is stored in the checkpoint; evaluation picks its own backend)."""
     if device == "cuda" and model_cfg.scan_backend == "auto":
-        from m2s2l_edge.ops.dispatch import differentiable_backend
+        from m2s2l_edge.ops.kernels import differentiable_backend
 
         return model_cfg.replace(scan_backend=differentiable_backend("cuda"))
     return model_cfg
