@@ -35,11 +35,13 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.scoring.stream import NormalStats
     from m2s2l_edge.watch.calibration import Calibration, save
 
     calib = tmp_path / "calib.json"
-    save(Calibration(center=30.0, scale=0.5, threshold=0.42, false_alarms_per_hour=1.0, window=5, smoothing="mean",
-                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6,
+    save(Calibration(score="stream", score_config=get_score("stream"), stats=NormalStats(30.0, 0.5), threshold=1.42,
+                     false_alarms_per_hour=1.0, window=5, smoothing="mean", fps=25.0, count=100, stream_seconds=4.0,
                      sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",

@@ -210,7 +210,7 @@ def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, wr
     def watch_scores(backend) -> list:
         scores: list = []
         settings = WatchSettings(cameras=cameras_from_sources([str(video)]), options=WatchOptions(replay=True, batch=3))
-        summary = run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+        summary = run_watch(backend, settings, model_path=getattr(backend, "path", None),
                             on_score=scores.append)
         assert summary["stopped_by"] == "end of input"
         return scores

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
-from m2s2l_edge.watch.events import EventConfig, EventTracker, roi_mask, roi_psnr
+from m2s2l_edge.scoring.terms import region_psnr
+from m2s2l_edge.watch.events import EventConfig, EventTracker, roi_mask
 from m2s2l_edge.watch.faults import FaultConfig, FaultDetector
 from m2s2l_edge.watch.types import FrameScore
 
@@ -170,7 +171,7 @@ def test_config_validation_names_the_problem():
 
 def test_roi_outside_the_frame_is_refused_on_the_first_frame():
     cfg = EventConfig(rois=[[(10, 10), (70, 10), (70, 40)]], **RAW)
-    tracker = EventTracker("cam0", cfg, score_fn=lambda a, m: 0.0)
+    tracker = EventTracker("cam0", cfg, score_fn=lambda fs, mask: 0.0)
     with pytest.raises(ValueError, match=r"camera 'cam0': ROI 0 point \(70, 10\) lies outside the 64x48 frame"):
         tracker.update(frame_score(0, 0))
 
@@ -190,12 +191,13 @@ def test_roi_score_comes_from_the_error_map_inside_the_roi():
     full_mask = roi_mask(whole, err.shape, (48, 64))
     assert full_mask.all()
     fs = frame_score(0, 0, error_map=err)
-    assert roi_psnr(err, full_mask) == pytest.approx(fs.psnr_app, abs=1e-4), "whole-frame ROI = PSNR_app"
-    assert roi_psnr(err, roi_mask(bottom_left, err.shape, (48, 64))) == pytest.approx(30.0, abs=1e-3)
+    assert region_psnr(err, full_mask) == pytest.approx(fs.psnr_app, abs=1e-4), "whole-frame ROI = PSNR_app"
+    assert region_psnr(err, roi_mask(bottom_left, err.shape, (48, 64))) == pytest.approx(30.0, abs=1e-3)
 
     def events_with(polys):
         cfg = EventConfig(on=3.0, off=1.0, rois=polys, **{k: v for k, v in RAW.items()})
-        tracker = EventTracker("cam0", cfg, score_fn=lambda a, m: calibrated(a, m))
+        tracker = EventTracker("cam0", cfg,
+                               score_fn=lambda fs, mask: calibrated(region_psnr(fs.error_map, mask), fs.psnr_mot))
         calm = np.full((16, 16), 1e-3, np.float32)
         msgs = []
         for i in range(6):

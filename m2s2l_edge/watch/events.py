@@ -7,9 +7,10 @@ messages (plain dicts, the JSON schema in docs/WATCH_EVENTS.md). The state machi
     idle ──score ≥ on──▶ pending ──held ≥ off for min_duration_s──▶ active (start) ──score < off──▶ ended (end)
                            └──score < off before that: dropped (a short excursion, counted)      └─ cooldown_s ─▶ idle
 
-``score`` is the smoothed calibrated score (a moving average over ``smoothing_frames`` frames by default). With
-ROIs it is the largest ROI score (see :func:`roi_psnr`). While active, an ``update`` goes out when the peak has
-grown and ``update_interval_s`` has passed since the last message.
+``score`` is the smoothed calibrated score (a moving average over ``smoothing_frames`` frames by default, by the same
+:class:`~m2s2l_edge.scoring.stream.Smoother` the calibration fits its threshold with). With ROIs it is the largest
+ROI score (the calibration's score of the ROI's terms, :func:`m2s2l_edge.scoring.terms.region_terms`). While
+active, an ``update`` goes out when the peak has grown and ``update_interval_s`` has passed since the last message.
 
 Camera faults (:mod:`.faults`) use the same message layout and id scheme, through :class:`Lifecycle`.
 """
@@ -32,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from m2s2l_edge.scoring.stream import SMOOTHING, Smoother
+
 from .types import FrameScore, config_from_mapping
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
-SMOOTHING = ("mean", "median", "ema", "none")
 STATES = ("start", "update", "end")
 # Stream times are sums of frame periods (0.6 - 0.4 = 0.19999999999999996): durations compare with this slack.
 TIME_EPS = 1e-6
@@ -237,40 +239,6 @@ def roi_mask(poly: Polygon, map_shape: tuple[int, int], frame_shape: tuple[int, 
     return mask.astype(bool)
 
 
-def roi_psnr(error_map: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB) of the frame prediction inside ``mask``: 10·log10(1 / mean squared error over the ROI).
-
-    With a mask covering the whole map this is the frame's PSNR_app, since ``error_map`` is the per-pixel squared
-    error on [0, 1] frames whose mean gives PSNR_app.
-    """
-    mse = float(np.mean(error_map[mask], dtype=np.float64))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
-
-
-class _Smoother:
-    def __init__(self, kind: str, n: int) -> None:
-        self.kind = kind
-        self.n = n
-        self.window: deque[float] = deque(maxlen=n)
-        self.ema: float | None = None
-
-    def __call__(self, x: float) -> float:
-        if self.kind == "none":
-            return x
-        if self.kind == "ema":
-            alpha = 2.0 / (self.n + 1.0)
-            self.ema = x if self.ema is None else alpha * x + (1.0 - alpha) * self.ema
-            return self.ema
-        self.window.append(x)
-        if self.kind == "mean":
-            return float(np.mean(self.window))
-        return float(np.median(self.window))
-
-    def reset(self) -> None:
-        self.window.clear()
-        self.ema = None
-
-
 @dataclass
 class _Event:
     life: Lifecycle
@@ -304,6 +272,9 @@ class TrackerStats:
     frames_in_cooldown: int = 0
     skipped_nonfinite: int = 0
     media_errors: int = 0
+    frames_above_on: int = 0  # frames whose smoothed score reached the on level in force
+    peak_score: float | None = None  # the largest smoothed score seen
+    peak_frame: int | None = None
 
 
 class EventTracker:
@@ -314,8 +285,8 @@ class EventTracker:
     the camera went offline) and returns the last messages; the tracker can be used again afterwards.
 
     media_dir: folder for snapshots / clips (``--snapshots DIR``); None writes neither.
-    score_fn: ``(psnr_app, psnr_mot) -> calibrated score``, the calibration's own mapping; required with ROIs
-        (an ROI score is that mapping applied to the ROI's PSNR_app; see docs/WATCH_EVENTS.md).
+    score_fn: ``(frame_score, mask) -> calibrated score`` of the region ``mask`` (h, w) bool of the error map, the
+        calibration's own mapping applied to the region's terms; required with ROIs (docs/WATCH_EVENTS.md).
     """
 
     def __init__(
@@ -323,7 +294,7 @@ class EventTracker:
         camera: str,
         cfg: EventConfig | None = None,
         media_dir: str | os.PathLike | None = None,
-        score_fn: Callable[[float, float], float] | None = None,
+        score_fn: Callable[[FrameScore, np.ndarray], float] | None = None,
     ) -> None:
         self.camera = camera
         self.cfg = cfg or EventConfig()
@@ -334,7 +305,8 @@ class EventTracker:
         if self.media_dir is not None and not self.media_dir.is_dir():
             raise ValueError(f"snapshot folder {self.media_dir} does not exist")
         self.stats = TrackerStats()
-        self._smooth = _Smoother(self.cfg.smoothing, self.cfg.smoothing_frames)
+        self._smooth = Smoother(self.cfg.smoothing, self.cfg.smoothing_frames)
+        self.smoothed: float | None = None  # the last frame's smoothed score (None before the first, or skipped)
         self._event: _Event | None = None
         self._cooldown_until = -math.inf
         self._last_time: float | None = None
@@ -366,7 +338,7 @@ class EventTracker:
             self._masks[key] = [roi_mask(p, fs.error_map.shape, (fh, fw)) for p in self.cfg.rois]
         best, where = -math.inf, None
         for i, mask in enumerate(self._masks[key]):
-            s = float(self.score_fn(roi_psnr(fs.error_map, mask), fs.psnr_mot))
+            s = float(self.score_fn(fs, mask))
             if s > best:
                 best, where = s, i
         return best, where
@@ -387,14 +359,19 @@ class EventTracker:
         self._remember_frame(fs)
 
         raw, roi = self.frame_score(fs)
+        self.smoothed = None
         if math.isnan(raw):
             self.stats.skipped_nonfinite += 1
             if not self._warned_nonfinite:
                 logger.warning("camera %s: non-finite score at frame %d skipped", self.camera, fs.frame_index)
                 self._warned_nonfinite = True
             return out
-        score = self._smooth(raw)
+        score = self.smoothed = self._smooth(raw)
         on, off = self.cfg.levels(fs.threshold)
+        if score >= on:
+            self.stats.frames_above_on += 1
+        if self.stats.peak_score is None or score > self.stats.peak_score:
+            self.stats.peak_score, self.stats.peak_frame = float(score), int(fs.frame_index)
         now = moment(fs.frame_index, fs.stream_time, fs.wall_time)
         point = dict(
             now,

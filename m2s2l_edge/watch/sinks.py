@@ -36,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, runtime_checkable
 
+from m2s2l_edge.scoring.terms import TERMS
+
 from .events import SCHEMA, iso_time
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,56 @@ class JsonlSink:
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
                 self._fh.close()
+
+
+class ScoreTable:
+    """``--scores FILE|-``: one CSV row per scored frame, in the column names of ``eval``'s per-frame table
+    (:data:`m2s2l_edge.scoring.terms.FRAME_COLUMNS`) plus the camera, the stream time, the unsmoothed calibrated score
+    (``raw_score``; ``score`` is the smoothed one the threshold applies to), the threshold in force (empty while a
+    camera calibrates itself) and whether an event is open. A file is written anew by each run."""
+
+    COLUMNS = ("camera", "frame", "stream_time", *TERMS, "fused_psnr", "raw_score", "score", "threshold",
+               "event_open")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.rows = 0
+        if self.path == "-":
+            self._fh: IO[str] = sys.stdout
+            self._own = False
+        else:
+            try:
+                self._fh = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise ValueError(f"cannot write --scores {self.path}: {e.strerror or e}") from None
+            self._own = True
+        self._fh.write(",".join(self.COLUMNS) + "\n")
+
+    def write(self, fs, smoothed: float | None, threshold: float | None, event_open: bool) -> None:
+        """One row for the frame score ``fs`` (a :class:`~m2s2l_edge.watch.types.FrameScore`), its smoothed score
+        (None: not smoothed) and the threshold in force (None: none yet)."""
+        threshold = "" if threshold is None else f"{threshold:.6f}"
+        score = fs.score if smoothed is None else smoothed
+        cells = [_csv_cell(fs.camera), str(int(fs.frame_index)), f"{fs.stream_time:.6f}",
+                 *(f"{fs.terms[k]:.6f}" if k == "change" else f"{fs.terms[k]:.4f}" for k in TERMS),
+                 f"{fs.fused:.4f}", f"{fs.score:.6f}", f"{score:.6f}", threshold, "1" if event_open else "0"]
+        self._fh.write(",".join(cells) + "\n")
+        self.rows += 1
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.flush()
+        if self._own:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
 # ---------------------------------------------------------------------------------------------------- webhook
