@@ -407,8 +407,8 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
-def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarray], eval_dir: Path, *, fps: float,
-             clip_len: int, window: int) -> dict:
+def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarray], eval_scores: list | None, *,
+             fps: float, clip_len: int, window: int) -> dict:
     """Event- and frame-level figures of one model's live run (see the protocol note above ``LIVE_TRAIN``)."""
     names, labels, starts, kinds = stream["names"], stream["labels"], stream["starts"], stream["kinds"]
     grace = clip_len + window
@@ -446,7 +446,6 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
     by_frame = dict(zip(frame.tolist(), score.tolist(), strict=True))
     w_scores = [np.array([by_frame[int(starts[v]) + f] for f in range(clip_len, len(lab))])
                 for v, lab in enumerate(labels)]
-    e_scores = [np.load(eval_dir / "scores" / f"{n}.npy") for n in names]
     kept = [np.asarray(lab)[clip_len:] for lab in labels]
     return {
         "segments": len(segments), "detected": len(hits),
@@ -459,7 +458,7 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
         "normal_hours": hours, "false_events_per_hour": len(false_events) / hours if hours else None,
         "median_delay_s": float(np.median(delays)) if delays else None,
         "auc_watch": frame_aucs(names, kept, w_scores, kinds),
-        "auc_eval": frame_aucs(names, kept, e_scores, kinds),
+        "auc_eval": None if eval_scores is None else frame_aucs(names, kept, eval_scores, kinds),
     }
 
 
@@ -496,7 +495,8 @@ def cmd_live(args) -> dict:
             cal = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             events = [json.loads(x) for x in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
-            row = live_row(stream, events, _read_csv(out / "scores.csv"), out / "eval", fps=fps,
+            eval_scores = [np.load(out / "eval" / "scores" / f"{n}.npy") for n in stream["names"]]
+            row = live_row(stream, events, _read_csv(out / "scores.csv"), eval_scores, fps=fps,
                            clip_len=summary["model"]["clip_len"], window=cal["window"])
             result = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
             row.update(build=k, data=str(data), seed=seed, weights=str(weights), score=args.score,
