@@ -373,6 +373,18 @@ def _build_streams(data: Path, work: Path, fps: float) -> dict:
             "kinds": {v["name"]: v["kind"] for v in meta["test_videos"]}}
 
 
+def _training_digest(data: Path) -> str:
+    """sha256 over a build's training frames: builds with the same training frames (every build of this set: they
+    differ only in their test videos) train the same model for a seed, so it is trained once."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((data / "training").rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(data)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _cli(*args, log: Path) -> None:
     """One m2s2l-edge command, as a user runs it; its output kept in ``log``."""
     import subprocess
@@ -469,17 +481,20 @@ def cmd_live(args) -> dict:
 
     fps = args.fps
     rows = []
+    trained: dict[tuple[str, int], Path] = {}  # (training frames' digest, seed) → the run that trained it
     for k, data in enumerate(args.data):
+        digest = _training_digest(data)
         build = args.work / f"b{k}"
         stream = _build_streams(data, build, fps)
         for seed in args.seeds:
             run = args.work / f"b{k}_s{seed}"
             log = run / "live.log"
-            weights = run / "last.pt"
             run.mkdir(parents=True, exist_ok=True)
+            weights = trained.get((digest, seed), run) / "last.pt"
             if not weights.is_file():
                 _cli("train", "--data", data, "--dataset", "custom", "--preset", args.preset, "--epochs", args.epochs,
                      "--seed", seed, "--out", run, "--overwrite", log=log)
+            trained.setdefault((digest, seed), weights.parent)
             out = run / f"live_{args.score}"
             out.mkdir(exist_ok=True)
             tic = time.perf_counter()

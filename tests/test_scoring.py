@@ -124,8 +124,8 @@ def test_stream_score_is_per_frame_and_does_each_step_of_patch_causally():
     probe = _terms([c - 10 * stats.scale, c + 10 * stats.scale, c, c, c], [0.02, 0.02, 0.06, 0.0, 0.02])
     bad, easy, fast, stalled, typical = calibrated_scores(probe, stats, cfg)
     w = cfg.motion_weight
-    assert bad == pytest.approx((1 - w) * (10 - stats.floor), rel=1e-6)  # worst window 10 σ below normal
-    assert easy == pytest.approx(0.0, abs=1e-9)  # floored: better than normal is not anomalous
+    assert bad == pytest.approx((1 - w) * 10, rel=1e-6)  # worst window 10 σ below normal
+    assert easy == pytest.approx(-(1 - w) * 10, rel=1e-6)  # 10 σ better than normal: as far below 0
     assert fast == pytest.approx(w * 0.04 / stats.change_scale, rel=1e-6)  # two-sided motion term, above ...
     assert stalled >= (1 - w) * cfg.stall_score  # ... and below normal; a stall scores stall_score
     assert typical == pytest.approx(0.0, abs=1e-9)

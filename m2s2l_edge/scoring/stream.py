@@ -10,11 +10,13 @@ same way, by the calibration when it fits a threshold.
 Two scores (``ScoreConfig.method``):
 
 * ``paper`` — the published terms: score = (median − fused) / scale of the λ-fused frame PSNR;
-* ``stream`` — everything of ``eval``'s ``patch`` score that can be done causally: the worst window's PSNR
-  (``patch_fraction``), floored at the normal footage's ``floor_quantile`` (below it 0, as ``patch`` floors each
-  video at its median), a stalled frame (change below ``stall_ratio`` × the normal change) scored as
-  ``stall_score`` robust σ, and a two-sided motion term |change − c₀| / its normal spread with weight
-  ``motion_weight``, c₀ the training footage's median frame change stored in the model.
+* ``stream`` — what ``eval``'s ``patch`` score does that can be done frame by frame: the worst window's PSNR
+  (``patch_fraction``) against the normal footage's median and robust σ, a stalled frame (change below
+  ``stall_ratio`` × the normal change) scored as ``stall_score`` robust σ, and a two-sided motion term
+  |change − c₀| / its normal spread with weight ``motion_weight``, c₀ the training footage's median frame change
+  stored in the model. ``patch``'s median floor is left out: on the validation set (build 0) flooring the calibrated
+  appearance term at the normal median lowered the stream's frame AUC (0.872 against 0.891 over the four held-out
+  kinds) and changed no detection (benchmarks/RESULTS.md, "Live detection").
 """
 
 from __future__ import annotations
@@ -42,28 +44,22 @@ def robust_scale(x: np.ndarray, center: float, floor: float) -> float:
 class NormalStats:
     """What a camera's normal footage says about its terms (all a calibrated score needs besides its ScoreConfig).
 
-    center / scale: median and robust σ of the score's fused PSNR (dB); floor: the appearance term's
-    ``floor_quantile`` over the footage (0 where the score has no floor); change_ref: the normal frame change c₀
-    (the model's stored one, else the footage's median); change_scale: robust spread of |change − c₀| over the
-    footage ([-1, 1] units).
+    center / scale: median and robust σ of the score's fused PSNR (dB); change_ref: the normal frame change c₀ (the
+    model's stored one, else the footage's median); change_scale: robust spread of |change − c₀| over the footage
+    ([-1, 1] units).
     """
 
     center: float
     scale: float
-    floor: float = 0.0
     change_ref: float = 0.0
     change_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("center", "scale", "floor", "change_ref", "change_scale"):
+        for name in ("center", "scale", "change_ref", "change_scale"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not (self.scale > 0 and self.change_scale > 0):
             raise ValueError(f"scale and change_scale must be > 0, got {self.scale}, {self.change_scale}")
-
-
-def _appearance(terms: dict, stats: NormalStats, cfg) -> np.ndarray:
-    return (stats.center - score_fused(terms, cfg)) / stats.scale
 
 
 def fit_stats(terms: dict[str, np.ndarray], cfg, normal_change: float | None = None) -> NormalStats:
@@ -73,24 +69,18 @@ def fit_stats(terms: dict[str, np.ndarray], cfg, normal_change: float | None = N
     if fused.size == 0 or not np.all(np.isfinite(fused)):
         raise ValueError("normal footage gave no finite PSNR to calibrate on")
     center = float(np.median(fused))
-    stats = NormalStats(center, robust_scale(fused, center, SCALE_FLOOR_DB))
-    floor = 0.0
-    if cfg.floor_quantile > 0:
-        floor = float(np.quantile(_appearance(terms, stats, cfg), cfg.floor_quantile))
     change = np.asarray(terms["change"], dtype=np.float64)
     ref = float(np.median(change)) if normal_change is None else float(normal_change)
     spread = robust_scale(np.abs(change - ref), 0.0, CHANGE_SCALE_FLOOR)
-    return NormalStats(center, stats.scale, floor, ref, spread)
+    return NormalStats(center, robust_scale(fused, center, SCALE_FLOOR_DB), ref, spread)
 
 
 def calibrated_scores(terms: dict[str, np.ndarray], stats: NormalStats, cfg) -> np.ndarray:
     """Calibrated score of each frame from its own terms only (each term (N,) → (N,)); see the module docstring."""
-    a = _appearance(terms, stats, cfg)
+    a = (stats.center - score_fused(terms, cfg)) / stats.scale
     if cfg.method == "paper":
         return a
     change = np.asarray(terms["change"], dtype=np.float64)
-    if cfg.floor_quantile > 0:
-        a = np.maximum(a - stats.floor, 0.0)
     if cfg.stall_ratio > 0:
         a = np.where(change < cfg.stall_ratio * stats.change_ref, max(cfg.stall_score, 0.0), a)
     if cfg.motion_weight > 0:

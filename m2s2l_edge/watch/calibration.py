@@ -16,12 +16,13 @@ tracker also requires ``min_duration_s`` above the level and a cooldown between 
 such footage is at most r.
 
 Footage too short to count r per hour (fewer than ``MIN_CROSSINGS`` expected, i.e. shorter than 3/r hours) gets a
-warning saying so and how long it would have to be; the crossing rate is then extrapolated: log(crossings per hour)
-is fitted linearly in the level over the upper tail where it is well counted (Rice's formula makes it close to
-straight for Gaussian-like scores) and solved for r. The result lies between the footage's own largest smoothed
-score (footage shorter than one expected false alarm should raise none) and that maximum plus
-``EXTRAPOLATION_REACH`` × its distance from the median (a short or flat tail must not extrapolate to a level no score
-can reach), and never below ``MIN_THRESHOLD`` (one robust σ).
+warning saying so and how long it would have to be; the crossing rate is then extrapolated from the tail (peaks over
+a threshold: above the footage's 90th percentile u the excess is taken as exponential, its scale β the mean excess,
+and the rate at level x as rate(u)·exp(−(x − u)/β), solved for r; on simulated Gaussian, Laplace and floored scores
+this meets r in the median, where fitting log(rate) linearly overshot it tenfold). The result lies between the
+footage's own largest smoothed score (footage shorter than one expected false alarm should raise none) and that maximum
+plus ``EXTRAPOLATION_REACH`` × its distance from the median (a short or flat tail must not extrapolate to a level no
+score can reach), and never below ``MIN_THRESHOLD`` (one robust σ).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ FORMAT = "m2s2l-edge-calibration/2"
 OLD_FORMATS = ("m2s2l-edge-calibration/1",)
 MIN_THRESHOLD = 1.0
 MIN_CROSSINGS = 3  # counts below this are too noisy to read a rate from
+TAIL_QUANTILE = 0.9  # where the tail a short footage's threshold is extrapolated from begins
 EXTRAPOLATION_REACH = 2.0  # an extrapolated threshold lies at most this many (max − median) above the footage's max
 RECOMMENDED_MINUTES = 10  # what the docs ask for: enough for the rate's tail to be fitted from well-counted levels
 # The smoothing the threshold assumes: the event tracker's own default, read from it so the two never disagree.
@@ -240,22 +242,23 @@ def threshold_for_rate(smoothed: np.ndarray, fps: float, false_alarms_per_hour: 
                    f"hour ({_duration(counting_seconds(false_alarms_per_hour))} would count it; at least "
                    f"{RECOMMENDED_MINUTES} min are recommended): the threshold is extrapolated from the footage's "
                    "tail and the false-alarm rate is not guaranteed")
-        # Fit log(crossing rate) against the level over the well-counted upper range (a Gaussian or exponential
-        # tail is close to straight there) and solve for the target.
-        fit_at = (counts >= MIN_CROSSINGS) & (levels >= np.quantile(s, 0.9))
-        if np.count_nonzero(fit_at) >= 3 and np.ptp(levels[fit_at]) > 0:
-            slope, intercept = np.polyfit(levels[fit_at], np.log(rates[fit_at]), 1)
-        else:
-            slope, intercept = 0.0, 0.0
-        if slope < 0:
-            value = float((math.log(false_alarms_per_hour) - intercept) / slope)
-            method = (f"extrapolated: log(crossings per hour) fitted linearly in the level over "
-                      f"{np.count_nonzero(fit_at)} levels of {_duration(seconds)} of footage, solved for "
-                      f"{false_alarms_per_hour:g} per hour")
+        # Peaks over a threshold: above u (the footage's 90th percentile) the excess of a Gaussian-like or
+        # exponential-like score is close to exponential, so the up-crossing rate falls as exp(−(x − u) / β) with β
+        # the mean excess over u (a stable estimate from a few dozen frames, where a fitted slope is not); solved for
+        # the target rate from u's counted rate.
+        u = float(np.quantile(s, TAIL_QUANTILE))
+        excess = s[s > u] - u
+        rate_u = float(upcrossings(s, np.array([u]))[0]) / hours
+        if excess.size >= MIN_CROSSINGS and excess.mean() > 0 and rate_u > 0:
+            beta = float(excess.mean())
+            value = u + beta * max(math.log(rate_u / false_alarms_per_hour), 0.0)
+            method = (f"extrapolated: exponential tail above the footage's {TAIL_QUANTILE:g} quantile ({u:.3g}, "
+                      f"crossed {rate_u:.0f} times per hour, mean excess {beta:.3g}) of {_duration(seconds)} of "
+                      f"footage, solved for {false_alarms_per_hour:g} per hour")
         else:
             q90, q99 = np.quantile(s, [0.9, 0.99])
             value = float(q99 + 2.0 * max(q99 - q90, 0.05))
-            method = "extrapolated: too few crossings to fit; q99 + 2·(q99 − q90) of the smoothed score"
+            method = "extrapolated: too little tail to fit; q99 + 2·(q99 − q90) of the smoothed score"
         top, middle = float(s.max()), float(np.median(s))
         reach = top + EXTRAPOLATION_REACH * max(top - middle, 0.0)
         if value < top:
