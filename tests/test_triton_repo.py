@@ -69,7 +69,7 @@ def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_p
     assert py.parameters["m2s2l.threads"].string_value == "2"
     assert "m2s2l.python_scan" not in py.parameters
     assert (repo / tr.PYTHON_MODEL / "1" / "model.py").is_file()
-    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 0.42
+    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 1.42
     assert os.access(repo / tr.SERVER_SCRIPT, os.X_OK)
     assert not (repo / tr.TENSORRT_MODEL).exists()
 

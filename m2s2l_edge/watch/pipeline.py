@@ -57,6 +57,7 @@ class WatchOptions:
     queue_clips: int = 8
     score: str = DEFAULT_SCORE
     threshold: float | None = None
+    self_calibrate: bool = True  # False (calibrate's own replay): an uncalibrated camera only yields its terms
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -148,6 +149,8 @@ class CameraScorer:
 
     def score(self, terms: dict[str, float], fps: float | None) -> tuple[float, float]:
         """(calibrated score, threshold) of one frame from its terms."""
+        if self.calibration is None and not self.options.self_calibrate:
+            return 0.0, WARMUP_THRESHOLD
         if self.calibration is None:
             self._fps = fps or self._fps
             for k in TERMS:
@@ -507,7 +510,8 @@ def calibrate_footage(
         for k in TERMS:
             terms[fs.camera][k].append(fs.terms[k])
 
-    watch = Watch(backend, cameras, WatchOptions(stride=stride, replay=True, batch=batch, score=score),
+    options = WatchOptions(stride=stride, replay=True, batch=batch, score=score, self_calibrate=False)
+    watch = Watch(backend, cameras, options,
                   scoring=scoring, on_score=collect, on_batch=on_batch)
     watch.run()
     fps_values = {c: r.capture.fps for c, r in watch.cameras.items() if r.capture.fps}
