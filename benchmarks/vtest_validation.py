@@ -433,6 +433,11 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
     for m in events:
         if m.get("kind") == "anomaly" and m["id"] in starts_msgs:
             spans[m["id"]] = (m["first"]["frame"], max(spans.get(m["id"], (0, -1))[1], m["last"]["frame"]))
+    by_frame = dict(zip(watch_scores["frame"].astype(int).tolist(), watch_scores["score"].astype(float).tolist(),
+                        strict=True))
+    peaks: dict[str, list[float]] = {}  # the largest smoothed score within each segment and its grace, per kind
+    for s0, s1, kind in segments:
+        peaks.setdefault(kind, []).append(max(by_frame.get(f, -np.inf) for f in range(s0, s1 + grace + 1)))
     hits: dict[int, list[float]] = {}
     false_events, cut_events = [], []
     for eid, (a, b) in spans.items():
@@ -453,9 +458,6 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
     four = [i for i, seg in enumerate(segments) if seg[2] in HELD_OUT_KINDS]
     # Frame AUCs, one function for both: watch's calibrated smoothed score and eval's per-video score, on the frames
     # eval scores (frames T.. of each video).
-    frame = watch_scores["frame"].astype(int)
-    score = watch_scores["score"].astype(float)
-    by_frame = dict(zip(frame.tolist(), score.tolist(), strict=True))
     w_scores = [np.array([by_frame[int(starts[v]) + f] for f in range(clip_len, len(lab))])
                 for v, lab in enumerate(labels)]
     kept = [np.asarray(lab)[clip_len:] for lab in labels]
@@ -469,9 +471,55 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
         "false_events": len(false_events), "false_event_frames": false_events, "cut_events": len(cut_events),
         "normal_hours": hours, "false_events_per_hour": len(false_events) / hours if hours else None,
         "median_delay_s": float(np.median(delays)) if delays else None,
+        "segment_peak_median": {k: float(np.median(v)) for k, v in peaks.items()},
+        "normal_peak": float(max((by_frame[f] for f in np.flatnonzero(normal) if f in by_frame), default=np.nan)),
         "auc_watch": frame_aucs(names, kept, w_scores, kinds),
         "auc_eval": None if eval_scores is None else frame_aucs(names, kept, eval_scores, kinds),
     }
+
+
+def live_markdown(rows: list[dict]) -> str:
+    """The live table for RESULTS.md: one row per build and seed, then each build's totals over its seeds."""
+    head = ("| build | seed | threshold | segments detected (all / four kinds) | per kind | false events (normal h) | "
+            "false / h | cut events | median delay s | frame AUC watch all / four | frame AUC eval all / four |")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+
+    def cells(r: dict) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in r["per_kind"].items())
+        fph = "–" if r["false_events_per_hour"] is None else f"{r['false_events_per_hour']:.0f}"
+        delay = "–" if r["median_delay_s"] is None else f"{r['median_delay_s']:.1f}"
+        return (f"{r['threshold']:.2f} | {r['detected']}/{r['segments']} / {r['detected_four_kinds']}/"
+                f"{r['segments_four_kinds']} | {kinds} | {r['false_events']} ({r['normal_hours']:.3f}) | {fph} | "
+                f"{r['cut_events']} | {delay} | {r['auc_watch']['all']:.3f} / {r['auc_watch']['four_kinds']:.3f} | "
+                f"{r['auc_eval']['all']:.3f} / {r['auc_eval']['four_kinds']:.3f} |")
+
+    for r in rows:
+        lines.append(f"| {r['build']} | {r['seed']} | {cells(r)}")
+    for build in dict.fromkeys(r["build"] for r in rows):
+        mine = [r for r in rows if r["build"] == build]
+        det, seg = sum(r["detected"] for r in mine), sum(r["segments"] for r in mine)
+        det4, seg4 = sum(r["detected_four_kinds"] for r in mine), sum(r["segments_four_kinds"] for r in mine)
+        fe, hours = sum(r["false_events"] for r in mine), sum(r["normal_hours"] for r in mine)
+        recall = f"**{det}/{seg} = {det / seg:.2f} / {det4}/{seg4} = {det4 / seg4:.2f}**"
+        lines.append(f"| **{build}** | all | | {recall} | | "
+                     f"{fe} ({hours:.3f}) | {fe / hours:.0f} | {sum(r['cut_events'] for r in mine)} | | "
+                     f"{np.mean([r['auc_watch']['all'] for r in mine]):.3f} / "
+                     f"{np.mean([r['auc_watch']['four_kinds'] for r in mine]):.3f} | "
+                     f"{np.mean([r['auc_eval']['all'] for r in mine]):.3f} / "
+                     f"{np.mean([r['auc_eval']['four_kinds'] for r in mine]):.3f} |")
+    return "\n".join(lines)
+
+
+def _run_live(args, model: list, data: Path, build: Path, out: Path, log: Path) -> None:
+    """The three commands of one live run, as a user types them."""
+    _cli("calibrate", *model, "--score", args.score, "--source", build / LIVE_TRAIN, "--out",
+         out / "cam.calib.json", "--overwrite", "--json", out / "calibration.json", log=log)
+    (out / "events.jsonl").unlink(missing_ok=True)
+    _cli("watch", *model, "--score", args.score, "--calibration", out / "cam.calib.json", "--source",
+         build / LIVE_STREAM, "--replay", "--events", out / "events.jsonl", "--scores", out / "scores.csv",
+         "--json", out / "summary.json", log=log)
+    _cli("eval", *model, "--data", data, "--dataset", "custom", "--labels", data / "frame_labels.npy",
+         "--out", out / "eval", "--overwrite", "--no-plots", log=log)
 
 
 def cmd_live(args) -> dict:
@@ -499,14 +547,8 @@ def cmd_live(args) -> dict:
             out.mkdir(exist_ok=True)
             tic = time.perf_counter()
             model = ["--weights", weights, "--threads", args.threads]
-            _cli("calibrate", *model, "--score", args.score, "--source", build / LIVE_TRAIN, "--out",
-                 out / "cam.calib.json", "--overwrite", "--json", out / "calibration.json", log=log)
-            (out / "events.jsonl").unlink(missing_ok=True)
-            _cli("watch", *model, "--score", args.score, "--calibration", out / "cam.calib.json", "--source",
-                 build / LIVE_STREAM, "--replay", "--events", out / "events.jsonl", "--scores", out / "scores.csv",
-                 "--json", out / "summary.json", log=log)
-            _cli("eval", *model, "--data", data, "--dataset", "custom", "--labels", data / "frame_labels.npy",
-                 "--out", out / "eval", "--overwrite", "--no-plots", log=log)
+            if not (args.reanalyse and (out / "eval" / "results.json").is_file()):
+                _run_live(args, model, data, build, out, log)
             cal = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             events = [json.loads(x) for x in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -523,7 +565,9 @@ def cmd_live(args) -> dict:
                 row["segments_four_kinds"], row["false_events"], row["normal_hours"], row["cut_events"],
                 row["auc_watch"]["all"], row["auc_eval"]["all"])
             rows.append(row)
-    return {"score": args.score, "fps": fps, "rows": rows}
+    table = live_markdown(rows)
+    print(table, file=sys.stderr)
+    return {"score": args.score, "fps": fps, "rows": rows, "markdown": table}
 
 
 def main(argv=None) -> int:
@@ -560,6 +604,8 @@ def main(argv=None) -> int:
     li.add_argument("--score", default="stream", help="the watch / calibrate score (stream or paper)")
     li.add_argument("--fps", type=float, default=10.0, help="vtest.avi's frame rate")
     li.add_argument("--threads", type=int, default=1)
+    li.add_argument("--reanalyse", action="store_true",
+                    help="read the outputs an earlier run left in --work instead of running the commands again")
     for p in (b, s, e, d, a, li):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)

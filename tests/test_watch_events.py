@@ -463,3 +463,20 @@ def test_annotated_video_refuses_bad_outputs(tmp_path):
         AnnotatedVideo(tmp_path / "v.gif", fps=10)
     with pytest.raises(ValueError, match="fps must be > 0"):
         AnnotatedVideo(tmp_path / "v.mp4", fps=0)
+
+
+def test_one_roi_parser_and_one_bounds_check_for_yaml_and_events():
+    """A camera's YAML ``roi`` and an ``events: rois`` entry go through the same parser (same shapes, same bounds)."""
+    from m2s2l_edge.watch.cameras import _roi
+    from m2s2l_edge.watch.events import check_rois_fit, parse_rois
+
+    bare = [[0, 0], [10, 0], [10, 5]]
+    assert _roi(bare, "roi") == parse_rois(bare) == parse_rois([bare]) == (((0.0, 0.0), (10.0, 0.0), (10.0, 5.0)),)
+    for bad, text in (([[0, 0], [-1, 0], [10, 5]], "finite numbers >= 0"), ([[0, 0], [5, 0], [10, 0]], "zero area"),
+                      ([[0, 0], [5, 0]], "at least 3")):
+        with pytest.raises(ValueError, match=text):
+            parse_rois([bad])
+        with pytest.raises(ValueError, match=f"cameras.gate: roi: .*{text}"):
+            _roi([bad], "cameras.gate: roi")
+    with pytest.raises(ValueError, match=r"camera 'gate': ROI 0 point \(10, 0\) lies outside the 8x8 frame"):
+        check_rois_fit(parse_rois(bare), 8, 8, "gate")

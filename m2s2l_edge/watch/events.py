@@ -168,7 +168,7 @@ class EventConfig:
             raise ValueError(f"clip_width must be an integer >= 16, got {self.clip_width!r}")
         if not isinstance(self.max_clip_frames, int) or self.max_clip_frames < 1:
             raise ValueError(f"max_clip_frames must be an integer >= 1, got {self.max_clip_frames!r}")
-        object.__setattr__(self, "rois", _parse_rois(self.rois))
+        object.__setattr__(self, "rois", parse_rois(self.rois))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> EventConfig:
@@ -185,21 +185,32 @@ class EventConfig:
 
     def check_frame(self, width: int, height: int, camera: str = "") -> None:
         """ValueError when an ROI point lies outside a ``width`` × ``height`` frame."""
-        who = f"camera {camera!r}: " if camera else ""
-        for i, poly in enumerate(self.rois):
-            for x, y in poly:
-                if not (0 <= x <= width and 0 <= y <= height):
-                    raise ValueError(
-                        f"{who}ROI {i} point ({x:g}, {y:g}) lies outside the {width}x{height} frame "
-                        f"(x must be in 0..{width}, y in 0..{height})"
-                    )
+        check_rois_fit(self.rois, width, height, camera)
 
 
-def _parse_rois(rois: Any) -> tuple[Polygon, ...]:
+def check_rois_fit(rois: Sequence[Polygon], width: int, height: int, camera: str = "") -> None:
+    """ValueError when a point of an ROI lies outside a ``width`` × ``height`` frame: the one bounds check (a camera's
+    YAML ROIs on its first frame, the tracker on every new frame size)."""
+    who = f"camera {camera!r}: " if camera else ""
+    for i, poly in enumerate(rois):
+        for x, y in poly:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(
+                    f"{who}ROI {i} point ({x:g}, {y:g}) lies outside the {width}x{height} frame "
+                    f"(x must be in 0..{width}, y in 0..{height})"
+                )
+
+
+def parse_rois(rois: Any) -> tuple[Polygon, ...]:
+    """ROIs from YAML / JSON: a list of polygons, or one polygon, each at least 3 [x, y] points of finite numbers >= 0
+    enclosing an area → a tuple of polygons of (x, y) floats (the one ROI parser: ``--config`` and ``events:``)."""
     if rois is None:
         return ()
     if not isinstance(rois, Sequence) or isinstance(rois, str):
         raise ValueError("rois must be a list of polygons, each a list of [x, y] points")
+    if rois and all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2
+                    and all(isinstance(c, int | float) for c in p) for p in rois):
+        rois = [rois]  # one polygon given bare
     out = []
     for i, poly in enumerate(rois):
         if not isinstance(poly, Sequence) or isinstance(poly, str) or len(poly) < 3:
@@ -210,9 +221,11 @@ def _parse_rois(rois: Any) -> tuple[Polygon, ...]:
                 not isinstance(p, Sequence)
                 or isinstance(p, str)
                 or len(p) != 2
-                or not all(isinstance(c, int | float) and math.isfinite(c) for c in p)
+                or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
+                           for c in p)
             ):
-                raise ValueError(f"ROI {i}: every point must be [x, y] with finite numbers, got {p!r}")
+                raise ValueError(f"ROI {i}: every point must be [x, y] with finite numbers >= 0 (source pixels), "
+                                 f"got {p!r}")
             pts.append((float(p[0]), float(p[1])))
         xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
         area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))

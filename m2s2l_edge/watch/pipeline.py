@@ -26,8 +26,9 @@ from m2s2l_edge.scoring.stream import calibrated_scores, fit_stats
 from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
-from m2s2l_edge.watch.cameras import CameraConfig, check_roi_fits
+from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
+from m2s2l_edge.watch.events import check_rois_fit
 from m2s2l_edge.watch.scorer import ClipScorer, RawScore, resolve_scoring
 from m2s2l_edge.watch.types import CameraStatus, FrameScore
 
@@ -411,11 +412,11 @@ class Watch:
     def _check_rois(self) -> None:
         for run in self.cameras.values():
             if run.frame_size is not None and not run.roi_checked:
-                check_roi_fits(run.config.camera, run.config.roi, *run.frame_size)
+                check_rois_fit(run.config.roi, *run.frame_size, run.config.camera)
                 run.roi_checked = True
 
     def _check_roi(self, run: CameraRun, frame: np.ndarray) -> None:
-        check_roi_fits(run.config.camera, run.config.roi, int(frame.shape[1]), int(frame.shape[0]))
+        check_rois_fit(run.config.roi, int(frame.shape[1]), int(frame.shape[0]), run.config.camera)
         run.roi_checked = True
 
     def _close_all(self, reason: str) -> None:
