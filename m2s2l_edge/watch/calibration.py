@@ -192,8 +192,8 @@ class Calibration:
             cal = cls(**d, model=model)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(f"{source}: malformed calibration ({e})") from None
-        if not math.isfinite(cal.threshold):
-            raise ValueError(f"{source}: malformed calibration (threshold {cal.threshold})")
+        if not (isinstance(cal.threshold, int | float) and math.isfinite(cal.threshold)):
+            raise ValueError(f"{source}: malformed calibration (threshold {cal.threshold!r})")
         return cal
 
 
