@@ -72,6 +72,12 @@ def test_every_option_is_in_the_vocabulary():
         assert old not in options, f"{old} is an old spelling"
 
 
+def test_every_vocabulary_entry_is_an_option_in_use():
+    # The vocabulary is the list of what the CLI takes, not of what it once took or might take.
+    unused = sorted(set(VOCABULARY) - set(_options()) - {"--help"})  # --help is click's own
+    assert not unused, f"options.VOCABULARY lists options no command takes: {unused}"
+
+
 def test_every_option_in_use_is_in_the_readme_table():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Options", 1)[1].split("\n## ", 1)[0]

@@ -164,10 +164,6 @@ ROWS: tuple[RowSpec, ...] = (
 )
 
 
-def row_keys() -> list[str]:
-    return [r.key for r in ROWS]
-
-
 def _select(keys: Sequence[str] | None) -> list[RowSpec]:
     if not keys:
         return list(ROWS)
