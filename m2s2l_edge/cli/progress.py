@@ -41,6 +41,36 @@ def make_train_progress(console=None):
     )
 
 
+class TimingProgress:
+    """A bar over the timed calls of `profile --fps` / `table --fps` (warm-up included), one row at a time, on stderr
+    so that `--json -` keeps stdout for the JSON. Use as a context manager; ``row(name)`` and ``call(done, total)``
+    are the library's ``progress`` and ``on_call`` hooks."""
+
+    def __init__(self, console=None) -> None:
+        from rich.console import Console
+
+        self.progress = make_progress(console or Console(stderr=True), unit="calls")
+        self.task = None
+
+    def __enter__(self) -> TimingProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def row(self, name: str) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(f"timing {name}", total=None)
+        else:
+            self.progress.reset(self.task, total=None, description=f"timing {name}")
+
+    def call(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.row("the model")
+        self.progress.update(self.task, completed=done, total=total)
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
