@@ -107,6 +107,7 @@ class RichTrainProgress:
         self.steps_left = 0  # in the whole run, before the current step
         self.steps_done = 0  # since this process started
         self.started = 0.0
+        self.eta = "ETA -:--:--"
 
     def on_start(self, *, total_epochs: int, start_epoch: int, steps_per_epoch: int, clips: int) -> None:
         self.epochs = total_epochs
@@ -121,9 +122,10 @@ class RichTrainProgress:
         self.means, self.n = {}, 0
         desc = f"epoch {epoch}/{self.epochs}"
         if self.task is None:
-            self.task = self.progress.add_task(desc, total=steps, terms="", eta="ETA -:--:--")
+            self.task = self.progress.add_task(desc, total=steps, terms="", eta=self.eta)
         else:
-            self.progress.reset(self.task, total=steps, description=desc, terms="")
+            # reset() replaces the task's fields: give it every field the columns read
+            self.progress.reset(self.task, total=steps, description=desc, terms="", eta=self.eta)
 
     def on_step(self, epoch: int, step_in_epoch: int, loss: float, terms: dict[str, float]) -> None:
         self.n += 1
@@ -133,8 +135,8 @@ class RichTrainProgress:
         self.steps_done += 1
         self.steps_left = max(0, self.steps_left - 1)
         per_step = (self.clock() - self.started) / self.steps_done
-        self.progress.update(self.task, completed=step_in_epoch, terms=text,
-                             eta=f"ETA {_clock(per_step * self.steps_left)}")
+        self.eta = f"ETA {_clock(per_step * self.steps_left)}"
+        self.progress.update(self.task, completed=step_in_epoch, terms=text, eta=self.eta)
 
     def on_epoch_end(self, summary, checkpoint: Path) -> None:
         # The epoch's summary line comes from m2s2l_edge.training.trainer's log; only mark where the checkpoint went.
