@@ -56,6 +56,21 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _quiet_libraries(verbose)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' own console chatter (FFmpeg's "moov atom not found", OpenCV's [ WARN ] lines, PyTorch's
+    UserWarnings) out of the console unless --verbose: a command reports what went wrong in its own words. The
+    variables are read when OpenCV loads, which every command does lazily, after this runs; a value the user set is
+    kept."""
+    import os
+
+    if not verbose:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    logging.captureWarnings(True)  # Python warnings become log records of "py.warnings"
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 for _name in _COMMAND_MODULES:

@@ -120,8 +120,6 @@ VOCABULARY: dict[str, str] = {
     "--kernels-only": "build the CUDA kernels only, no TensorRT plugin",
     "--static": "also build the plugin library that links libnvinfer (with --no-static)",
     "--no-static": "do not build the statically linked plugin library",
-    "--clean": "build from scratch",
-    "--cmake-arg": "extra CMake argument",
     "--arch": "CUDA architectures",
     # watch / calibrate
     "--source": "a camera or video source (repeatable)",

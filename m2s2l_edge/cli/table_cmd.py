@@ -104,10 +104,10 @@ def table(
         timing = TimingConfig(device=dev, half=fp16, batch=batch or 1, warmup=warmup, iterations=iterations,
                               cuda_graph=cuda_graph)
 
-        def progress(method: str) -> None:
-            typer.echo(f"timing {method} ...", err=True)
+        from m2s2l_edge.cli.progress import TimingProgress
 
-        result = build_table(fps=fps, timing=timing, progress=progress)
+        with TimingProgress() as bar:
+            result = build_table(fps=fps, timing=timing, progress=bar.row, on_call=bar.call)
         _print(result, to_stderr=to_stdout)
         if markdown is not None:
             from m2s2l_edge.io import atomic_write_text

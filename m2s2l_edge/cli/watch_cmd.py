@@ -13,7 +13,6 @@ import typer
 
 from m2s2l_edge.cli.errors import EXIT_INTERRUPTED, fail, user_errors
 from m2s2l_edge.cli.options import (
-    Batch,
     Device,
     Engine,
     JsonOut,
@@ -82,7 +81,9 @@ def watch(
     json_out: JsonOut = None,
     replay: Replay = False,
     stride: Stride = 1,
-    batch: Batch = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, help="Clips per model call, over all cameras (default: 4 or the number of cameras, "
+        "whichever is larger).")] = None,
     read_timeout: ReadTimeout = 5.0,
     device: Device = None,
     threads: Threads = None,
