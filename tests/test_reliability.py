@@ -478,6 +478,26 @@ def test_redaction_masks_a_password_with_any_characters_and_secret_query_values(
     assert split_credentials(f"http://admin:{PASSWORD}@h:8/x?a=1") == ("http://h:8/x?a=1", "admin", PASSWORD)
 
 
+def test_every_log_line_of_the_command_is_redacted_whoever_wrote_it():
+    """A library's own log line quoting a URL (paho, urllib3 and tritonclient log their targets) goes through the
+    same redaction as ours once the command has configured logging."""
+    import io
+    import logging
+
+    from m2s2l_edge.cli.app import _RedactURLs
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_RedactURLs())
+    log = logging.getLogger("some.library")
+    log.addHandler(handler)
+    try:
+        log.warning("connecting to %s failed", f"http://admin:{PASSWORD}@10.0.0.5/a?token={TOKEN}")
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue() == "connecting to http://admin:***@10.0.0.5/a?token=*** failed\n"
+
+
 @pytest.mark.slow
 def test_a_password_in_a_camera_url_reaches_no_log_summary_or_file(tmp_path, video):
     """A camera that never opens (its URL: a password with '@', a token in the query) beside a file camera: the
@@ -859,3 +879,81 @@ def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp
     assert lines[-1]["type"] == "status" and lines[-1]["online"] is False and lines[-1]["reason"] == "stopped"
     data = json.loads(summary.read_text())
     assert data["stopped_by"] == "signal" and data["faults"] == 0 and data["scored_frames"] > 0
+
+
+# ================================================================================================ calibrations
+
+
+def _calibration(**fields) -> dict:
+    """A calibration file's JSON as `calibrate` writes it, with ``fields`` replaced."""
+    from m2s2l_edge.watch.calibration import Calibration
+
+    cal = Calibration(center=30.0, scale=0.5, threshold=3.0, false_alarms_per_hour=1.0, window=5, smoothing="mean",
+                      fps=25.0, count=500, stream_seconds=20.0, mean=30.1, std=0.6)
+    return {**cal.to_dict(), **fields}
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("scale", float("inf"), "scale must be a finite number > 0, got inf"),
+    ("center", float("nan"), "center must be a finite number, got nan"),
+    ("threshold", "4.5", "threshold must be a finite number > 0, got '4.5'"),
+    ("window", "five", "window must be an integer >= 1, got 'five'"),
+    ("window", 2.5, "window must be an integer >= 1, got 2.5"),
+    ("smoothing", "gauss", "smoothing must be one of mean, median, ema, none"),
+    ("threshold", 1e17, "threshold 1e+17 can never be reached"),
+])
+def test_a_bad_calibration_field_is_one_error_line(tmp_path, video, field, value, expected):
+    cal = tmp_path / "cam.calib.json"
+    cal.write_text(json.dumps(_calibration(**{field: value})))  # Infinity / NaN as Python's json writes them
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(video), "--replay",
+                                 "--calibration", str(cal)])
+    assert r.exit_code == 1, r.output
+    line = one_error_line(r.output)
+    assert str(cal) in line and expected in line, line
+
+
+def test_calibrate_never_writes_a_threshold_no_frame_can_reach(tmp_path):
+    """Short footage (8 s) whose upper tail the log-linear fit extrapolates to 1e17: refused, not written."""
+    from m2s2l_edge.watch.calibration import fit, save
+
+    rng = np.random.default_rng(222)
+    fused = 30 + rng.normal(0, 0.05, 200)
+    hits = rng.choice(200, rng.integers(3, 12), replace=False)
+    fused[hits] -= rng.choice([0.5, 3.0], hits.size) * rng.uniform(0.8, 1.2, hits.size)
+    cal = fit(fused, fps=25.0)
+    with pytest.raises(ValueError, match="can never be reached"):
+        save(cal, tmp_path / "short.calib.json")
+    assert not (tmp_path / "short.calib.json").exists()
+
+
+def test_serve_triton_repo_validates_the_calibration_and_checks_its_model(tmp_path, exports):
+    from m2s2l_edge.artifacts.metadata import read_metadata
+    from m2s2l_edge.watch.calibration import ModelIdentity, file_sha256
+
+    onnx = exports["portable"]
+    meta = read_metadata(onnx).to_dict()
+    size = meta["image_size"]
+
+    def identity(sha: str) -> dict:
+        return {"kind": "onnxruntime", "file": onnx.name, "sha256": sha, "preset": meta["preset"],
+                "image_size": [size, size], "clip_len": meta["clip_len"], "lam": meta["lambda"], "weights": ""}
+
+    assert ModelIdentity(**{**identity("x"), "image_size": (size, size)})  # the fields a calibration records
+    cases = [
+        (_calibration(scale="0.5", model=identity(file_sha256(onnx))), "scale must be a finite number > 0"),
+        (_calibration(model=identity("ab" * 32)), "does not fit this model"),
+        (_calibration(), "records no model"),
+    ]
+    for i, (data, expected) in enumerate(cases):
+        cal = tmp_path / f"c{i}.calib.json"
+        cal.write_text(json.dumps(data))
+        r = CliRunner().invoke(app, ["serve", "triton-repo", "--onnx", str(onnx), "--out", str(tmp_path / f"r{i}"),
+                                     "--calibration", str(cal)])
+        assert r.exit_code == 1, r.output
+        assert expected in one_error_line(r.output)
+        assert not (tmp_path / f"r{i}").exists()
+    good = tmp_path / "good.calib.json"
+    good.write_text(json.dumps(_calibration(model=identity(file_sha256(onnx)))))
+    r = CliRunner().invoke(app, ["serve", "triton-repo", "--onnx", str(onnx), "--out", str(tmp_path / "ok"),
+                                 "--calibration", str(good)])
+    assert r.exit_code == 0, r.output

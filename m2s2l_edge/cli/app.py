@@ -57,6 +57,27 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
     )
     _quiet_libraries(verbose)
+    _redact_logs()
+
+
+class _RedactURLs(logging.Filter):
+    """Every log line, ours or a library's (paho, urllib3, tritonclient), with the URLs in it redacted: a password
+    or token never reaches the console or a journal, whoever formatted the message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from m2s2l_edge.urls import redact_text
+
+        message = record.getMessage()
+        shown = redact_text(message)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        return True
+
+
+def _redact_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactURLs) for f in handler.filters):
+            handler.addFilter(_RedactURLs())
 
 
 def _quiet_libraries(verbose: bool) -> None:
