@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -245,7 +246,8 @@ class JsonlSink:
             self._closed = True
             if self._fd is not None:
                 try:
-                    os.fsync(self._fd)
+                    if stat.S_ISREG(os.fstat(self._fd).st_mode):  # a device or a pipe has nothing to sync
+                        os.fsync(self._fd)
                 except OSError as e:
                     logger.warning("events file %s: fsync at close failed: %s", self.path, e)
                 os.close(self._fd)
