@@ -139,15 +139,20 @@ class JsonlSink:
         self._lock = threading.Lock()
         self._failing = False
         self._fd: int | None = None
+        self._regular = False
         self._closed = False
         if self.path == "-":
             return
         if os.path.isdir(self.path):
             raise ValueError(f"cannot write events to {self.path}: it is a folder")
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            except PermissionError:  # a file we may append to but not read: written, never repaired
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as e:
             raise ValueError(f"cannot write events to {self.path}: {e.strerror or e}") from None
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # not a pipe or a device (/dev/stdout)
         try:
             self._check_and_repair()
         except BaseException:
@@ -161,7 +166,12 @@ class JsonlSink:
 
     def _check_and_repair(self) -> None:
         fd = self._fd
-        check_events_target(self.path)
+        if not self._regular:
+            return
+        try:
+            check_events_target(self.path)
+        except PermissionError:
+            return  # not readable: nothing to check or repair
         size = os.fstat(fd).st_size
         if size == 0:
             return
@@ -194,7 +204,7 @@ class JsonlSink:
             if self._fd is None:
                 self._write_stdout(data)
                 return
-            start = os.fstat(self._fd).st_size
+            start = os.fstat(self._fd).st_size if self._regular else 0
             try:
                 view = memoryview(data)
                 while view:
@@ -204,7 +214,7 @@ class JsonlSink:
                 # Cut the partial record off, so the file ends in a complete line (ftruncate frees space, it works
                 # on a full disk).
                 try:
-                    if os.fstat(self._fd).st_size != start:
+                    if self._regular and os.fstat(self._fd).st_size != start:
                         os.ftruncate(self._fd, start)
                 except OSError as cut:
                     logger.error("events file %s: could not remove a partial record (%s)", self.path, cut)
@@ -246,7 +256,7 @@ class JsonlSink:
             self._closed = True
             if self._fd is not None:
                 try:
-                    if stat.S_ISREG(os.fstat(self._fd).st_mode):  # a device or a pipe has nothing to sync
+                    if self._regular:  # a device or a pipe has nothing to sync
                         os.fsync(self._fd)
                 except OSError as e:
                     logger.warning("events file %s: fsync at close failed: %s", self.path, e)
