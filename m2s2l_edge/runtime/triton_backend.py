@@ -25,7 +25,7 @@ import numpy as np
 
 from m2s2l_edge.runtime.base import TensorSpec
 from m2s2l_edge.runtime.batching import check_clips
-from m2s2l_edge.urls import redact, split_credentials
+from m2s2l_edge.urls import redact, redact_text, split_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class TritonBackend:
     @staticmethod
     def _brief(e: BaseException) -> str:
         text = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
-        return " ".join(str(text).split())[:200]
+        return redact_text(" ".join(str(text).split()))[:200]
 
     def _refused(self, e: BaseException, what: str) -> Exception:
         text = self._brief(e)
