@@ -35,13 +35,16 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
-    from m2s2l_edge.config import get_score
+    from m2s2l_edge.scoring.model import model_scoring
     from m2s2l_edge.scoring.stream import NormalStats
-    from m2s2l_edge.watch.calibration import Calibration, save
+    from m2s2l_edge.watch.calibration import Calibration, identity_of, save
 
     calib = tmp_path / "calib.json"
-    save(Calibration(score="stream", score_config=get_score("stream"), stats=NormalStats(30.0, 0.5), threshold=1.42,
+    m = onnx_meta(exports["portable"])
+    scoring = model_scoring(m, (m["clip_len"], (m["image_size"], m["image_size"])), score="stream")
+    save(Calibration(score="stream", score_config=scoring.score, stats=NormalStats(30.0, 0.5), threshold=1.42,
                      false_alarms_per_hour=1.0, window=5, smoothing="mean", fps=25.0, count=100, stream_seconds=4.0,
+                     model=identity_of(scoring, exports["portable"]),
                      sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",

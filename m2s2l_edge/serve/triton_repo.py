@@ -209,6 +209,28 @@ def _replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
     staging.rename(out)
 
 
+def _check_calibration_fits(cal, path, record: dict, onnx: Path, engine) -> None:
+    """ValueError unless calibration ``cal`` was made for the served model: its weights (one calibration serves every
+    format of one model; an export that records no weights digest is matched by the ONNX's or the engine's file),
+    resolution, T, score and λ — the rule ``watch --calibration`` follows."""
+    from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.watch.calibration import check_matches, identity_of
+
+    size = record["image_size"]
+    geometry = (int(record["clip_len"]), (size, size) if isinstance(size, int) else tuple(size))
+    scoring = model_scoring(record, geometry, score=cal.score)
+    errors = []
+    for model_file in (onnx, engine):
+        if model_file is None:
+            continue
+        try:
+            check_matches(cal, identity_of(scoring, model_file), f"--calibration {path}")
+            return
+        except ValueError as e:
+            errors.append(e)
+    raise errors[0]
+
+
 def write_repository(
     out: str | os.PathLike,
     onnx: str | os.PathLike,
@@ -242,7 +264,9 @@ def write_repository(
     if calibration is not None:
         from m2s2l_edge.watch import calibration as calibration_file
 
-        calib = calibration_file.load(calibration).to_dict()  # validated: a file that is no calibration is refused
+        loaded = calibration_file.load(calibration)  # validated: a file that is no calibration is refused
+        _check_calibration_fits(loaded, calibration, record, onnx, engine)
+        calib = loaded.to_dict()
 
     engine_meta = plugin_lib = None
     if engine is not None:

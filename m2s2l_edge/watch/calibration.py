@@ -180,6 +180,7 @@ class Calibration:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"{source} is not an m2s2l-edge calibration (format {got!r}, expected {FORMAT!r})")
+        check_fields(d, source)
         d = dict(d)
         d.pop("score_definition", None)
         try:
@@ -192,9 +193,98 @@ class Calibration:
             cal = cls(**d, model=model)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(f"{source}: malformed calibration ({e})") from None
-        if not (isinstance(cal.threshold, int | float) and math.isfinite(cal.threshold)):
-            raise ValueError(f"{source}: malformed calibration (threshold {cal.threshold!r})")
+        highest = highest_score(cal)
+        if cal.threshold > highest:
+            raise ValueError(f"{source}: threshold {cal.threshold:.4g} can never be reached (the highest score a frame "
+                             f"can have is {highest:.4g}): calibrate again on longer normal footage")
         return cal
+
+
+# --- the file's fields, each checked for type and range (a calibration is edited by hand, copied, truncated) ---------
+
+# The worst terms a frame can have: frame errors on the [0, 1] scale are at most 1 (0 dB), motion errors (of
+# differences of [-1, 1] frames, halved) at most 2 (-6.02 dB), the frame change lies in [0, 2]. A threshold above the
+# score of such a frame is never reached, and no event can ever start.
+LOWEST_APP_DB, LOWEST_MOT_DB = 0.0, -10.0 * math.log10(4.0)
+CHANGE_RANGE = (0.0, 2.0)
+
+
+def highest_score(cal: Calibration) -> float:
+    """The highest calibrated score any frame can reach under ``cal`` (its worst terms, either end of the change)."""
+    worst = {"psnr_app": LOWEST_APP_DB, "patch_app": LOWEST_APP_DB, "psnr_mot": LOWEST_MOT_DB,
+             "patch_mot": LOWEST_MOT_DB}
+    return float(max(cal.frame_score({**worst, "change": c}) for c in CHANGE_RANGE))
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# rule → (check, what it must be)
+_RULES = {
+    "finite": (_finite, "a finite number"),
+    "positive": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "nonnegative": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "fraction": (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "count": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "text_or_null": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "smoothing": (lambda v: v in ("mean", "median", "ema", "none"), "one of mean, median, ema, none"),
+    "size": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_integer(x) and x >= 1 for x in v),
+             "[height, width], two integers >= 1"),
+    "texts": (lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "quantiles": (lambda v: isinstance(v, dict) and all(_finite(x) for x in v.values()),
+                  "a mapping of quantile to finite number"),
+    "mapping": (lambda v: isinstance(v, dict), "a mapping"),
+}
+# Every field of the file, with its rule (a section's own fields below); the required ones in _REQUIRED.
+_FIELDS = {
+    "score": "text", "score_config": "mapping", "stats": "mapping", "threshold": "positive",
+    "false_alarms_per_hour": "positive", "window": "count", "smoothing": "smoothing", "fps": "positive",
+    "count": "count", "stream_seconds": "nonnegative", "quantiles": "quantiles", "threshold_method": "text",
+    "warning": "text", "model": "mapping", "sources": "texts", "format": "text", "score_definition": "text",
+}
+_SECTIONS = {
+    "stats": {"center": "finite", "scale": "positive", "change_ref": "nonnegative", "change_scale": "positive"},
+    "score_config": {"method": "text", "lam": "fraction", "patch_fraction": "fraction", "stall_ratio": "fraction",
+                     "smooth_sigma": "nonnegative", "floor_quantile": "fraction", "motion_weight": "fraction",
+                     "stall_score": "nonnegative"},
+    "model": {"weights_sha256": "text", "preset": "text_or_null", "image_size": "size", "clip_len": "count",
+              "lam": "fraction", "score": "text", "precision": "text", "file": "text", "file_sha256": "text"},
+}
+_REQUIRED = ("score", "score_config", "stats", "threshold", "false_alarms_per_hour", "window", "smoothing", "fps",
+             "count", "stream_seconds")
+
+
+def check_fields(d: dict, source: str = "calibration") -> None:
+    """ValueError (one line naming the file and the field) unless every field of a calibration's JSON has the type
+    and range it must: numbers are numbers (not strings), finite (JSON's Infinity and NaN are refused), scales and
+    rates > 0, the window an integer >= 1, the smoothing a known one, the model's resolution two integers, no field
+    unknown; and the threshold one that a frame's score can reach."""
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise ValueError(f"{source}: malformed calibration (no {', '.join(missing)})")
+
+    def check(data: dict, fields: dict, where: str) -> None:
+        for key, value in data.items():
+            rule = fields.get(key)
+            if rule is None:
+                raise ValueError(f"{source}: malformed calibration (unknown field {where}{key!r})")
+            test, what = _RULES[rule]
+            if not (value is None and key == "model") and not test(value):
+                raise ValueError(f"{source}: malformed calibration ({where}{key} must be {what}, got {value!r})")
+
+    check(d, _FIELDS, "")
+    for section, fields in _SECTIONS.items():
+        if d.get(section) is not None:
+            check(d[section], fields, f"{section}.")
+    if d["score"] != d["score_config"].get("method"):
+        raise ValueError(f"{source}: malformed calibration (score {d['score']!r} but score_config.method "
+                         f"{d['score_config'].get('method')!r})")
 
 
 def upcrossings(smoothed: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -319,9 +409,12 @@ def fit(terms: dict[str, np.ndarray], score: ModelScoring | ScoreConfig, *, fps:
 
 
 def save(cal: Calibration, path: str | os.PathLike) -> None:
+    """Write ``cal`` (atomically, fsynced); a calibration that :func:`load` would refuse is never written."""
     from m2s2l_edge.io import atomic_write_text
 
-    atomic_write_text(path, json.dumps(cal.to_dict(), indent=2))
+    data = cal.to_dict()
+    Calibration.from_dict(data, "the calibration")
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def load(path: str | os.PathLike) -> Calibration:
