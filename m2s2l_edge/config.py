@@ -280,7 +280,7 @@ SCORES: dict[str, ScoreConfig] = {
     "paper": ScoreConfig("paper"),
     "patch": ScoreConfig("patch", lam=1.0, patch_fraction=0.0625, stall_ratio=0.1, smooth_sigma=2.0,
                          floor_quantile=0.5, motion_weight=0.25),
-    # patch made causal for watch and calibrate (m2s2l_edge.scoring.stream); chosen on build 0, confirmed on build 1
+    # patch made causal for watch and calibrate (m2s2l_edge.scoring.stream); chosen on build 0, run once on build 1
     # (RESULTS.md "Live detection").
     "stream": ScoreConfig("stream", lam=1.0, patch_fraction=0.0625, stall_ratio=0.1, motion_weight=0.25,
                           stall_score=10.0),
