@@ -16,6 +16,13 @@ Two more for understanding a checkpoint: `diagnose` (every score variant, and ho
 copying the last frame) and `ablate` (one part of the model zeroed at test time: the memory read-out, the memory
 query, the skips, either stream). `--seed 1` builds the confirmation set: the same source frames, other anomalies.
 
+What a camera raises (`live`): per build and seed, train where no checkpoint exists, then the real `calibrate` on the
+training frames, `watch --replay` on the test videos as one stream and `eval`; recall, false and cut events, normal
+hours, delay, and watch's and eval's frame AUCs by one function (RESULTS.md, "Live detection"):
+
+    python benchmarks/vtest_validation.py live --data data/vtest --data data/vtest1 --seeds 0 1 2 --work runs/live \
+        [--score stream|paper] --json out.json
+
 The set, its anomaly kinds and why train and test stay disjoint are described in benchmarks/footage/vtest.py.
 """
 
