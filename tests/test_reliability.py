@@ -895,21 +895,28 @@ def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp
 
 
 def _calibration(**fields) -> dict:
-    """A calibration file's JSON as `calibrate` writes it, with ``fields`` replaced."""
+    """A calibration file's JSON as `calibrate` writes it, with ``fields`` replaced ("stats.scale": a section's)."""
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.scoring.stream import NormalStats
     from m2s2l_edge.watch.calibration import Calibration
 
-    cal = Calibration(center=30.0, scale=0.5, threshold=3.0, false_alarms_per_hour=1.0, window=5, smoothing="mean",
-                      fps=25.0, count=500, stream_seconds=20.0, mean=30.1, std=0.6)
-    return {**cal.to_dict(), **fields}
+    cal = Calibration(score="stream", score_config=get_score("stream"), stats=NormalStats(30.0, 0.5, 0.01, 0.002),
+                      threshold=3.0, false_alarms_per_hour=1.0, window=5, smoothing="mean", fps=25.0, count=500,
+                      stream_seconds=20.0).to_dict()
+    for key, value in fields.items():
+        section, _, name = key.rpartition(".")
+        (cal[section] if section else cal)[name] = value
+    return cal
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("scale", float("inf"), "scale must be a finite number > 0, got inf"),
-    ("center", float("nan"), "center must be a finite number, got nan"),
+    ("stats.scale", float("inf"), "stats.scale must be a finite number > 0, got inf"),
+    ("stats.center", float("nan"), "stats.center must be a finite number, got nan"),
     ("threshold", "4.5", "threshold must be a finite number > 0, got '4.5'"),
     ("window", "five", "window must be an integer >= 1, got 'five'"),
     ("window", 2.5, "window must be an integer >= 1, got 2.5"),
     ("smoothing", "gauss", "smoothing must be one of mean, median, ema, none"),
+    ("score_config.motion_weight", "0.25", "score_config.motion_weight must be a number in [0, 1], got '0.25'"),
     ("threshold", 1e17, "threshold 1e+17 can never be reached"),
 ])
 def test_a_bad_calibration_field_is_one_error_line(tmp_path, video, field, value, expected):
@@ -923,34 +930,45 @@ def test_a_bad_calibration_field_is_one_error_line(tmp_path, video, field, value
 
 
 def test_calibrate_never_writes_a_threshold_no_frame_can_reach(tmp_path):
-    """Short footage (8 s) whose upper tail the log-linear fit extrapolates to 1e17: refused, not written."""
-    from m2s2l_edge.watch.calibration import fit, save
+    """The audit's footage, 8 s whose upper tail a log-linear fit extrapolated to 1e17: the threshold now stays
+    within the footage's reach, with a warning; a calibration whose threshold no frame can reach is never written."""
+    import dataclasses
+
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.watch.calibration import fit, highest_score, save
 
     rng = np.random.default_rng(222)
     fused = 30 + rng.normal(0, 0.05, 200)
     hits = rng.choice(200, rng.integers(3, 12), replace=False)
     fused[hits] -= rng.choice([0.5, 3.0], hits.size) * rng.uniform(0.8, 1.2, hits.size)
-    cal = fit(fused, fps=25.0)
+    terms = {"psnr_app": fused, "psnr_mot": fused, "patch_app": fused, "patch_mot": fused,
+             "change": np.full(200, 0.01)}
+    cal = fit(terms, get_score("paper"), fps=25.0)
+    assert "8 s of footage is too short" in cal.warning and cal.threshold < highest_score(cal)
+    save(cal, tmp_path / "short.calib.json")
+    unreachable = dataclasses.replace(cal, threshold=1e17)
     with pytest.raises(ValueError, match="can never be reached"):
-        save(cal, tmp_path / "short.calib.json")
-    assert not (tmp_path / "short.calib.json").exists()
+        save(unreachable, tmp_path / "never.calib.json")
+    assert not (tmp_path / "never.calib.json").exists()
 
 
 def test_serve_triton_repo_validates_the_calibration_and_checks_its_model(tmp_path, exports):
     from m2s2l_edge.artifacts.metadata import read_metadata
-    from m2s2l_edge.watch.calibration import ModelIdentity, file_sha256
+    from m2s2l_edge.watch.calibration import ModelIdentity
 
     onnx = exports["portable"]
     meta = read_metadata(onnx).to_dict()
     size = meta["image_size"]
 
-    def identity(sha: str) -> dict:
-        return {"kind": "onnxruntime", "file": onnx.name, "sha256": sha, "preset": meta["preset"],
-                "image_size": [size, size], "clip_len": meta["clip_len"], "lam": meta["lambda"], "weights": ""}
+    def identity(weights: str) -> dict:
+        return {"weights_sha256": weights, "preset": meta["preset"], "image_size": [size, size],
+                "clip_len": meta["clip_len"], "lam": 1.0, "score": "stream", "precision": "float", "file": onnx.name,
+                "file_sha256": ""}
 
     assert ModelIdentity(**{**identity("x"), "image_size": (size, size)})  # the fields a calibration records
     cases = [
-        (_calibration(scale="0.5", model=identity(file_sha256(onnx))), "scale must be a finite number > 0"),
+        (_calibration(**{"stats.scale": "0.5", "model": identity(meta["weights_sha256"])}),
+         "stats.scale must be a finite number > 0"),
         (_calibration(model=identity("ab" * 32)), "does not fit this model"),
         (_calibration(), "records no model"),
     ]
@@ -963,7 +981,7 @@ def test_serve_triton_repo_validates_the_calibration_and_checks_its_model(tmp_pa
         assert expected in one_error_line(r.output)
         assert not (tmp_path / f"r{i}").exists()
     good = tmp_path / "good.calib.json"
-    good.write_text(json.dumps(_calibration(model=identity(file_sha256(onnx)))))
+    good.write_text(json.dumps(_calibration(model=identity(meta["weights_sha256"]))))
     r = CliRunner().invoke(app, ["serve", "triton-repo", "--onnx", str(onnx), "--out", str(tmp_path / "ok"),
                                  "--calibration", str(good)])
     assert r.exit_code == 0, r.output

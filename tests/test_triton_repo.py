@@ -35,14 +35,16 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
-    from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, file_sha256, save
+    from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.scoring.stream import NormalStats
+    from m2s2l_edge.watch.calibration import Calibration, identity_of, save
 
     calib = tmp_path / "calib.json"
     m = onnx_meta(exports["portable"])
-    made_with = ModelIdentity("onnxruntime", exports["portable"].name, file_sha256(exports["portable"]), m["preset"],
-                              (m["image_size"], m["image_size"]), m["clip_len"], m["lambda"])
-    save(Calibration(center=30.0, scale=0.5, threshold=0.42, false_alarms_per_hour=1.0, window=5, smoothing="mean",
-                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6, model=made_with,
+    scoring = model_scoring(m, (m["clip_len"], (m["image_size"], m["image_size"])), score="stream")
+    save(Calibration(score="stream", score_config=scoring.score, stats=NormalStats(30.0, 0.5), threshold=1.42,
+                     false_alarms_per_hour=1.0, window=5, smoothing="mean", fps=25.0, count=100, stream_seconds=4.0,
+                     model=identity_of(scoring, exports["portable"]),
                      sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",
@@ -70,7 +72,7 @@ def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_p
     assert py.parameters["m2s2l.threads"].string_value == "2"
     assert "m2s2l.python_scan" not in py.parameters
     assert (repo / tr.PYTHON_MODEL / "1" / "model.py").is_file()
-    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 0.42
+    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 1.42
     assert os.access(repo / tr.SERVER_SCRIPT, os.X_OK)
     assert not (repo / tr.TENSORRT_MODEL).exists()
 

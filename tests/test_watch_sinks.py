@@ -451,3 +451,23 @@ def test_mqtt_sink_survives_a_broker_restart(mosquitto):
     finally:
         sub.stop()
         sink.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_score_table_on_a_full_disk_reports_once_and_never_stops_the_watch(caplog):
+    """--scores is for reading the scores: a write the disk refuses ends the table with one warning, not the watch."""
+    import numpy as np
+
+    from m2s2l_edge.watch.sinks import ScoreTable
+    from m2s2l_edge.watch.types import FrameScore
+
+    terms = {"psnr_app": 30.0, "psnr_mot": 29.0, "patch_app": 20.0, "patch_mot": 19.0, "change": 0.01}
+    table = ScoreTable("/dev/full")
+    for i in range(3000):  # past the text buffer: the kernel refuses the flush (ENOSPC)
+        fs = FrameScore("cam0", i, i / 10, 0.0, 0.0, 30.0, 29.0, 20.0, 0.5, 3.0, np.zeros((2, 2), np.float32),
+                        np.zeros((2, 2, 3), np.uint8), terms)
+        table.write(fs, 0.4, 3.0, False)
+    table.close()
+    summary = table.summary()
+    assert summary["error"] and summary["rows"] < 3000
+    assert sum("--scores /dev/full" in r.getMessage() for r in caplog.records) == 1

@@ -64,6 +64,7 @@ class ExportMetadata:
     scan_calls: int | None = None
     rewrites: dict = field(default_factory=dict)  # inference rewrites traced into the graph (optimize_for_inference)
     weights: str = ""  # where the weights came from: "checkpoint <name> (epoch N)" or "preset <name>, seed N"
+    weights_sha256: str = ""  # artifacts.checkpoint.weights_digest of the source weights ("" in older exports)
     normal_change: float | None = None  # median frame change of the training footage (the score's motion term)
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES

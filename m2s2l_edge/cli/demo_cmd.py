@@ -102,7 +102,6 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     from m2s2l_edge.evaluation.outputs import write_outputs
     from m2s2l_edge.report.plots import plot_training
     from m2s2l_edge.runtime import open_model
-    from m2s2l_edge.scoring.model import resolve_lambda
     from m2s2l_edge.training.trainer import DataConfig, RunConfig, load_history, train
 
     out = Path(out)
@@ -132,10 +131,9 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
 
     console.rule("[bold]3/3 evaluating on the test videos (frame-level AUC)")
     t0 = time.perf_counter()
-    lam, _ = resolve_lambda("synthetic")
     videos, labels = load_test_set(data_root, "synthetic")
     backend = open_model("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
-    evaluation = run_with_progress(backend, videos, labels, lam, s.eval_batch, console)
+    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset="synthetic")
     paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
                           meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
                                 "source": str(result.checkpoint), "title": "(demo, synthetic)"})

@@ -47,6 +47,22 @@ Server = Annotated[str | None, typer.Option(
 ServedModel = Annotated[str | None, typer.Option(
     "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")]
 
+
+def _stream_score(value: str) -> str:
+    from m2s2l_edge.watch.pipeline import check_stream_score
+
+    try:
+        check_stream_score(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"--score {value!r} ")) from None
+    return value
+
+
+StreamScore = Annotated[str, typer.Option(
+    "--score", callback=_stream_score,
+    help="Anomaly score: stream (the validated patch score made causal: worst window, stalls, two-sided motion term; "
+         "ours) or paper (the published frame PSNRs). A calibration is fitted for one score.")]
+
 # Every option any command may carry, with its one meaning. Keep in step with the README's option table.
 VOCABULARY: dict[str, str] = {
     "--help": "show a command's options",
@@ -86,7 +102,10 @@ VOCABULARY: dict[str, str] = {
     "--labels": "frame-label file or folder",
     "--name": "MNAD folder name when not the data set's usual one",
     "--lambda": "weight λ of the frame PSNR in the fused score",
-    "--score": "anomaly score: paper (frame PSNRs, published) or patch (worst-patch PSNRs, stalls, motion term; ours)",
+    "--score": "anomaly score: paper (frame PSNRs, published), patch (worst-patch PSNRs, stalls, motion term, per "
+               "video; ours) or stream (patch made causal, calibrated per camera; ours)",
+    "--scores": "one CSV row per scored frame, to a file or '-' (stdout)",
+    "--threshold": "event threshold in calibrated-score units, for every camera",
     "--stride": "step between scored / training clips",
     "--kinds": "anomaly kinds of generated test videos",
     # training

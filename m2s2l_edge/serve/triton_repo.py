@@ -210,20 +210,21 @@ def _replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
 
 
 def _check_calibration_fits(cal, path, record: dict, onnx: Path, engine) -> None:
-    """ValueError unless calibration ``cal`` was made with the served model: the ONNX, or the engine beside it (the
-    same rule as ``watch --calibration``: calibrate with the model file that runs)."""
-    from m2s2l_edge.watch.calibration import ModelIdentity, check_matches, file_sha256
+    """ValueError unless calibration ``cal`` was made for the served model: its weights (one calibration serves every
+    format of one model; an export that records no weights digest is matched by the ONNX's or the engine's file),
+    resolution, T, score and λ — the rule ``watch --calibration`` follows."""
+    from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.watch.calibration import check_matches, identity_of
 
     size = record["image_size"]
+    geometry = (int(record["clip_len"]), (size, size) if isinstance(size, int) else tuple(size))
+    scoring = model_scoring(record, geometry, score=cal.score)
     errors = []
-    for kind, model_file in (("onnxruntime", onnx), ("tensorrt", engine)):
+    for model_file in (onnx, engine):
         if model_file is None:
             continue
-        identity = ModelIdentity(kind, Path(model_file).name, file_sha256(model_file), record.get("preset"),
-                                 (size, size) if isinstance(size, int) else tuple(size), int(record["clip_len"]),
-                                 float(record["lambda"]))
         try:
-            check_matches(cal, identity, f"--calibration {path}")
+            check_matches(cal, identity_of(scoring, model_file), f"--calibration {path}")
             return
         except ValueError as e:
             errors.append(e)

@@ -33,6 +33,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from m2s2l_edge.watch.events import parse_rois
 from m2s2l_edge.watch.feeds import SourceSpec, parse_source
 
 CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out",
@@ -97,33 +98,13 @@ def _number(value, where: str, *, positive: bool = False, minimum: float | None 
 
 
 def _roi(value, where: str) -> tuple[tuple[tuple[float, float], ...], ...]:
-    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y)."""
-    if not isinstance(value, list) or not value:
+    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (events.parse_rois, with the place)."""
+    if not value:
         raise ValueError(f"{where}: expected a polygon [[x, y], ...] or a list of polygons")
-    polygons = [value] if all(isinstance(p, list) and len(p) == 2 and not isinstance(p[0], list)
-                              for p in value) else value
-    out = []
-    for k, poly in enumerate(polygons):
-        if not isinstance(poly, list) or len(poly) < 3:
-            raise ValueError(f"{where}[{k}]: a polygon needs at least 3 points [x, y]")
-        points = []
-        for j, pt in enumerate(poly):
-            if not isinstance(pt, list) or len(pt) != 2:
-                raise ValueError(f"{where}[{k}][{j}]: expected a point [x, y], got {pt!r}")
-            x = _number(pt[0], f"{where}[{k}][{j}] x", minimum=0)
-            y = _number(pt[1], f"{where}[{k}][{j}] y", minimum=0)
-            points.append((x, y))
-        out.append(tuple(points))
-    return tuple(out)
-
-
-def check_roi_fits(camera: str, roi, width: int, height: int) -> None:
-    """ValueError when a point of the ROI lies outside a ``width`` × ``height`` frame."""
-    for k, poly in enumerate(roi):
-        for x, y in poly:
-            if x > width or y > height:
-                raise ValueError(f"camera {camera!r}: roi polygon {k} point ({x:g}, {y:g}) lies outside the "
-                                 f"{width}x{height} frame")
+    try:
+        return parse_rois(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _section(value, where: str, key: str) -> tuple[tuple[str, object], ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
 from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.pipeline import Watch, WatchOptions
-from m2s2l_edge.watch.scorer import model_input
+from m2s2l_edge.watch.scorer import resolve_scoring
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class WatchSettings:
     metrics_port: int | None = None
     keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
     keep_hours: float | None = None
+    scores: str | None = None  # per-frame CSV file, or "-" for stdout
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -82,6 +83,9 @@ def check_outputs(settings: WatchSettings) -> None:
         check_output_file(Path(settings.events), "--events")
         check_events_target(settings.events)
         Path(settings.events).parent.mkdir(parents=True, exist_ok=True)
+    if settings.scores is not None and settings.scores != "-":
+        check_output_file(Path(settings.scores), "--scores")
+        Path(settings.scores).parent.mkdir(parents=True, exist_ok=True)
     if settings.snapshots is not None:
         snap = Path(settings.snapshots)
         if snap.exists() and not snap.is_dir():
@@ -101,11 +105,11 @@ def check_outputs(settings: WatchSettings) -> None:
             logger.info("removed %s, left by an interrupted run", tmp)
 
 
-def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, Calibration | None]:
-    """Each camera's calibration (its own from --config, else ``--calibration``), parsed now: a bad file fails
-    before the model loads."""
+def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
+    """Each camera's calibration (its own from --config, else ``--calibration``) and where it came from, parsed now:
+    a bad file fails before the model loads."""
     cache: dict[Path, Calibration] = {}
-    out: dict[str, Calibration | None] = {}
+    out: dict[str, tuple[Calibration, str] | None] = {}
     for cam in settings.cameras:
         path = cam.calibration or default
         if path is None:
@@ -113,8 +117,18 @@ def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str
             continue
         if path not in cache:
             cache[path] = load(path)
-        out[cam.camera] = cache[path]
+        out[cam.camera] = (cache[path], f"calibration file {path}")
     return out
+
+
+def served_calibration(backend) -> tuple[Calibration, str] | None:
+    """The calibration a served model carries (``serve triton-repo --calibration`` puts it into the model's
+    configuration; the Triton backend reads it back), and where it came from; None where there is none."""
+    data = (getattr(backend, "metadata", None) or {}).get("calibration")
+    if not data:
+        return None
+    where = f"the calibration served with model {backend.metadata.get('served_model', '?')}"
+    return Calibration.from_dict(data, where), where
 
 
 class StoppedDuringStartup(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
@@ -194,8 +208,7 @@ def run_watch(
     backend,
     settings: WatchSettings,
     *,
-    kind: str,
-    model_path: str | os.PathLike | None,
+    model_path: str | os.PathLike | None = None,
     calibration: Path | None = None,
     stop: threading.Event | None = None,
     on_score: Callable | None = None,
@@ -213,15 +226,17 @@ def run_watch(
 
     check_outputs(settings)
     calibrations = load_calibrations(settings, calibration)
-    model = model_input(backend)
-    identity: ModelIdentity = identity_of(kind, model_path, backend, model)
-    for cam in settings.cameras:
-        cal = calibrations[cam.camera]
-        if cal is not None:
-            check_matches(cal, identity, str(cam.calibration or calibration))
+    served = served_calibration(backend) if any(c is None for c in calibrations.values()) else None
+    if served is not None:
+        calibrations = {name: cal or served for name, cal in calibrations.items()}
+    scoring = resolve_scoring(backend, settings.options.score)
+    identity: ModelIdentity = identity_of(scoring, model_path)
+    for entry in calibrations.values():
+        if entry is not None:
+            check_matches(entry[0], identity, entry[1])
     event_configs = {c.camera: EventConfig.from_mapping(c.event_settings()) for c in settings.cameras}
     for cam in settings.cameras:
-        cal, cfg = calibrations[cam.camera], event_configs[cam.camera]
+        cal, cfg = (calibrations[cam.camera] or (None,))[0], event_configs[cam.camera]
         if cal is not None and (cal.smoothing, cal.window) != (cfg.smoothing, cfg.smoothing_frames):
             logger.warning("camera %s smooths with %s over %d frames but its calibration's threshold assumes %s over "
                            "%d: the false-alarm rate it was fitted for does not hold", cam.camera, cfg.smoothing,
@@ -229,9 +244,9 @@ def run_watch(
 
     media = open_media(settings)
 
-    def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
+    def make_tracker(cam: CameraConfig, scorer) -> EventTracker:
         return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
-                            score_fn=scorer.score_fn(model_in.lam), media=media)
+                            score_fn=scorer.roi_score, media=media)
 
     def make_faults(cam: CameraConfig) -> FaultDetector:
         return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
@@ -253,10 +268,14 @@ def run_watch(
     if settings.metrics_port is not None:
         telemetry.serve(settings.metrics_port)
     dropped_seen: dict[str, int] = {}
-    sinkset = None
+    sinkset = table = None
     try:
         sinkset = _open_sinks(settings)
         telemetry.attach("sinks", sinkset.summary)
+        if settings.scores is not None:
+            from m2s2l_edge.watch.sinks import ScoreTable
+
+            table = ScoreTable(settings.scores)
 
         def on_message(msg: dict) -> None:
             sinkset.emit(msg)
@@ -269,11 +288,18 @@ def run_watch(
 
         def scored(fs) -> None:
             telemetry.processed(fs.camera, fs.capture_time)
+            if table is not None:
+                run = watch.cameras[fs.camera]
+                tracker = run.tracker
+                table.write(fs, tracker.smoothed if tracker is not None else None, run.scorer.threshold,
+                            bool(tracker is not None and tracker.active))
             if on_score is not None:
                 on_score(fs)
 
         def on_batch(n: int, seconds: float) -> None:
             telemetry.backend_call(watch.scorer.last_call_s, n)
+            if table is not None:
+                table.flush()
             if media is not None:
                 media.expire()
             for name, run in watch.cameras.items():
@@ -283,7 +309,7 @@ def run_watch(
                     dropped_seen[name] = d
 
         watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
-                      make_tracker=make_tracker, make_faults=make_faults,
+                      scoring=scoring, make_tracker=make_tracker, make_faults=make_faults,
                       make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
                       on_batch=on_batch, on_frame=telemetry.captured,
                       on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
@@ -291,11 +317,14 @@ def run_watch(
             running()
         summary = watch.run(stop)
     finally:
+        if table is not None:
+            table.close()
         if sinkset is not None:
             sinkset.close()
         telemetry.close()
     summary["sinks"] = sinkset.summary()
     summary["media"] = media.summary() if media is not None else None
+    summary["scores"] = table.summary() if table is not None else None
     summary["telemetry"] = telemetry.summary()
     return summary
 

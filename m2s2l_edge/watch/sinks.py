@@ -36,8 +36,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
+from m2s2l_edge.scoring.terms import TERMS
 from m2s2l_edge.urls import redact, redact_text, split_credentials
 
 from .events import SCHEMA, iso_time
@@ -262,6 +263,75 @@ class JsonlSink:
                     logger.warning("events file %s: fsync at close failed: %s", self.path, e)
                 os.close(self._fd)
                 self._fd = None
+
+
+class ScoreTable:
+    """``--scores FILE|-``: one CSV row per scored frame, in the column names of ``eval``'s per-frame table
+    (:data:`m2s2l_edge.scoring.terms.FRAME_COLUMNS`) plus the camera, the stream time, the unsmoothed calibrated score
+    (``raw_score``; ``score`` is the smoothed one the threshold applies to), the threshold in force (empty while a
+    camera calibrates itself) and whether an event is open. A file is written anew by each run. The table is for
+    reading the scores, not an alert path: a write that fails (a full disk) is reported once and ends the table, never
+    the watch."""
+
+    COLUMNS = ("camera", "frame", "stream_time", *TERMS, "fused_psnr", "raw_score", "score", "threshold",
+               "event_open")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.rows = 0
+        self.error: str | None = None
+        if self.path == "-":
+            self._fh: IO[str] = sys.stdout
+            self._own = False
+        else:
+            try:
+                self._fh = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise ValueError(f"cannot write --scores {self.path}: {e.strerror or e}") from None
+            self._own = True
+        self._guard(lambda: self._fh.write(",".join(self.COLUMNS) + "\n"))
+
+    def _guard(self, action) -> None:
+        if self.error is not None:
+            return
+        try:
+            action()
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            logger.warning("--scores %s: %s; no further rows are written (the watch goes on)", self.path, self.error)
+
+    def write(self, fs, smoothed: float | None, threshold: float | None, event_open: bool) -> None:
+        """One row for the frame score ``fs`` (a :class:`~m2s2l_edge.watch.types.FrameScore`), its smoothed score
+        (None: not smoothed) and the threshold in force (None: none yet)."""
+        threshold = "" if threshold is None else f"{threshold:.6f}"
+        score = fs.score if smoothed is None else smoothed
+        cells = [_csv_cell(fs.camera), str(int(fs.frame_index)), f"{fs.stream_time:.6f}",
+                 *(f"{fs.terms[k]:.6f}" if k == "change" else f"{fs.terms[k]:.4f}" for k in TERMS),
+                 f"{fs.fused:.4f}", f"{fs.score:.6f}", f"{score:.6f}", threshold, "1" if event_open else "0"]
+        self._guard(lambda: self._fh.write(",".join(cells) + "\n"))
+        if self.error is None:
+            self.rows += 1
+
+    def flush(self) -> None:
+        self._guard(self._fh.flush)
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self.flush()
+        if self._own:
+            self._guard(lambda: os.fsync(self._fh.fileno()))
+            try:
+                self._fh.close()
+            except OSError:  # its last flush failed: already reported
+                pass
+
+    def summary(self) -> dict:
+        return {"path": self.path, "rows": self.rows, "error": self.error}
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
 # ---------------------------------------------------------------------------------------------------- webhook
