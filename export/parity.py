@@ -1,10 +1,11 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-in our native op library around our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_session``), an independent reference
-runs on the same clips, and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a
-float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the
-C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
+in our native op library around our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_session``), an independent
+reference runs on the same clips, and the two outputs and the anomaly-score terms are compared. The reference
+(``reference_model``) is a float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan
+backend "torch"): never the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that
+kernel cannot cancel out.
 
 - inputs: random clips uniform in [-1, 1], and a "real" clip: consecutive frames of a rendered surveillance video
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);

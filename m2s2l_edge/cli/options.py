@@ -118,6 +118,7 @@ VOCABULARY: dict[str, str] = {
     "-j": "short for --jobs",
     "--tensorrt-root": "TensorRT installation (include/, lib/) to build the plugin against",
     "--kernels-only": "build the CUDA kernels only, no TensorRT plugin",
+    "--onnxruntime": "build the ONNX Runtime SelectiveScan op library only (CPU; no CUDA, no CMake)",
     "--static": "also build the plugin library that links libnvinfer (with --no-static)",
     "--no-static": "do not build the statically linked plugin library",
     "--clean": "build from scratch",
