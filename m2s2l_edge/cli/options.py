@@ -74,6 +74,8 @@ VOCABULARY: dict[str, str] = {
     "--iterations": "timed runs",
     "--fp16": "half precision (with --fp32 as its negation)",
     "--fp32": "full precision",
+    "--int8": "INT8 by explicit quantization: a Q/DQ ONNX calibrated on --calibration-data",
+    "--calibration-data": "normal footage (video, frames folder, folder of videos) that calibrates INT8",
     "--device": "cpu, cuda or cuda:N",
     "--threads": "CPU intra-op threads",
     "--resolution": "input side in pixels",
