@@ -76,6 +76,7 @@ VOCABULARY: dict[str, str] = {
     "--fp32": "full precision",
     "--int8": "INT8 by explicit quantization: a Q/DQ ONNX calibrated on --calibration-data",
     "--calibration-data": "normal footage (video, frames folder, folder of videos) that calibrates INT8",
+    "--all": "every format of one model in one table (PyTorch, ONNX Runtime, INT8, TensorRT, Triton)",
     "--device": "cpu, cuda or cuda:N",
     "--threads": "CPU intra-op threads",
     "--resolution": "input side in pixels",
