@@ -2,9 +2,9 @@
 
 The default is our native op library (``m2s2l_edge.ops.ort_library``); this Python op runs where that library cannot
 be built (no ONNX Runtime headers, no compiler), chosen by ``ort_session`` with a warning, or asked for explicitly
-(``scan_op="python"``). The node is executed by onnxruntime-extensions' Python custom ops, which call our own scan (``m2s2l_edge.ops.
-selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second implementation of the
-recurrence exists here.
+(``scan_op="python"``). The node is executed by onnxruntime-extensions' Python custom ops, which call our own scan
+(``m2s2l_edge.ops.selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second
+implementation of the recurrence exists here.
 
 onnxruntime-extensions only dispatches Python ops registered in its own domain ``ai.onnx.contrib``, and its Python
 bridge has no float16 type. So ``python_scan_model`` rewrites a *copy* of the model in memory, never the exported
