@@ -36,7 +36,11 @@ def evaluate_model(path: Path, builds: list[str], threads: int) -> dict:
     score = get_score(default_score_name("custom"))
     out = {}
     for root in builds:
-        videos, labels = load_footage(root, "custom")
+        # The validation builds keep their labels in frame_labels.npy at the root (vtest_validation.py).
+        labels_file = Path(root) / "frame_labels.npy"
+        videos, labels = load_footage(root, "custom", labels_path=labels_file if labels_file.is_file() else None)
+        if labels is None:
+            raise ValueError(f"{root} has no frame labels")
         result = evaluate(backend, videos, labels, score.lam, batch_size=1, score=score)
         out[root] = {"micro_auc": result.auc.micro, "macro_auc": result.auc.macro,
                      "psnr_app": np.concatenate([v.psnr_app for v in result.videos]),

@@ -62,6 +62,10 @@ enum Input : size_t
 // Channels per task of the thread pool: about 20 us of work at L = 1024, N = 16, so that the pool's per-task cost
 // stays small while a 2-core machine still gets many tasks to balance.
 constexpr int64_t kChannelsPerTask = 8;
+// State updates (B * KD * L * N) per batch of tasks below which waking another pool thread costs more than it saves
+// (about 20 us of work, as cpu_kernel.py's _MIN_WORK_PER_THREAD): small scans run on the calling thread, which also
+// keeps them off a pool thread that a loaded machine may have descheduled.
+constexpr int64_t kMinWorkPerBatch = int64_t{1} << 16;
 
 // A user-facing failure: becomes an ORT_INVALID_ARGUMENT status with this message.
 struct BadInput : std::runtime_error
@@ -364,8 +368,10 @@ private:
             values[kD].GetTensorData<float>(), z, values[kDeltaBias].GetTensorData<float>(), y,
             mSoftplus ? 1 : 0, batch, dim, groups, dstate, length, chunksPerGroup, 0};
         size_t const tasks = static_cast<size_t>(batch * groups * chunksPerGroup);
+        size_t const batches = static_cast<size_t>(
+            std::clamp<int64_t>(batch * dim * length * dstate / kMinWorkPerBatch, 1, static_cast<int64_t>(tasks)));
         // The session's intra-op pool: the thread count the user gave ONNX Runtime, no second pool beside it.
-        Ort::ThrowOnError(Ort::GetApi().KernelContext_ParallelFor(context, runTask, tasks, 0, &task));
+        Ort::ThrowOnError(Ort::GetApi().KernelContext_ParallelFor(context, runTask, tasks, batches, &task));
         if (task.status != 0)
         {
             throw std::runtime_error(std::string("CPU selective scan failed: ") + m2s2l_scan_status_string(task.status));
