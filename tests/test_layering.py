@@ -77,6 +77,7 @@ RANKS = {
     "m2s2l_edge": 0,  # the package's face: the version
     "m2s2l_edge.config": 0,
     "m2s2l_edge.io": 0,
+    "m2s2l_edge.urls": 0,
     "m2s2l_edge.ops": 1,
     "m2s2l_edge.layers": 2,
     "m2s2l_edge.models": 3,

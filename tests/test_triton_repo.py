@@ -35,11 +35,14 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
-    from m2s2l_edge.watch.calibration import Calibration, save
+    from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, file_sha256, save
 
     calib = tmp_path / "calib.json"
+    m = onnx_meta(exports["portable"])
+    made_with = ModelIdentity("onnxruntime", exports["portable"].name, file_sha256(exports["portable"]), m["preset"],
+                              (m["image_size"], m["image_size"]), m["clip_len"], m["lambda"])
     save(Calibration(center=30.0, scale=0.5, threshold=0.42, false_alarms_per_hour=1.0, window=5, smoothing="mean",
-                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6,
+                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6, model=made_with,
                      sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",

@@ -83,17 +83,43 @@ def test_jsonl_unwritable_targets_are_one_line_value_errors(tmp_path):
         JsonlSink(tmp_path)
 
 
+def test_jsonl_write_errors_are_counted_and_reported_once(tmp_path, caplog):
+    full = JsonlSink("/dev/full")  # a real write error: ENOSPC on every write
+    sinks = SinkSet([full])
+    with caplog.at_level("ERROR", logger="m2s2l_edge.watch.sinks"):
+        for i in range(3):
+            sinks.emit(event(i))
+        sinks.status("cam0", True, {})
+    sinks.close()
+    assert full.stats.failed == 4 and full.stats.lines == 0
+    assert "No space left on device" in full.stats.last_error
+    assert len([r for r in caplog.records if "could not be written" in r.getMessage()]) == 1
+    assert sinks.summary()["JsonlSink"]["failed"] == 4 and sinks.errors == {}
+
+
+class _Broken:
+    """A sink whose every call raises (a third-party sink with a bug)."""
+
+    def emit(self, msg):
+        raise RuntimeError("boom")
+
+    def status(self, camera, online, info):
+        raise RuntimeError("boom")
+
+    def close(self):
+        raise RuntimeError("boom")
+
+
 def test_sinkset_isolates_a_failing_sink(tmp_path):
-    full = JsonlSink("/dev/full")  # a real write error: ENOSPC on every flush
     good = JsonlSink(tmp_path / "e.jsonl")
-    sinks = SinkSet([full, good])
+    sinks = SinkSet([_Broken(), good])
     for i in range(3):
         sinks.emit(event(i))
     sinks.status("cam0", True, {})
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 4
-    assert sinks.errors == {"JsonlSink": 4}
+    assert sinks.errors == {"_Broken": 4}
     sinks.close()
-    assert sinks.summary()["errors"]["JsonlSink"] >= 4
+    assert sinks.summary()["errors"]["_Broken"] == 5
 
 
 # ---------------------------------------------------------------------------------------------------- webhook

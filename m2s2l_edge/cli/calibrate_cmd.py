@@ -21,6 +21,7 @@ from m2s2l_edge.cli.options import (
     Server,
     Threads,
     Weights,
+    check_distinct_paths,
     check_json_target,
     check_output_file,
     emit_json,
@@ -68,6 +69,9 @@ def calibrate(
             raise ValueError("give --out FILE.calib.json")
         check_output_file(out, overwrite=overwrite)
         check_json_target(json_out)
+        check_distinct_paths({"--out": out, "--json": json_out},
+                             {**{f"--source {s}": s for s in source},
+                              "--weights": weights, "--onnx": onnx, "--engine": engine})
         src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
                            model=model)
         backend = open_backend(src, device=device, threads=threads)

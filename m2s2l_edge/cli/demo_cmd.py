@@ -94,7 +94,7 @@ def demo(
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
     import torch
 
-    from m2s2l_edge.cli.progress import RichTrainProgress, make_progress, run_with_progress
+    from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress, run_with_progress
     from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
@@ -124,7 +124,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     model_cfg = get_preset(s.preset, **s.overrides)
     train_cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, loss=LossConfig())
     t0 = time.perf_counter()
-    with make_progress(console, field="terms") as progress:
+    with make_train_progress(console) as progress:
         result = train(model_cfg, train_cfg, DataConfig(str(data_root), "synthetic", stride=s.stride),
                        RunConfig(str(run_dir), device=device, seed=seed, overwrite=True), RichTrainProgress(progress))
     plot_training(load_history(run_dir), run_dir / "loss.png", title=f"demo training loss ({s.preset} preset)")

@@ -18,6 +18,7 @@ from m2s2l_edge.cli.options import (
     Seed,
     Threads,
     Weights,
+    check_distinct_paths,
     check_json_target,
     check_output_file,
     emit_json,
@@ -160,6 +161,10 @@ def export(
             out = default_output(model.cfg.name, config.scan, "int8" if int8 else config.precision, batch, dynamic)
             _check_outputs(out, None, overwrite)
         target.append(out)
+        from m2s2l_edge.artifacts.metadata import sidecar_path
+
+        check_distinct_paths({"--out": out, "metadata": sidecar_path(out), "--json": json_out, "engine": engine_out},
+                             {"--weights": weights, "--calibration-data": calibration_data})
         comparison = None
         try:
             if int8:

@@ -124,8 +124,6 @@ VOCABULARY: dict[str, str] = {
     "--onnxruntime": "build the ONNX Runtime SelectiveScan op library only (CPU; no CUDA, no CMake)",
     "--static": "also build the plugin library that links libnvinfer (with --no-static)",
     "--no-static": "do not build the statically linked plugin library",
-    "--clean": "build from scratch",
-    "--cmake-arg": "extra CMake argument",
     "--arch": "CUDA architectures",
     # watch / calibrate
     "--source": "a camera or video source (repeatable)",
@@ -139,6 +137,8 @@ VOCABULARY: dict[str, str] = {
     "--mqtt": "publish events to this MQTT broker",
     "--snapshots": "folder for event snapshots",
     "--video-out": "annotated output video",
+    "--keep-mb": "size limit of the snapshots and clips kept, in MB",
+    "--keep-hours": "age limit of the snapshots and clips kept, in hours",
     "--read-timeout": "seconds without a frame before a live camera counts as offline",
     "--markdown": "the table as Markdown to a file",
 }
@@ -229,6 +229,33 @@ def check_output_dir(path: Path, *, overwrite: bool = False, flag: str = "--out"
     return path
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_distinct_paths(outputs: dict[str, Path | str | None], inputs: dict[str, Path | str | None] | None = None
+                         ) -> None:
+    """Refuse, before any work, two outputs on one file (``--events X --json X``: one would replace or corrupt the
+    other) and an output on an input (``--events`` on the video it reads). Keys name the options as the user gave
+    them; None values and stdout ('-') are skipped."""
+    def real(entries):
+        return [(flag, Path(p)) for flag, p in (entries or {}).items() if p is not None and str(p) != "-"]
+
+    outs, ins = real(outputs), real(inputs)
+    for i, (flag, path) in enumerate(outs):
+        for other, other_path in outs[:i]:
+            if _same_path(path, other_path):
+                raise ValueError(f"{other} and {flag} are the same file ({path}); give each output its own file")
+        for other, other_path in ins:
+            if _same_path(path, other_path):
+                raise ValueError(f"{flag} {path} is the input {other}; writing there would destroy it")
+
+
 def check_json_target(target: Path | None) -> None:
     """``--json FILE``: writable before the work starts (replaced atomically afterwards); '-' is stdout."""
     if target is not None and str(target) != "-":
@@ -272,7 +299,9 @@ class ModelSource:
     @property
     def label(self) -> str:
         if self.server is not None:
-            return f"{self.model} on {self.server}"
+            from m2s2l_edge.urls import redact
+
+            return f"{self.model} on {redact(self.server)}"
         return str(self.path) if self.path is not None else f"preset {self.preset} (fresh weights, seed {self.seed})"
 
 

@@ -223,6 +223,27 @@ def _replace_dir(staging: Path, out: Path, overwrite: bool) -> None:
     staging.rename(out)
 
 
+def _check_calibration_fits(cal, path, record: dict, onnx: Path, engine) -> None:
+    """ValueError unless calibration ``cal`` was made with the served model: the ONNX, or the engine beside it (the
+    same rule as ``watch --calibration``: calibrate with the model file that runs)."""
+    from m2s2l_edge.watch.calibration import ModelIdentity, check_matches, file_sha256
+
+    size = record["image_size"]
+    errors = []
+    for kind, model_file in (("onnxruntime", onnx), ("tensorrt", engine)):
+        if model_file is None:
+            continue
+        identity = ModelIdentity(kind, Path(model_file).name, file_sha256(model_file), record.get("preset"),
+                                 (size, size) if isinstance(size, int) else tuple(size), int(record["clip_len"]),
+                                 float(record["lambda"]))
+        try:
+            check_matches(cal, identity, f"--calibration {path}")
+            return
+        except ValueError as e:
+            errors.append(e)
+    raise errors[0]
+
+
 def write_repository(
     out: str | os.PathLike,
     onnx: str | os.PathLike,
@@ -256,7 +277,9 @@ def write_repository(
     if calibration is not None:
         from m2s2l_edge.watch import calibration as calibration_file
 
-        calib = calibration_file.load(calibration).to_dict()  # validated: a file that is no calibration is refused
+        loaded = calibration_file.load(calibration)  # validated: a file that is no calibration is refused
+        _check_calibration_fits(loaded, calibration, record, onnx, engine)
+        calib = loaded.to_dict()
 
     engine_meta = plugin_lib = None
     if engine is not None:

@@ -169,6 +169,7 @@ class Calibration:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"{source} is not an m2s2l-edge calibration (format {got!r}, expected {FORMAT!r})")
+        check_fields(d, source)
         d = dict(d)
         d.pop("score_definition", None)
         try:
@@ -179,10 +180,80 @@ class Calibration:
             cal = cls(**d, model=model)
         except (TypeError, KeyError) as e:
             raise ValueError(f"{source}: malformed calibration ({e})") from None
-        if not cal.scale > 0 or not math.isfinite(cal.center) or not math.isfinite(cal.threshold):
-            raise ValueError(f"{source}: malformed calibration (scale {cal.scale}, center {cal.center}, threshold "
-                             f"{cal.threshold})")
         return cal
+
+
+# --- the file's fields, each checked for type and range (a calibration is edited by hand, copied, truncated) ---------
+
+# The lowest fused PSNR a frame can have: frame errors on the [0, 1] scale are at most 1 (0 dB), motion errors (of
+# differences of [-1, 1] frames, halved) at most 2 (-6.02 dB). A threshold above the score of that frame is never
+# reached, and no event can ever start.
+LOWEST_FUSED_DB = -10.0 * math.log10(4.0)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# field → (check, what it must be); every field of the file, None where it may be absent.
+_RULES = {
+    "finite": (_finite, "a finite number"),
+    "positive": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "nonnegative": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "count": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "text_or_null": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "smoothing": (lambda v: v in ("mean", "median", "ema", "none"), "one of mean, median, ema, none"),
+    "lambda": (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "size": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_integer(x) and x >= 1 for x in v),
+             "[height, width], two integers >= 1"),
+    "texts": (lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "quantiles": (lambda v: isinstance(v, dict) and all(_finite(x) for x in v.values()),
+                  "a mapping of quantile to finite number"),
+}
+_FIELDS = {
+    "center": "finite", "scale": "positive", "threshold": "positive", "false_alarms_per_hour": "positive",
+    "window": "count", "smoothing": "smoothing", "fps": "positive", "count": "count",
+    "stream_seconds": "nonnegative", "mean": "finite", "std": "nonnegative", "quantiles": "quantiles",
+    "threshold_method": "text", "sources": "texts", "format": "text", "score_definition": "text",
+}
+_MODEL_FIELDS = {
+    "kind": "text", "file": "text", "sha256": "text", "preset": "text_or_null", "image_size": "size",
+    "clip_len": "count", "lam": "lambda", "weights": "text",
+}
+_REQUIRED = ("center", "scale", "threshold", "false_alarms_per_hour", "window", "smoothing", "fps", "count",
+             "stream_seconds", "mean", "std")
+
+
+def check_fields(d: dict, source: str = "calibration") -> None:
+    """ValueError (one line naming the file and the field) unless every field of a calibration's JSON has the type
+    and range it must: numbers are numbers (not strings), finite (JSON's Infinity and NaN are refused), scale and
+    rates > 0, the window an integer >= 1, the smoothing a known one, the model's resolution two integers, and the
+    threshold one that a frame's score can reach."""
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise ValueError(f"{source}: malformed calibration (no {', '.join(missing)})")
+    if d.get("model") is not None and not isinstance(d["model"], dict):
+        raise ValueError(f"{source}: malformed calibration (model must be a mapping, got {d['model']!r})")
+    for fields, where, data in ((_FIELDS, "", d), (_MODEL_FIELDS, "model.", d.get("model") or {})):
+        for key, value in data.items():
+            if not where and key == "model":
+                continue
+            rule = fields.get(key)
+            if rule is None:
+                raise ValueError(f"{source}: malformed calibration (unknown field {where}{key!r})")
+            check, what = _RULES[rule]
+            if not check(value):
+                raise ValueError(f"{source}: malformed calibration ({where}{key} must be {what}, got {value!r})")
+    highest = (d["center"] - LOWEST_FUSED_DB) / d["scale"]
+    if d["threshold"] > highest:
+        raise ValueError(f"{source}: threshold {d['threshold']:.4g} can never be reached (the highest score a frame "
+                         f"can have is {highest:.4g}, at a fused PSNR of {LOWEST_FUSED_DB:.2f} dB): calibrate again "
+                         "on longer normal footage")
 
 
 def upcrossings(smoothed: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -271,9 +342,12 @@ def fit(fused: np.ndarray, *, fps: float, false_alarms_per_hour: float = 1.0, wi
 
 
 def save(cal: Calibration, path: str | os.PathLike) -> None:
+    """Write ``cal`` (atomically, fsynced); a calibration that :func:`check_fields` would refuse is never written."""
     from m2s2l_edge.io import atomic_write_text
 
-    atomic_write_text(path, json.dumps(cal.to_dict(), indent=2))
+    data = cal.to_dict()
+    check_fields(data, "the calibration")
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def load(path: str | os.PathLike) -> Calibration:

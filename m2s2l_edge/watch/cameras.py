@@ -19,6 +19,8 @@ frame are each refused with one line naming the camera and the key)::
           frozen_s: 5
         fps: 25                    # pacing of a frame folder; expected rate of a live source
         video_out: gate.mp4        # annotated video of this camera
+        keep_mb: 200               # this camera's snapshots and clips: at most 200 MB, oldest deleted first
+        keep_hours: 72             # ... and none older than 72 hours
 
 ROI polygons are given in the source's pixel coordinates; they are checked against the frame size once the
 camera's first frame arrives (an ROI outside the frame stops that camera with one line).
@@ -33,7 +35,8 @@ from pathlib import Path
 
 from m2s2l_edge.watch.feeds import SourceSpec, parse_source
 
-CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out")
+CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out",
+               "keep_mb", "keep_hours")
 TOP_KEYS = ("cameras", "defaults")
 _CAMERA_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -50,6 +53,8 @@ class CameraConfig:
     events: tuple[tuple[str, object], ...] = ()  # further EventConfig fields, as (key, value) pairs
     faults: tuple[tuple[str, object], ...] = ()  # FaultConfig fields, as (key, value) pairs
     video_out: Path | None = None
+    keep_mb: float | None = None  # retention of this camera's snapshots and clips (None: only the total limit)
+    keep_hours: float | None = None
 
     def event_settings(self) -> dict:
         """The mapping for ``EventConfig.from_mapping``: the per-camera levels and ROIs plus ``events:``."""
@@ -146,6 +151,28 @@ def _path(value, where: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _check_unique_keys(node, where: str = "") -> None:
+    """ValueError for a key given twice in one mapping of a composed YAML tree: plain YAML keeps the last silently, so
+    a camera defined twice would lose its first definition (and every event of it) without a word."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, where)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key is not None:
+            if key in seen:
+                what = f"camera {key!r} is defined" if where == "cameras" else f"key {key!r} is given"
+                raise ValueError(f"{what} twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                 "give each once")
+            seen[key] = key_node.start_mark.line
+        _check_unique_keys(value_node, key if where == "" else f"{where}.{key}")
+
+
 def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
     """Cameras of a YAML file (see the module docstring). Relative paths are relative to the file's folder."""
     import yaml
@@ -156,6 +183,9 @@ def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
+        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+    except ValueError as e:
+        raise ValueError(f"--config {path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -218,5 +248,7 @@ def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
             events=_section(merged.get("events"), where, "events"),
             faults=_section(merged.get("faults"), where, "faults"),
             video_out=_path(merged["video_out"], f"{where}: video_out", base) if "video_out" in merged else None,
+            keep_mb=num("keep_mb", positive=True),
+            keep_hours=num("keep_hours", positive=True),
         ))
     return tuple(out)

@@ -284,6 +284,7 @@ class _Event:
     roi: int | None = None
     clip: _Clip | None = None
     levels: tuple[float, float] = (math.nan, math.nan)
+    snapshot_written: bool = False
 
 
 @dataclass
@@ -314,6 +315,8 @@ class EventTracker:
     the camera went offline) and returns the last messages; the tracker can be used again afterwards.
 
     media_dir: folder for snapshots / clips (``--snapshots DIR``); None writes neither.
+    media: the folder's :class:`.retention.MediaStore` (size and age limits), shared by every camera's tracker;
+        None keeps every file.
     score_fn: ``(psnr_app, psnr_mot) -> calibrated score``, the calibration's own mapping; required with ROIs
         (an ROI score is that mapping applied to the ROI's PSNR_app; see docs/WATCH_EVENTS.md).
     """
@@ -324,8 +327,10 @@ class EventTracker:
         cfg: EventConfig | None = None,
         media_dir: str | os.PathLike | None = None,
         score_fn: Callable[[float, float], float] | None = None,
+        media=None,
     ) -> None:
         self.camera = camera
+        self.media = media
         self.cfg = cfg or EventConfig()
         if self.cfg.rois and score_fn is None:
             raise ValueError(f"camera {camera!r}: ROIs need the calibration's score function (score_fn)")
@@ -479,7 +484,7 @@ class EventTracker:
             peak=ev.peak,
             levels={"on": _r(ev.levels[0]), "off": _r(ev.levels[1])},
             roi=ev.roi,
-            snapshot=self._snapshot_path(ev),
+            snapshot=self._snapshot_path(ev) if ev.snapshot_written else None,
             clip=str(ev.clip.path) if ev.clip is not None else None,
         )
 
@@ -514,12 +519,17 @@ class EventTracker:
 
         from .annotate import encode_jpeg, heat_overlay
 
+        if self.media is not None and not self.media.room(self.camera):
+            return
         try:
             atomic_write_bytes(path, encode_jpeg(heat_overlay(ev.peak_frame, ev.peak_error)))
         except (OSError, RuntimeError) as e:
             # A full disk must not stop the alerts themselves.
             self.stats.media_errors += 1
             logger.warning("camera %s: snapshot %s not written: %s", self.camera, path, e)
+            return
+        # A rewrite for a higher peak replaces the file, so an earlier snapshot stays valid if this one fails.
+        ev.snapshot_written = self.media is None or self.media.added(self.camera, path) or ev.snapshot_written
 
     def _remember_frame(self, fs: FrameScore) -> None:
         if self.media_dir is None or not self.cfg.clip:
@@ -561,7 +571,7 @@ class EventTracker:
         for clip in self._collecting:
             if clip.end_msg is not None and (force or now > clip.until):
                 if self._writer is None:
-                    self._writer = _ClipWriter()
+                    self._writer = _ClipWriter(self.camera, self.media)
                 self._writer.submit(clip)
             elif force:
                 logger.debug("camera %s: clip %s dropped (its event never ended)", self.camera, clip.path)
@@ -590,7 +600,9 @@ def _r(x: float) -> float | None:
 class _ClipWriter:
     """Encodes clips on one background thread so that the watch loop never waits for a video encoder."""
 
-    def __init__(self) -> None:
+    def __init__(self, camera: str = "", media=None) -> None:
+        self.camera = camera
+        self.media = media
         self._todo: queue.Queue[_Clip | None] = queue.Queue()
         self._done: queue.Queue[tuple[dict[str, Any], Exception | None]] = queue.Queue()
         self._pending = 0
@@ -615,7 +627,11 @@ class _ClipWriter:
                 times = clip.times
                 span = times[-1] - times[0] if len(times) > 1 else 0.0
                 fps = (len(times) - 1) / span if span > 0 else 25.0
+                if self.media is not None and not self.media.room(self.camera):
+                    raise OSError("no room: the file system is nearly full")
                 write_clip(clip.path, clip.frames, fps)
+                if self.media is not None and not self.media.added(self.camera, clip.path):
+                    raise OSError("larger than this camera's retention limit (deleted)")
             except (OSError, ValueError, RuntimeError) as e:
                 err = e
             assert clip.end_msg is not None

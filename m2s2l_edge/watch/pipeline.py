@@ -139,6 +139,7 @@ class CameraRun:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     roi_checked: bool = False
     last_score: FrameScore | None = field(default=None, repr=False)
+    video_error: str | None = None
 
 
 class Watch:
@@ -230,8 +231,10 @@ class Watch:
         if self.on_capture_status is not None:
             self.on_capture_status(status)
         messages: list[dict] = []
-        # A file that ends is not a lost signal; only live cameras report signal_lost faults.
-        if run is not None and run.detector is not None and run.config.spec.live:
+        # A file that ends is not a lost signal, nor is a camera we stopped ourselves; only a live camera going
+        # offline on its own reports a signal_lost fault.
+        if (run is not None and run.detector is not None and run.config.spec.live
+                and not (not status.online and run.capture.stop_event.is_set())):
             with run.lock:
                 messages = run.detector.set_online(status.online, status.wall_time, status.stream_time, status.reason)
         self._inbox.put(("status", status, messages))
@@ -246,26 +249,32 @@ class Watch:
         for run in self.cameras.values():
             run.capture.start()
         try:
-            wait_first_frames([r.capture for r in self.cameras.values()], self.options.startup_timeout_s)
+            wait_first_frames([r.capture for r in self.cameras.values()], self.options.startup_timeout_s, stop)
             self._drain_inbox()
-            dead = [r for r in self.cameras.values() if not r.capture.stats.ever_online]
-            if len(dead) == len(self.cameras):
-                why = "; ".join(f"{r.config.camera} ({r.config.spec.shown}): {r.capture.stats.last_error or 'no frame'}"
-                                for r in dead)
-                raise ValueError(f"no camera delivered a frame: {why}")
-            for r in dead:
-                logger.warning("camera %s (%s) delivered no frame (%s); retrying in the background",
-                               r.config.camera, r.config.spec.shown, r.capture.stats.last_error or "no frame")
-            self._check_rois()
-            self._loop(stop)
+            if stop.is_set():  # stopped while cameras were still opening: not a camera failure
+                self.stopped_by = "signal"
+            else:
+                self._check_started()
+                self._loop(stop)
         finally:
             for run in self.cameras.values():
-                run.capture.stop_event.set()  # all at once: each may wait up to a read timeout below
+                run.capture.stop_event.set()  # all at once: each may wait up to its grace period below
             for run in self.cameras.values():
                 run.capture.stop()
             self._drain_inbox()
             self._close_all("shutdown")
         return self.summary()
+
+    def _check_started(self) -> None:
+        dead = [r for r in self.cameras.values() if not r.capture.stats.ever_online]
+        if len(dead) == len(self.cameras):
+            why = "; ".join(f"{r.config.camera} ({r.config.spec.shown}): {r.capture.stats.last_error or 'no frame'}"
+                            for r in dead)
+            raise ValueError(f"no camera delivered a frame: {why}")
+        for r in dead:
+            logger.warning("camera %s (%s) delivered no frame (%s); retrying in the background",
+                           r.config.camera, r.config.spec.shown, r.capture.stats.last_error or "no frame")
+        self._check_rois()
 
     def _loop(self, stop: threading.Event) -> None:
         while True:
@@ -335,8 +344,9 @@ class Watch:
             if self.on_status is not None:
                 self.on_status(status)
             messages: list[dict] = []
-            if not status.online and run.tracker is not None:
-                # An event cannot outlive the signal that showed it: end it, reason "signal_lost".
+            if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
+                # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
+                # stopping ends its events with the shutdown's reason instead).
                 messages += run.tracker.close("signal_lost")
             self._emit(run, messages + fault_messages)
 
@@ -361,7 +371,11 @@ class Watch:
                     messages += run.detector.close(reason)
             self._emit(run, messages)
             if run.video is not None:
-                run.video.close()
+                try:
+                    run.video.close()
+                except OSError as e:  # the video did not come out whole (a full disk): the rest still finishes
+                    run.video_error = str(e)
+                    logger.error("camera %s: annotated video not written: %s", run.config.camera, e)
                 run.video = None
 
     # --- results --------------------------------------------------------------------------------------------------
@@ -387,6 +401,7 @@ class Watch:
                                 else ("self (first frames)" if cal is not None else "warming up")),
                 "threshold": None if cal is None else (run.scorer.override or cal.threshold),
                 "last_error": s.last_error or None,
+                "video_out_error": run.video_error,
                 "tracker": run.tracker.summary() if run.tracker is not None else None,
             }
         return {

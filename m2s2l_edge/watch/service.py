@@ -33,6 +33,8 @@ class WatchSettings:
     snapshots: Path | None = None
     video_out: Path | None = None
     metrics_port: int | None = None
+    keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
+    keep_hours: float | None = None
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -40,6 +42,11 @@ class WatchSettings:
                              "camera its own video_out in --config")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             raise ValueError(f"--metrics-port must be in 1..65535, got {self.metrics_port}")
+        from m2s2l_edge.watch.retention import Limit
+
+        Limit.from_mb_hours(self.keep_mb, self.keep_hours, "retention")  # a bad value fails here, before any work
+        if (self.keep_mb is not None or self.keep_hours is not None) and self.snapshots is None:
+            raise ValueError("--keep-mb / --keep-hours bound what --snapshots DIR keeps; give --snapshots")
 
 
 def check_output_file(path: Path, flag: str) -> None:
@@ -60,9 +67,20 @@ def check_output_file(path: Path, flag: str) -> None:
 
 def check_outputs(settings: WatchSettings) -> None:
     """Refuse unwritable outputs before any model is loaded, and make their folders (the events file is appended
-    to, never replaced)."""
+    to, never replaced). Temporaries a killed run left beside the outputs (a half-written annotated video or clip)
+    are removed now."""
+    from m2s2l_edge.io import remove_stale_temporaries, sweep_temporaries
+    from m2s2l_edge.watch.sinks import check_events_target, parse_mqtt_url, parse_webhook_url
+
+    # Sink URLs are parsed now (their errors show them redacted); a broker is only contacted when the sinks open.
+    if settings.webhook is not None:
+        parse_webhook_url(settings.webhook)
+    if settings.mqtt is not None:
+        parse_mqtt_url(settings.mqtt)
+
     if settings.events is not None and settings.events != "-":
         check_output_file(Path(settings.events), "--events")
+        check_events_target(settings.events)
         Path(settings.events).parent.mkdir(parents=True, exist_ok=True)
     if settings.snapshots is not None:
         snap = Path(settings.snapshots)
@@ -71,12 +89,16 @@ def check_outputs(settings: WatchSettings) -> None:
         snap.mkdir(parents=True, exist_ok=True)
         if not os.access(snap, os.W_OK | os.X_OK):
             raise PermissionError(f"--snapshots {snap} is not writable")
+        for tmp in sweep_temporaries(snap):
+            logger.info("removed %s, left by an interrupted run", tmp)
     videos = [(c.camera, c.video_out) for c in settings.cameras if c.video_out is not None]
     if settings.video_out is not None:
         videos.append((settings.cameras[0].camera, settings.video_out))
     for camera, path in videos:
         check_output_file(Path(path), f"video_out of camera {camera!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for tmp in remove_stale_temporaries(path):
+            logger.info("removed %s, left by an interrupted run", tmp)
 
 
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, Calibration | None]:
@@ -95,25 +117,57 @@ def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str
     return out
 
 
+class StoppedDuringStartup(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+    """A SIGINT / SIGTERM came before the watch loop ran (loading the model, opening the sinks). A BaseException, so
+    that no ``except Exception`` on the way turns it into an error."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class StopSignals:
+    """What :func:`stop_on_signals` yields: ``event`` is set by SIGINT / SIGTERM, ``seen`` lists them in order.
+
+    Until :meth:`running` is called a signal also raises :class:`StoppedDuringStartup` in the main thread, so that
+    start-up (a model loading, a broker being connected) ends at once instead of running to its end first; from
+    then on the loop polls ``event`` and ends between two batches.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.seen: list[str] = []
+        self._starting = True
+
+    def handler(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        self.seen.append(name)
+        self.event.set()
+        if self._starting:
+            self._starting = False
+            raise StoppedDuringStartup(name)
+
+    def running(self) -> None:
+        self._starting = False
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[str]]]:
-    """SIGINT and SIGTERM set the yielded event (and record which signal) instead of raising inside the loop, so
-    the loop ends between two batches and every sink is flushed. The previous handlers come back afterwards."""
-    stop = threading.Event()
-    seen: list[str] = []
-
-    def handler(signum, frame) -> None:
-        seen.append(signal.Signals(signum).name)
-        stop.set()
-
+def stop_on_signals(interrupt_startup: bool = False) -> Iterator[StopSignals]:
+    """SIGINT and SIGTERM set the yielded :class:`StopSignals`' event (and record which signal) instead of raising
+    inside the loop, so the loop ends between two batches and every sink is flushed. ``interrupt_startup``: until
+    ``running()`` a signal raises :class:`StoppedDuringStartup` (see there). The previous handlers come back
+    afterwards."""
+    stops = StopSignals()
+    if not interrupt_startup:
+        stops.running()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous[sig] = signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, stops.handler)
         except ValueError:  # not the main thread (a test calling run_watch from a thread): the caller stops it
             pass
     try:
-        yield stop, seen
+        yield stops
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -145,8 +199,10 @@ def run_watch(
     calibration: Path | None = None,
     stop: threading.Event | None = None,
     on_score: Callable | None = None,
+    running: Callable[[], None] | None = None,
 ) -> dict:
     """Watch ``settings.cameras`` with ``backend`` until the files end or ``stop`` is set; returns the summary.
+    ``running`` is called once everything is open, right before the loop starts (:meth:`StopSignals.running`).
 
     ValueError for bad input (a calibration of another model, no camera delivering a frame, an ROI outside the
     frame, an unreachable broker), RuntimeError when the backend fails.
@@ -171,9 +227,11 @@ def run_watch(
                            "%d: the false-alarm rate it was fitted for does not hold", cam.camera, cfg.smoothing,
                            cfg.smoothing_frames, cal.smoothing, cal.window)
 
+    media = open_media(settings)
+
     def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
         return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
-                            score_fn=scorer.score_fn(model_in.lam))
+                            score_fn=scorer.score_fn(model_in.lam), media=media)
 
     def make_faults(cam: CameraConfig) -> FaultDetector:
         return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
@@ -190,12 +248,15 @@ def run_watch(
     telemetry = Telemetry()
     for cam in settings.cameras:
         telemetry.add_camera(cam.camera)
+    if media is not None:
+        telemetry.attach("media", media.summary)
     if settings.metrics_port is not None:
         telemetry.serve(settings.metrics_port)
     dropped_seen: dict[str, int] = {}
     sinkset = None
     try:
         sinkset = _open_sinks(settings)
+        telemetry.attach("sinks", sinkset.summary)
 
         def on_message(msg: dict) -> None:
             sinkset.emit(msg)
@@ -213,6 +274,8 @@ def run_watch(
 
         def on_batch(n: int, seconds: float) -> None:
             telemetry.backend_call(watch.scorer.last_call_s, n)
+            if media is not None:
+                media.expire()
             for name, run in watch.cameras.items():
                 d = run.capture.stats.dropped
                 if d > dropped_seen.get(name, 0):
@@ -224,11 +287,27 @@ def run_watch(
                       make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
                       on_batch=on_batch, on_frame=telemetry.captured,
                       on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+        if running is not None:
+            running()
         summary = watch.run(stop)
     finally:
         if sinkset is not None:
             sinkset.close()
         telemetry.close()
     summary["sinks"] = sinkset.summary()
+    summary["media"] = media.summary() if media is not None else None
     summary["telemetry"] = telemetry.summary()
     return summary
+
+
+def open_media(settings: WatchSettings):
+    """The :class:`~m2s2l_edge.watch.retention.MediaStore` of ``--snapshots`` (None without it): the total limit
+    from ``--keep-mb`` / ``--keep-hours`` (default: see the retention module), each camera's from its YAML."""
+    if settings.snapshots is None:
+        return None
+    from m2s2l_edge.watch.retention import Limit, MediaStore
+
+    cameras = {c.camera: Limit.from_mb_hours(c.keep_mb, c.keep_hours, f"camera {c.camera!r}")
+               for c in settings.cameras}
+    return MediaStore(settings.snapshots, Limit.from_mb_hours(settings.keep_mb, settings.keep_hours, "retention"),
+                      cameras)
