@@ -11,26 +11,39 @@ BIN := $(VENV)/bin
 TRITON_VENV ?= .venv-triton
 TRITON_SPEC ?= nvidia-pytriton==0.7.0
 
-.PHONY: setup triton-env demo test profile bench lint clean
+.PHONY: setup triton-env ort-op demo test profile bench lint clean
 
 setup: $(VENV)/.installed
 	@echo "$(VENV) is ready: $(BIN)/m2s2l-edge --help"
 
+# Each step says what it does and pip shows its progress (a first install takes a few minutes).
 $(VENV)/.installed: pyproject.toml
+	@echo "[1/4] creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/4] upgrading pip"
 	$(BIN)/python -m pip install -q --upgrade pip
-	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q -e ".[onnx,watch,serve,dev]"
+	@echo "[3/4] installing PyTorch ($(or $(TORCH_SPEC),your own: TORCH_SPEC is empty))"
+	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install "$(TORCH_SPEC)"; fi
+	@echo "[4/4] installing m2s2l-edge and its dependencies (onnx, watch, serve, dev extras)"
+	$(BIN)/python -m pip install -e ".[onnx,watch,serve,dev]"
+	$(BIN)/python -c "import m2s2l_edge, torch; print('m2s2l-edge', m2s2l_edge.__version__, 'with torch', torch.__version__)"
 	touch $@
 
 triton-env: $(TRITON_VENV)/.installed
 	@echo "$(TRITON_VENV) is ready: tritonserver for tests/test_triton_server.py"
 
 $(TRITON_VENV)/.installed: pyproject.toml
+	@echo "building $(TRITON_VENV): tritonserver from the nvidia-pytriton wheel (about 0.5 GB)"
 	$(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install -q "numpy<2" "$(TRITON_SPEC)" "onnxruntime>=1.18" "onnx>=1.16"
+	$(TRITON_VENV)/bin/python -m pip install "numpy<2" "$(TRITON_SPEC)" "onnxruntime>=1.18" "onnx>=1.16"
 	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
+
+# The native ONNX Runtime SelectiveScan op (m2s2l_edge/ops/ort_library.py): ONNX Runtime's C++ headers (Debian's
+# libonnxruntime-dev, unpacked into the user's cache; the pip wheel has none), then the library, built with g++.
+ort-op: setup
+	bash plugins/fetch_ort_headers.sh
+	$(BIN)/m2s2l-edge plugin build --onnxruntime
 
 demo: setup
 	$(BIN)/m2s2l-edge demo
@@ -39,6 +52,8 @@ test: setup
 	@# In CI (CI=true) the real-server tests must run, so a failed build fails; elsewhere they skip with the reason.
 	$(MAKE) triton-env || { if [ -n "$$CI" ]; then exit 1; fi; \
 		echo "warning: the Triton environment could not be built; the Triton server tests skip"; }
+	$(MAKE) ort-op || { if [ -n "$$CI" ]; then exit 1; fi; \
+		echo "warning: the ONNX Runtime op library could not be built; its tests skip (plugin-flavour models use the Python op)"; }
 	$(BIN)/python -m pytest -q tests
 
 profile: setup

@@ -120,7 +120,7 @@ def run_replay(backend, sources, *, batch: int, stride: int = 1, calibration=Non
         cameras = tuple(dataclasses.replace(c, **config_extra) for c in cameras)
     settings = WatchSettings(cameras=cameras, options=WatchOptions(replay=True, batch=batch, stride=stride),
                              events=str(events[0]) if events else None)
-    return run_watch(backend, settings, kind=backend.name, model_path=model_path or getattr(backend, "path", None),
+    return run_watch(backend, settings, model_path=model_path or getattr(backend, "path", None),
                      calibration=calibration, on_score=on_score)
 
 
@@ -208,7 +208,7 @@ def section_live(models: dict, args) -> list[dict]:
                         started.append(True)
                         timer.start()
 
-                s = run_watch(backend, settings, kind=kind, model_path=None, stop=stop, on_score=first_score)
+                s = run_watch(backend, settings, model_path=None, stop=stop, on_score=first_score)
                 timer.cancel()
             finally:
                 for p in servers:
@@ -249,17 +249,15 @@ def detection_model(models: dict, args):
 
 def section_detection(models: dict, work: Path, args) -> tuple[dict, Path]:
     from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
-    from m2s2l_edge.watch.calibration import identity_of, save
+    from m2s2l_edge.watch.calibration import save
     from m2s2l_edge.watch.pipeline import calibrate_footage
-    from m2s2l_edge.watch.scorer import model_input
 
     backend, path, described = detection_model(models, args)
     size = args.render_size
     n_frames = 150 if args.quick else 300
     normal = [write_avi(work / f"normal{i}.avi", render_video(size=size, frames=n_frames, seed=0, index=10 + i).frames)
               for i in range(2 if args.quick else 6)]
-    cal = calibrate_footage(backend, [str(p) for p in normal],
-                            identity=identity_of(backend.name, path, backend, model_input(backend)), batch=args.batch)
+    cal = calibrate_footage(backend, [str(p) for p in normal], model_path=path, batch=args.batch)
     calib = work / "plaza.calib.json"
     save(cal, calib)
     kinds = ("fast_object", "foreign_object", "running")

@@ -17,6 +17,13 @@ copying the last frame) and `ablate` (one part of the model removed at test time
 the memory read-out or query, the encoder levels). `--seed 1` builds the confirmation set: the same source frames,
 other anomalies.
 
+What a camera raises (`live`): per build and seed, train where no checkpoint exists, then the real `calibrate` on the
+training frames, `watch --replay` on the test videos as one stream and `eval`; recall, false and cut events, normal
+hours, delay, and watch's and eval's frame AUCs by one function (RESULTS.md, "Live detection"):
+
+    python benchmarks/vtest_validation.py live --data data/vtest --data data/vtest1 --seeds 0 1 2 --work runs/live \
+        [--score stream|paper] --json out.json
+
 The set, its anomaly kinds and why train and test stay disjoint are described in benchmarks/footage/vtest.py.
 """
 
@@ -332,6 +339,263 @@ def cmd_ablate(args) -> dict:
     return {"weights": str(args.weights), "score": "patch", "interventions": rows}
 
 
+# --- live: the real calibrate and watch commands on each build, beside eval ------------------------------------
+
+# How an event is matched to an anomalous segment (our protocol; no benchmark publishes one for this set): an event
+# counts for a segment when its frames overlap the segment or the GRACE frames after it, because the model still sees
+# the last anomalous frame in its T input frames and the tracker in its smoothing window after the labels end. The
+# same span after every cut between two test videos in the stream (the camera "jumps": no normal footage) is set
+# apart: events that start there are counted as cut events, and those frames as no normal footage.
+LIVE_TRAIN = "train.mkv"
+LIVE_STREAM = "stream.mkv"
+
+
+def _write_stream(videos, out: Path, fps: float) -> None:
+    """Video sources (frame folders) → one lossless FFV1 video at ``fps``, checked to decode to the same pixels."""
+    import subprocess
+
+    import cv2
+
+    if out.is_file() and out.with_suffix(".ok").is_file():
+        return
+    h, w = videos[0].read(0).shape[:2]
+    tmp = out.with_name(out.stem + ".tmp.mkv")
+    cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+           "-r", f"{fps:g}", "-i", "-", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(tmp)]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
+        for v in videos:
+            for frame in v.iter_frames():
+                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise OSError(f"ffmpeg could not write {tmp}")
+    cap = cv2.VideoCapture(str(tmp))
+    for v in videos:  # lossless: watch reads exactly the pixels eval reads from the JPEGs
+        for i, frame in enumerate(v.iter_frames()):
+            ok, bgr = cap.read()
+            if not ok or not np.array_equal(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), frame):
+                raise ValueError(f"{tmp}: frame {i} of {v.name} does not decode to the same pixels")
+    cap.release()
+    tmp.replace(out)
+    out.with_suffix(".ok").write_text("verified\n")
+
+
+def _build_streams(data: Path, work: Path, fps: float) -> dict:
+    """The build's training frames (the calibration footage) and its test videos concatenated in their natural order
+    (one stream), as lossless videos; and where each test video starts in the stream."""
+    from footage.vtest import load_meta
+
+    from m2s2l_edge.data import discover
+    from m2s2l_edge.evaluation.datasets import load_test_set
+
+    meta = load_meta(data)
+    videos, labels = load_test_set(data, "custom", labels_path=data / "frame_labels.npy")  # every frame
+    work.mkdir(parents=True, exist_ok=True)
+    _write_stream(discover(data, "custom", "train"), work / LIVE_TRAIN, fps)
+    _write_stream(videos, work / LIVE_STREAM, fps)
+    starts = np.cumsum([0, *(len(v) for v in videos)])
+    return {"names": [v.name for v in videos], "labels": [np.asarray(lab).reshape(-1) for lab in labels],
+            "starts": starts,
+            "kinds": {v["name"]: v["kind"] for v in meta["test_videos"]}}
+
+
+def _training_digest(data: Path) -> str:
+    """sha256 over a build's training frames: builds with the same training frames (every build of this set: they
+    differ only in their test videos) train the same model for a seed, so it is trained once."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((data / "training").rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(data)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _cli(*args, log: Path) -> None:
+    """One m2s2l-edge command, as a user runs it; its output kept in ``log``."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "m2s2l_edge", *map(str, args)]
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("$ m2s2l-edge " + " ".join(map(str, args)) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise ValueError(f"m2s2l-edge {args[0]} failed (exit {proc.returncode}); see {log}")
+
+
+def _segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of anomalous frames: (first, last) inclusive."""
+    lab = np.r_[0, np.asarray(labels).astype(np.int8), 0]
+    edges = np.flatnonzero(np.diff(lab))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def frame_aucs(names, labels, scores, kinds) -> dict:
+    """The AUC rows of the live table, for watch and for eval alike: micro AUC over the scored frames (frames T.. of
+    each video) of every video and per kind (:func:`_auc_table`)."""
+    return _auc_table(names, labels, scores, kinds)
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
+def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarray], eval_scores: list | None, *,
+             fps: float, clip_len: int, window: int) -> dict:
+    """Event- and frame-level figures of one model's live run (see the protocol note above ``LIVE_TRAIN``)."""
+    names, labels, starts, kinds = stream["names"], stream["labels"], stream["starts"], stream["kinds"]
+    grace = clip_len + window
+    segments = []  # (stream first, stream last, kind)
+    for v, lab in enumerate(labels):
+        segments += [(starts[v] + a, starts[v] + b, kinds[names[v]]) for a, b in _segments(lab)]
+    cuts = [(int(c), int(c) + grace) for c in starts[1:-1]]
+    starts_msgs = {m["id"]: m for m in events if m.get("kind") == "anomaly" and m["state"] == "start"}
+    spans = {}
+    for m in events:
+        if m.get("kind") == "anomaly" and m["id"] in starts_msgs:
+            spans[m["id"]] = (m["first"]["frame"], max(spans.get(m["id"], (0, -1))[1], m["last"]["frame"]))
+    by_frame = dict(zip(watch_scores["frame"].astype(int).tolist(), watch_scores["score"].astype(float).tolist(),
+                        strict=True))
+    peaks: dict[str, list[float]] = {}  # the largest smoothed score within each segment and its grace, per kind
+    for s0, s1, kind in segments:
+        peaks.setdefault(kind, []).append(max(by_frame.get(f, -np.inf) for f in range(s0, s1 + grace + 1)))
+    hits: dict[int, list[float]] = {}
+    false_events, cut_events = [], []
+    for eid, (a, b) in spans.items():
+        matched = [i for i, (s0, s1, _) in enumerate(segments) if a <= s1 + grace and b >= s0]
+        for i in matched:
+            hits.setdefault(i, []).append(starts_msgs[eid]["last"]["stream_time"] - segments[i][0] / fps)
+        if not matched:
+            (cut_events if any(c0 <= a < c1 for c0, c1 in cuts) else false_events).append(a)
+    total = len(labels) and int(starts[-1])
+    normal = np.ones(total, bool)
+    for s0, s1, _ in segments:
+        normal[s0:min(total, s1 + grace + 1)] = False
+    for c0, c1 in cuts:
+        normal[c0:min(total, c1)] = False
+    normal[:clip_len] = False
+    hours = normal.sum() / fps / 3600.0
+    delays = [min(d) for d in hits.values()]
+    four = [i for i, seg in enumerate(segments) if seg[2] in HELD_OUT_KINDS]
+    # Frame AUCs, one function for both: watch's calibrated smoothed score and eval's per-video score, on the frames
+    # eval scores (frames T.. of each video).
+    w_scores = [np.array([by_frame[int(starts[v]) + f] for f in range(clip_len, len(lab))])
+                for v, lab in enumerate(labels)]
+    kept = [np.asarray(lab)[clip_len:] for lab in labels]
+    return {
+        "segments": len(segments), "detected": len(hits),
+        "recall": len(hits) / len(segments),
+        "segments_four_kinds": len(four), "detected_four_kinds": sum(i in hits for i in four),
+        "recall_four_kinds": sum(i in hits for i in four) / len(four),
+        "per_kind": {k: f"{sum(i in hits for i, s in enumerate(segments) if s[2] == k)}/"
+                        f"{sum(s[2] == k for s in segments)}" for k in dict.fromkeys(s[2] for s in segments)},
+        "false_events": len(false_events), "false_event_frames": false_events, "cut_events": len(cut_events),
+        "normal_hours": hours, "false_events_per_hour": len(false_events) / hours if hours else None,
+        "median_delay_s": float(np.median(delays)) if delays else None,
+        "segment_peak_median": {k: float(np.median(v)) for k, v in peaks.items()},
+        "normal_peak": float(max((by_frame[f] for f in np.flatnonzero(normal) if f in by_frame), default=np.nan)),
+        "auc_watch": frame_aucs(names, kept, w_scores, kinds),
+        "auc_eval": None if eval_scores is None else frame_aucs(names, kept, eval_scores, kinds),
+    }
+
+
+def live_markdown(rows: list[dict]) -> str:
+    """The live table for RESULTS.md: one row per build and seed, then each build's totals over its seeds."""
+    head = ("| build | seed | threshold | segments detected (all / four kinds) | per kind | false events (normal h) | "
+            "false / h | cut events | median delay s | frame AUC watch all / four | frame AUC eval all / four |")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+
+    def cells(r: dict) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in r["per_kind"].items())
+        fph = "–" if r["false_events_per_hour"] is None else f"{r['false_events_per_hour']:.0f}"
+        delay = "–" if r["median_delay_s"] is None else f"{r['median_delay_s']:.1f}"
+        return (f"{r['threshold']:.2f} | {r['detected']}/{r['segments']} / {r['detected_four_kinds']}/"
+                f"{r['segments_four_kinds']} | {kinds} | {r['false_events']} ({r['normal_hours']:.3f}) | {fph} | "
+                f"{r['cut_events']} | {delay} | {r['auc_watch']['all']:.3f} / {r['auc_watch']['four_kinds']:.3f} | "
+                f"{r['auc_eval']['all']:.3f} / {r['auc_eval']['four_kinds']:.3f} |")
+
+    for r in rows:
+        lines.append(f"| {r['build']} | {r['seed']} | {cells(r)}")
+    for build in dict.fromkeys(r["build"] for r in rows):
+        mine = [r for r in rows if r["build"] == build]
+        det, seg = sum(r["detected"] for r in mine), sum(r["segments"] for r in mine)
+        det4, seg4 = sum(r["detected_four_kinds"] for r in mine), sum(r["segments_four_kinds"] for r in mine)
+        fe, hours = sum(r["false_events"] for r in mine), sum(r["normal_hours"] for r in mine)
+        recall = f"**{det}/{seg} = {det / seg:.2f} / {det4}/{seg4} = {det4 / seg4:.2f}**"
+        lines.append(f"| **{build}** | all | | {recall} | | "
+                     f"{fe} ({hours:.3f}) | {fe / hours:.0f} | {sum(r['cut_events'] for r in mine)} | | "
+                     f"{np.mean([r['auc_watch']['all'] for r in mine]):.3f} / "
+                     f"{np.mean([r['auc_watch']['four_kinds'] for r in mine]):.3f} | "
+                     f"{np.mean([r['auc_eval']['all'] for r in mine]):.3f} / "
+                     f"{np.mean([r['auc_eval']['four_kinds'] for r in mine]):.3f} |")
+    return "\n".join(lines)
+
+
+def _run_live(args, model: list, data: Path, build: Path, out: Path, log: Path) -> None:
+    """The three commands of one live run, as a user types them."""
+    _cli("calibrate", *model, "--score", args.score, "--source", build / LIVE_TRAIN, "--out",
+         out / "cam.calib.json", "--overwrite", "--json", out / "calibration.json", log=log)
+    (out / "events.jsonl").unlink(missing_ok=True)
+    _cli("watch", *model, "--score", args.score, "--calibration", out / "cam.calib.json", "--source",
+         build / LIVE_STREAM, "--replay", "--events", out / "events.jsonl", "--scores", out / "scores.csv",
+         "--json", out / "summary.json", log=log)
+    _cli("eval", *model, "--data", data, "--dataset", "custom", "--labels", data / "frame_labels.npy",
+         "--out", out / "eval", "--overwrite", "--no-plots", log=log)
+
+
+def cmd_live(args) -> dict:
+    """Per build and seed: train (unless the checkpoint exists), calibrate on the training frames, replay the test
+    videos as one stream through watch, eval the same model; the live table."""
+    import time
+
+    fps = args.fps
+    rows = []
+    trained: dict[tuple[str, int], Path] = {}  # (training frames' digest, seed) → the run that trained it
+    for k, data in enumerate(args.data):
+        digest = _training_digest(data)
+        build = args.work / f"b{k}"
+        stream = _build_streams(data, build, fps)
+        for seed in args.seeds:
+            run = args.work / f"b{k}_s{seed}"
+            log = run / "live.log"
+            run.mkdir(parents=True, exist_ok=True)
+            weights = trained.get((digest, seed), run) / "last.pt"
+            if not weights.is_file():
+                _cli("train", "--data", data, "--dataset", "custom", "--preset", args.preset, "--epochs", args.epochs,
+                     "--seed", seed, "--out", run, "--overwrite", log=log)
+            trained.setdefault((digest, seed), weights.parent)
+            out = run / f"live_{args.score}"
+            out.mkdir(exist_ok=True)
+            tic = time.perf_counter()
+            model = ["--weights", weights, "--threads", args.threads]
+            if not (args.reanalyse and (out / "eval" / "results.json").is_file()):
+                _run_live(args, model, data, build, out, log)
+            cal = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
+            summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+            events = [json.loads(x) for x in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+            eval_scores = [np.load(out / "eval" / "scores" / f"{n}.npy") for n in stream["names"]]
+            row = live_row(stream, events, _read_csv(out / "scores.csv"), eval_scores, fps=fps,
+                           clip_len=summary["model"]["clip_len"], window=cal["window"])
+            result = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
+            row.update(build=k, data=str(data), seed=seed, weights=str(weights), score=args.score,
+                       threshold=cal["threshold"], calibration_warning=cal["warning"], eval_score=result["score"],
+                       eval_micro_auc=result["micro_auc"], seconds=time.perf_counter() - tic)
+            logging.getLogger("vtest").info(
+                "build %d seed %d: recall %d/%d (four kinds %d/%d), %d false events in %.3f h, %d cut events, "
+                "AUC watch %.3f eval %.3f", k, seed, row["detected"], row["segments"], row["detected_four_kinds"],
+                row["segments_four_kinds"], row["false_events"], row["normal_hours"], row["cut_events"],
+                row["auc_watch"]["all"], row["auc_eval"]["all"])
+            rows.append(row)
+    table = live_markdown(rows)
+    print(table, file=sys.stderr)
+    return {"score": args.score, "fps": fps, "rows": rows, "markdown": table}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -357,13 +621,24 @@ def main(argv=None) -> int:
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--weights", type=Path, required=True)
     a.add_argument("--threads", type=int, default=1)
-    for p in (b, s, e, d, a):
+    li = sub.add_parser("live", help="calibrate + watch --replay on each build's test stream, beside eval")
+    li.add_argument("--data", type=Path, action="append", required=True, help="a build (repeat: build 0, build 1)")
+    li.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    li.add_argument("--work", type=Path, required=True, help="runs b<K>_s<SEED>/ (trained here when missing)")
+    li.add_argument("--preset", default="small")
+    li.add_argument("--epochs", type=int, default=20)
+    li.add_argument("--score", default="stream", help="the watch / calibrate score (stream or paper)")
+    li.add_argument("--fps", type=float, default=10.0, help="vtest.avi's frame rate")
+    li.add_argument("--threads", type=int, default=1)
+    li.add_argument("--reanalyse", action="store_true",
+                    help="read the outputs an earlier run left in --work instead of running the commands again")
+    for p in (b, s, e, d, a, li):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "diagnose": cmd_diagnose,
-                    "ablate": cmd_ablate}
+                    "ablate": cmd_ablate, "live": cmd_live}
         result = commands[args.command](args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from m2s2l_edge.artifacts import metadata as meta_mod
+from m2s2l_edge.artifacts.checkpoint import weights_digest
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
 from m2s2l_edge.scoring.model import resolve_lambda, stored_number
 
@@ -450,6 +451,7 @@ def export_and_check(
             scan_calls=calls,
             rewrites=traced.rewrites,
             weights=source.description,
+            weights_sha256=weights_digest(model),
             versions=meta_mod.library_versions(),
             normal_change=source.normal_change,
         )

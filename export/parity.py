@@ -1,16 +1,18 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-as Python custom ops calling our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_scan``), an independent reference runs on
-the same clips, and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a
-float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the
-C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
+in our native op library around our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_session``), an independent
+reference runs on the same clips, and the two outputs and the anomaly-score terms are compared. The reference
+(``reference_model``) is a float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan
+backend "torch"): never the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that
+kernel cannot cancel out.
 
 - inputs: random clips uniform in [-1, 1], and a "real" clip: consecutive frames of a rendered surveillance video
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);
 - batch sizes: the exported one, or 1 and 3 for a dynamic batch (both through the same exported model);
-- quantities: frame_pred, motion_pred, PSNR_app, PSNR_mot and the fused score λ·PSNR_app + (1−λ)·PSNR_mot
-  (``m2s2l_edge.scoring.video``), with the target the next frame (and next − last frame for the motion PSNR);
+- quantities: frame_pred, motion_pred, PSNR_app, PSNR_mot, their worst-window PSNRs and the fused score
+  λ·PSNR_app + (1−λ)·PSNR_mot, computed by ``m2s2l_edge.scoring.terms.clip_terms`` (what eval and watch call), with
+  the target the next frame (and next − last frame for the motion PSNR);
 - error: max |onnx − torch| and the relative error max |onnx − torch| / max |torch| (normwise: an elementwise
   ratio is meaningless where an output crosses zero); a quantity passes when max |onnx − torch| <= atol +
   rtol · max |torch| (``TOLERANCES``: rtol 1e-4 for FP32, rtol 1e-2 + atol 1e-2 for FP16).
@@ -31,6 +33,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# What is compared: the two outputs, then the per-frame terms the scores are made of (scoring.terms.clip_terms) and
+# the published score's fused PSNR.
+QUANTITIES = ("frame_pred", "motion_pred", "psnr_app", "psnr_mot", "patch_app", "patch_mot", "score")
 # What the ONNX outputs are compared with (``reference_model``); reported with every parity figure.
 REFERENCE = "PyTorch float64, pure-PyTorch scan ('torch')"
 
@@ -58,7 +63,7 @@ TOLERANCES = {"fp32": Tolerance(rtol=1e-4), "fp16": Tolerance(rtol=1e-2, atol=1e
 class ParityRow:
     inputs: str  # "random" | "synthetic"
     batch: int
-    quantity: str  # frame_pred | motion_pred | psnr_app | psnr_mot | score
+    quantity: str  # one of QUANTITIES
     max_abs: float  # max |onnx - torch|
     rel: float  # max_abs / max |torch|
     allowed: float  # the bound on max_abs: atol + rtol · max |torch|
@@ -157,17 +162,14 @@ def _inputs(kind: str, batch: int, clip_len: int, size: int, rng: np.random.Gene
     return np.ascontiguousarray(seq[:, :clip_len]), np.ascontiguousarray(seq[:, clip_len])
 
 
-def _scores(frame_pred, motion_pred, clips, targets, lam: float) -> dict[str, np.ndarray]:
-    import torch
+def _scores(frame_pred, motion_pred, clips, targets, scoring) -> dict[str, np.ndarray]:
+    """The score terms parity compares, by the one function every path computes them with."""
+    from m2s2l_edge.scoring.terms import clip_terms
+    from m2s2l_edge.scoring.video import score_fused
 
-    from m2s2l_edge.models.losses import motion_target
-    from m2s2l_edge.scoring.terms import psnr
-    from m2s2l_edge.scoring.video import fused_psnr
-
-    clip_t, target_t = torch.from_numpy(clips), torch.from_numpy(targets)
-    app = psnr(torch.from_numpy(frame_pred), target_t).numpy()
-    mot = psnr(torch.from_numpy(motion_pred), motion_target(clip_t, target_t)).numpy()
-    return {"psnr_app": app, "psnr_mot": mot, "score": fused_psnr(app, mot, lam)}
+    terms = clip_terms(clips, targets, frame_pred, motion_pred, scoring.patch).terms
+    return {**{k: terms[k] for k in ("psnr_app", "psnr_mot", "patch_app", "patch_mot")},
+            "score": score_fused(terms, scoring.score)}
 
 
 def reference_model(model):
@@ -217,20 +219,21 @@ def check_parity(
     seed: int = 0,
     batches: tuple[int, ...] | None = None,
     tolerance: Tolerance | None = None,
+    scan_op: str = "auto",
 ) -> ParityReport:
     """Compare the ONNX model at ``onnx_path`` in ONNX Runtime with ``reference_model(model)`` (float64, scan "torch").
 
     ``batches`` defaults to the export's batch (1 and 3 for a dynamic one); ``tolerance`` to ``TOLERANCES`` for the
-    export's precision. The report says whether every quantity is within the bound; this function does not raise
-    on a failed comparison (``export_and_check`` does).
+    export's precision; ``scan_op`` which op computes a plugin-flavour model's SelectiveScan nodes
+    (``m2s2l_edge.runtime.ort_session``). The report says whether every quantity is within the bound; this function
+    does not raise on a failed comparison (``export_and_check`` does).
     """
     import torch
 
-    from m2s2l_edge.runtime.ort_scan import scan_backend
     from m2s2l_edge.runtime.ort_session import open_session
 
     # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.runtime.ort_session).
-    opened = open_session(onnx_path, threads=threads, python_scan=True)
+    opened = open_session(onnx_path, threads=threads, scan_op=scan_op)
     session, meta = opened.session, opened.meta
     (clip_input,) = session.get_inputs()
     output_names = [o.name for o in session.get_outputs()]
@@ -244,7 +247,12 @@ def check_parity(
         batches = (1, 3) if meta.batch == "dynamic" else (int(meta.batch),)
     cfg = model.cfg
     report = ParityReport(str(Path(onnx_path).name), meta.scan, meta.precision,
-                          scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
+                          opened.scan_path.removeprefix("SelectiveScan: ") if meta.scan == "plugin" else "onnx Scan",
+                          tol)
+    from m2s2l_edge.scoring.model import model_scoring
+
+    # The published score with the λ the export records: what a deployment's paper score fuses.
+    scoring = model_scoring(meta.to_dict(), (cfg.clip_len, (cfg.image_size, cfg.image_size)), score="paper")
     rng = np.random.default_rng(seed)
     reference = reference_model(model)
     for kind in ("random", "synthetic"):
@@ -254,9 +262,9 @@ def check_parity(
                 ref = reference.predict(torch.from_numpy(clips).to(torch.float64))
             want = {"frame_pred": ref[0].numpy(), "motion_pred": ref[1].numpy()}
             got = run_onnx(clips)
-            want.update(_scores(want["frame_pred"], want["motion_pred"], clips, targets, meta.lam))
-            got.update(_scores(got["frame_pred"], got["motion_pred"], clips, targets, meta.lam))
-            for quantity in ("frame_pred", "motion_pred", "psnr_app", "psnr_mot", "score"):
+            want.update(_scores(want["frame_pred"], want["motion_pred"], clips, targets, scoring))
+            got.update(_scores(got["frame_pred"], got["motion_pred"], clips, targets, scoring))
+            for quantity in QUANTITIES:
                 max_abs, rel, scale = _error(got[quantity], want[quantity])
                 report.rows.append(ParityRow(kind, batch, quantity, max_abs, rel, tol.allowed(scale)))
     logger.info("%s", report.summary())

@@ -212,7 +212,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
 
-SCORE_METHODS = ("paper", "patch")
+SCORE_METHODS = ("paper", "patch", "stream")
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,10 @@ class ScoreConfig:
     own median where the model carries none). It flags footage that moves more *or less* than normal, which a frame
     predictor cannot see when the input already shows it (a quiet scene, a slow-motion replay). The result is
     min-max normalised again.
+    ``stream`` (our addition, watch and calibrate): the causal version of ``patch`` for a live camera, normalised by
+    the camera's calibration instead of per video (m2s2l_edge.scoring.stream): the same worst window, stall rule
+    (against the model's normal change; a stalled frame scores ``stall_score`` robust σ) and motion term, no floor;
+    its smoothing (over past frames) is the event tracker's.
     """
 
     method: str = "paper"
@@ -243,6 +247,7 @@ class ScoreConfig:
     smooth_sigma: float = 0.0
     floor_quantile: float = 0.0
     motion_weight: float = 0.0
+    stall_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in SCORE_METHODS:
@@ -259,6 +264,8 @@ class ScoreConfig:
             raise ValueError(f"floor_quantile must lie in [0, 1), got {self.floor_quantile}")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ValueError(f"motion_weight must lie in [0, 1], got {self.motion_weight}")
+        if not 0.0 <= self.stall_score <= 1000.0:
+            raise ValueError(f"stall_score must lie in [0, 1000] robust σ, got {self.stall_score}")
 
     def patch_size(self, image_size: int) -> int:
         return max(1, round(self.patch_fraction * image_size))
@@ -274,6 +281,10 @@ SCORES: dict[str, ScoreConfig] = {
     "paper": ScoreConfig("paper"),
     "patch": ScoreConfig("patch", lam=1.0, patch_fraction=0.0625, stall_ratio=0.1, smooth_sigma=2.0,
                          floor_quantile=0.5, motion_weight=0.25),
+    # patch made causal for watch and calibrate (m2s2l_edge.scoring.stream); chosen on build 0, run once on build 1
+    # (RESULTS.md "Live detection").
+    "stream": ScoreConfig("stream", lam=1.0, patch_fraction=0.0625, stall_ratio=0.1, motion_weight=0.25,
+                          stall_score=10.0),
 }
 # The paper's data sets keep the published score by default, so `eval` reproduces its protocol there.
 PAPER_DATASETS = ("ped2", "avenue", "shanghaitech", "synthetic")

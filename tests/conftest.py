@@ -80,3 +80,11 @@ def exports(tmp_path_factory):
     from test_export import tiny_exports
 
     return tiny_exports(tmp_path_factory, "fp32")
+
+
+@pytest.fixture(scope="session")
+def fp16_exports(tmp_path_factory):
+    """The same in FP16."""
+    from test_export import tiny_exports
+
+    return tiny_exports(tmp_path_factory, "fp16")

@@ -114,10 +114,33 @@ def test_format_summary_of_a_tensorrt_engine():
     assert "Iterations: 3 timed after 1 warm-up" in lines
 
 
+def test_time_callable_reports_every_call_outside_the_timed_span():
+    seen = []
+
+    def on_call(done, total):
+        seen.append((done, total))
+        time.sleep(0.02)  # a slow progress display must not count as the call's time
+
+    stats = B.time_callable(lambda: None, warmup=2, iterations=3, batch=1, on_call=on_call)
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert stats.max_ms < 10
+
+
+def test_table_timing_reports_rows_then_calls():
+    from m2s2l_edge.efficiency.table import TimingConfig, build_table
+
+    events = []
+    build_table(rows=["m2s2l"], fps=True, timing=TimingConfig(warmup=1, iterations=2),
+                progress=lambda method: events.append(method), on_call=lambda d, n: events.append((d, n)))
+    assert events == ["M²S²L (ours, paper preset)", (1, 3), (2, 3), (3, 3)]
+
+
 def test_profile_fps_rows_use_the_same_summary():
     from m2s2l_edge.efficiency.profile import time_forward
 
-    result = time_forward("tiny", batch=1, device="cpu", warmup=1, iterations=2)
+    calls = []
+    result = time_forward("tiny", batch=1, device="cpu", warmup=1, iterations=2, on_call=lambda d, n: calls.append(d))
+    assert calls == [1, 2, 3]
     (row,) = result["rows"]
     assert row["mode"] == "fp32 eager" and row["latency"]["iterations"] == 2 and row["latency"]["fps"] > 0
     text = B.format_summary(result, title="forward pass on cpu")

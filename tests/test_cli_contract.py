@@ -72,6 +72,12 @@ def test_every_option_is_in_the_vocabulary():
         assert old not in options, f"{old} is an old spelling"
 
 
+def test_every_vocabulary_entry_is_an_option_in_use():
+    # The vocabulary is the list of what the CLI takes, not of what it once took or might take.
+    unused = sorted(set(VOCABULARY) - set(_options()) - {"--help"})  # --help is click's own
+    assert not unused, f"options.VOCABULARY lists options no command takes: {unused}"
+
+
 def test_every_option_in_use_is_in_the_readme_table():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Options", 1)[1].split("\n## ", 1)[0]
@@ -388,14 +394,37 @@ def test_a_killed_evaluations_folder_is_removed_by_the_next_run(clip, weights, t
                         for m in ("onnx", "onnxruntime", "onnxruntime_extensions")),
                     reason="needs onnx, onnxruntime and onnxruntime-extensions (pip install 'm2s2l-edge[onnx]')")
 def test_eval_runs_the_default_plugin_export_on_the_cpu(clip, exports, tmp_path):
-    from m2s2l_edge.ops import cpu_kernel
+    from m2s2l_edge.ops import ort_library
+    from m2s2l_edge.runtime.ort_session import NATIVE_SCAN_PATH
 
     out = tmp_path / "ort"
     result = invoke("eval", "--data", clip, "--onnx", exports["plugin"], "--out", out, "--no-plots", "--threads", 1)
     assert result.exit_code == 0, result.output
-    expected = ("SelectiveScan: our CPU kernel via onnxruntime-extensions" if cpu_kernel.is_available()
-                else "SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions")
+    expected = NATIVE_SCAN_PATH if ort_library.is_available() else "SelectiveScan: our CPU kernel via onnxruntime-ext"
     assert expected in result.stdout
     data = json.loads((out / "results.json").read_text())
     assert data["backend"] == "onnxruntime" and data["selective_scan"].startswith(expected)
     assert data["per_video"][0]["scored_frames"] == 10
+
+
+def test_library_chatter_stays_out_of_the_console_unless_verbose(weights, tmp_path):
+    # A truncated MP4: FFmpeg itself prints a line about it ("[mov,mp4,...] error reading header"); the user should see
+    # our one line, and FFmpeg's only with --verbose.
+    import cv2
+
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    for i in range(20):
+        writer.write(np.full((64, 64, 3), 10 * i, np.uint8))
+    writer.release()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(whole.read_bytes()[:-400])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    quiet = subprocess.run([*CLI, "eval", "--data", str(broken), "--weights", str(weights), "--no-plots", "--out",
+                            str(tmp_path / "e1")], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [f"error: video 'broken' cannot be opened by OpenCV (corrupt or "
+                                                 f"unsupported): {broken}"]
+    loud = subprocess.run([*CLI, "--verbose", "eval", "--data", str(broken), "--weights", str(weights), "--no-plots",
+                           "--out", str(tmp_path / "e2")], capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 1 and "[mov,mp4,m4a,3gp,3g2,mj2 @ " in loud.stderr  # FFmpeg's own line

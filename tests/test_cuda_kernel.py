@@ -695,10 +695,10 @@ def test_gpu_auto_trains_through_torch_and_infers_through_the_kernel(ext):
 
 def test_auto_never_sends_a_gradient_to_the_forward_only_kernel(monkeypatch):
     """Where auto means 'cuda' (forced here: no GPU), a call that needs a gradient runs the torch path instead."""
-    from m2s2l_edge.ops import dispatch
+    from m2s2l_edge.ops import dispatch, kernels
     from m2s2l_edge.ops.selective_scan import selective_scan_torch
 
-    monkeypatch.setattr(dispatch, "_auto_backend", lambda device_type: "cuda")
+    monkeypatch.setattr(kernels, "auto_backend", lambda device_type: "cuda")
     inputs = make_inputs(1, 8, 1, 4, 12, torch.float32)
     u = inputs["u"].clone().requires_grad_(True)
     y = dispatch.selective_scan(**{**inputs, "u": u}, backend="auto")

@@ -77,6 +77,7 @@ RANKS = {
     "m2s2l_edge": 0,  # the package's face: the version
     "m2s2l_edge.config": 0,
     "m2s2l_edge.io": 0,
+    "m2s2l_edge.urls": 0,
     "m2s2l_edge.ops": 1,
     "m2s2l_edge.layers": 2,
     "m2s2l_edge.models": 3,
@@ -91,6 +92,7 @@ RANKS = {
     "m2s2l_edge.evaluation": 10,
     "m2s2l_edge.watch": 10,
     "m2s2l_edge.serve": 11,
+    "m2s2l_edge.formats": 11,  # bench --all: exports (export), runs (runtime) and scores (evaluation) every format
     "m2s2l_edge.cli": 12,
     "m2s2l_edge.__main__": 13,  # python -m m2s2l_edge: the CLI
 }

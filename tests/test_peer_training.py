@@ -32,10 +32,13 @@ def root(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, term, epochs", [("mnad", "compact", 2), ("ffp", "gradient", 1)])
-def test_train_and_eval_a_peer(root, tmp_path, arch, term, epochs):
+def test_train_and_eval_a_peer(root, tmp_path, arch, term, epochs, caplog):
     run = tmp_path / "run"
-    result = invoke("train", "--data", root, *TRAIN, "--model", arch, "--epochs", epochs, "--out", run)
+    with caplog.at_level("INFO", logger="m2s2l_edge.training.trainer"):
+        result = invoke("train", "--data", root, *TRAIN, "--model", arch, "--epochs", epochs, "--out", run)
     assert result.exit_code == 0, result.stdout + result.stderr
+    # the start line names the peer, not M²S²L's preset and switches
+    assert any(r.getMessage().startswith(f"training {arch} (peer predictor) on ") for r in caplog.records)
     state = read_checkpoint(run / "last.pt")
     assert state["arch"] == arch and state["config"]["name"] == "tiny"
     history = json.loads((run / "history.json").read_text())

@@ -35,11 +35,16 @@ def onnx_meta(path) -> dict:
 
 
 def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_path):
-    from m2s2l_edge.watch.calibration import Calibration, save
+    from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.scoring.stream import NormalStats
+    from m2s2l_edge.watch.calibration import Calibration, identity_of, save
 
     calib = tmp_path / "calib.json"
-    save(Calibration(center=30.0, scale=0.5, threshold=0.42, false_alarms_per_hour=1.0, window=5, smoothing="mean",
-                     fps=25.0, count=100, stream_seconds=4.0, mean=30.1, std=0.6,
+    m = onnx_meta(exports["portable"])
+    scoring = model_scoring(m, (m["clip_len"], (m["image_size"], m["image_size"])), score="stream")
+    save(Calibration(score="stream", score_config=scoring.score, stats=NormalStats(30.0, 0.5), threshold=1.42,
+                     false_alarms_per_hour=1.0, window=5, smoothing="mean", fps=25.0, count=100, stream_seconds=4.0,
+                     model=identity_of(scoring, exports["portable"]),
                      sources=("λ from training footage",)), calib)
     repo = tmp_path / "repo"
     code, out, err = invoke("serve", "triton-repo", "--onnx", exports["portable"], "--out", repo, "--batch", "6",
@@ -67,19 +72,33 @@ def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_p
     assert py.parameters["m2s2l.threads"].string_value == "2"
     assert "m2s2l.python_scan" not in py.parameters
     assert (repo / tr.PYTHON_MODEL / "1" / "model.py").is_file()
-    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 0.42
+    assert json.loads((repo / tr.METADATA_FILE).read_text())["calibration"]["threshold"] == 1.42
     assert os.access(repo / tr.SERVER_SCRIPT, os.X_OK)
     assert not (repo / tr.TENSORRT_MODEL).exists()
 
 
-def test_plugin_flavour_gets_no_onnxruntime_model_but_a_python_one(exports, tmp_path):
+def test_plugin_flavour_is_served_by_the_onnxruntime_backend_with_our_op_library(exports, tmp_path):
+    """Triton's onnxruntime backend loads a plugin-flavour ONNX with our native op library (model_operations), which
+    is copied into the repository; the config parses with Triton's own ModelConfig message."""
+    from m2s2l_edge.ops import ort_library
+
+    if not ort_library.is_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must build the native ONNX Runtime op: {ort_library.unavailable_reason()}")
+        pytest.skip(ort_library.unavailable_reason())
     repo = tmp_path / "repo"
     code, _, err = invoke("serve", "triton-repo", "--onnx", exports["plugin"], "--out", repo)
     assert code == 0, err
-    assert not (repo / tr.ONNX_MODEL).exists()
+    ort = parse_config(repo / tr.ONNX_MODEL / "config.pbtxt")
+    library = repo.resolve() / tr.PLUGIN_DIR / tr.ORT_OP_LIBRARY
+    assert ort.backend == "onnxruntime" and list(ort.model_operations.op_library_filename) == [str(library)]
+    assert library.read_bytes() == ort_library.library().read_bytes()
+    assert ort.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     py = parse_config(repo / tr.PYTHON_MODEL / "config.pbtxt")
-    assert py.parameters["m2s2l.python_scan"].string_value == "1"
     assert py.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    code, _, err = invoke("serve", "triton-repo", "--onnx", exports["plugin"], "--out", tmp_path / "gpu", "--device",
+                          "cuda")
+    assert code == 1 and "plugin-flavour ONNX runs its SelectiveScan nodes in our CPU op" in err, err
 
 
 def _engine_beside(onnx_path, tmp_path, *, profile=(1, 4, 16), plugin_required=True, recorded=None, config=None):

@@ -46,9 +46,32 @@ def triton_env() -> TritonEnv:
 
 
 @pytest.fixture(scope="session")
-def served_repo(exports, tmp_path_factory) -> Path:
+def served_calibration(exports, tmp_path_factory) -> Path:
+    """A calibration of the portable export (the stream score) on generated normal footage, to serve with it."""
+    import cv2
+
+    from m2s2l_edge.data.synthetic import render_video
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.watch.calibration import save
+    from m2s2l_edge.watch.pipeline import calibrate_footage
+
+    root = tmp_path_factory.mktemp("served_calibration")
+    frames = render_video(size=64, frames=80, seed=0, index=0, split="train").frames
+    writer = cv2.VideoWriter(str(root / "normal.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 64))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    backend = create_backend("onnxruntime", exports["portable"], threads=1)
+    save(calibrate_footage(backend, [str(root / "normal.avi")], model_path=str(exports["portable"])),
+         root / "cam.calib.json")
+    return root / "cam.calib.json"
+
+
+@pytest.fixture(scope="session")
+def served_repo(exports, served_calibration, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("triton") / "repo"
-    tr.write_repository(repo, exports["portable"], config=tr.RepoConfig(max_batch=8, threads=1))
+    tr.write_repository(repo, exports["portable"], config=tr.RepoConfig(max_batch=8, threads=1),
+                        calibration=served_calibration)
     return repo
 
 
@@ -210,7 +233,7 @@ def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, wr
     def watch_scores(backend) -> list:
         scores: list = []
         settings = WatchSettings(cameras=cameras_from_sources([str(video)]), options=WatchOptions(replay=True, batch=3))
-        summary = run_watch(backend, settings, kind=backend.name, model_path=getattr(backend, "path", None),
+        summary = run_watch(backend, settings, model_path=getattr(backend, "path", None),
                             on_score=scores.append)
         assert summary["stopped_by"] == "end of input"
         return scores
@@ -244,12 +267,40 @@ def test_calibrate_and_watch_commands_through_the_server(server, exports, write_
     assert remote.exit_code == 0, remote.output
     want, got = (json.loads((tmp_path / f"{n}.calib.json").read_text()) for n in ("local", "srv"))
     assert got["count"] == want["count"] > 0
-    for key in ("mean", "std", "center", "scale"):
-        assert got[key] == pytest.approx(want[key], abs=1e-4), key
+    for key, value in want["stats"].items():
+        assert got["stats"][key] == pytest.approx(value, abs=1e-4), key
     for q, value in want["quantiles"].items():
         assert got["quantiles"][q] == pytest.approx(value, abs=1e-4), q
+    # One calibration for both: the served copy is the same weights as the local file.
+    assert got["model"]["weights_sha256"] == want["model"]["weights_sha256"]
+    assert got["threshold"] == pytest.approx(want["threshold"], abs=1e-3)
     result = runner.invoke(app, ["watch", *served, "--source", str(video), "--replay",
                                  "--calibration", str(tmp_path / "srv.calib.json"), "--json", str(tmp_path / "w.json")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "w.json").read_text())
     assert summary["scored_frames"] == want["count"] and summary["backend"]["name"] == "triton"
+
+
+def test_watch_server_uses_the_calibration_served_with_the_model(server, served_calibration, write_avi, tmp_path):
+    """`serve triton-repo --calibration` put a calibration into the repository: `watch --server` without
+    --calibration uses it (the summary says so), and a calibration file given on the command line wins."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from m2s2l_edge.cli.app import app
+
+    video = write_avi(tmp_path / "cam.avi", 30, h=48, w=64)
+    served = ["--server", server.grpc_url, "--model", tr.PYTHON_MODEL, "--source", str(video), "--replay"]
+    result = CliRunner().invoke(app, ["watch", *served, "--json", str(tmp_path / "w.json")])
+    assert result.exit_code == 0, result.output
+    cam = json.loads((tmp_path / "w.json").read_text())["cameras"]["cam0"]
+    cal = json.loads(served_calibration.read_text())
+    assert cam["threshold"] == pytest.approx(cal["threshold"])
+    assert cam["threshold_source"] == f"the calibration served with model {tr.PYTHON_MODEL}"
+    assert f"(the calibration served with model {tr.PYTHON_MODEL})" in result.output
+    result = CliRunner().invoke(app, ["watch", *served, "--calibration", str(served_calibration), "--json",
+                                      str(tmp_path / "w2.json")])
+    assert result.exit_code == 0, result.output
+    cam = json.loads((tmp_path / "w2.json").read_text())["cameras"]["cam0"]
+    assert cam["threshold_source"] == f"calibration file {served_calibration}"

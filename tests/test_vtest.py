@@ -439,3 +439,38 @@ def test_ablate_interventions_zero_the_part_they_name():
     assert change.pop("none") == 0.0
     assert all(v > 0 for v in change.values()), change
     assert change["all skips zeroed"] >= change["memory read-out zeroed"]
+
+
+def test_live_table_protocol_matches_events_to_segments():
+    """benchmarks/vtest_validation.py live: an event counts for a segment it overlaps (or the T + window frames
+    after it, where the model and the smoothing still see the anomaly); an event starting right after a cut between
+    two test videos is a cut event; any other is a false event; watch's and eval's frame AUCs come from one
+    function."""
+    import vtest_validation as VV
+
+    fps, T, window = 10.0, 4, 5
+    labels = [np.zeros(40, np.uint8), np.zeros(40, np.uint8)]
+    labels[0][10:15] = 1  # stream frames 10..14
+    labels[1][20:25] = 1  # stream frames 60..64
+    stream = {"names": ["01_fast", "02_frozen"], "labels": labels, "starts": np.array([0, 40, 80]),
+              "kinds": {"01_fast": "fast", "02_frozen": "frozen"}}
+
+    def event(eid, first, last, sent):
+        start = {"id": eid, "kind": "anomaly", "state": "start", "first": {"frame": first},
+                 "last": {"frame": sent, "stream_time": sent / fps}}
+        end = {"id": eid, "kind": "anomaly", "state": "end", "first": {"frame": first}, "last": {"frame": last}}
+        return [start, end]
+
+    events = (event("a", 12, 16, 13) + event("b", 70, 72, 71)  # in the grace after segment 2 (64 + 9)
+              + event("c", 42, 44, 43) + event("d", 30, 33, 31))  # after the cut at 40; in normal footage
+    frames = np.arange(80)
+    score = np.r_[[5.0 if lab else 0.0 for lab in labels[0]], [5.0 if lab else 0.0 for lab in labels[1]]]
+    eval_scores = [np.asarray(lab[T:], float) for lab in labels]
+    row = VV.live_row(stream, events, {"frame": frames, "score": score}, eval_scores, fps=fps, clip_len=T,
+                      window=window)
+    assert (row["detected"], row["segments"]) == (2, 2) and row["per_kind"] == {"fast": "1/1", "frozen": "1/1"}
+    assert (row["false_events"], row["cut_events"], row["false_event_frames"]) == (1, 1, [30])
+    assert row["median_delay_s"] == pytest.approx(np.median([(13 - 10) / fps, (71 - 60) / fps]))
+    # Normal footage: 80 frames less the first T, the segments with their grace and the cut's span.
+    assert row["normal_hours"] == pytest.approx((80 - T - (5 + 9) - (5 + 9) - (T + window)) / fps / 3600)
+    assert row["auc_watch"]["all"] == row["auc_eval"]["all"] == 1.0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
-from m2s2l_edge.watch.events import EventConfig, EventTracker, roi_mask, roi_psnr
+from m2s2l_edge.scoring.terms import region_psnr
+from m2s2l_edge.watch.events import EventConfig, EventTracker, roi_mask
 from m2s2l_edge.watch.faults import FaultConfig, FaultDetector
 from m2s2l_edge.watch.types import FrameScore
 
@@ -170,7 +171,7 @@ def test_config_validation_names_the_problem():
 
 def test_roi_outside_the_frame_is_refused_on_the_first_frame():
     cfg = EventConfig(rois=[[(10, 10), (70, 10), (70, 40)]], **RAW)
-    tracker = EventTracker("cam0", cfg, score_fn=lambda a, m: 0.0)
+    tracker = EventTracker("cam0", cfg, score_fn=lambda fs, mask: 0.0)
     with pytest.raises(ValueError, match=r"camera 'cam0': ROI 0 point \(70, 10\) lies outside the 64x48 frame"):
         tracker.update(frame_score(0, 0))
 
@@ -190,12 +191,13 @@ def test_roi_score_comes_from_the_error_map_inside_the_roi():
     full_mask = roi_mask(whole, err.shape, (48, 64))
     assert full_mask.all()
     fs = frame_score(0, 0, error_map=err)
-    assert roi_psnr(err, full_mask) == pytest.approx(fs.psnr_app, abs=1e-4), "whole-frame ROI = PSNR_app"
-    assert roi_psnr(err, roi_mask(bottom_left, err.shape, (48, 64))) == pytest.approx(30.0, abs=1e-3)
+    assert region_psnr(err, full_mask) == pytest.approx(fs.psnr_app, abs=1e-4), "whole-frame ROI = PSNR_app"
+    assert region_psnr(err, roi_mask(bottom_left, err.shape, (48, 64))) == pytest.approx(30.0, abs=1e-3)
 
     def events_with(polys):
         cfg = EventConfig(on=3.0, off=1.0, rois=polys, **{k: v for k, v in RAW.items()})
-        tracker = EventTracker("cam0", cfg, score_fn=lambda a, m: calibrated(a, m))
+        tracker = EventTracker("cam0", cfg,
+                               score_fn=lambda fs, mask: calibrated(region_psnr(fs.error_map, mask), fs.psnr_mot))
         calm = np.full((16, 16), 1e-3, np.float32)
         msgs = []
         for i in range(6):
@@ -461,3 +463,20 @@ def test_annotated_video_refuses_bad_outputs(tmp_path):
         AnnotatedVideo(tmp_path / "v.gif", fps=10)
     with pytest.raises(ValueError, match="fps must be > 0"):
         AnnotatedVideo(tmp_path / "v.mp4", fps=0)
+
+
+def test_one_roi_parser_and_one_bounds_check_for_yaml_and_events():
+    """A camera's YAML ``roi`` and an ``events: rois`` entry go through the same parser (same shapes, same bounds)."""
+    from m2s2l_edge.watch.cameras import _roi
+    from m2s2l_edge.watch.events import check_rois_fit, parse_rois
+
+    bare = [[0, 0], [10, 0], [10, 5]]
+    assert _roi(bare, "roi") == parse_rois(bare) == parse_rois([bare]) == (((0.0, 0.0), (10.0, 0.0), (10.0, 5.0)),)
+    for bad, text in (([[0, 0], [-1, 0], [10, 5]], "finite numbers >= 0"), ([[0, 0], [5, 0], [10, 0]], "zero area"),
+                      ([[0, 0], [5, 0]], "at least 3")):
+        with pytest.raises(ValueError, match=text):
+            parse_rois([bad])
+        with pytest.raises(ValueError, match=f"cameras.gate: roi: .*{text}"):
+            _roi([bad], "cameras.gate: roi")
+    with pytest.raises(ValueError, match=r"camera 'gate': ROI 0 point \(10, 0\) lies outside the 8x8 frame"):
+        check_rois_fit(parse_rois(bare), 8, 8, "gate")

@@ -83,17 +83,43 @@ def test_jsonl_unwritable_targets_are_one_line_value_errors(tmp_path):
         JsonlSink(tmp_path)
 
 
+def test_jsonl_write_errors_are_counted_and_reported_once(tmp_path, caplog):
+    full = JsonlSink("/dev/full")  # a real write error: ENOSPC on every write
+    sinks = SinkSet([full])
+    with caplog.at_level("ERROR", logger="m2s2l_edge.watch.sinks"):
+        for i in range(3):
+            sinks.emit(event(i))
+        sinks.status("cam0", True, {})
+    sinks.close()
+    assert full.stats.failed == 4 and full.stats.lines == 0
+    assert "No space left on device" in full.stats.last_error
+    assert len([r for r in caplog.records if "could not be written" in r.getMessage()]) == 1
+    assert sinks.summary()["JsonlSink"]["failed"] == 4 and sinks.errors == {}
+
+
+class _Broken:
+    """A sink whose every call raises (a third-party sink with a bug)."""
+
+    def emit(self, msg):
+        raise RuntimeError("boom")
+
+    def status(self, camera, online, info):
+        raise RuntimeError("boom")
+
+    def close(self):
+        raise RuntimeError("boom")
+
+
 def test_sinkset_isolates_a_failing_sink(tmp_path):
-    full = JsonlSink("/dev/full")  # a real write error: ENOSPC on every flush
     good = JsonlSink(tmp_path / "e.jsonl")
-    sinks = SinkSet([full, good])
+    sinks = SinkSet([_Broken(), good])
     for i in range(3):
         sinks.emit(event(i))
     sinks.status("cam0", True, {})
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 4
-    assert sinks.errors == {"JsonlSink": 4}
+    assert sinks.errors == {"_Broken": 4}
     sinks.close()
-    assert sinks.summary()["errors"]["JsonlSink"] >= 4
+    assert sinks.summary()["errors"]["_Broken"] == 5
 
 
 # ---------------------------------------------------------------------------------------------------- webhook
@@ -425,3 +451,23 @@ def test_mqtt_sink_survives_a_broker_restart(mosquitto):
     finally:
         sub.stop()
         sink.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_score_table_on_a_full_disk_reports_once_and_never_stops_the_watch(caplog):
+    """--scores is for reading the scores: a write the disk refuses ends the table with one warning, not the watch."""
+    import numpy as np
+
+    from m2s2l_edge.watch.sinks import ScoreTable
+    from m2s2l_edge.watch.types import FrameScore
+
+    terms = {"psnr_app": 30.0, "psnr_mot": 29.0, "patch_app": 20.0, "patch_mot": 19.0, "change": 0.01}
+    table = ScoreTable("/dev/full")
+    for i in range(3000):  # past the text buffer: the kernel refuses the flush (ENOSPC)
+        fs = FrameScore("cam0", i, i / 10, 0.0, 0.0, 30.0, 29.0, 20.0, 0.5, 3.0, np.zeros((2, 2), np.float32),
+                        np.zeros((2, 2, 3), np.uint8), terms)
+        table.write(fs, 0.4, 3.0, False)
+    table.close()
+    summary = table.summary()
+    assert summary["error"] and summary["rows"] < 3000
+    assert sum("--scores /dev/full" in r.getMessage() for r in caplog.records) == 1

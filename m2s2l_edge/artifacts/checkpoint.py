@@ -91,3 +91,20 @@ def load_model(path: str | os.PathLike, *, expected_preset: str | None = None, s
         first = str(e).strip().splitlines()[0]
         raise ValueError(f"checkpoint {path} does not match its own config: {first}") from None
     return model, state
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over a model's parameters and buffers: names, shapes, dtypes and values (floating point as float32, on
+    the CPU), in name order. It identifies the weights whatever file holds them — the checkpoint, the ONNX exports
+    and engines made from it (their metadata records it), a served copy — and does not change when the same state is
+    saved again (a file's own hash does). Take it of the model as trained, before any inference rewrite or cast."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu()
+        if t.is_floating_point():
+            t = t.float()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()

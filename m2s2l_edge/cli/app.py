@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -55,6 +56,42 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _quiet_libraries(verbose)
+    _redact_logs()
+
+
+class _RedactURLs(logging.Filter):
+    """Every log line, ours or a library's (paho, urllib3, tritonclient), with the URLs in it redacted: a password
+    or token never reaches the console or a journal, whoever formatted the message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from m2s2l_edge.urls import redact_text
+
+        message = record.getMessage()
+        shown = redact_text(message)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        return True
+
+
+def _redact_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactURLs) for f in handler.filters):
+            handler.addFilter(_RedactURLs())
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' own console chatter (FFmpeg's "moov atom not found", OpenCV's [ WARN ] lines, PyTorch's
+    UserWarnings) out of the console unless --verbose: a command reports what went wrong in its own words. The
+    variables are read when OpenCV loads, which every command does lazily, after this runs; a value the user set is
+    kept."""
+    import os
+
+    if not verbose:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    logging.captureWarnings(True)  # Python warnings become log records of "py.warnings"
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 for _name in _COMMAND_MODULES:
@@ -67,4 +104,22 @@ def main() -> None:
     from m2s2l_edge.cli.errors import run_app
 
     prefer_passive_openmp()  # before any command imports torch (see its docstring)
-    sys.exit(run_app(app))
+    code = run_app(app)
+    _exit_past_native_threads(code)
+    sys.exit(code)
+
+
+def _exit_past_native_threads(code: int) -> None:
+    """End the process now when a stopped watch left a camera connection inside OpenCV (an open that has not timed
+    out): finalising the interpreter while such a thread comes back from C++ aborts the process, and waiting for it
+    would make a SIGTERM take an open timeout. Everything was written, flushed and closed before this point."""
+    capture = sys.modules.get("m2s2l_edge.watch.capture")
+    if capture is None or not capture.abandoned_connections():
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -13,6 +13,7 @@ from m2s2l_edge.cli.options import (
     JsonOut,
     Overwrite,
     Plugin,
+    check_distinct_paths,
     check_json_target,
     check_output_file,
     emit_json,
@@ -57,6 +58,8 @@ def build(
         if timing_cache is not None:
             check_output_file(timing_cache, overwrite=True, flag="--timing-cache")
         check_json_target(json_out)
+        check_distinct_paths({"--out": out, "metadata": out.with_name(out.name + ".json"), "--json": json_out,
+                              "--timing-cache": timing_cache}, {"--onnx": onnx})
         meta = build_engine(onnx, out, cfg)
         eng = meta["engine"]
         typer.echo(f"wrote {out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and {out.name}.json",

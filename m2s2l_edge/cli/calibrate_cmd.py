@@ -19,8 +19,10 @@ from m2s2l_edge.cli.options import (
     Seed,
     ServedModel,
     Server,
+    StreamScore,
     Threads,
     Weights,
+    check_distinct_paths,
     check_json_target,
     check_output_file,
     emit_json,
@@ -45,6 +47,7 @@ def calibrate(
     model: ServedModel = None,
     preset: Preset = None,
     seed: Seed = 0,
+    score: StreamScore = "stream",
     false_alarms_per_hour: Annotated[float, typer.Option(
         "--false-alarms-per-hour",
         help="Target rate of false events on normal footage; sets the threshold.")] = 1.0,
@@ -55,28 +58,31 @@ def calibrate(
     device: Device = None,
     threads: Threads = None,
 ) -> None:
-    """Run the model on normal footage and store the fused score's distribution and a threshold (cam.calib.json)."""
+    """Run the model on normal footage and store its score's statistics and a threshold (cam.calib.json)."""
     from m2s2l_edge.cli.environment import prefer_passive_openmp
 
     prefer_passive_openmp()
     with user_errors():
-        from m2s2l_edge.watch.calibration import identity_of, save
+        from m2s2l_edge.watch.calibration import save
         from m2s2l_edge.watch.pipeline import calibrate_footage
-        from m2s2l_edge.watch.scorer import model_input
 
         if out is None:
             raise ValueError("give --out FILE.calib.json")
         check_output_file(out, overwrite=overwrite)
         check_json_target(json_out)
+        check_distinct_paths({"--out": out, "--json": json_out},
+                             {**{f"--source {s}": s for s in source},
+                              "--weights": weights, "--onnx": onnx, "--engine": engine})
         src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
                            model=model)
         backend = open_backend(src, device=device, threads=threads)
-        identity = identity_of(src.kind, src.path, backend, model_input(backend))
-        cal = calibrate_footage(backend, source, identity=identity, false_alarms_per_hour=false_alarms_per_hour,
-                                stride=stride, batch=batch or 4)
+        cal = calibrate_footage(backend, source, score=score, model_path=src.path,
+                                false_alarms_per_hour=false_alarms_per_hour, stride=stride, batch=batch or 4)
         save(cal, out)
     emit_json(cal.to_dict(), json_out)
-    typer.echo(f"calibrated on {cal.count} frames ({cal.stream_seconds:.0f} s of footage): median fused PSNR "
-               f"{cal.center:.2f} dB, robust σ {cal.scale:.3f} dB; threshold {cal.threshold:.2f} for "
-               f"{cal.false_alarms_per_hour:g} false alarms per hour ({cal.threshold_method}); wrote {out}",
-               err=json_to_stdout(json_out))
+    if cal.warning:
+        typer.echo(f"warning: {cal.warning}", err=True)
+    typer.echo(f"calibrated the {cal.score} score on {cal.count} frames ({cal.stream_seconds:.0f} s of footage): "
+               f"median fused PSNR {cal.stats.center:.2f} dB, robust σ {cal.stats.scale:.3f} dB; threshold "
+               f"{cal.threshold:.2f} for {cal.false_alarms_per_hour:g} false alarms per hour ({cal.threshold_method}); "
+               f"wrote {out}", err=json_to_stdout(json_out))

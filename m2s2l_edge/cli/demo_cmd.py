@@ -94,7 +94,7 @@ def demo(
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
     import torch
 
-    from m2s2l_edge.cli.progress import RichTrainProgress, make_progress, run_with_progress
+    from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress, run_with_progress
     from m2s2l_edge.cli.report import print_result
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
@@ -102,7 +102,6 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     from m2s2l_edge.evaluation.outputs import write_outputs
     from m2s2l_edge.report.plots import plot_training
     from m2s2l_edge.runtime import open_model
-    from m2s2l_edge.scoring.model import resolve_lambda
     from m2s2l_edge.training.trainer import DataConfig, RunConfig, load_history, train
 
     out = Path(out)
@@ -124,7 +123,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     model_cfg = get_preset(s.preset, **s.overrides)
     train_cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, loss=LossConfig())
     t0 = time.perf_counter()
-    with make_progress(console, field="terms") as progress:
+    with make_train_progress(console) as progress:
         result = train(model_cfg, train_cfg, DataConfig(str(data_root), "synthetic", stride=s.stride),
                        RunConfig(str(run_dir), device=device, seed=seed, overwrite=True), RichTrainProgress(progress))
     plot_training(load_history(run_dir), run_dir / "loss.png", title=f"demo training loss ({s.preset} preset)")
@@ -132,10 +131,9 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
 
     console.rule("[bold]3/3 evaluating on the test videos (frame-level AUC)")
     t0 = time.perf_counter()
-    lam, _ = resolve_lambda("synthetic")
     videos, labels = load_test_set(data_root, "synthetic")
     backend = open_model("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
-    evaluation = run_with_progress(backend, videos, labels, lam, s.eval_batch, console)
+    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset="synthetic")
     paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
                           meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
                                 "source": str(result.checkpoint), "title": "(demo, synthetic)"})

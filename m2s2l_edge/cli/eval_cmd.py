@@ -78,8 +78,8 @@ def eval_(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     score: Annotated[str | None, typer.Option(
         help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
-             "frames flagged, a median floor and a two-sided motion term; our addition). Default: paper on "
-             "ped2/avenue/shanghaitech/synthetic, patch on custom.",
+             "frames flagged, a median floor and a two-sided motion term, normalised per video; our addition). "
+             "Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom. (stream: watch, calibrate.)",
     )] = None,
     json_out: JsonOut = None,
 ) -> None:
@@ -93,11 +93,14 @@ def eval_(
         from m2s2l_edge.config import default_score_name, get_score
         from m2s2l_edge.evaluation.datasets import load_footage
         from m2s2l_edge.evaluation.outputs import write_outputs
-        from m2s2l_edge.scoring.model import model_lambda, resolve_lambda
+        from m2s2l_edge.evaluation.run import VIDEO_SCORES
 
         dataset = dataset or "custom"
         if score is not None:
             get_score(score)  # an unknown name fails before any work
+            if score not in VIDEO_SCORES:
+                raise ValueError(f"--score {score} is calibrated per camera, not per video: use it with watch and "
+                                 f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
         if plugin is not None and source.kind != "tensorrt":
             raise ValueError("--plugin goes with --engine")
@@ -111,19 +114,15 @@ def eval_(
         options = {"plugin": plugin} if plugin is not None else {}
         runner = open_backend(source, device=device, threads=threads, **options)
         _check_preset(runner, source, preset)
-        score_cfg = get_score(default_score_name(dataset) if score is None else score)
-        if score_cfg.method == "patch" and lambda_ is None:
-            # The patch score's λ was validated together with its other settings (RESULTS.md "Real footage").
-            lam, lam_source = score_cfg.lam, "the patch score's (validated on our real-footage set)"
-        else:
-            lam, lam_source = resolve_lambda(dataset, lambda_, stored=model_lambda(runner.metadata))
         from m2s2l_edge.cli.progress import run_with_progress
         from m2s2l_edge.cli.report import print_result
 
-        result = run_with_progress(runner, videos, label_arrays, lam, batch or DEFAULT_BATCH, console, score=score_cfg)
+        result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console,
+                                   score=default_score_name(dataset) if score is None else score, lam=lambda_,
+                                   dataset=dataset)
         scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
         meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
-                "lambda_source": lam_source, "title": f"({dataset})",
+                "title": f"({dataset})",
                 **({"selective_scan": scan_path} if scan_path else {})}
         paths = write_outputs(result, out, meta=meta, plots=plots, replace=overwrite)
         print_result(result, paths, console, scan_path)

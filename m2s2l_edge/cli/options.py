@@ -47,6 +47,22 @@ Server = Annotated[str | None, typer.Option(
 ServedModel = Annotated[str | None, typer.Option(
     "--model", help="With --server: the model's name on the Triton server (m2s2l-edge serve triton-repo).")]
 
+
+def _stream_score(value: str) -> str:
+    from m2s2l_edge.watch.pipeline import check_stream_score
+
+    try:
+        check_stream_score(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"--score {value!r} ")) from None
+    return value
+
+
+StreamScore = Annotated[str, typer.Option(
+    "--score", callback=_stream_score,
+    help="Anomaly score: stream (the validated patch score made causal: worst window, stalls, two-sided motion term; "
+         "ours) or paper (the published frame PSNRs). A calibration is fitted for one score.")]
+
 # Every option any command may carry, with its one meaning. Keep in step with the README's option table.
 VOCABULARY: dict[str, str] = {
     "--help": "show a command's options",
@@ -74,6 +90,9 @@ VOCABULARY: dict[str, str] = {
     "--iterations": "timed runs",
     "--fp16": "half precision (with --fp32 as its negation)",
     "--fp32": "full precision",
+    "--int8": "INT8 by explicit quantization: a Q/DQ ONNX calibrated on --calibration-data",
+    "--calibration-data": "normal footage (video, frames folder, folder of videos) that calibrates INT8",
+    "--all": "every format of one model in one table (PyTorch, ONNX Runtime, INT8, TensorRT, Triton)",
     "--device": "cpu, cuda or cuda:N",
     "--threads": "CPU intra-op threads",
     "--resolution": "input side in pixels",
@@ -86,7 +105,10 @@ VOCABULARY: dict[str, str] = {
     "--labels": "frame-label file or folder",
     "--name": "MNAD folder name when not the data set's usual one",
     "--lambda": "weight λ of the frame PSNR in the fused score",
-    "--score": "anomaly score: paper (frame PSNRs, published) or patch (worst-patch PSNRs, stalls, motion term; ours)",
+    "--score": "anomaly score: paper (frame PSNRs, published), patch (worst-patch PSNRs, stalls, motion term, per "
+               "video; ours) or stream (patch made causal, calibrated per camera; ours)",
+    "--scores": "one CSV row per scored frame, to a file or '-' (stdout)",
+    "--threshold": "event threshold in calibrated-score units, for every camera",
     "--stride": "step between scored / training clips",
     "--kinds": "anomaly kinds of generated test videos",
     # training
@@ -118,10 +140,9 @@ VOCABULARY: dict[str, str] = {
     "-j": "short for --jobs",
     "--tensorrt-root": "TensorRT installation (include/, lib/) to build the plugin against",
     "--kernels-only": "build the CUDA kernels only, no TensorRT plugin",
+    "--onnxruntime": "build the ONNX Runtime SelectiveScan op library only (CPU; no CUDA, no CMake)",
     "--static": "also build the plugin library that links libnvinfer (with --no-static)",
     "--no-static": "do not build the statically linked plugin library",
-    "--clean": "build from scratch",
-    "--cmake-arg": "extra CMake argument",
     "--arch": "CUDA architectures",
     # watch / calibrate
     "--source": "a camera or video source (repeatable)",
@@ -135,6 +156,8 @@ VOCABULARY: dict[str, str] = {
     "--mqtt": "publish events to this MQTT broker",
     "--snapshots": "folder for event snapshots",
     "--video-out": "annotated output video",
+    "--keep-mb": "size limit of the snapshots and clips kept, in MB",
+    "--keep-hours": "age limit of the snapshots and clips kept, in hours",
     "--read-timeout": "seconds without a frame before a live camera counts as offline",
     "--markdown": "the table as Markdown to a file",
 }
@@ -225,6 +248,33 @@ def check_output_dir(path: Path, *, overwrite: bool = False, flag: str = "--out"
     return path
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_distinct_paths(outputs: dict[str, Path | str | None], inputs: dict[str, Path | str | None] | None = None
+                         ) -> None:
+    """Refuse, before any work, two outputs on one file (``--events X --json X``: one would replace or corrupt the
+    other) and an output on an input (``--events`` on the video it reads). Keys name the options as the user gave
+    them; None values and stdout ('-') are skipped."""
+    def real(entries):
+        return [(flag, Path(p)) for flag, p in (entries or {}).items() if p is not None and str(p) != "-"]
+
+    outs, ins = real(outputs), real(inputs)
+    for i, (flag, path) in enumerate(outs):
+        for other, other_path in outs[:i]:
+            if _same_path(path, other_path):
+                raise ValueError(f"{other} and {flag} are the same file ({path}); give each output its own file")
+        for other, other_path in ins:
+            if _same_path(path, other_path):
+                raise ValueError(f"{flag} {path} is the input {other}; writing there would destroy it")
+
+
 def check_json_target(target: Path | None) -> None:
     """``--json FILE``: writable before the work starts (replaced atomically afterwards); '-' is stdout."""
     if target is not None and str(target) != "-":
@@ -268,7 +318,9 @@ class ModelSource:
     @property
     def label(self) -> str:
         if self.server is not None:
-            return f"{self.model} on {self.server}"
+            from m2s2l_edge.urls import redact
+
+            return f"{self.model} on {redact(self.server)}"
         return str(self.path) if self.path is not None else f"preset {self.preset} (fresh weights, seed {self.seed})"
 
 

@@ -54,11 +54,13 @@ def profile(
             raise ValueError(f"--scan-backend {scan_backend!r}; valid: {', '.join(BACKENDS)}")
         device = check_device(device) if fps else device_syntax(device)
         result = profile_model(preset, resolution=resolution, batch=batch, **overrides)
-        timing = (
-            time_forward(preset, resolution=resolution, batch=batch, device=device, warmup=warmup,
-                         iterations=iterations, **overrides, scan_backend=scan_backend)
-            if fps else None
-        )
+        timing = None
+        if fps:
+            from m2s2l_edge.cli.progress import TimingProgress
+
+            with TimingProgress() as bar:
+                timing = time_forward(preset, resolution=resolution, batch=batch, device=device, warmup=warmup,
+                                      iterations=iterations, on_call=bar.call, **overrides, scan_backend=scan_backend)
     data = result.as_dict()
     if timing is not None:
         data["fps"] = timing

@@ -32,9 +32,8 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
         console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
         macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
         console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
-    method = getattr(result.score, "method", "paper")
-    console.print(f"score {method}, λ = {result.lam}, {result.predicted_frames} frames scored in "
-                  f"{result.seconds:.1f} s")
+    console.print(f"score {result.scoring.score_name}, λ = {result.lam} ({result.scoring.lam_source}), "
+                  f"{result.predicted_frames} frames scored in {result.seconds:.1f} s")
     if getattr(result, "motion_reference", None):
         console.print(f"motion term: normal frame change from {result.motion_reference}")
     if scan_path:
@@ -44,5 +43,5 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
         if "overview" in paths:
             plots = "; plots: " + ", ".join(str(paths[k]) for k in ("roc", "overview") if k in paths)
             plots += f", {paths['plots']}/"
-        console.print(f"results: {paths['results']}; per frame: {paths['scores']}/<video>.csv (raw PSNRs, fused "
+        console.print(f"results: {paths['results']}; per frame: {paths['scores']}/<video>.csv (the terms, fused "
                       f"PSNR, score) and <video>.npy (score){plots}")

@@ -74,6 +74,7 @@ def table(
     against cost and speed."""
     from m2s2l_edge.cli.options import (
         check_device,
+        check_distinct_paths,
         check_json_target,
         check_output_file,
         emit_json,
@@ -87,6 +88,7 @@ def table(
         if fp16 and not dev.startswith("cuda"):
             raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment path)")
         check_json_target(json_out)
+        check_distinct_paths({"--markdown": markdown, "--out": out, "--json": json_out})
         if markdown is not None:
             check_output_file(markdown, overwrite=True, flag="--markdown")
         if out is not None:
@@ -102,10 +104,10 @@ def table(
         timing = TimingConfig(device=dev, half=fp16, batch=batch or 1, warmup=warmup, iterations=iterations,
                               cuda_graph=cuda_graph)
 
-        def progress(method: str) -> None:
-            typer.echo(f"timing {method} ...", err=True)
+        from m2s2l_edge.cli.progress import TimingProgress
 
-        result = build_table(fps=fps, timing=timing, progress=progress)
+        with TimingProgress() as bar:
+            result = build_table(fps=fps, timing=timing, progress=bar.row, on_call=bar.call)
         _print(result, to_stderr=to_stdout)
         if markdown is not None:
             from m2s2l_edge.io import atomic_write_text

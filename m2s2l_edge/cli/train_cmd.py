@@ -103,7 +103,7 @@ def train(
     rank = _torchrun_rank()
     with user_errors(kept=lambda: _kept(out)), _quiet_unless_rank0(rank):
         from m2s2l_edge.cli.options import check_device, check_output_dir
-        from m2s2l_edge.cli.progress import RichTrainProgress, make_progress
+        from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress
         from m2s2l_edge.config import LossConfig, Recipe, TrainConfig, training_recipe
         from m2s2l_edge.training.trainer import DataConfig, RunConfig, TrainCallbacks
         from m2s2l_edge.training.trainer import train as run_training
@@ -131,7 +131,7 @@ def train(
                 result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, TrainCallbacks(), distributed=group,
                                       arch=model)
                 return
-            with make_progress(field="terms") as progress:
+            with make_train_progress() as progress:
                 result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, RichTrainProgress(progress),
                                       distributed=group, arch=model)
             _plot_history(out)

@@ -13,7 +13,6 @@ import typer
 
 from m2s2l_edge.cli.errors import EXIT_INTERRUPTED, fail, user_errors
 from m2s2l_edge.cli.options import (
-    Batch,
     Device,
     Engine,
     JsonOut,
@@ -22,8 +21,10 @@ from m2s2l_edge.cli.options import (
     Seed,
     ServedModel,
     Server,
+    StreamScore,
     Threads,
     Weights,
+    check_distinct_paths,
     check_json_target,
     emit_json,
     json_to_stdout,
@@ -41,6 +42,23 @@ Calibration = Annotated[Path | None, typer.Option(
 Replay = Annotated[bool, typer.Option(
     "--replay", help="Read files as fast as possible (deterministic), instead of paced at their frame rate.")]
 Stride = Annotated[int, typer.Option("--stride", min=1, help="Score every K-th frame of each camera.")]
+
+
+def _threshold(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not above typical normal: give a finite number > 0 (robust σ)")
+    return value
+
+
+Threshold = Annotated[float | None, typer.Option(
+    "--threshold", callback=_threshold,
+    help="Event threshold in calibrated-score units (robust σ of the normal footage) for every camera, over the "
+         "calibration's and any camera's YAML threshold.")]
+Scores = Annotated[str | None, typer.Option(
+    "--scores", help="Write one CSV row per scored frame (eval's per-frame columns plus camera, stream time, "
+                     "threshold, event open) to FILE, or '-' for stdout.")]
 ReadTimeout = Annotated[float, typer.Option(
     "--read-timeout", min=0.1, help="Seconds a live camera may deliver no frame before it counts as offline "
                                    "(open: twice that).")]
@@ -61,6 +79,9 @@ def watch(
     source: Sources = None,
     config: Config = None,
     calibration: Calibration = None,
+    score: StreamScore = "stream",
+    threshold: Threshold = None,
+    scores: Scores = None,
     events: Annotated[str | None, typer.Option(
         "--events", help="Append one JSON line per event change to FILE, or '-' for stdout.")] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST each event as JSON to this URL.")] = None,
@@ -70,12 +91,20 @@ def watch(
         "--snapshots", help="Folder for a JPEG per event (error heat map over the frame at the peak).")] = None,
     video_out: Annotated[Path | None, typer.Option(
         "--video-out", help="Annotated video (heat map, score strip) of the camera.")] = None,
+    keep_mb: Annotated[float | None, typer.Option(
+        "--keep-mb", min=0.001, help="Snapshots and clips kept in --snapshots: at most this many MB in total, oldest "
+                                     "deleted first (default: 1024, or a quarter of the free space if less).")] = None,
+    keep_hours: Annotated[float | None, typer.Option(
+        "--keep-hours", min=0.001, help="Delete snapshots and clips older than this many hours (default: kept "
+                                        "until the size limit needs the room).")] = None,
     metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", help="Serve Prometheus metrics on this port.")] = None,
+        "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port (1-65535).")] = None,
     json_out: JsonOut = None,
     replay: Replay = False,
     stride: Stride = 1,
-    batch: Batch = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, help="Clips per model call, over all cameras (default: 4 or the number of cameras, "
+        "whichever is larger).")] = None,
     read_timeout: ReadTimeout = 5.0,
     device: Device = None,
     threads: Threads = None,
@@ -89,22 +118,51 @@ def watch(
     def kept() -> str:
         return "events were flushed as they happened" + (f" to {events}" if events else "")
 
-    with user_errors(kept=kept):
+    try:
+        with user_errors(kept=kept):
+            summary, signals = _run(state, weights=weights, onnx=onnx, engine=engine, server=server, model=model,
+                                    preset=preset, seed=seed, source=source, config=config, calibration=calibration,
+                                    score=score, threshold=threshold, scores=scores, events=events,
+                                    webhook=webhook, mqtt=mqtt, snapshots=snapshots,
+                                    video_out=video_out, metrics_port=metrics_port, keep_mb=keep_mb,
+                                    keep_hours=keep_hours, json_out=json_out, replay=replay,
+                                    stride=stride, batch=batch, read_timeout=read_timeout, device=device,
+                                    threads=threads)
+    except BaseException as e:
+        from m2s2l_edge.watch.service import StoppedDuringStartup
+
+        if not isinstance(e, StoppedDuringStartup):
+            raise
+        # Stopped before the loop ran: whatever was open is closed; a service manager's stop is not an error.
+        if e.signal_name == "SIGINT":
+            raise fail("interrupted during start-up; nothing was scored", EXIT_INTERRUPTED) from None
+        typer.echo(f"stopped by {e.signal_name} during start-up; nothing was scored", err=True)
+        return
+    summary["signal"] = signals[0] if signals else None
+    emit_json(summary, json_out)
+    _print_summary(summary, to_stderr=json_to_stdout(json_out) or "-" in (events, scores))
+    if signals and signals[0] == "SIGINT":
+        raise fail(f"interrupted; {kept()}, summary {'written' if json_out else 'printed'}", EXIT_INTERRUPTED)
+
+
+def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, source, config, calibration, score,
+         threshold, scores, events, webhook, mqtt, snapshots, video_out, metrics_port, keep_mb, keep_hours, json_out,
+         replay, stride, batch, read_timeout, device, threads) -> tuple[dict, list[str]]:
+    from m2s2l_edge.watch.service import stop_on_signals
+
+    # From here on SIGTERM / SIGINT stop the watch cleanly, also while the model loads or a camera opens.
+    with stop_on_signals(interrupt_startup=True) as stops:
         from m2s2l_edge.watch.cameras import cameras_from_sources, load_cameras
         from m2s2l_edge.watch.feeds import check_openable
         from m2s2l_edge.watch.pipeline import WatchOptions
-        from m2s2l_edge.watch.service import (
-            WatchSettings,
-            check_outputs,
-            load_calibrations,
-            run_watch,
-            stop_on_signals,
-        )
+        from m2s2l_edge.watch.service import WatchSettings, check_outputs, load_calibrations, run_watch
 
         if (source and config) or not (source or config):
             raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
-        if events == "-" and json_to_stdout(json_out):
-            raise ValueError("--events - and --json - both want stdout; send one of them to a file")
+        stdout = [flag for flag, target in (("--events", events), ("--scores", scores)) if target == "-"]
+        stdout += ["--json"] if json_to_stdout(json_out) else []
+        if len(stdout) > 1:
+            raise ValueError(f"{' and '.join(f'{f} -' for f in stdout)} all want stdout; send all but one to files")
         check_json_target(json_out)
         cameras = load_cameras(config) if config else cameras_from_sources(source)
         if config and calibration is not None:
@@ -112,10 +170,12 @@ def watch(
         settings = WatchSettings(
             cameras=cameras,
             options=WatchOptions(stride=stride, replay=replay, batch=batch or max(4, len(cameras)),
-                                 read_timeout_s=read_timeout),
+                                 read_timeout_s=read_timeout, score=score, threshold=threshold),
             events=events, webhook=webhook, mqtt=mqtt, snapshots=snapshots, video_out=video_out,
-            metrics_port=metrics_port,
+            metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores,
         )
+        _check_paths(settings, json_out=json_out, config=config, calibration=calibration,
+                     models={"--weights": weights, "--onnx": onnx, "--engine": engine})
         # Everything that can be refused without the model, before the model loads.
         check_outputs(settings)
         load_calibrations(settings, calibration)
@@ -126,15 +186,25 @@ def watch(
         # A served model: a long retry budget lets the cameras keep their windows through a server restart.
         options = {"run_retries": 1_000_000} if src.kind == "triton" else {}
         backend = open_backend(src, device=device, threads=threads, **options)
-        with stop_on_signals() as (stop, signals):
-            summary = run_watch(backend, settings, kind=src.kind, model_path=src.path, calibration=calibration,
-                                stop=stop)
+        summary = run_watch(backend, settings, model_path=src.path, calibration=calibration,
+                            stop=stops.event, running=stops.running)
         state["summary"] = summary
-    summary["signal"] = signals[0] if signals else None
-    emit_json(summary, json_out)
-    _print_summary(summary, to_stderr=json_to_stdout(json_out) or events == "-")
-    if signals and signals[0] == "SIGINT":
-        raise fail(f"interrupted; {kept()}, summary {'written' if json_out else 'printed'}", EXIT_INTERRUPTED)
+    return summary, stops.seen
+
+
+def _check_paths(settings, *, json_out, config, calibration, models) -> None:
+    """No output on another output or on an input (a source video, the camera file, a calibration, the model)."""
+    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
+                     "--video-out": settings.video_out}
+    inputs: dict = {"--config": config, "--calibration": calibration, **models}
+    for cam in settings.cameras:
+        if cam.video_out is not None:
+            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
+        if cam.spec.kind == "file":
+            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
+        if cam.calibration is not None:
+            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
+    check_distinct_paths(outputs, inputs)
 
 
 def _with_calibration(cam, path: Path):
@@ -149,7 +219,34 @@ def _print_summary(summary: dict, *, to_stderr: bool) -> None:
         lines.append(f"{name}: {cam['scored_frames']} frames scored of {cam['captured_frames']} captured, "
                      f"{cam['dropped_clips']} clips dropped, {cam['gaps']} gaps, {cam['events']} events, "
                      f"{cam['faults']} faults ({cam['source']})")
+        lines.append(f"  {_threshold_line(cam, summary['model']['score'])}")
+    for name, sink in summary.get("sinks", {}).items():
+        lost = sink.get("failed", 0) + sink.get("dropped", 0) if isinstance(sink, dict) else 0
+        if lost:
+            lines.append(f"{name}: {lost} message(s) not delivered ({sink.get('last_error') or 'see the log'})")
+    table = summary.get("scores")
+    if table and table.get("error"):
+        lines.append(f"--scores {table['path']}: {table['rows']} rows written, then {table['error']}")
+    media = summary.get("media")
+    if media:
+        lines.append(f"snapshots and clips: {media['files']} files, {media['bytes'] / 2**20:.1f} of "
+                     f"{media['max_bytes'] / 2**20:.1f} MB kept in {media['folder']}; {media['deleted_files']} "
+                     f"deleted by the limits, {media['skipped']} not written for lack of room")
     b = summary["backend"]
     lines.append(f"{summary['scored_frames']} frames in {summary['wall_seconds']:.1f} s; backend {b['name']}: "
                  f"{b['calls']} calls, {b['seconds']:.1f} s; stopped by {summary['stopped_by']}")
     typer.echo("\n".join(lines), err=to_stderr)
+
+
+def _threshold_line(cam: dict, score: str) -> str:
+    """Why a camera raised the events it raised: the threshold in force and its source, the peak, frames above."""
+    peak = cam.get("peak_score")
+    peak_text = "no score yet" if peak is None else f"peak score {peak:.2f} at frame {cam['peak_frame']}"
+    if cam["threshold"] is None:
+        return f"score {score}: no threshold yet, {cam['calibration']}; {peak_text}"
+    above = cam.get("frames_above_threshold") or 0
+    line = (f"score {score}: threshold {cam['threshold']:.2f} ({cam['threshold_source']}), {peak_text}, "
+            f"{above} frames at or above the threshold")
+    if cam.get("calibration_warning"):
+        line += f"; calibration warning: {cam['calibration_warning']}"
+    return line

@@ -85,21 +85,27 @@ def time_callable(
     iterations: int,
     batch: int,
     synchronize: Callable[[], None] | None = None,
+    on_call: Callable[[int, int], None] | None = None,
 ) -> LatencyStats:
     """Time ``fn`` after ``warmup`` untimed calls (``time.perf_counter``, milliseconds); ``synchronize`` (e.g.
     ``synchronizer("cuda")``) runs after the warm-up and after each timed call, so asynchronous device work is inside
-    the time of the call that launched it."""
+    the time of the call that launched it. ``on_call(done, total)`` after every call, warm-up included (progress);
+    it runs outside the timed span."""
     _check_counts(warmup, iterations)
     sync = synchronize or (lambda: None)
-    for _ in range(warmup):
+    report = on_call or (lambda done, total: None)
+    total = warmup + iterations
+    for i in range(warmup):
         fn()
+        report(i + 1, total)
     sync()
     times = []
-    for _ in range(iterations):
+    for i in range(iterations):
         t0 = time.perf_counter()
         fn()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
+        report(warmup + i + 1, total)
     return summarize_latencies(times, batch)
 
 

@@ -14,6 +14,7 @@ Element-wise operations (activations, normalisation, residual additions) are not
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -161,7 +162,8 @@ def profile_model(preset: str = "paper", resolution: int | None = None, batch: i
 
 
 def time_forward(preset: str = "paper", *, resolution: int | None = None, batch: int = 1, device: str = "cpu",
-                 warmup: int = 3, iterations: int = 10, **overrides) -> dict:
+                 warmup: int = 3, iterations: int = 10, on_call: Callable[[int, int], None] | None = None,
+                 **overrides) -> dict:
     """Time the inference forward pass of a preset with fresh weights, in its deployed form (BatchNorm folded,
     multi-scale convolutions merged), on random clips; what `m2s2l-edge profile --fps` reports.
 
@@ -169,7 +171,7 @@ def time_forward(preset: str = "paper", *, resolution: int | None = None, batch:
     on static buffers and replayed, which removes the launch overhead that dominates batch 1). Each row is
     ``{"mode", "latency": LatencyStats.as_dict()}``, timed with device synchronisation; the result follows
     ``m2s2l_edge.efficiency.benchmarking``'s schema (``format_summary`` prints it). Raises RuntimeError for a CUDA
-    device that PyTorch cannot see, ValueError for bad counts.
+    device that PyTorch cannot see, ValueError for bad counts. ``on_call(done, total)``: see ``time_callable``.
     """
     from m2s2l_edge.efficiency.benchmarking import (
         capture_cuda_graph,
@@ -199,7 +201,8 @@ def time_forward(preset: str = "paper", *, resolution: int | None = None, batch:
             return m.predict(x)
 
     def timed(fn) -> dict:
-        return time_callable(fn, warmup=warmup, iterations=iterations, batch=batch, synchronize=sync).as_dict()
+        return time_callable(fn, warmup=warmup, iterations=iterations, batch=batch, synchronize=sync,
+                             on_call=on_call).as_dict()
 
     rows = [{"mode": "fp32 eager", "latency": timed(lambda: forward(model, clip))}]
     if on_cuda:

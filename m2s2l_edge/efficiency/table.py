@@ -164,10 +164,6 @@ ROWS: tuple[RowSpec, ...] = (
 )
 
 
-def row_keys() -> list[str]:
-    return [r.key for r in ROWS]
-
-
 def _select(keys: Sequence[str] | None) -> list[RowSpec]:
     if not keys:
         return list(ROWS)
@@ -261,9 +257,9 @@ class TimingConfig:
     cuda_graph: bool = True
 
 
-def time_row(spec: RowSpec, cfg: TimingConfig) -> dict:
+def time_row(spec: RowSpec, cfg: TimingConfig, on_call: Callable[[int, int], None] | None = None) -> dict:
     """Median latency of one scored call of the row (every component, each as often as it runs), eager and, on a
-    GPU, as a CUDA-graph replay; FPS = frames scored per second."""
+    GPU, as a CUDA-graph replay; FPS = frames scored per second. ``on_call``: see ``time_callable``."""
     import torch
 
     from m2s2l_edge.efficiency.benchmarking import capture_cuda_graph, synchronizer, time_callable
@@ -285,13 +281,13 @@ def time_row(spec: RowSpec, cfg: TimingConfig) -> dict:
     sync = synchronizer(cfg.device)
     frames = cfg.batch * spec.frames_per_call
     out = {"eager": time_callable(run, warmup=cfg.warmup, iterations=cfg.iterations, batch=frames,
-                                  synchronize=sync).as_dict()}
+                                  synchronize=sync, on_call=on_call).as_dict()}
     if on_cuda and cfg.cuda_graph:
         # One pass captured on static inputs (after warm-up passes on a side stream), then replayed: launch
         # overhead removed, as a deployed graph would run.
         graph = capture_cuda_graph(run)
         out["cuda_graph"] = time_callable(graph.replay, warmup=cfg.warmup, iterations=cfg.iterations, batch=frames,
-                                          synchronize=sync).as_dict()
+                                          synchronize=sync, on_call=on_call).as_dict()
     calls.clear()  # free the models before the next row is built
     if on_cuda:
         torch.cuda.empty_cache()
@@ -348,8 +344,10 @@ def _row_dict(spec: RowSpec, count: GroupCount | None, timing: dict | None) -> d
 
 
 def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing: TimingConfig | None = None,
-                progress: Callable[[str], None] | None = None) -> dict:
-    """Every row's published figures, our counts and (``fps``) our timings, as one JSON-ready dict."""
+                progress: Callable[[str], None] | None = None,
+                on_call: Callable[[int, int], None] | None = None) -> dict:
+    """Every row's published figures, our counts and (``fps``) our timings, as one JSON-ready dict. ``progress(method)``
+    before a row is timed, ``on_call(done, total)`` after each timed call (``time_callable``)."""
     specs = _select(rows)
     timing = timing or TimingConfig()
     load_before = None
@@ -366,7 +364,7 @@ def build_table(*, rows: Sequence[str] | None = None, fps: bool = False, timing:
         if fps and spec.timed:
             if progress is not None:
                 progress(spec.method)
-            measured = time_row(spec, timing)
+            measured = time_row(spec, timing, on_call)
         out_rows.append(_row_dict(spec, count, measured))
     # Speed relative to M²S²L measured in the same run: the hardware-independent part of the FPS comparison.
     ref = next((r["fps"]["fps"] for r in out_rows if r["key"] == "m2s2l" and r["fps"]), None)

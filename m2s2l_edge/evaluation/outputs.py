@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from m2s2l_edge.scoring.terms import FRAME_COLUMNS, TERMS
+
 if TYPE_CHECKING:
     from m2s2l_edge.evaluation.run import EvalResult, VideoResult
 
@@ -25,15 +27,17 @@ def _save_npy(path, array: np.ndarray) -> None:
 
 
 def _frame_table(v: VideoResult) -> str:
-    rows = ["frame,psnr_app,psnr_mot,fused_psnr,score"]
-    rows += [f"{int(t)},{a:.4f},{m:.4f},{f:.4f},{s:.6f}"
-             for t, a, m, f, s in zip(v.targets, v.psnr_app, v.psnr_mot, v.fused, v.scores, strict=True)]
+    """Per frame: the terms, the fused PSNR the score is made of, the score (FRAME_COLUMNS, as watch --scores)."""
+    rows = [",".join(FRAME_COLUMNS)]
+    for i, t in enumerate(v.targets):
+        terms = [f"{v.terms[k][i]:.6f}" if k == "change" else f"{v.terms[k][i]:.4f}" for k in TERMS]
+        rows.append(",".join([str(int(t)), *terms, f"{v.fused[i]:.4f}", f"{v.scores[i]:.6f}"]))
     return "\n".join(rows) + "\n"
 
 
 def write_outputs(result: EvalResult, out_dir, *, meta: dict | None = None, plots: bool = True,
                   replace: bool = False) -> dict[str, object]:
-    """Write ``<out>/scores/<video>.npy`` (the anomaly score), ``<out>/scores/<video>.csv`` (per frame: raw PSNRs,
+    """Write ``<out>/scores/<video>.npy`` (the anomaly score), ``<out>/scores/<video>.csv`` (per frame: the terms,
     fused PSNR, score), the plots and ``<out>/results.json``.
 
     The files are written into a fresh folder that then replaces ``<out>`` (:func:`m2s2l_edge.io.atomic_dir`), so

@@ -31,9 +31,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from m2s2l_edge.config import ScoreConfig
 from m2s2l_edge.evaluation.protocol import AUCResult, drop_unpredicted, frame_auc
 from m2s2l_edge.runtime.base import backend_geometry
-from m2s2l_edge.scoring.video import fused_psnr
+from m2s2l_edge.scoring.model import ModelScoring
+from m2s2l_edge.scoring.terms import TERMS, clip_terms
+
+# The scores eval computes: normalised per video (the stream score is normalised by a camera's calibration instead).
+VIDEO_SCORES = ("paper", "patch")
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +73,34 @@ class VideoResult:
 class EvalResult:
     auc: AUCResult | None  # None: unlabelled footage, no AUC
     videos: list[VideoResult]
-    lam: float
-    clip_len: int
-    image_size: tuple[int, int]
+    scoring: ModelScoring  # the score, λ, T, resolution and normal frame change the run used
     seconds: float
     predicted_frames: int
-    score: object = None  # the ScoreConfig used
-    normal_change: float | None = None  # the motion term's reference, when the model stored one
+
+    @property
+    def lam(self) -> float:
+        return self.scoring.lam
+
+    @property
+    def clip_len(self) -> int:
+        return self.scoring.clip_len
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.scoring.image_size
+
+    @property
+    def score(self) -> ScoreConfig:
+        return self.scoring.score
+
+    @property
+    def normal_change(self) -> float | None:
+        return self.scoring.normal_change
 
     @property
     def motion_reference(self) -> str | None:
         """Where the score's motion term took its normal frame change from (None: the score has no motion term)."""
-        if self.score is None or getattr(self.score, "motion_weight", 0) <= 0:
+        if self.score.motion_weight <= 0:
             return None
         if self.normal_change is not None:
             return f"training footage, stored in the model ({self.normal_change:.5f})"
@@ -97,7 +118,8 @@ class EvalResult:
             "videos_in_macro": 0 if auc is None else auc.videos_in_macro,
             "videos_skipped_in_macro": skipped,
             "lambda": self.lam,
-            "score": None if self.score is None else dataclasses.asdict(self.score),
+            "lambda_source": self.scoring.lam_source,
+            "score": dataclasses.asdict(self.score),
             "normal_change": self.normal_change,
             "motion_reference": self.motion_reference,
             "clip_len": self.clip_len,
@@ -114,39 +136,21 @@ class EvalResult:
         }
 
 
-TERMS = ("psnr_app", "psnr_mot", "patch_app", "patch_mot", "change")
-
-
 def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int, patch: int = 8,
                 on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Per predicted frame of one video: ``targets`` and every term a score is made of (see :data:`TERMS`).
-
-    ``psnr_app`` / ``psnr_mot``: PSNR of the predicted frame / motion (the published terms); ``patch_app`` /
-    ``patch_mot``: the same on the worst ``patch``×``patch`` window; ``change``: mean |x_t − x_{t−1}| of the
-    target frame. Each array is (N - T,).
+    """Per predicted frame of one video: ``targets`` and every term a score is made of
+    (:data:`m2s2l_edge.scoring.terms.TERMS`, computed by :func:`m2s2l_edge.scoring.terms.clip_terms`), each (N - T,).
     """
-    import torch
-
     from m2s2l_edge.data import iter_video_clips
-    from m2s2l_edge.models.losses import motion_target
-    from m2s2l_edge.scoring.terms import frame_change, patch_psnr, psnr
 
     out: dict[str, list] = {k: [] for k in ("targets", *TERMS)}
     for idx, batch in iter_video_clips(video, clip_len=clip_len, image_size=image_size, batch_size=batch_size):
         clip, target = batch[:, :clip_len], batch[:, clip_len]  # (B, T, 3, H, W), (B, 3, H, W)
         res = backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
-        frame_pred = torch.as_tensor(np.asarray(res["frame_pred"]), dtype=torch.float32)  # (B, 3, H, W)
-        motion_pred = torch.as_tensor(np.asarray(res["motion_pred"]), dtype=torch.float32)  # (B, 3, H, W)
-        if frame_pred.shape != target.shape or motion_pred.shape != target.shape:
-            raise ValueError(f"backend returned frame_pred {tuple(frame_pred.shape)} / motion_pred "
-                             f"{tuple(motion_pred.shape)}, expected {tuple(target.shape)}")
-        motion = motion_target(clip, target)
+        terms = clip_terms(clip, target, res["frame_pred"], res["motion_pred"], patch).terms
         out["targets"].append(idx)
-        out["psnr_app"].append(psnr(frame_pred, target).numpy())
-        out["psnr_mot"].append(psnr(motion_pred, motion).numpy())
-        out["patch_app"].append(patch_psnr(frame_pred, target, patch).numpy())
-        out["patch_mot"].append(patch_psnr(motion_pred, motion, patch).numpy())
-        out["change"].append(frame_change(target, clip[:, -1]).numpy())
+        for k in TERMS:
+            out[k].append(terms[k])
         if on_batch is not None:
             on_batch(len(idx))
     if not out["targets"]:
@@ -166,12 +170,13 @@ def evaluate(
     backend,
     videos: Sequence,
     labels: Sequence[np.ndarray] | None,
-    lam: float,
+    lam: float | None = None,
     *,
     batch_size: int = 8,
     on_video: Callable[[int, str, int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
-    score=None,
+    score: str | ScoreConfig | None = None,
+    dataset: str | None = None,
 ) -> EvalResult:
     """Score every test video with ``backend`` and compute the frame-level AUCs.
 
@@ -180,14 +185,14 @@ def evaluate(
         videos: the test :class:`~m2s2l_edge.data.VideoSource` objects.
         labels: one (N_v,) 0/1 array per video, covering every frame (the first T are dropped here); None for
             unlabelled footage: scores only, no AUC.
-        lam: fusion weight λ of the appearance PSNR.
-        score: a :class:`~m2s2l_edge.config.ScoreConfig` (its λ is replaced by ``lam``); None: the published score.
+        lam, score, dataset: the score (a name or a ScoreConfig; None: the published ``paper``), an explicit λ and
+            the data set the paper's λ is looked up for; resolved with the backend's metadata by
+            :func:`m2s2l_edge.scoring.model.model_scoring`, as every other path resolves them.
         on_video(index, name, predicted_frames) / on_batch(clips): progress hooks.
 
-    Raises ValueError for labels that do not fit the videos and for a λ outside [0, 1].
+    Raises ValueError for labels that do not fit the videos, a λ outside [0, 1] and a score that needs a camera's
+    calibration (``stream``: watch and calibrate).
     """
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lambda must lie in [0, 1], got {lam}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if not videos:
@@ -198,19 +203,21 @@ def evaluate(
         if len(np.asarray(lab).reshape(-1)) != len(v):
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
-    from m2s2l_edge.config import ScoreConfig
-    from m2s2l_edge.scoring.model import stored_number
-    from m2s2l_edge.scoring.video import video_scores
+    from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.scoring.video import score_fused, video_scores
 
-    score = (score or ScoreConfig()).replace(lam=lam)
-    clip_len, size = backend_geometry(backend)
-    patch = score.patch_size(min(size))
+    scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend),
+                            score=score or "paper", lam=lam, dataset=dataset)
+    if scoring.score.method not in VIDEO_SCORES:
+        raise ValueError(f"the {scoring.score_name} score is calibrated per camera on normal footage, not per video: "
+                         f"use it with watch and calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+    clip_len, size = scoring.clip_len, scoring.image_size
     tic = time.perf_counter()
     results: list[VideoResult] = []
     for i, video in enumerate(videos):
         if on_video is not None:
             on_video(i, video.name, max(0, len(video) - clip_len))
-        terms = frame_terms(backend, video, clip_len, size, batch_size, patch, on_batch)
+        terms = frame_terms(backend, video, clip_len, size, batch_size, scoring.patch, on_batch)
         if len(terms["targets"]) == 0:
             logger.warning("video %r has %d frames, no more than the clip length %d: it gets no score",
                            video.name, len(video), clip_len)
@@ -222,17 +229,13 @@ def evaluate(
     if predicted == 0:
         raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
                          f"{clip_len} past frames plus the frame itself")
-    reference = stored_number((getattr(backend, "metadata", None) or {}).get("normal_change"))
-    if reference is not None and not (np.isfinite(reference) and reference >= 0):
-        raise ValueError(f"the model's stored normal frame change is {reference}: expected a non-negative number "
-                         f"(retrain, or re-export from a checkpoint that has one)")
-    scores = [video_scores(r.terms, score, reference) for r in results]
+    scores = [video_scores(r.terms, scoring.score, scoring.normal_change) for r in results]
     for r, s in zip(results, scores, strict=True):
         r.scores = s
-        r.fused = fused_psnr(r.psnr_app, r.psnr_mot, lam) if len(r.targets) else np.zeros(0)
+        r.fused = score_fused(r.terms, scoring.score) if len(r.targets) else np.zeros(0)
     if labels is None:
         logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
-        return EvalResult(None, results, lam, clip_len, size, seconds, predicted, score, reference)
+        return EvalResult(None, results, scoring, seconds, predicted)
     kept = drop_unpredicted([r.labels for r in results], clip_len)
     for r, k in zip(results, kept, strict=True):
         assert len(r.scores) == len(k), (r.name, len(r.scores), len(k))  # iter_video_clips predicts frames T .. N-1
@@ -241,7 +244,7 @@ def evaluate(
         r.auc = a
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
-    return EvalResult(auc, results, lam, clip_len, size, seconds, predicted, score, reference)
+    return EvalResult(auc, results, scoring, seconds, predicted)
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

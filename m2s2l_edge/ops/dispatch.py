@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from m2s2l_edge.ops.kernels import KERNELS, auto_backend, differentiable_backend
+from m2s2l_edge.ops import kernels
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
     device_type = torch.device(device).type
-    return auto_backend(device_type) if backend == "auto" else backend
+    return kernels.auto_backend(device_type) if backend == "auto" else backend
 
 
 def selective_scan(
@@ -71,10 +71,10 @@ def selective_scan(
     if backend == "auto" and _needs_grad(u, delta, A, B, C, D, z, delta_bias):
         # auto never hands a gradient to the forward-only kernel: a training step on a GPU without mamba-ssm runs
         # the differentiable torch path, inference (no_grad / inference_mode) the kernel.
-        name = differentiable_backend(u.device)
+        name = kernels.differentiable_backend(u.device)
     else:
         name = resolve_backend(backend, u.device)
     if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
         _log_choice(name, u.device.type)
-    impl = _op if name == "op" else KERNELS[name]
+    impl = _op if name == "op" else kernels.KERNELS[name]
     return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

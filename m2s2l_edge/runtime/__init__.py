@@ -6,8 +6,6 @@ when its kind is asked for, so importing this package pulls in neither onnxrunti
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 
 from m2s2l_edge.runtime.base import Backend, TensorSpec
@@ -31,8 +29,8 @@ def create_backend(
       ``preset`` (also checked against the checkpoint's), ``seed``, ``precision`` ("fp32" | "fp16", CUDA only),
       ``scan_backend``, ``dataset``, ``lam``.
     - ``onnxruntime``: ``path`` is an exported ONNX; ``device`` "cpu" or "cuda[:N]" (needs onnxruntime-gpu);
-      options: ``python_scan`` (None: a plugin-flavour model's SelectiveScan nodes run through onnxruntime-extensions
-      on our CPU kernel; False refuses such a model),
+      options: ``scan_op`` ("auto": a plugin-flavour model's SelectiveScan nodes run in our native op library,
+      the Python op where it cannot be built, with a warning; "native", "python", or "none" to refuse such a model),
       ``optimization`` ("all" | "extended" | "basic" | "disabled").
     - ``tensorrt``: ``path`` is a serialized engine (``m2s2l_edge.runtime.tensorrt_backend``); options go to it.
     - ``triton``: ``path`` is the server URL (``grpc://HOST:8001`` or ``http://HOST:8000``); options: ``model`` (its
@@ -66,20 +64,13 @@ def create_backend(
         from m2s2l_edge.runtime.triton_backend import TritonBackend
 
         return TritonBackend(str(path), **options)
-    return _tensorrt_backend(path, device=device, threads=threads, **options)
-
-
-def _tensorrt_backend(path, *, device: str | None, threads: int | None, **options) -> Backend:
-    # The TensorRT backend lives in its own module (written separately); it is looked up, not assumed.
-    if importlib.util.find_spec("m2s2l_edge.runtime.tensorrt_backend") is None:
-        raise RuntimeError("TensorRT backend not available: install tensorrt (and a CUDA build of PyTorch) and "
-                           "m2s2l_edge.runtime.tensorrt_backend")
     if path is None:
         raise ValueError("the tensorrt backend needs the path of a serialized engine")
-    module = importlib.import_module("m2s2l_edge.runtime.tensorrt_backend")
     if threads is not None:
         raise ValueError("threads: the tensorrt backend has no CPU thread pool to size")
-    return module.TensorRTBackend(path, device=device or "cuda", **options)
+    from m2s2l_edge.runtime.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(path, device=device or "cuda", **options)
 
 
 def open_model(kind: str, path: str, *, device: str | None = None, expected_preset: str | None = None):

@@ -83,6 +83,9 @@ class TorchBackend:
             stored_lam = normal_change = None
         else:
             raise ValueError("the torch backend needs a checkpoint path or preset=...")
+        from m2s2l_edge.artifacts.checkpoint import weights_digest
+
+        digest = weights_digest(model)  # of the weights as stored, before any rewrite or cast
         self.model = model.eval().to(self.device)
         self._net = self.model
         if optimize:
@@ -100,8 +103,8 @@ class TorchBackend:
         self._metadata = {
             **ExportMetadata(
                 config=cfg.replace(scan_backend="auto").to_dict(), scan="torch", precision=precision, batch="dynamic",
-                lam=lam_value, lambda_source=lam_source, dataset=dataset, weights=weights, versions=library_versions(),
-                normal_change=normal_change,
+                lam=lam_value, lambda_source=lam_source, dataset=dataset, weights=weights, weights_sha256=digest,
+                versions=library_versions(), normal_change=normal_change,
             ).to_dict(),
             "scan_backend": resolve_backend(scan_backend, self.device),
             "device": str(self.device),

@@ -14,6 +14,7 @@ thread-safe), so several cameras or benchmark threads can share one backend.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -24,6 +25,7 @@ import numpy as np
 
 from m2s2l_edge.runtime.base import TensorSpec
 from m2s2l_edge.runtime.batching import check_clips
+from m2s2l_edge.urls import redact, redact_text, split_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +35,17 @@ PARAM_CALIBRATION = "m2s2l.calibration"
 
 
 def parse_server_url(url: str) -> tuple[str, str]:
-    """``grpc://HOST[:PORT]`` / ``http[s]://HOST[:PORT]`` → (protocol, "HOST:PORT"); ValueError otherwise."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in SCHEMES or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"--server {url!r}: expected grpc://HOST:PORT (default port 8001) or http://HOST:PORT "
-                         "(default 8000)")
+    """``grpc://HOST[:PORT]`` / ``http[s]://HOST[:PORT]`` (with an optional ``user:password@``, sent as HTTP Basic
+    auth by :class:`TritonBackend`) → (protocol, "HOST:PORT"); ValueError otherwise. Errors show the URL redacted."""
+    bare, _, _ = split_credentials(url.strip())
+    parts = urlsplit(bare)
+    if parts.scheme not in SCHEMES or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"--server {redact(url)!r}: expected grpc://HOST:PORT (default port 8001) or "
+                         "http://HOST:PORT (default 8000)")
     try:
         port = parts.port or SCHEMES[parts.scheme]
     except ValueError:
-        raise ValueError(f"--server {url!r}: the port is not a number") from None
+        raise ValueError(f"--server {redact(url)!r}: the port is not a number") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return parts.scheme, f"{host}:{port}"
 
@@ -81,8 +85,14 @@ class TritonBackend:
             raise ValueError(f"timeout must be > 0 s, got {timeout}")
         if retries < 0 or (run_retries is not None and run_retries < 0):
             raise ValueError(f"retries must be >= 0, got {retries if retries < 0 else run_retries}")
-        self.server, self.model, self.version = server, model, version
+        # ``server`` is what the user gave; everything printed, logged or stored shows ``self.server``, redacted.
+        self.server, self.model, self.version = redact(server), model, version
         self.protocol, self.address = parse_server_url(server)
+        _, user, password = split_credentials(server.strip())
+        self._headers = {}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
         self.timeout, self.retries, self.retry_wait = float(timeout), int(retries), float(retry_wait)
         self.run_retries = self.retries if run_retries is None else int(run_retries)
         self._client_module, self._error = _import_client(self.protocol)
@@ -156,7 +166,7 @@ class TritonBackend:
     @staticmethod
     def _brief(e: BaseException) -> str:
         text = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
-        return " ".join(str(text).split())[:200]
+        return redact_text(" ".join(str(text).split()))[:200]
 
     def _refused(self, e: BaseException, what: str) -> Exception:
         text = self._brief(e)
@@ -165,8 +175,10 @@ class TritonBackend:
         return RuntimeError(f"Triton server {self.server} refused to {what} for model {self.model!r}: {text}")
 
     def _timeout(self) -> dict:
-        # gRPC takes a deadline per call; the HTTP client got its timeouts when it was made.
-        return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        """Keyword arguments of every call: gRPC takes a deadline per call (the HTTP client got its timeouts when it
+        was made); the credentials of the URL go as a header."""
+        extra = {"headers": dict(self._headers)} if self._headers else {}
+        return {"client_timeout": self.timeout, **extra} if self.protocol == "grpc" else extra
 
     def _read_config(self, client) -> dict:
         if not client.is_server_live(**self._timeout()):
@@ -183,7 +195,7 @@ class TritonBackend:
         if self.protocol == "grpc":
             index = client.get_model_repository_index(as_json=True, **self._timeout()).get("models", [])
         else:
-            index = client.get_model_repository_index()
+            index = client.get_model_repository_index(**self._timeout())
         return sorted(m["name"] for m in index if m.get("state") == "READY")
 
     # --- Backend protocol ---------------------------------------------------------------------------------------

@@ -52,6 +52,14 @@ def quantile_floor(score: np.ndarray, q: float) -> np.ndarray:
     return np.zeros_like(score) if hi - lo <= 0 else np.clip((score - lo) / (hi - lo), 0.0, 1.0)
 
 
+def score_fused(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
+    """The λ-fused PSNR (dB, higher = more normal) a score is made of: of whole frames for ``paper``, of the worst
+    windows for our scores (``patch``, ``stream``). ``terms``: see :data:`m2s2l_edge.scoring.terms.TERMS`."""
+    if cfg.method == "paper":
+        return fused_psnr(terms["psnr_app"], terms["psnr_mot"], cfg.lam)
+    return fused_psnr(terms["patch_app"], terms["patch_mot"], cfg.lam)
+
+
 def anomaly_scores(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np.ndarray:
     """Per-video anomaly score in [0, 1], higher = more anomalous: 1 − minmax(λ-weighted PSNR)."""
     return 1.0 - min_max(fused_psnr(psnr_app, psnr_mot, lam))
@@ -68,11 +76,9 @@ def video_scores(terms: dict[str, np.ndarray], cfg, normal_change: float | None 
     result is (1 − w)·that + w·min-max(|change − ``normal_change``|), min-max normalised (``normal_change`` None:
     the video's own median change).
     """
-    app, mot = (terms["psnr_app"], terms["psnr_mot"]) if cfg.method == "paper" else (terms["patch_app"],
-                                                                                     terms["patch_mot"])
-    if len(app) == 0:
+    if len(terms["psnr_app"]) == 0:
         return np.zeros(0)
-    fused = fused_psnr(app, mot, cfg.lam)
+    fused = score_fused(terms, cfg)
     still = stalled(terms["change"], cfg.stall_ratio) if cfg.stall_ratio > 0 else np.zeros(len(fused), dtype=bool)
     out = np.ones(len(fused), dtype=np.float64)
     live = fused[~still]

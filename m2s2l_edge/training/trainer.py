@@ -468,9 +468,10 @@ def train(
     steps_per_epoch = len(_make_loader(dataset, list(range(len(dataset))), train_cfg.batch_size, 0, False))
     cb.on_start(total_epochs=train_cfg.epochs, start_epoch=state.epoch, steps_per_epoch=steps_per_epoch,
                 clips=len(dataset))
-    logger.info("training %s (%s) on %d clips from %d videos: %d epochs × %d steps, batch %d, device %s%s",
-                model_cfg.name, _switches(model_cfg), len(dataset), len(videos), train_cfg.epochs, steps_per_epoch,
-                train_cfg.batch_size, run_cfg.device, ", amp" if use_amp else "")
+    what = (model_cfg.name, _switches(model_cfg)) if arch == "m2s2l" else (arch, "peer predictor")
+    logger.info("training %s (%s) on %d clips from %d videos: %d epochs × %d steps, batch %d, device %s%s", *what,
+                len(dataset), len(videos), train_cfg.epochs, steps_per_epoch, train_cfg.batch_size, run_cfg.device,
+                ", amp" if use_amp else "")
 
     tic_run = time.perf_counter()
     first_step = state.step

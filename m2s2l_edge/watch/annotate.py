@@ -85,31 +85,56 @@ def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]
     return writer
 
 
+def check_video(path: str | os.PathLike, frames: int) -> None:
+    """Re-open a video just written and check that it holds ``frames`` frames and that the last one decodes; OSError
+    otherwise. OpenCV's writer reports no write error: on a full disk it drops frames with a warning and closes a
+    file without its index ("moov atom not found"), which only reading it back reveals."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise OSError(f"video {path} was not finished (it cannot be read back; a full disk?)")
+        found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if found != frames:
+            raise OSError(f"video {path} holds {found} of its {frames} frames (a full disk?)")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+        ok, _ = cap.read()
+        if not ok:
+            raise OSError(f"video {path}: its last frame cannot be decoded (a full disk?)")
+    finally:
+        cap.release()
+
+
 def write_clip(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -> Path:
-    """Write RGB uint8 frames (all one size) as a small video, atomically: a temporary file beside ``path`` is
-    renamed over it once complete, so a reader never sees half a clip."""
+    """Write RGB uint8 frames (all one size) as a small video, atomically: a temporary file beside ``path`` is read
+    back (:func:`check_video`) and only then renamed over it, so a reader never sees half a clip and a clip the disk
+    could not take is never published."""
+    from m2s2l_edge.io import atomic_path
+
     path = Path(path)
     if not frames:
         raise ValueError(f"clip {path}: no frames to write")
     h, w = frames[0].shape[:2]
     # OpenCV picks the container from the extension, so the temporary name keeps it.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    writer = open_video_writer(tmp, fps, (w, h))
-    try:
-        for f in frames:
-            writer.write(np.ascontiguousarray(f[..., ::-1]))
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        writer = open_video_writer(tmp, fps, (w, h))
+        try:
+            for f in frames:
+                writer.write(np.ascontiguousarray(f[..., ::-1]))
+        finally:
+            writer.release()
+        check_video(tmp, len(frames))
     return path
 
 
 class AnnotatedVideo:
     """An output video of frame + heat map + score strip, one output frame per scored frame (``--video-out``).
 
-    The file is written under a temporary name and renamed into place by :meth:`close`, so an interrupted run never
-    leaves a truncated file under the final name. ``vmax`` fixes the heat map's colour scale (squared error at full
-    red); ``history`` is how many scores the strip shows.
+    The file is written under a temporary name and renamed into place by :meth:`close` once it reads back whole
+    (:func:`check_video`), so an interrupted run or a full disk never leaves a truncated file under the final name;
+    the temporary of a killed run is removed by the next run that writes the same file. ``vmax`` fixes the heat
+    map's colour scale (squared error at full red); ``history`` is how many scores the strip shows.
 
     Usage::
 
@@ -126,7 +151,7 @@ class AnnotatedVideo:
             raise ValueError(f"video output {self.path}: fps must be > 0, got {fps}")
         self.fps = float(fps)
         self.vmax = float(vmax)
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self._tmp: Path | None = None
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._scores: deque[float] = deque(maxlen=int(history))
@@ -149,8 +174,15 @@ class AnnotatedVideo:
         image = heat_overlay(frame, error_map, vmax=self.vmax) if error_map is not None else frame.copy()
         h, w = image.shape[:2]
         if self._writer is None:
+            from m2s2l_edge.io import temporary_path
+
             self._size = (w, h + STRIP_HEIGHT)
-            self._writer = open_video_writer(self._tmp, self.fps, self._size)
+            self._tmp = temporary_path(self.path, keep_suffix=True)
+            try:
+                self._writer = open_video_writer(self._tmp, self.fps, self._size)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
         elif (w, h + STRIP_HEIGHT) != self._size:
             # A camera that changes resolution mid-stream: keep one output size.
             image = cv2.resize(image, (self._size[0], self._size[1] - STRIP_HEIGHT), interpolation=cv2.INTER_AREA)
@@ -188,10 +220,17 @@ class AnnotatedVideo:
         return strip
 
     def close(self) -> Path | None:
-        """Finish the file and move it into place; returns its path (None when no frame was written)."""
+        """Finish the file, read it back and move it into place; returns its path (None when no frame was written).
+        OSError when the file did not come out whole (the temporary is removed; the final name is untouched)."""
         if self._writer is None:
             return None
+        from m2s2l_edge.io import publish
+
         self._writer.release()
         self._writer = None
-        os.replace(self._tmp, self.path)
+        try:
+            check_video(self._tmp, self.frames)
+            publish(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
         return self.path

@@ -19,6 +19,8 @@ frame are each refused with one line naming the camera and the key)::
           frozen_s: 5
         fps: 25                    # pacing of a frame folder; expected rate of a live source
         video_out: gate.mp4        # annotated video of this camera
+        keep_mb: 200               # this camera's snapshots and clips: at most 200 MB, oldest deleted first
+        keep_hours: 72             # ... and none older than 72 hours
 
 ROI polygons are given in the source's pixel coordinates; they are checked against the frame size once the
 camera's first frame arrives (an ROI outside the frame stops that camera with one line).
@@ -31,9 +33,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from m2s2l_edge.watch.events import parse_rois
 from m2s2l_edge.watch.feeds import SourceSpec, parse_source
 
-CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out")
+CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out",
+               "keep_mb", "keep_hours")
 TOP_KEYS = ("cameras", "defaults")
 _CAMERA_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -50,6 +54,8 @@ class CameraConfig:
     events: tuple[tuple[str, object], ...] = ()  # further EventConfig fields, as (key, value) pairs
     faults: tuple[tuple[str, object], ...] = ()  # FaultConfig fields, as (key, value) pairs
     video_out: Path | None = None
+    keep_mb: float | None = None  # retention of this camera's snapshots and clips (None: only the total limit)
+    keep_hours: float | None = None
 
     def event_settings(self) -> dict:
         """The mapping for ``EventConfig.from_mapping``: the per-camera levels and ROIs plus ``events:``."""
@@ -92,33 +98,13 @@ def _number(value, where: str, *, positive: bool = False, minimum: float | None 
 
 
 def _roi(value, where: str) -> tuple[tuple[tuple[float, float], ...], ...]:
-    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y)."""
-    if not isinstance(value, list) or not value:
+    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (events.parse_rois, with the place)."""
+    if not value:
         raise ValueError(f"{where}: expected a polygon [[x, y], ...] or a list of polygons")
-    polygons = [value] if all(isinstance(p, list) and len(p) == 2 and not isinstance(p[0], list)
-                              for p in value) else value
-    out = []
-    for k, poly in enumerate(polygons):
-        if not isinstance(poly, list) or len(poly) < 3:
-            raise ValueError(f"{where}[{k}]: a polygon needs at least 3 points [x, y]")
-        points = []
-        for j, pt in enumerate(poly):
-            if not isinstance(pt, list) or len(pt) != 2:
-                raise ValueError(f"{where}[{k}][{j}]: expected a point [x, y], got {pt!r}")
-            x = _number(pt[0], f"{where}[{k}][{j}] x", minimum=0)
-            y = _number(pt[1], f"{where}[{k}][{j}] y", minimum=0)
-            points.append((x, y))
-        out.append(tuple(points))
-    return tuple(out)
-
-
-def check_roi_fits(camera: str, roi, width: int, height: int) -> None:
-    """ValueError when a point of the ROI lies outside a ``width`` × ``height`` frame."""
-    for k, poly in enumerate(roi):
-        for x, y in poly:
-            if x > width or y > height:
-                raise ValueError(f"camera {camera!r}: roi polygon {k} point ({x:g}, {y:g}) lies outside the "
-                                 f"{width}x{height} frame")
+    try:
+        return parse_rois(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _section(value, where: str, key: str) -> tuple[tuple[str, object], ...]:
@@ -146,6 +132,28 @@ def _path(value, where: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _check_unique_keys(node, where: str = "") -> None:
+    """ValueError for a key given twice in one mapping of a composed YAML tree: plain YAML keeps the last silently, so
+    a camera defined twice would lose its first definition (and every event of it) without a word."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, where)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key is not None:
+            if key in seen:
+                what = f"camera {key!r} is defined" if where == "cameras" else f"key {key!r} is given"
+                raise ValueError(f"{what} twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                 "give each once")
+            seen[key] = key_node.start_mark.line
+        _check_unique_keys(value_node, key if where == "" else f"{where}.{key}")
+
+
 def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
     """Cameras of a YAML file (see the module docstring). Relative paths are relative to the file's folder."""
     import yaml
@@ -156,6 +164,9 @@ def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
+        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+    except ValueError as e:
+        raise ValueError(f"--config {path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -218,5 +229,7 @@ def load_cameras(path: str | os.PathLike) -> tuple[CameraConfig, ...]:
             events=_section(merged.get("events"), where, "events"),
             faults=_section(merged.get("faults"), where, "faults"),
             video_out=_path(merged["video_out"], f"{where}: video_out", base) if "video_out" in merged else None,
+            keep_mb=num("keep_mb", positive=True),
+            keep_hours=num("keep_hours", positive=True),
         ))
     return tuple(out)

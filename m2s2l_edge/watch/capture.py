@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from m2s2l_edge.urls import redact_text
 from m2s2l_edge.watch.feeds import Feed, SourceSpec, open_feed
 from m2s2l_edge.watch.types import CameraStatus
 
@@ -48,6 +49,9 @@ class CaptureConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_factor: float = 2.0
+    # At a stop, how long a connection still inside OpenCV (opening, or a read) is waited for before it is left
+    # behind (see abandoned_connections): a SIGTERM must not wait out an open timeout.
+    stop_grace_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.clip_len < 1:
@@ -56,7 +60,8 @@ class CaptureConfig:
             raise ValueError(f"--stride must be >= 1, got {self.stride}")
         if self.queue_clips < 1:
             raise ValueError(f"queue_clips must be >= 1, got {self.queue_clips}")
-        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s",
+                     "stop_grace_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -232,11 +237,11 @@ class CameraCapture:
         self._thread.start()
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Ask the threads to stop and wait for them (default: the read timeout plus 2 s at most; a connection
-        stuck in a driver beyond that is left behind)."""
+        """Ask the threads to stop and wait for them (default: the stop grace plus 1 s at most; a connection still
+        inside OpenCV after the grace is left behind, see :func:`abandoned_connections`)."""
         self.stop_event.set()
         if self._thread is not None:
-            self._thread.join(self.config.read_timeout_s + 2.0 if timeout_s is None else timeout_s)
+            self._thread.join(self.config.stop_grace_s + 1.0 if timeout_s is None else timeout_s)
         self.finished.set()
 
     # --- files: every frame, no drops -----------------------------------------------------------------------------
@@ -245,7 +250,7 @@ class CameraCapture:
         try:
             feed = self._factory(self.spec)
         except (OSError, ValueError) as e:
-            self._fail_first(str(e))
+            self._fail_first(redact_text(str(e)))
             self.finished.set()
             return
         self.fps = feed.fps
@@ -294,7 +299,8 @@ class CameraCapture:
             reason = self._watch(conn, generation)
             if self.stop_event.is_set():
                 break
-            reason = outcome.get("reason", reason)
+            # Library errors may quote the URL: what is logged, stored and sent carries no password.
+            reason = redact_text(outcome.get("reason", reason))
             with self._lock:
                 self._generation += 1  # whatever that connection still delivers is ignored from now on
             self._gap(reason)
@@ -313,11 +319,13 @@ class CameraCapture:
             self.stats.reconnects += 1
         conn = self._conn
         if conn is not None and conn.is_alive():
-            # A read returns within the read timeout (FFmpeg honours it) and the connection then sees the stop
-            # flag; waiting for it matters: a thread still inside OpenCV when the interpreter exits aborts it.
-            conn.join(self.config.read_timeout_s + 1.0)
+            # A read of a live stream returns within a frame period and the connection then sees the stop flag; an
+            # open (or a dead stream's read) takes up to its timeout, which a stop does not wait out.
+            conn.join(self.config.stop_grace_s)
             if conn.is_alive():
-                logger.warning("camera %s: a read is still blocked after the read timeout; leaving it", self.camera)
+                _abandon(conn)
+                logger.info("camera %s: its connection is still inside OpenCV (opening or reading); left behind",
+                            self.camera)
         if self.stats.online:
             self._set_online(False, "stopped")
         self.finished.set()
@@ -420,10 +428,32 @@ class CameraCapture:
         self.stats.first_attempt_done = True
 
 
-def wait_first_frames(cameras: list[CameraCapture], timeout_s: float) -> None:
-    """Block until every camera delivered a frame or ended its first connection attempt (or ``timeout_s``)."""
+_ABANDONED: list[threading.Thread] = []
+_ABANDONED_LOCK = threading.Lock()
+
+
+def _abandon(thread: threading.Thread) -> None:
+    with _ABANDONED_LOCK:
+        _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()] + [thread]
+
+
+def abandoned_connections() -> list[threading.Thread]:
+    """Connection threads a stop left behind that are still inside OpenCV (an open or a read that has not timed
+    out yet). A process must not let the interpreter finalise while one runs: the thread coming back from C++ then
+    aborts the process. ``m2s2l-edge watch`` ends with ``os._exit`` after flushing everything when this is not
+    empty; a program embedding the watch can join these threads (each ends within its open / read timeout)."""
+    with _ABANDONED_LOCK:
+        return [t for t in _ABANDONED if t.is_alive()]
+
+
+def wait_first_frames(cameras: list[CameraCapture], timeout_s: float, stop: threading.Event | None = None) -> None:
+    """Block until every camera delivered a frame or ended its first connection attempt, ``timeout_s`` passed, or
+    ``stop`` was set (a SIGTERM while a camera is still opening must not wait for its open timeout)."""
     deadline = time.monotonic() + (math.inf if timeout_s is None else timeout_s)
     while time.monotonic() < deadline:
         if all(c.stats.first_attempt_done or c.finished.is_set() for c in cameras):
             return
-        time.sleep(0.05)
+        if stop is not None and stop.wait(0.05):
+            return
+        if stop is None:
+            time.sleep(0.05)

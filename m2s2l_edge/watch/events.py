@@ -7,9 +7,10 @@ messages (plain dicts, the JSON schema in docs/WATCH_EVENTS.md). The state machi
     idle ──score ≥ on──▶ pending ──held ≥ off for min_duration_s──▶ active (start) ──score < off──▶ ended (end)
                            └──score < off before that: dropped (a short excursion, counted)      └─ cooldown_s ─▶ idle
 
-``score`` is the smoothed calibrated score (a moving average over ``smoothing_frames`` frames by default). With
-ROIs it is the largest ROI score (see :func:`roi_psnr`). While active, an ``update`` goes out when the peak has
-grown and ``update_interval_s`` has passed since the last message.
+``score`` is the smoothed calibrated score (a moving average over ``smoothing_frames`` frames by default, by the same
+:class:`~m2s2l_edge.scoring.stream.Smoother` the calibration fits its threshold with). With ROIs it is the largest
+ROI score (the calibration's score of the ROI's terms, :func:`m2s2l_edge.scoring.terms.region_terms`). While
+active, an ``update`` goes out when the peak has grown and ``update_interval_s`` has passed since the last message.
 
 Camera faults (:mod:`.faults`) use the same message layout and id scheme, through :class:`Lifecycle`.
 """
@@ -32,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from m2s2l_edge.scoring.stream import SMOOTHING, Smoother
+
 from .types import FrameScore, config_from_mapping
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
-SMOOTHING = ("mean", "median", "ema", "none")
 STATES = ("start", "update", "end")
 # Stream times are sums of frame periods (0.6 - 0.4 = 0.19999999999999996): durations compare with this slack.
 TIME_EPS = 1e-6
@@ -166,7 +168,7 @@ class EventConfig:
             raise ValueError(f"clip_width must be an integer >= 16, got {self.clip_width!r}")
         if not isinstance(self.max_clip_frames, int) or self.max_clip_frames < 1:
             raise ValueError(f"max_clip_frames must be an integer >= 1, got {self.max_clip_frames!r}")
-        object.__setattr__(self, "rois", _parse_rois(self.rois))
+        object.__setattr__(self, "rois", parse_rois(self.rois))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> EventConfig:
@@ -183,21 +185,32 @@ class EventConfig:
 
     def check_frame(self, width: int, height: int, camera: str = "") -> None:
         """ValueError when an ROI point lies outside a ``width`` × ``height`` frame."""
-        who = f"camera {camera!r}: " if camera else ""
-        for i, poly in enumerate(self.rois):
-            for x, y in poly:
-                if not (0 <= x <= width and 0 <= y <= height):
-                    raise ValueError(
-                        f"{who}ROI {i} point ({x:g}, {y:g}) lies outside the {width}x{height} frame "
-                        f"(x must be in 0..{width}, y in 0..{height})"
-                    )
+        check_rois_fit(self.rois, width, height, camera)
 
 
-def _parse_rois(rois: Any) -> tuple[Polygon, ...]:
+def check_rois_fit(rois: Sequence[Polygon], width: int, height: int, camera: str = "") -> None:
+    """ValueError when a point of an ROI lies outside a ``width`` × ``height`` frame: the one bounds check (a camera's
+    YAML ROIs on its first frame, the tracker on every new frame size)."""
+    who = f"camera {camera!r}: " if camera else ""
+    for i, poly in enumerate(rois):
+        for x, y in poly:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(
+                    f"{who}ROI {i} point ({x:g}, {y:g}) lies outside the {width}x{height} frame "
+                    f"(x must be in 0..{width}, y in 0..{height})"
+                )
+
+
+def parse_rois(rois: Any) -> tuple[Polygon, ...]:
+    """ROIs from YAML / JSON: a list of polygons, or one polygon, each at least 3 [x, y] points of finite numbers >= 0
+    enclosing an area → a tuple of polygons of (x, y) floats (the one ROI parser: ``--config`` and ``events:``)."""
     if rois is None:
         return ()
     if not isinstance(rois, Sequence) or isinstance(rois, str):
         raise ValueError("rois must be a list of polygons, each a list of [x, y] points")
+    if rois and all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2
+                    and all(isinstance(c, int | float) for c in p) for p in rois):
+        rois = [rois]  # one polygon given bare
     out = []
     for i, poly in enumerate(rois):
         if not isinstance(poly, Sequence) or isinstance(poly, str) or len(poly) < 3:
@@ -208,9 +221,11 @@ def _parse_rois(rois: Any) -> tuple[Polygon, ...]:
                 not isinstance(p, Sequence)
                 or isinstance(p, str)
                 or len(p) != 2
-                or not all(isinstance(c, int | float) and math.isfinite(c) for c in p)
+                or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
+                           for c in p)
             ):
-                raise ValueError(f"ROI {i}: every point must be [x, y] with finite numbers, got {p!r}")
+                raise ValueError(f"ROI {i}: every point must be [x, y] with finite numbers >= 0 (source pixels), "
+                                 f"got {p!r}")
             pts.append((float(p[0]), float(p[1])))
         xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
         area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
@@ -237,40 +252,6 @@ def roi_mask(poly: Polygon, map_shape: tuple[int, int], frame_shape: tuple[int, 
     return mask.astype(bool)
 
 
-def roi_psnr(error_map: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB) of the frame prediction inside ``mask``: 10·log10(1 / mean squared error over the ROI).
-
-    With a mask covering the whole map this is the frame's PSNR_app, since ``error_map`` is the per-pixel squared
-    error on [0, 1] frames whose mean gives PSNR_app.
-    """
-    mse = float(np.mean(error_map[mask], dtype=np.float64))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
-
-
-class _Smoother:
-    def __init__(self, kind: str, n: int) -> None:
-        self.kind = kind
-        self.n = n
-        self.window: deque[float] = deque(maxlen=n)
-        self.ema: float | None = None
-
-    def __call__(self, x: float) -> float:
-        if self.kind == "none":
-            return x
-        if self.kind == "ema":
-            alpha = 2.0 / (self.n + 1.0)
-            self.ema = x if self.ema is None else alpha * x + (1.0 - alpha) * self.ema
-            return self.ema
-        self.window.append(x)
-        if self.kind == "mean":
-            return float(np.mean(self.window))
-        return float(np.median(self.window))
-
-    def reset(self) -> None:
-        self.window.clear()
-        self.ema = None
-
-
 @dataclass
 class _Event:
     life: Lifecycle
@@ -284,6 +265,7 @@ class _Event:
     roi: int | None = None
     clip: _Clip | None = None
     levels: tuple[float, float] = (math.nan, math.nan)
+    snapshot_written: bool = False
 
 
 @dataclass
@@ -304,6 +286,9 @@ class TrackerStats:
     frames_in_cooldown: int = 0
     skipped_nonfinite: int = 0
     media_errors: int = 0
+    frames_above_on: int = 0  # frames whose smoothed score reached the on level in force
+    peak_score: float | None = None  # the largest smoothed score seen
+    peak_frame: int | None = None
 
 
 class EventTracker:
@@ -314,8 +299,10 @@ class EventTracker:
     the camera went offline) and returns the last messages; the tracker can be used again afterwards.
 
     media_dir: folder for snapshots / clips (``--snapshots DIR``); None writes neither.
-    score_fn: ``(psnr_app, psnr_mot) -> calibrated score``, the calibration's own mapping; required with ROIs
-        (an ROI score is that mapping applied to the ROI's PSNR_app; see docs/WATCH_EVENTS.md).
+    media: the folder's :class:`.retention.MediaStore` (size and age limits), shared by every camera's tracker;
+        None keeps every file.
+    score_fn: ``(frame_score, mask) -> calibrated score`` of the region ``mask`` (h, w) bool of the error map, the
+        calibration's own mapping applied to the region's terms; required with ROIs (docs/WATCH_EVENTS.md).
     """
 
     def __init__(
@@ -323,9 +310,11 @@ class EventTracker:
         camera: str,
         cfg: EventConfig | None = None,
         media_dir: str | os.PathLike | None = None,
-        score_fn: Callable[[float, float], float] | None = None,
+        score_fn: Callable[[FrameScore, np.ndarray], float] | None = None,
+        media=None,
     ) -> None:
         self.camera = camera
+        self.media = media
         self.cfg = cfg or EventConfig()
         if self.cfg.rois and score_fn is None:
             raise ValueError(f"camera {camera!r}: ROIs need the calibration's score function (score_fn)")
@@ -334,7 +323,8 @@ class EventTracker:
         if self.media_dir is not None and not self.media_dir.is_dir():
             raise ValueError(f"snapshot folder {self.media_dir} does not exist")
         self.stats = TrackerStats()
-        self._smooth = _Smoother(self.cfg.smoothing, self.cfg.smoothing_frames)
+        self._smooth = Smoother(self.cfg.smoothing, self.cfg.smoothing_frames)
+        self.smoothed: float | None = None  # the last frame's smoothed score (None before the first, or skipped)
         self._event: _Event | None = None
         self._cooldown_until = -math.inf
         self._last_time: float | None = None
@@ -366,7 +356,7 @@ class EventTracker:
             self._masks[key] = [roi_mask(p, fs.error_map.shape, (fh, fw)) for p in self.cfg.rois]
         best, where = -math.inf, None
         for i, mask in enumerate(self._masks[key]):
-            s = float(self.score_fn(roi_psnr(fs.error_map, mask), fs.psnr_mot))
+            s = float(self.score_fn(fs, mask))
             if s > best:
                 best, where = s, i
         return best, where
@@ -387,14 +377,19 @@ class EventTracker:
         self._remember_frame(fs)
 
         raw, roi = self.frame_score(fs)
+        self.smoothed = None
         if math.isnan(raw):
             self.stats.skipped_nonfinite += 1
             if not self._warned_nonfinite:
                 logger.warning("camera %s: non-finite score at frame %d skipped", self.camera, fs.frame_index)
                 self._warned_nonfinite = True
             return out
-        score = self._smooth(raw)
+        score = self.smoothed = self._smooth(raw)
         on, off = self.cfg.levels(fs.threshold)
+        if score >= on:
+            self.stats.frames_above_on += 1
+        if self.stats.peak_score is None or score > self.stats.peak_score:
+            self.stats.peak_score, self.stats.peak_frame = float(score), int(fs.frame_index)
         now = moment(fs.frame_index, fs.stream_time, fs.wall_time)
         point = dict(
             now,
@@ -479,7 +474,7 @@ class EventTracker:
             peak=ev.peak,
             levels={"on": _r(ev.levels[0]), "off": _r(ev.levels[1])},
             roi=ev.roi,
-            snapshot=self._snapshot_path(ev),
+            snapshot=self._snapshot_path(ev) if ev.snapshot_written else None,
             clip=str(ev.clip.path) if ev.clip is not None else None,
         )
 
@@ -514,12 +509,17 @@ class EventTracker:
 
         from .annotate import encode_jpeg, heat_overlay
 
+        if self.media is not None and not self.media.room(self.camera):
+            return
         try:
             atomic_write_bytes(path, encode_jpeg(heat_overlay(ev.peak_frame, ev.peak_error)))
         except (OSError, RuntimeError) as e:
             # A full disk must not stop the alerts themselves.
             self.stats.media_errors += 1
             logger.warning("camera %s: snapshot %s not written: %s", self.camera, path, e)
+            return
+        # A rewrite for a higher peak replaces the file, so an earlier snapshot stays valid if this one fails.
+        ev.snapshot_written = self.media is None or self.media.added(self.camera, path) or ev.snapshot_written
 
     def _remember_frame(self, fs: FrameScore) -> None:
         if self.media_dir is None or not self.cfg.clip:
@@ -561,7 +561,7 @@ class EventTracker:
         for clip in self._collecting:
             if clip.end_msg is not None and (force or now > clip.until):
                 if self._writer is None:
-                    self._writer = _ClipWriter()
+                    self._writer = _ClipWriter(self.camera, self.media)
                 self._writer.submit(clip)
             elif force:
                 logger.debug("camera %s: clip %s dropped (its event never ended)", self.camera, clip.path)
@@ -590,7 +590,9 @@ def _r(x: float) -> float | None:
 class _ClipWriter:
     """Encodes clips on one background thread so that the watch loop never waits for a video encoder."""
 
-    def __init__(self) -> None:
+    def __init__(self, camera: str = "", media=None) -> None:
+        self.camera = camera
+        self.media = media
         self._todo: queue.Queue[_Clip | None] = queue.Queue()
         self._done: queue.Queue[tuple[dict[str, Any], Exception | None]] = queue.Queue()
         self._pending = 0
@@ -615,7 +617,11 @@ class _ClipWriter:
                 times = clip.times
                 span = times[-1] - times[0] if len(times) > 1 else 0.0
                 fps = (len(times) - 1) / span if span > 0 else 25.0
+                if self.media is not None and not self.media.room(self.camera):
+                    raise OSError("no room: the file system is nearly full")
                 write_clip(clip.path, clip.frames, fps)
+                if self.media is not None and not self.media.added(self.camera, clip.path):
+                    raise OSError("larger than this camera's retention limit (deleted)")
             except (OSError, ValueError, RuntimeError) as e:
                 err = e
             assert clip.end_msg is not None

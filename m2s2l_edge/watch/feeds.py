@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m2s2l_edge.urls import redact, redact_text
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("file", "folder", "usb", "url", "csi", "gstreamer")
@@ -69,13 +71,9 @@ class SourceSpec:
 
     @property
     def shown(self) -> str:
-        """The target as safe to print: a URL's password is masked."""
-        return redact(self.target) if self.kind == "url" else self.target
-
-
-def redact(url: str) -> str:
-    """``rtsp://user:secret@host/x`` → ``rtsp://user:***@host/x`` (logs and events never carry a password)."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]+):[^@/]*@", r"\1:***@", url)
+        """The target as safe to print, log, store and send: a URL's password and secret query values are masked
+        (a GStreamer pipeline may hold a URL too)."""
+        return redact_text(self.target)
 
 
 def parse_source(text: str, camera: str, fps: float | None = None) -> SourceSpec:
@@ -100,7 +98,7 @@ def parse_source(text: str, camera: str, fps: float | None = None) -> SourceSpec
         return SourceSpec(camera, "folder", text, fps)
     if path.is_file():
         return SourceSpec(camera, "file", text, fps)
-    raise ValueError(f"camera {camera!r}: source {text!r} is no file, folder, /dev/videoN, index, URL "
+    raise ValueError(f"camera {camera!r}: source {redact_text(text)!r} is no file, folder, /dev/videoN, index, URL "
                      f"({', '.join(URL_SCHEMES)}), csi://N or GStreamer pipeline")
 
 

@@ -21,10 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from m2s2l_edge.scoring.model import ModelScoring
+from m2s2l_edge.scoring.stream import calibrated_scores, fit_stats
+from m2s2l_edge.scoring.terms import TERMS, region_terms
+from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
-from m2s2l_edge.watch.cameras import CameraConfig, check_roi_fits
+from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
-from m2s2l_edge.watch.scorer import ClipScorer, ModelInput, RawScore, model_input
+from m2s2l_edge.watch.events import check_rois_fit
+from m2s2l_edge.watch.scorer import ClipScorer, RawScore, resolve_scoring
 from m2s2l_edge.watch.types import CameraStatus, FrameScore
 
 logger = logging.getLogger(__name__)
@@ -32,11 +37,16 @@ logger = logging.getLogger(__name__)
 WARMUP_FRAMES = 250  # scored frames a camera without --calibration calibrates itself on before raising events
 # The threshold while a camera warms up: finite (hysteresis levels are derived from it) and out of any score's reach.
 WARMUP_THRESHOLD = 1e9
+# Scores a camera can be calibrated for: normalised by the camera's normal footage, frame by frame (eval's patch
+# normalises per video and needs the whole video; stream is its causal version).
+STREAM_SCORES = ("stream", "paper")
+DEFAULT_SCORE = "stream"
 
 
 @dataclass(frozen=True)
 class WatchOptions:
-    """How a watch runs (the CLI builds this from its options). Times in seconds."""
+    """How a watch runs (the CLI builds this from its options). Times in seconds. ``threshold``: the on level for
+    every camera (calibrated-score units), over any camera's YAML threshold and any calibration's."""
 
     stride: int = 1
     replay: bool = False
@@ -46,6 +56,9 @@ class WatchOptions:
     warmup_frames: int = WARMUP_FRAMES
     false_alarms_per_hour: float = 1.0
     queue_clips: int = 8
+    score: str = DEFAULT_SCORE
+    threshold: float | None = None
+    self_calibrate: bool = True  # False (calibrate's own replay): an uncalibrated camera only yields its terms
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -56,8 +69,11 @@ class WatchOptions:
             raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
         if self.warmup_frames < 20:
             raise ValueError(f"warmup_frames must be >= 20, got {self.warmup_frames}")
+        check_stream_score(self.score)
+        if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ValueError(f"--threshold must be a finite number above typical normal (0), got {self.threshold}")
 
-    def capture_config(self, model: ModelInput) -> CaptureConfig:
+    def capture_config(self, model: ModelScoring) -> CaptureConfig:
         return CaptureConfig(
             clip_len=model.clip_len, image_size=model.image_size, stride=self.stride, replay=self.replay,
             queue_clips=self.queue_clips, open_timeout_s=2 * self.read_timeout_s, read_timeout_s=self.read_timeout_s,
@@ -70,56 +86,106 @@ class WatchOptions:
         return 6 * self.read_timeout_s + 5.0
 
 
-class CameraScorer:
-    """Raw fused PSNR → calibrated score and threshold for one camera.
+def check_stream_score(score: str) -> None:
+    """ValueError unless ``score`` is one a camera can be calibrated for (:data:`STREAM_SCORES`)."""
+    if score not in STREAM_SCORES:
+        hint = ("; patch normalises each video by its whole length, stream is its version for a live camera"
+                if score == "patch" else "")
+        raise ValueError(f"--score {score!r} cannot score a stream; valid: {', '.join(STREAM_SCORES)}{hint}")
 
-    With a calibration: its score and threshold (a per-camera ``threshold`` overrides the latter). Without one the
-    camera calibrates itself on its first ``warmup_frames`` scored frames (assumed normal): until then its
-    threshold is ``WARMUP_THRESHOLD`` (no event can start) and the score is relative to the frames seen so far;
-    afterwards the fit is frozen, exactly as ``m2s2l-edge calibrate`` would have fitted those frames.
+
+class CameraScorer:
+    """Per-frame terms → calibrated score and the threshold in force, for one camera.
+
+    With a calibration (a file, or the one served with the model): its score and threshold. Without one the camera
+    calibrates itself on its first ``warmup_frames`` scored frames (assumed normal): until then its threshold is
+    ``WARMUP_THRESHOLD`` (no event can start) and the score is relative to the frames seen so far; afterwards the fit
+    is frozen, exactly as ``m2s2l-edge calibrate`` would have fitted those frames. The threshold in force:
+    ``--threshold`` over the camera's YAML ``threshold`` over the calibration's.
     """
 
-    def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions) -> None:
+    def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions,
+                 scoring: ModelScoring, calibration_source: str = "") -> None:
         self.camera = camera.camera
-        self.override = camera.threshold
+        self.yaml_threshold = camera.threshold
         self.calibration = calibration
+        self.calibration_source = calibration_source if calibration is not None else ""
         self.options = options
-        self._warmup: list[float] = []
+        self.scoring = scoring
+        self._warmup: dict[str, list[float]] = {k: [] for k in TERMS}
         self._fps = 25.0
 
     @property
     def calibrated(self) -> bool:
         return self.calibration is not None
 
-    def score(self, fused: float, fps: float | None) -> tuple[float, float]:
-        """(calibrated score, threshold) of one frame."""
+    @property
+    def threshold(self) -> float | None:
+        """The on level in force (None while self-calibrating, when no event can start)."""
+        if self.calibration is None:
+            return None
+        if self.options.threshold is not None:
+            return float(self.options.threshold)
+        if self.yaml_threshold is not None:
+            return float(self.yaml_threshold)
+        return float(self.calibration.threshold)
+
+    @property
+    def threshold_source(self) -> str | None:
+        if self.calibration is None:
+            return None
+        if self.options.threshold is not None:
+            return "--threshold"
+        if self.yaml_threshold is not None:
+            return f"camera {self.camera}'s threshold in --config"
+        return self.calibration_source
+
+    @property
+    def state(self) -> str:
+        """The calibration's state in words (for the summary)."""
+        if self.calibration is None:
+            return (f"warming up: self-calibration has {len(self._warmup['change'])} of {self.options.warmup_frames} "
+                    "frames; no event can start before it is done")
+        return self.calibration_source
+
+    def score(self, terms: dict[str, float], fps: float | None) -> tuple[float, float]:
+        """(calibrated score, threshold) of one frame from its terms."""
+        if self.calibration is None and not self.options.self_calibrate:
+            return 0.0, WARMUP_THRESHOLD
         if self.calibration is None:
             self._fps = fps or self._fps
-            self._warmup.append(fused)
-            if len(self._warmup) >= self.options.warmup_frames:
-                self.calibration = fit(np.asarray(self._warmup), fps=self._fps / self.options.stride,
+            for k in TERMS:
+                self._warmup[k].append(terms[k])
+            n = len(self._warmup["change"])
+            if n >= self.options.warmup_frames:
+                self.calibration = fit(self._warmup, self.scoring, fps=self._fps / self.options.stride,
                                        false_alarms_per_hour=self.options.false_alarms_per_hour)
-                logger.info("camera %s calibrated itself on its first %d scored frames: threshold %.2f",
-                            self.camera, len(self._warmup), self.calibration.threshold)
-                self._warmup = []
+                seconds = self.calibration.stream_seconds
+                self.calibration_source = f"self-calibration on its first {n} scored frames ({seconds:.0f} s)"
+                logger.info("camera %s calibrated itself on its first %d scored frames: threshold %.2f (%s)",
+                            self.camera, n, self.calibration.threshold, self.calibration.threshold_method)
+                self._warmup = {k: [] for k in TERMS}
             else:
-                x = np.asarray(self._warmup)
-                center = float(np.median(x))
-                scale = max(1.4826 * float(np.median(np.abs(x - center))), 0.05)
-                return (center - fused) / scale, WARMUP_THRESHOLD
-        threshold = self.override if self.override is not None else self.calibration.threshold
-        return float(self.calibration.score(fused)), float(threshold)
+                so_far = {k: np.asarray(v) for k, v in self._warmup.items()}
+                stats = fit_stats(so_far, self.scoring.score, self.scoring.normal_change)
+                now = {k: np.asarray([terms[k]]) for k in TERMS}
+                return float(calibrated_scores(now, stats, self.scoring.score)[0]), WARMUP_THRESHOLD
+        return self.calibration.frame_score(terms), float(self.threshold)
 
-    def score_fn(self, lam: float) -> Callable[[float, float], float]:
-        """``(psnr_app, psnr_mot) -> score`` for ROI scores (the event tracker's ``score_fn``)."""
+    def roi_score(self, fs: FrameScore, mask: np.ndarray) -> float:
+        """The calibrated score of one region of a frame (the event tracker's ``score_fn``)."""
+        if self.calibration is None:
+            return -math.inf  # warming up: no ROI can raise an event yet
+        return self.calibration.frame_score(region_terms(dict(fs.terms), fs.error_map, mask, self.scoring.patch))
 
-        def fn(app: float, mot: float) -> float:
-            fused = lam * app + (1 - lam) * mot
-            if self.calibration is None:
-                return -math.inf  # warming up: no ROI can raise an event yet
-            return float(self.calibration.score(fused))
-
-        return fn
+    def summary(self) -> dict:
+        cal = self.calibration
+        return {
+            "calibration": self.state,
+            "calibration_warning": (cal.warning or None) if cal is not None else None,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+        }
 
 
 @dataclass
@@ -139,6 +205,7 @@ class CameraRun:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     roi_checked: bool = False
     last_score: FrameScore | None = field(default=None, repr=False)
+    video_error: str | None = None
 
 
 class Watch:
@@ -149,7 +216,7 @@ class Watch:
       trackers produce (the sinks); ``on_status(CameraStatus)`` every online / offline change; ``on_batch(n,
       seconds)`` after every backend call. From the capture threads: ``on_frame(camera)`` every captured frame,
       ``on_capture_status(CameraStatus)`` every change as it happens (before that camera's next frame).
-    ``make_tracker(camera_config, camera_scorer, model_input)`` builds a camera's :class:`.events.EventTracker`
+    ``make_tracker(camera_config, camera_scorer)`` builds a camera's :class:`.events.EventTracker`
     (``update(fs)`` / ``close(reason)`` → messages); ``make_faults(camera_config)`` its :class:`.faults.FaultDetector`
     (``check`` on every captured frame, in the capture thread; ``set_online`` on status changes; ``close``).
     """
@@ -160,8 +227,9 @@ class Watch:
         cameras: Sequence[CameraConfig],
         options: WatchOptions,
         *,
-        calibrations: dict[str, Calibration | None] | None = None,
+        calibrations: dict[str, tuple[Calibration, str] | None] | None = None,
         identity: ModelIdentity | None = None,
+        scoring: ModelScoring | None = None,
         make_tracker: Callable | None = None,
         make_faults: Callable | None = None,
         make_video: Callable | None = None,
@@ -180,7 +248,7 @@ class Watch:
         if dup:
             raise ValueError(f"camera id {dup[0]!r} is given twice")
         self.backend = backend
-        self.model = model_input(backend)
+        self.model = scoring or resolve_scoring(backend, options.score)
         self.options = options
         self.scorer = ClipScorer(backend, self.model)
         self.channel = ClipChannel()
@@ -194,14 +262,14 @@ class Watch:
         capture_cfg = options.capture_config(self.model)
         self.cameras: dict[str, CameraRun] = {}
         for cam in cameras:
-            cal = calibrations.get(cam.camera)
+            cal, where = calibrations.get(cam.camera) or (None, "")
             if cal is not None and identity is not None:
-                check_matches(cal, identity, str(cam.calibration or "calibration"))
-            scorer = CameraScorer(cam, cal, options)
+                check_matches(cal, identity, where)
+            scorer = CameraScorer(cam, cal, options, self.model, where)
             cap = CameraCapture(cam.spec, capture_cfg, self.channel, self._on_status, on_frame=self._on_frame,
                                 feed_factory=feed_factory)
             run = CameraRun(cam, cap, scorer)
-            run.tracker = make_tracker(cam, scorer, self.model) if make_tracker else None
+            run.tracker = make_tracker(cam, scorer) if make_tracker else None
             run.detector = make_faults(cam) if make_faults else None
             run.video = make_video(cam) if make_video else None
             self.cameras[cam.camera] = run
@@ -230,8 +298,10 @@ class Watch:
         if self.on_capture_status is not None:
             self.on_capture_status(status)
         messages: list[dict] = []
-        # A file that ends is not a lost signal; only live cameras report signal_lost faults.
-        if run is not None and run.detector is not None and run.config.spec.live:
+        # A file that ends is not a lost signal, nor is a camera we stopped ourselves; only a live camera going
+        # offline on its own reports a signal_lost fault.
+        if (run is not None and run.detector is not None and run.config.spec.live
+                and not (not status.online and run.capture.stop_event.is_set())):
             with run.lock:
                 messages = run.detector.set_online(status.online, status.wall_time, status.stream_time, status.reason)
         self._inbox.put(("status", status, messages))
@@ -246,26 +316,32 @@ class Watch:
         for run in self.cameras.values():
             run.capture.start()
         try:
-            wait_first_frames([r.capture for r in self.cameras.values()], self.options.startup_timeout_s)
+            wait_first_frames([r.capture for r in self.cameras.values()], self.options.startup_timeout_s, stop)
             self._drain_inbox()
-            dead = [r for r in self.cameras.values() if not r.capture.stats.ever_online]
-            if len(dead) == len(self.cameras):
-                why = "; ".join(f"{r.config.camera} ({r.config.spec.shown}): {r.capture.stats.last_error or 'no frame'}"
-                                for r in dead)
-                raise ValueError(f"no camera delivered a frame: {why}")
-            for r in dead:
-                logger.warning("camera %s (%s) delivered no frame (%s); retrying in the background",
-                               r.config.camera, r.config.spec.shown, r.capture.stats.last_error or "no frame")
-            self._check_rois()
-            self._loop(stop)
+            if stop.is_set():  # stopped while cameras were still opening: not a camera failure
+                self.stopped_by = "signal"
+            else:
+                self._check_started()
+                self._loop(stop)
         finally:
             for run in self.cameras.values():
-                run.capture.stop_event.set()  # all at once: each may wait up to a read timeout below
+                run.capture.stop_event.set()  # all at once: each may wait up to its grace period below
             for run in self.cameras.values():
                 run.capture.stop()
             self._drain_inbox()
             self._close_all("shutdown")
         return self.summary()
+
+    def _check_started(self) -> None:
+        dead = [r for r in self.cameras.values() if not r.capture.stats.ever_online]
+        if len(dead) == len(self.cameras):
+            why = "; ".join(f"{r.config.camera} ({r.config.spec.shown}): {r.capture.stats.last_error or 'no frame'}"
+                            for r in dead)
+            raise ValueError(f"no camera delivered a frame: {why}")
+        for r in dead:
+            logger.warning("camera %s (%s) delivered no frame (%s); retrying in the background",
+                           r.config.camera, r.config.spec.shown, r.capture.stats.last_error or "no frame")
+        self._check_rois()
 
     def _loop(self, stop: threading.Event) -> None:
         while True:
@@ -291,19 +367,21 @@ class Watch:
         run = self.cameras[clip.camera]
         if not run.roi_checked:
             self._check_roi(run, clip.frame)
-        score, threshold = run.scorer.score(raw.fused, run.capture.fps)
+        score, threshold = run.scorer.score(raw.terms, run.capture.fps)
+        fused = float(score_fused({k: np.asarray([v]) for k, v in raw.terms.items()}, self.model.score)[0])
         fs = FrameScore(
             camera=clip.camera, frame_index=clip.frame_index, stream_time=clip.stream_time, wall_time=clip.wall_time,
-            capture_time=clip.capture_time, psnr_app=raw.psnr_app, psnr_mot=raw.psnr_mot, fused=raw.fused,
-            score=score, threshold=threshold, error_map=raw.error_map, frame=clip.frame,
+            capture_time=clip.capture_time, psnr_app=raw.terms["psnr_app"], psnr_mot=raw.terms["psnr_mot"],
+            fused=fused, score=score, threshold=threshold, error_map=raw.error_map, frame=clip.frame, terms=raw.terms,
         )
         run.scored += 1
         run.last_score = fs
-        if self.on_score is not None:
-            self.on_score(fs)
         messages: list[dict] = []
         if run.tracker is not None:
             messages += run.tracker.update(fs)
+        # After the tracker: a hook reading it sees this frame's smoothed score and whether an event is open.
+        if self.on_score is not None:
+            self.on_score(fs)
         self._emit(run, messages)
         if run.video is not None:
             active = bool(run.tracker.active) if run.tracker is not None else False
@@ -335,19 +413,20 @@ class Watch:
             if self.on_status is not None:
                 self.on_status(status)
             messages: list[dict] = []
-            if not status.online and run.tracker is not None:
-                # An event cannot outlive the signal that showed it: end it, reason "signal_lost".
+            if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
+                # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
+                # stopping ends its events with the shutdown's reason instead).
                 messages += run.tracker.close("signal_lost")
             self._emit(run, messages + fault_messages)
 
     def _check_rois(self) -> None:
         for run in self.cameras.values():
             if run.frame_size is not None and not run.roi_checked:
-                check_roi_fits(run.config.camera, run.config.roi, *run.frame_size)
+                check_rois_fit(run.config.roi, *run.frame_size, run.config.camera)
                 run.roi_checked = True
 
     def _check_roi(self, run: CameraRun, frame: np.ndarray) -> None:
-        check_roi_fits(run.config.camera, run.config.roi, int(frame.shape[1]), int(frame.shape[0]))
+        check_rois_fit(run.config.roi, int(frame.shape[1]), int(frame.shape[0]), run.config.camera)
         run.roi_checked = True
 
     def _close_all(self, reason: str) -> None:
@@ -361,7 +440,11 @@ class Watch:
                     messages += run.detector.close(reason)
             self._emit(run, messages)
             if run.video is not None:
-                run.video.close()
+                try:
+                    run.video.close()
+                except OSError as e:  # the video did not come out whole (a full disk): the rest still finishes
+                    run.video_error = str(e)
+                    logger.error("camera %s: annotated video not written: %s", run.config.camera, e)
                 run.video = None
 
     # --- results --------------------------------------------------------------------------------------------------
@@ -371,7 +454,7 @@ class Watch:
         cams = {}
         for name, run in self.cameras.items():
             s = run.capture.stats
-            cal = run.scorer.calibration
+            tracked = run.tracker.summary() if run.tracker is not None else {}
             cams[name] = {
                 "source": run.config.spec.shown,
                 "kind": run.config.spec.kind,
@@ -383,11 +466,13 @@ class Watch:
                 "reconnects": s.reconnects,
                 "events": run.events,
                 "faults": run.faults,
-                "calibration": (str(run.config.calibration) if run.config.calibration
-                                else ("self (first frames)" if cal is not None else "warming up")),
-                "threshold": None if cal is None else (run.scorer.override or cal.threshold),
+                **run.scorer.summary(),
+                "peak_score": tracked.get("peak_score"),
+                "peak_frame": tracked.get("peak_frame"),
+                "frames_above_threshold": tracked.get("frames_above_on"),
                 "last_error": s.last_error or None,
-                "tracker": run.tracker.summary() if run.tracker is not None else None,
+                "video_out_error": run.video_error,
+                "tracker": tracked or None,
             }
         return {
             "cameras": cams,
@@ -402,7 +487,8 @@ class Watch:
                                if self.scorer.calls else None),
             },
             "model": {"preset": self.model.preset, "clip_len": self.model.clip_len,
-                      "image_size": list(self.model.image_size), "lambda": self.model.lam},
+                      "image_size": list(self.model.image_size), "lambda": self.model.lam,
+                      "score": self.model.score_name},
             "wall_seconds": wall,
             "stopped_by": self.stopped_by or "error",
         }
@@ -412,16 +498,19 @@ def calibrate_footage(
     backend,
     sources: Sequence[str],
     *,
-    identity: ModelIdentity | None,
+    score: str = DEFAULT_SCORE,
+    model_path: str | None = None,
     false_alarms_per_hour: float = 1.0,
     stride: int = 1,
     batch: int = 4,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> Calibration:
-    """Fit a :class:`Calibration` on recorded normal footage (files or frame folders), replayed through the same
-    capture and scoring path as ``watch`` (so the fused PSNRs are the ones a watch will see)."""
+    """Fit a :class:`Calibration` for ``score`` on recorded normal footage (files or frame folders), replayed through
+    the same capture and scoring path as ``watch`` (so the terms are the ones a watch will see)."""
+    from m2s2l_edge.watch.calibration import identity_of
     from m2s2l_edge.watch.feeds import parse_source
 
+    check_stream_score(score)
     cameras = []
     for i, text in enumerate(sources):
         spec = parse_source(text, f"footage{i}")
@@ -430,17 +519,26 @@ def calibrate_footage(
                              f"{spec.kind} source ({spec.shown}); record normal footage first, e.g. "
                              "ffmpeg -i URL -t 600 -c copy normal.mp4")
         cameras.append(CameraConfig(spec))
-    fused: dict[str, list[float]] = {c.camera: [] for c in cameras}
-    watch = Watch(backend, cameras, WatchOptions(stride=stride, replay=True, batch=batch),
-                  on_score=lambda fs: fused[fs.camera].append(fs.fused), on_batch=on_batch)
+    scoring = resolve_scoring(backend, score)
+    terms: dict[str, dict[str, list[float]]] = {c.camera: {k: [] for k in TERMS} for c in cameras}
+
+    def collect(fs: FrameScore) -> None:
+        for k in TERMS:
+            terms[fs.camera][k].append(fs.terms[k])
+
+    options = WatchOptions(stride=stride, replay=True, batch=batch, score=score, self_calibrate=False)
+    watch = Watch(backend, cameras, options,
+                  scoring=scoring, on_score=collect, on_batch=on_batch)
     watch.run()
     fps_values = {c: r.capture.fps for c, r in watch.cameras.items() if r.capture.fps}
     if len(set(round(f, 3) for f in fps_values.values())) > 1:
         logger.warning("calibration footage has different frame rates %s; using the first", fps_values)
     fps = next(iter(fps_values.values()), 25.0) / stride
-    segments = [np.asarray(v) for v in fused.values() if v]
-    if not segments:
+    parts = [t for t in terms.values() if t["change"]]
+    if not parts:
         raise ValueError(f"calibration footage gave no scored frame: every source is shorter than T + 1 = "
-                         f"{watch.model.clip_len + 1} frames")
-    return fit(np.concatenate(segments), fps=fps, false_alarms_per_hour=false_alarms_per_hour, model=identity,
-               sources=tuple(str(s) for s in sources), segments=segments)
+                         f"{scoring.clip_len + 1} frames")
+    joined = {k: np.concatenate([np.asarray(t[k]) for t in parts]) for k in TERMS}
+    return fit(joined, scoring, fps=fps, false_alarms_per_hour=false_alarms_per_hour,
+               model=identity_of(scoring, model_path), sources=tuple(str(s) for s in sources),
+               segments=[len(t["change"]) for t in parts])

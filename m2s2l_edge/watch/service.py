@@ -16,7 +16,7 @@ from pathlib import Path
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
 from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.pipeline import Watch, WatchOptions
-from m2s2l_edge.watch.scorer import model_input
+from m2s2l_edge.watch.scorer import resolve_scoring
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class WatchSettings:
     snapshots: Path | None = None
     video_out: Path | None = None
     metrics_port: int | None = None
+    keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
+    keep_hours: float | None = None
+    scores: str | None = None  # per-frame CSV file, or "-" for stdout
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -40,6 +43,11 @@ class WatchSettings:
                              "camera its own video_out in --config")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             raise ValueError(f"--metrics-port must be in 1..65535, got {self.metrics_port}")
+        from m2s2l_edge.watch.retention import Limit
+
+        Limit.from_mb_hours(self.keep_mb, self.keep_hours, "retention")  # a bad value fails here, before any work
+        if (self.keep_mb is not None or self.keep_hours is not None) and self.snapshots is None:
+            raise ValueError("--keep-mb / --keep-hours bound what --snapshots DIR keeps; give --snapshots")
 
 
 def check_output_file(path: Path, flag: str) -> None:
@@ -60,10 +68,24 @@ def check_output_file(path: Path, flag: str) -> None:
 
 def check_outputs(settings: WatchSettings) -> None:
     """Refuse unwritable outputs before any model is loaded, and make their folders (the events file is appended
-    to, never replaced)."""
+    to, never replaced). Temporaries a killed run left beside the outputs (a half-written annotated video or clip)
+    are removed now."""
+    from m2s2l_edge.io import remove_stale_temporaries, sweep_temporaries
+    from m2s2l_edge.watch.sinks import check_events_target, parse_mqtt_url, parse_webhook_url
+
+    # Sink URLs are parsed now (their errors show them redacted); a broker is only contacted when the sinks open.
+    if settings.webhook is not None:
+        parse_webhook_url(settings.webhook)
+    if settings.mqtt is not None:
+        parse_mqtt_url(settings.mqtt)
+
     if settings.events is not None and settings.events != "-":
         check_output_file(Path(settings.events), "--events")
+        check_events_target(settings.events)
         Path(settings.events).parent.mkdir(parents=True, exist_ok=True)
+    if settings.scores is not None and settings.scores != "-":
+        check_output_file(Path(settings.scores), "--scores")
+        Path(settings.scores).parent.mkdir(parents=True, exist_ok=True)
     if settings.snapshots is not None:
         snap = Path(settings.snapshots)
         if snap.exists() and not snap.is_dir():
@@ -71,19 +93,23 @@ def check_outputs(settings: WatchSettings) -> None:
         snap.mkdir(parents=True, exist_ok=True)
         if not os.access(snap, os.W_OK | os.X_OK):
             raise PermissionError(f"--snapshots {snap} is not writable")
+        for tmp in sweep_temporaries(snap):
+            logger.info("removed %s, left by an interrupted run", tmp)
     videos = [(c.camera, c.video_out) for c in settings.cameras if c.video_out is not None]
     if settings.video_out is not None:
         videos.append((settings.cameras[0].camera, settings.video_out))
     for camera, path in videos:
         check_output_file(Path(path), f"video_out of camera {camera!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for tmp in remove_stale_temporaries(path):
+            logger.info("removed %s, left by an interrupted run", tmp)
 
 
-def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, Calibration | None]:
-    """Each camera's calibration (its own from --config, else ``--calibration``), parsed now: a bad file fails
-    before the model loads."""
+def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
+    """Each camera's calibration (its own from --config, else ``--calibration``) and where it came from, parsed now:
+    a bad file fails before the model loads."""
     cache: dict[Path, Calibration] = {}
-    out: dict[str, Calibration | None] = {}
+    out: dict[str, tuple[Calibration, str] | None] = {}
     for cam in settings.cameras:
         path = cam.calibration or default
         if path is None:
@@ -91,29 +117,71 @@ def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str
             continue
         if path not in cache:
             cache[path] = load(path)
-        out[cam.camera] = cache[path]
+        out[cam.camera] = (cache[path], f"calibration file {path}")
     return out
 
 
+def served_calibration(backend) -> tuple[Calibration, str] | None:
+    """The calibration a served model carries (``serve triton-repo --calibration`` puts it into the model's
+    configuration; the Triton backend reads it back), and where it came from; None where there is none."""
+    data = (getattr(backend, "metadata", None) or {}).get("calibration")
+    if not data:
+        return None
+    where = f"the calibration served with model {backend.metadata.get('served_model', '?')}"
+    return Calibration.from_dict(data, where), where
+
+
+class StoppedDuringStartup(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+    """A SIGINT / SIGTERM came before the watch loop ran (loading the model, opening the sinks). A BaseException, so
+    that no ``except Exception`` on the way turns it into an error."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class StopSignals:
+    """What :func:`stop_on_signals` yields: ``event`` is set by SIGINT / SIGTERM, ``seen`` lists them in order.
+
+    Until :meth:`running` is called a signal also raises :class:`StoppedDuringStartup` in the main thread, so that
+    start-up (a model loading, a broker being connected) ends at once instead of running to its end first; from
+    then on the loop polls ``event`` and ends between two batches.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.seen: list[str] = []
+        self._starting = True
+
+    def handler(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        self.seen.append(name)
+        self.event.set()
+        if self._starting:
+            self._starting = False
+            raise StoppedDuringStartup(name)
+
+    def running(self) -> None:
+        self._starting = False
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[str]]]:
-    """SIGINT and SIGTERM set the yielded event (and record which signal) instead of raising inside the loop, so
-    the loop ends between two batches and every sink is flushed. The previous handlers come back afterwards."""
-    stop = threading.Event()
-    seen: list[str] = []
-
-    def handler(signum, frame) -> None:
-        seen.append(signal.Signals(signum).name)
-        stop.set()
-
+def stop_on_signals(interrupt_startup: bool = False) -> Iterator[StopSignals]:
+    """SIGINT and SIGTERM set the yielded :class:`StopSignals`' event (and record which signal) instead of raising
+    inside the loop, so the loop ends between two batches and every sink is flushed. ``interrupt_startup``: until
+    ``running()`` a signal raises :class:`StoppedDuringStartup` (see there). The previous handlers come back
+    afterwards."""
+    stops = StopSignals()
+    if not interrupt_startup:
+        stops.running()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous[sig] = signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, stops.handler)
         except ValueError:  # not the main thread (a test calling run_watch from a thread): the caller stops it
             pass
     try:
-        yield stop, seen
+        yield stops
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -140,13 +208,14 @@ def run_watch(
     backend,
     settings: WatchSettings,
     *,
-    kind: str,
-    model_path: str | os.PathLike | None,
+    model_path: str | os.PathLike | None = None,
     calibration: Path | None = None,
     stop: threading.Event | None = None,
     on_score: Callable | None = None,
+    running: Callable[[], None] | None = None,
 ) -> dict:
     """Watch ``settings.cameras`` with ``backend`` until the files end or ``stop`` is set; returns the summary.
+    ``running`` is called once everything is open, right before the loop starts (:meth:`StopSignals.running`).
 
     ValueError for bad input (a calibration of another model, no camera delivering a frame, an ROI outside the
     frame, an unreachable broker), RuntimeError when the backend fails.
@@ -157,23 +226,27 @@ def run_watch(
 
     check_outputs(settings)
     calibrations = load_calibrations(settings, calibration)
-    model = model_input(backend)
-    identity: ModelIdentity = identity_of(kind, model_path, backend, model)
-    for cam in settings.cameras:
-        cal = calibrations[cam.camera]
-        if cal is not None:
-            check_matches(cal, identity, str(cam.calibration or calibration))
+    served = served_calibration(backend) if any(c is None for c in calibrations.values()) else None
+    if served is not None:
+        calibrations = {name: cal or served for name, cal in calibrations.items()}
+    scoring = resolve_scoring(backend, settings.options.score)
+    identity: ModelIdentity = identity_of(scoring, model_path)
+    for entry in calibrations.values():
+        if entry is not None:
+            check_matches(entry[0], identity, entry[1])
     event_configs = {c.camera: EventConfig.from_mapping(c.event_settings()) for c in settings.cameras}
     for cam in settings.cameras:
-        cal, cfg = calibrations[cam.camera], event_configs[cam.camera]
+        cal, cfg = (calibrations[cam.camera] or (None,))[0], event_configs[cam.camera]
         if cal is not None and (cal.smoothing, cal.window) != (cfg.smoothing, cfg.smoothing_frames):
             logger.warning("camera %s smooths with %s over %d frames but its calibration's threshold assumes %s over "
                            "%d: the false-alarm rate it was fitted for does not hold", cam.camera, cfg.smoothing,
                            cfg.smoothing_frames, cal.smoothing, cal.window)
 
-    def make_tracker(cam: CameraConfig, scorer, model_in) -> EventTracker:
+    media = open_media(settings)
+
+    def make_tracker(cam: CameraConfig, scorer) -> EventTracker:
         return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
-                            score_fn=scorer.score_fn(model_in.lam))
+                            score_fn=scorer.roi_score, media=media)
 
     def make_faults(cam: CameraConfig) -> FaultDetector:
         return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
@@ -190,12 +263,19 @@ def run_watch(
     telemetry = Telemetry()
     for cam in settings.cameras:
         telemetry.add_camera(cam.camera)
+    if media is not None:
+        telemetry.attach("media", media.summary)
     if settings.metrics_port is not None:
         telemetry.serve(settings.metrics_port)
     dropped_seen: dict[str, int] = {}
-    sinkset = None
+    sinkset = table = None
     try:
         sinkset = _open_sinks(settings)
+        telemetry.attach("sinks", sinkset.summary)
+        if settings.scores is not None:
+            from m2s2l_edge.watch.sinks import ScoreTable
+
+            table = ScoreTable(settings.scores)
 
         def on_message(msg: dict) -> None:
             sinkset.emit(msg)
@@ -208,11 +288,20 @@ def run_watch(
 
         def scored(fs) -> None:
             telemetry.processed(fs.camera, fs.capture_time)
+            if table is not None:
+                run = watch.cameras[fs.camera]
+                tracker = run.tracker
+                table.write(fs, tracker.smoothed if tracker is not None else None, run.scorer.threshold,
+                            bool(tracker is not None and tracker.active))
             if on_score is not None:
                 on_score(fs)
 
         def on_batch(n: int, seconds: float) -> None:
             telemetry.backend_call(watch.scorer.last_call_s, n)
+            if table is not None:
+                table.flush()
+            if media is not None:
+                media.expire()
             for name, run in watch.cameras.items():
                 d = run.capture.stats.dropped
                 if d > dropped_seen.get(name, 0):
@@ -220,15 +309,34 @@ def run_watch(
                     dropped_seen[name] = d
 
         watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
-                      make_tracker=make_tracker, make_faults=make_faults,
+                      scoring=scoring, make_tracker=make_tracker, make_faults=make_faults,
                       make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
                       on_batch=on_batch, on_frame=telemetry.captured,
                       on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+        if running is not None:
+            running()
         summary = watch.run(stop)
     finally:
+        if table is not None:
+            table.close()
         if sinkset is not None:
             sinkset.close()
         telemetry.close()
     summary["sinks"] = sinkset.summary()
+    summary["media"] = media.summary() if media is not None else None
+    summary["scores"] = table.summary() if table is not None else None
     summary["telemetry"] = telemetry.summary()
     return summary
+
+
+def open_media(settings: WatchSettings):
+    """The :class:`~m2s2l_edge.watch.retention.MediaStore` of ``--snapshots`` (None without it): the total limit
+    from ``--keep-mb`` / ``--keep-hours`` (default: see the retention module), each camera's from its YAML."""
+    if settings.snapshots is None:
+        return None
+    from m2s2l_edge.watch.retention import Limit, MediaStore
+
+    cameras = {c.camera: Limit.from_mb_hours(c.keep_mb, c.keep_hours, f"camera {c.camera!r}")
+               for c in settings.cameras}
+    return MediaStore(settings.snapshots, Limit.from_mb_hours(settings.keep_mb, settings.keep_hours, "retention"),
+                      cameras)

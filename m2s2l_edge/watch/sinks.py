@@ -22,11 +22,13 @@ the first event; failures are logged and counted).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -35,6 +37,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, runtime_checkable
+
+from m2s2l_edge.scoring.terms import TERMS
+from m2s2l_edge.urls import redact, redact_text, split_credentials
 
 from .events import SCHEMA, iso_time
 
@@ -85,34 +90,159 @@ def _finite(x: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------- JSON lines
 
 
+@dataclass
+class JsonlStats:
+    lines: int = 0  # records written
+    failed: int = 0  # records not written (the file could not take them: a full disk, an I/O error)
+    repaired_bytes: int = 0  # bytes of a torn last line an interrupted run left, removed at open
+    last_error: str | None = None
+
+
+# An existing events file is checked to be JSON lines on its first line, read up to this many bytes.
+_PROBE_BYTES = 1 << 16
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def check_events_target(path: str | os.PathLike) -> None:
+    """ValueError when an existing ``path`` does not hold JSON lines (a video, a summary): events are never appended to
+    it. Reads its first line only; creates nothing."""
+    path = str(path)
+    if path == "-" or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(_PROBE_BYTES)
+    first, newline, _ = head.partition(b"\n")
+    if not (_is_record(first) if newline else first.startswith(b'{"')):
+        raise ValueError(f"--events {path} holds something other than JSON lines (an input, a summary?); refusing to "
+                         "append events to it")
+
+
 class JsonlSink:
-    """JSON lines to a file (appended) or to stdout (``"-"``); every line is flushed when written."""
+    """JSON lines to a file (appended) or to stdout (``"-"``); every line is written and flushed when emitted.
+
+    The file stays valid JSON lines whatever happens: each record goes out as one ``write`` of a whole line, and a
+    write the file cannot take (a full disk) is cut back to the last complete line, counted in ``stats.failed`` and
+    reported once (a warning, the summary, the metrics); later records are tried again, so the file resumes once
+    there is room. A torn last line that a crash or a full disk left behind is removed when the file is opened (a
+    warning says how many bytes), so the next record never glues onto it. An existing file that does not hold JSON
+    lines (a video, a summary) is refused rather than appended to.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        self.lines = 0
+        self.stats = JsonlStats()
         self._lock = threading.Lock()
+        self._failing = False
+        self._fd: int | None = None
+        self._regular = False
+        self._closed = False
         if self.path == "-":
-            self._fh: IO[str] = sys.stdout
-            self._own = False
             return
         if os.path.isdir(self.path):
             raise ValueError(f"cannot write events to {self.path}: it is a folder")
         try:
-            # Line buffering plus an explicit flush: each event change reaches the file as one write.
-            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            except PermissionError:  # a file we may append to but not read: written, never repaired
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as e:
             raise ValueError(f"cannot write events to {self.path}: {e.strerror or e}") from None
-        self._own = True
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # not a pipe or a device (/dev/stdout)
+        try:
+            self._check_and_repair()
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
+
+    @property
+    def lines(self) -> int:
+        return self.stats.lines
+
+    def _check_and_repair(self) -> None:
+        fd = self._fd
+        if not self._regular:
+            return
+        try:
+            check_events_target(self.path)
+        except PermissionError:
+            return  # not readable: nothing to check or repair
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        # The last complete line ends at the last newline; what follows it is a record the writer did not finish.
+        keep, end = 0, size
+        while end > 0:
+            start = max(0, end - _PROBE_BYTES)
+            i = os.pread(fd, end - start, start).rfind(b"\n")
+            if i != -1:
+                keep = start + i + 1
+                break
+            end = start
+        if keep == size:
+            return
+        tail = os.pread(fd, size - keep, keep)
+        if _is_record(tail):  # complete but for its newline: keep it
+            os.write(fd, b"\n")
+            logger.warning("events file %s: its last record had no newline (an interrupted run); added one", self.path)
+            return
+        os.ftruncate(fd, keep)
+        self.stats.repaired_bytes = size - keep
+        logger.warning("events file %s ended in a torn record (%d bytes, left by an interrupted run or a full disk); "
+                       "removed it so that every line is valid JSON", self.path, size - keep)
 
     def _write(self, msg: dict[str, Any]) -> None:
-        line = _dumps(msg) + "\n"
+        data = (_dumps(msg) + "\n").encode("utf-8")
         with self._lock:
-            if self._fh.closed:
+            if self._closed:
                 return
-            self._fh.write(line)
-            self._fh.flush()
-            self.lines += 1
+            if self._fd is None:
+                self._write_stdout(data)
+                return
+            start = os.fstat(self._fd).st_size if self._regular else 0
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            except OSError as e:
+                # Cut the partial record off, so the file ends in a complete line (ftruncate frees space, it works
+                # on a full disk).
+                try:
+                    if self._regular and os.fstat(self._fd).st_size != start:
+                        os.ftruncate(self._fd, start)
+                except OSError as cut:
+                    logger.error("events file %s: could not remove a partial record (%s)", self.path, cut)
+                self._failed(e)
+                return
+            self.stats.lines += 1
+            if self._failing:
+                self._failing = False
+                logger.warning("events file %s: writing again (%d record(s) lost before)", self.path,
+                               self.stats.failed)
+
+    def _write_stdout(self, data: bytes) -> None:
+        try:
+            sys.stdout.write(data.decode("utf-8"))
+            sys.stdout.flush()
+        except (OSError, ValueError) as e:  # a closed pipe
+            self._failed(e)
+            return
+        self.stats.lines += 1
+
+    def _failed(self, e: BaseException) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = getattr(e, "strerror", None) or str(e)
+        if not self._failing:
+            self._failing = True
+            logger.error("events file %s: a record could not be written (%s); records are lost until it can take "
+                         "them again (counted in the summary and the metrics)", self.path, self.stats.last_error)
 
     def emit(self, msg: dict[str, Any]) -> None:
         self._write(msg)
@@ -122,10 +252,86 @@ class JsonlSink:
 
     def close(self) -> None:
         with self._lock:
-            if self._own and not self._fh.closed:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd is not None:
+                try:
+                    if self._regular:  # a device or a pipe has nothing to sync
+                        os.fsync(self._fd)
+                except OSError as e:
+                    logger.warning("events file %s: fsync at close failed: %s", self.path, e)
+                os.close(self._fd)
+                self._fd = None
+
+
+class ScoreTable:
+    """``--scores FILE|-``: one CSV row per scored frame, in the column names of ``eval``'s per-frame table
+    (:data:`m2s2l_edge.scoring.terms.FRAME_COLUMNS`) plus the camera, the stream time, the unsmoothed calibrated score
+    (``raw_score``; ``score`` is the smoothed one the threshold applies to), the threshold in force (empty while a
+    camera calibrates itself) and whether an event is open. A file is written anew by each run. The table is for
+    reading the scores, not an alert path: a write that fails (a full disk) is reported once and ends the table, never
+    the watch."""
+
+    COLUMNS = ("camera", "frame", "stream_time", *TERMS, "fused_psnr", "raw_score", "score", "threshold",
+               "event_open")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.rows = 0
+        self.error: str | None = None
+        if self.path == "-":
+            self._fh: IO[str] = sys.stdout
+            self._own = False
+        else:
+            try:
+                self._fh = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise ValueError(f"cannot write --scores {self.path}: {e.strerror or e}") from None
+            self._own = True
+        self._guard(lambda: self._fh.write(",".join(self.COLUMNS) + "\n"))
+
+    def _guard(self, action) -> None:
+        if self.error is not None:
+            return
+        try:
+            action()
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            logger.warning("--scores %s: %s; no further rows are written (the watch goes on)", self.path, self.error)
+
+    def write(self, fs, smoothed: float | None, threshold: float | None, event_open: bool) -> None:
+        """One row for the frame score ``fs`` (a :class:`~m2s2l_edge.watch.types.FrameScore`), its smoothed score
+        (None: not smoothed) and the threshold in force (None: none yet)."""
+        threshold = "" if threshold is None else f"{threshold:.6f}"
+        score = fs.score if smoothed is None else smoothed
+        cells = [_csv_cell(fs.camera), str(int(fs.frame_index)), f"{fs.stream_time:.6f}",
+                 *(f"{fs.terms[k]:.6f}" if k == "change" else f"{fs.terms[k]:.4f}" for k in TERMS),
+                 f"{fs.fused:.4f}", f"{fs.score:.6f}", f"{score:.6f}", threshold, "1" if event_open else "0"]
+        self._guard(lambda: self._fh.write(",".join(cells) + "\n"))
+        if self.error is None:
+            self.rows += 1
+
+    def flush(self) -> None:
+        self._guard(self._fh.flush)
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self.flush()
+        if self._own:
+            self._guard(lambda: os.fsync(self._fh.fileno()))
+            try:
                 self._fh.close()
+            except OSError:  # its last flush failed: already reported
+                pass
+
+    def summary(self) -> dict:
+        return {"path": self.path, "rows": self.rows, "error": self.error}
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
 # ---------------------------------------------------------------------------------------------------- webhook
@@ -139,8 +345,43 @@ class WebhookStats:
     retries: int = 0
 
 
+def parse_webhook_url(url: str) -> tuple[str, str | None, str | None]:
+    """``http(s)://[user:password@]host[:port]/path[?query]`` → (the URL without its user-info, user, password);
+    ValueError (showing the URL redacted) otherwise."""
+    target, user, password = split_credentials(url)
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http(s)://host[:port]/path, got {redact(url)!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError(f"webhook URL {redact(url)!r} has an invalid port") from None
+    return target, user, password
+
+
+class _KeepPost(urllib.request.HTTPRedirectHandler):
+    """Redirects of a POST: 307 and 308 are followed with the same method and body (what they mean); 301, 302 and
+    303 would turn the POST into a bodiless GET, so they are not followed and the attempt fails (the receiver's URL
+    is wrong). Credentials go along only to the same scheme, host and port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if code not in (307, 308):
+            return None  # urllib then raises HTTPError(code): counted as a failed delivery
+        new = urllib.parse.urlsplit(newurl)
+        old = urllib.parse.urlsplit(req.full_url)
+        same_origin = (new.scheme, new.hostname, new.port) == (old.scheme, old.hostname, old.port)
+        headers = {k: v for k, v in req.header_items() if same_origin or k.lower() != "authorization"}
+        return urllib.request.Request(newurl, data=req.data, headers=headers, method=req.get_method(),
+                                      origin_req_host=req.origin_req_host, unverifiable=True)
+
+
 class WebhookSink:
     """POST each message as JSON to ``url``; never blocks the caller.
+
+    Credentials in the URL (``https://user:password@host/hook``) are sent as HTTP Basic auth, never as part of the
+    host name; the URL is shown everywhere with its password and secret query values masked
+    (:func:`m2s2l_edge.urls.redact`). A 307 / 308 redirect is followed with the body; 301 / 302 / 303 (which would
+    turn the POST into a bodiless GET) count as a failed delivery.
 
     timeout: seconds per attempt (connect + answer); retries: further attempts after a failed one, with backoff
     ``backoff``·2^k seconds (capped at 30 s); queue_size: messages waiting at most; close_timeout: how long
@@ -157,13 +398,8 @@ class WebhookSink:
         close_timeout: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-        except ValueError:
-            raise ValueError(f"webhook URL {url!r} has an invalid port") from None
+        self.shown = redact(url)
+        target, user, password = parse_webhook_url(url)
         for name, v in (("timeout", timeout), ("backoff", backoff)):
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"webhook {name} must be a number > 0 (seconds), got {v!r}")
@@ -171,12 +407,16 @@ class WebhookSink:
             raise ValueError(f"webhook retries must be an integer >= 0, got {retries!r}")
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"webhook queue_size must be an integer >= 1, got {queue_size!r}")
-        self.url = url
+        self.url = target
         self.timeout = float(timeout)
         self.retries = retries
         self.backoff = float(backoff)
         self.close_timeout = float(close_timeout) if close_timeout is not None else self.timeout * (retries + 1) + 1
         self.headers = {"Content-Type": "application/json", "User-Agent": "m2s2l-edge", **(headers or {})}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
+        self._opener = urllib.request.build_opener(_KeepPost())
         self.stats = WebhookStats()
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -202,12 +442,7 @@ class WebhookSink:
             self.stats.dropped += 1
         if not self._warned_drop:
             self._warned_drop = True
-            logger.warning("webhook %s: queue full or closed, dropping messages (counted)", self._shown)
-
-    @property
-    def _shown(self) -> str:
-        p = urllib.parse.urlsplit(self.url)
-        return f"{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}"
+            logger.warning("webhook %s: queue full or closed, dropping messages (counted)", self.shown)
 
     def _run(self) -> None:
         while True:
@@ -239,23 +474,27 @@ class WebhookSink:
                 return
             if not retry:
                 break
-            logger.debug("webhook %s: attempt %d failed: %s", self._shown, attempt + 1, why)
+            logger.debug("webhook %s: attempt %d failed: %s", self.shown, attempt + 1, why)
         with self._lock:
             self.stats.failed += 1
-        logger.warning("webhook %s: message %s not delivered: %s", self._shown, msg.get("id", msg.get("type")), why)
+        logger.warning("webhook %s: message %s not delivered: %s", self.shown, msg.get("id", msg.get("type")), why)
 
     def _post(self, body: bytes) -> tuple[bool, str | None]:
         """One attempt: (worth retrying, error text or None on success)."""
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with self._opener.open(req, timeout=self.timeout) as resp:
                 resp.read()
                 return False, None
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                where = e.headers.get("Location") if e.headers is not None else None
+                return False, (f"HTTP {e.code} redirect{f' to {redact(where)}' if where else ''} not followed (it "
+                               "would turn the POST into a GET without its body; give the final URL)")
             return (e.code >= 500 or e.code == 429), f"HTTP {e.code}"
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            return True, f"{type(reason).__name__}: {reason}"
+            return True, redact_text(f"{type(reason).__name__}: {reason}")
 
     def flush(self, timeout: float) -> bool:
         """Wait until the queue is empty and no POST is in flight; False when ``timeout`` passed first."""
@@ -281,7 +520,7 @@ class WebhookSink:
                     break
             with self._lock:
                 self.stats.dropped += left
-            logger.warning("webhook %s: %d message(s) not delivered before shutdown", self._shown, left)
+            logger.warning("webhook %s: %d message(s) not delivered before shutdown", self.shown, left)
         self._thread.join(timeout=self.timeout + 1)
 
 
@@ -300,25 +539,21 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str) -> MqttTarget:
     """``mqtt://[user[:password]@]host[:port][/prefix]`` (``mqtts://`` for TLS; ports 1883 / 8883; prefix m2s2l)."""
-    parts = urllib.parse.urlsplit(url)
+    shown = redact(url)
+    # The password may hold '@', ':', '#' or '?' (split_credentials takes the user-info out whole first).
+    bare, username, password = split_credentials(url)
+    parts = urllib.parse.urlsplit(bare)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"MQTT URL must be mqtt://host[:port][/prefix] (or mqtts://), got {url!r}")
+        raise ValueError(f"MQTT URL must be mqtt://host[:port][/prefix] (or mqtts://), got {shown!r}")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
-        raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
+        raise ValueError(f"MQTT URL {shown!r} has an invalid port") from None
     prefix = parts.path.strip("/") or DEFAULT_MQTT_PREFIX
     # urlsplit reads '#' as a fragment and '?' as a query: both would silently vanish from the prefix.
-    if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
-        raise ValueError(f"MQTT topic prefix of {url!r} may not hold '+', '#', '?' or empty levels")
-    return MqttTarget(
-        parts.hostname,
-        port,
-        prefix,
-        parts.scheme == "mqtts",
-        urllib.parse.unquote(parts.username) if parts.username else None,
-        urllib.parse.unquote(parts.password) if parts.password else None,
-    )
+    if any(c in prefix for c in "+#") or "//" in prefix or "#" in bare or parts.query:
+        raise ValueError(f"MQTT topic prefix of {shown!r} may not hold '+', '#', '?' or empty levels")
+    return MqttTarget(parts.hostname, port, prefix, parts.scheme == "mqtts", username, password)
 
 
 def camera_topic(camera: str) -> str:
@@ -363,6 +598,10 @@ class MqttSink:
         self.process_topic = f"{t.prefix}/status"
         self.stats = MqttStats()
         self._cameras: set[str] = set()
+        # Each camera's last status payload: re-published (retained) on every reconnection, since a broker that
+        # restarted without persistence has forgotten it.
+        self._status: dict[str, str] = {}
+        self._connections = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
@@ -396,9 +635,17 @@ class MqttSink:
             self._refused = str(reason_code)
             logger.warning("MQTT broker refused the connection: %s", reason_code)
             return
-        # On every (re)connection: the process is online, and each camera's last status is re-asserted by the
-        # retained messages the broker already holds.
+        # On every (re)connection: the process is online, and each camera's last status is published again (retained):
+        # a broker that restarted without persistence has lost the retained messages, and a dashboard subscribing
+        # afterwards would learn no camera's state.
         client.publish(self.process_topic, json.dumps({"online": True, "client": self.client_id}), qos=1, retain=True)
+        with self._lock:
+            self._connections += 1
+            again = dict(self._status) if self._connections > 1 else {}
+        for camera, payload in sorted(again.items()):
+            client.publish(self._status_topic(camera), payload, qos=self.qos, retain=True)
+        if again:
+            logger.info("MQTT reconnected; re-sent the retained status of %d camera(s)", len(again))
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -418,11 +665,15 @@ class MqttSink:
         camera = str(msg.get("camera", "_"))
         self._publish(f"{self.target.prefix}/{camera_topic(camera)}/events", _dumps(msg))
 
+    def _status_topic(self, camera: str) -> str:
+        return f"{self.target.prefix}/{camera_topic(camera)}/status"
+
     def status(self, camera: str, online: bool, info: dict[str, Any]) -> None:
-        self._cameras.add(camera)
-        self._publish(
-            f"{self.target.prefix}/{camera_topic(camera)}/status", _dumps(status_message(camera, online, info)), True
-        )
+        payload = _dumps(status_message(camera, online, info))
+        with self._lock:
+            self._cameras.add(camera)
+            self._status[camera] = payload
+        self._publish(self._status_topic(camera), payload, True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Mark every camera and the process offline (retained), deliver what is queued, disconnect."""
@@ -486,8 +737,5 @@ class SinkSet:
         out: dict[str, Any] = {"errors": dict(self.errors)}
         for sink in self.sinks:
             stats = getattr(sink, "stats", None)
-            entry = dict(vars(stats)) if stats is not None else {}
-            if isinstance(sink, JsonlSink):
-                entry["lines"] = sink.lines
-            out[type(sink).__name__] = entry
+            out[type(sink).__name__] = dict(vars(stats)) if stats is not None else {}
         return out

@@ -99,6 +99,7 @@ class Telemetry:
         self._server = None
         self._thread = None
         self.port: int | None = None
+        self._attached: dict[str, Any] = {}
 
     def _cam(self, camera: str) -> _Camera:
         c = self._cams.get(camera)
@@ -165,6 +166,11 @@ class Telemetry:
             c = self._cam(str(msg.get("camera", "")))
             kind = str(msg.get("kind", "unknown"))
             c.events[kind] = c.events.get(kind, 0) + 1
+
+    def attach(self, name: str, summary) -> None:
+        """Report another part's counters too: ``summary()`` returns its plain-number summary, read at scrape time
+        (``"sinks"``: :meth:`.sinks.SinkSet.summary`; ``"media"``: :meth:`.retention.MediaStore.summary`)."""
+        self._attached[name] = summary
 
     # ------------------------------------------------------------------ reading
 
@@ -297,3 +303,42 @@ class _Collector:
             batch = GaugeMetricFamily("m2s2l_backend_batch_size", "Mean clips per backend call over the last calls")
             batch.add_metric([], float(np.mean(t._batch)) if t._batch else 0.0)
         yield from (cap, proc, drop, cfps, pfps, online, lat, events, calls, errors, busy, clips, call_t, batch)
+        yield from _attached_metrics(t._attached)
+
+
+# Sink counters: which field of a sink's summary counts which outcome of its messages.
+_SINK_OUTCOMES = {"lines": "written", "sent": "written", "published": "written", "failed": "failed",
+                  "dropped": "dropped"}
+
+
+def _attached_metrics(attached: dict[str, Any]):
+    """The sinks' and the media folder's counters, read from their summaries at scrape time."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if "sinks" in attached:
+        sinks = CounterMetricFamily("m2s2l_sink_messages", "Messages per sink and outcome (written, failed: the "
+                                    "target refused or could not take it, dropped: a full queue or shutdown)",
+                                    labels=["sink", "outcome"])
+        for name, entry in attached["sinks"]().items():
+            if name == "errors" or not isinstance(entry, dict):
+                continue
+            for field_name, outcome in _SINK_OUTCOMES.items():
+                if isinstance(entry.get(field_name), int):
+                    sinks.add_metric([name, outcome], entry[field_name])
+        yield sinks
+    if "media" in attached:
+        media = attached["media"]()
+        size = GaugeMetricFamily("m2s2l_media_bytes", "Bytes of snapshots and clips kept", labels=["camera"])
+        files = GaugeMetricFamily("m2s2l_media_files", "Snapshots and clips kept", labels=["camera"])
+        deleted = CounterMetricFamily("m2s2l_media_deleted", "Snapshots and clips deleted by the retention limits",
+                                      labels=["camera"])
+        skipped = CounterMetricFamily("m2s2l_media_skipped", "Snapshots and clips not written for lack of room",
+                                      labels=["camera"])
+        for camera, c in media["cameras"].items():
+            size.add_metric([camera], c["bytes"])
+            files.add_metric([camera], c["files"])
+            deleted.add_metric([camera], c["deleted_files"])
+            skipped.add_metric([camera], c["skipped"])
+        limit = GaugeMetricFamily("m2s2l_media_limit_bytes", "Total size the snapshots and clips may take")
+        limit.add_metric([], media["max_bytes"])
+        yield from (size, files, deleted, skipped, limit)

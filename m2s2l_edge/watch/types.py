@@ -18,8 +18,10 @@ class FrameScore:
 
     Times: `stream_time` is seconds since the stream started (frame index / fps for files, capture clock for live
     sources), `wall_time` the unix time of the capture, `capture_time` time.monotonic() at capture (latency is
-    measured against it). `fused` is λ·PSNR_app + (1−λ)·PSNR_mot in dB (high = normal); `score` is calibrated
-    so that 0 is a typical normal frame and higher is more anomalous; `threshold` is on the `score` scale.
+    measured against it). `psnr_app`, `psnr_mot` are the frame PSNRs, `fused` the λ-fused PSNR the score is made of
+    (of worst windows for the stream score, of whole frames for paper) in dB (high = normal); `terms` holds every
+    per-frame term (m2s2l_edge.scoring.terms.TERMS); `score` is calibrated so that 0 is a typical normal frame and
+    higher is more anomalous; `threshold` is on the `score` scale.
     """
 
     camera: str
@@ -36,6 +38,7 @@ class FrameScore:
     error_map: np.ndarray = field(repr=False, compare=False)
     # (H, W, 3) uint8 RGB at the source's resolution.
     frame: np.ndarray = field(repr=False, compare=False)
+    terms: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
