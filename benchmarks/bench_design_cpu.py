@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
@@ -100,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         s = summary[name]
         print(f"{name:8s} {s['image_size']} px, patches {s['patch_sizes']}, {s['params'] / 1e6:.2f} M params: "
               f"{s['batch1_ms_per_clip']:.1f} ms per clip at batch 1, {s['batch8_ms_per_clip']:.1f} at batch 8")
-    print(f"ratio this / baseline: batch 1 {ratio['batch1_ms_per_clip']:.2f}, batch 8 {ratio['batch8_ms_per_clip']:.2f}")
-    result = {"benchmark": "design_cpu_per_clip", "summary": summary, "ratio": ratio, "rounds": rounds,
+    print(f"ratio this / baseline: batch 1 {ratio['batch1_ms_per_clip']:.2f}, "
+          f"batch 8 {ratio['batch8_ms_per_clip']:.2f}")
+    result = {"benchmark": "design_cpu_per_clip", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "ratio": ratio,
+              "rounds": rounds,
               "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
               "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
     if args.json:

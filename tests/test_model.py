@@ -159,7 +159,7 @@ def test_fold_batchnorm_keeps_the_model_output():
     n_bn = _randomise_batchnorm(model)
     model.eval()
     folded = copy.deepcopy(model)
-    assert fold_batchnorm(folded) == n_bn == 33
+    assert fold_batchnorm(folded) == n_bn == 29  # every BatchNorm of the tiny model (fuse, decomposition, decoders)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     cfg = model.cfg
     clip = torch.rand(2, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator()
@@ -228,8 +228,8 @@ def test_merged_multiscale_convs_compute_the_same_map():
 
     model = create_model("tiny", seed=0).eval()
     reference = copy.deepcopy(model)
-    assert optimize_for_inference(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
-    assert inference_rewrites(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert optimize_for_inference(model) == {"folded_batchnorm": 29, "merged_ms_convs": 3}
+    assert inference_rewrites(model) == {"folded_batchnorm": 29, "merged_ms_convs": 3}
     assert merge_multiscale_convs(model) == 0
     cfg = model.cfg
     clip = torch.rand(1, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size) * 2 - 1

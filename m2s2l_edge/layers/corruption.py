@@ -21,18 +21,18 @@ _PERMUTATIONS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
 class InputCorruption(nn.Module):
-    """With probability ``prob`` per clip, one box (sides 1/8 to 1/4 of the image side) of every input frame is
+    """With probability ``prob`` per clip, one box (sides ``min_side`` to 1/4 of the image side) of every input frame is
     replaced, the same box in every frame: by the content of another clip of the batch at another place, colour
     channels permuted (``paste``), or by zeros, mid-grey in [-1, 1] (``mask``). Identity outside training.
 
     Shapes: clip (B, T, C, H, W) → (B, T, C, H, W). Uses the global torch RNG (restored on resume).
     """
 
-    def __init__(self, prob: float, kind: str = "paste") -> None:
+    def __init__(self, prob: float, kind: str = "paste", min_side: float = 0.125) -> None:
         super().__init__()
         if kind not in CORRUPTION_KINDS:
             raise ValueError(f"unknown corruption kind {kind!r}; valid: {', '.join(CORRUPTION_KINDS)}")
-        self.prob, self.kind = prob, kind
+        self.prob, self.kind, self.min_side = prob, kind, min_side
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if not self.training or self.prob <= 0:
@@ -42,7 +42,8 @@ class InputCorruption(nn.Module):
         if not bool(hit.any()):
             return clip
         out = clip.clone()
-        lo_h, hi_h, lo_w, hi_w = max(1, h // 8), max(1, h // 4), max(1, w // 8), max(1, w // 4)
+        lo_h, hi_h = max(1, round(h * self.min_side)), max(1, h // 4)
+        lo_w, hi_w = max(1, round(w * self.min_side)), max(1, w // 4)
         for i in torch.nonzero(hit).flatten().tolist():
             bh = int(torch.randint(lo_h, hi_h + 1, ()))
             bw = int(torch.randint(lo_w, hi_w + 1, ()))

@@ -95,7 +95,8 @@ class M2S2L(nn.Module):
         self.decomposition = FeatureDecomposition(c) if cfg.decompose else None
         n_banks = 3 if cfg.decompose else 1
         self.memories = (
-            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=cfg.memory_query) for _ in range(n_banks)) if cfg.use_memory else None
+            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=cfg.memory_query) for _ in range(n_banks))
+            if cfg.use_memory else None
         )
 
         # Decoders: the fused features (through the memory) and, at each finer grid, that spatial encoder's own map
@@ -113,7 +114,7 @@ class M2S2L(nn.Module):
         level_channels = tuple(per_level if s in levels else 0 for s in strides)
         self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=1.0)
         self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=2.0)
-        self.corruption = InputCorruption(cfg.corruption_prob, cfg.corruption_kind)
+        self.corruption = InputCorruption(cfg.corruption_prob, cfg.corruption_kind, cfg.corruption_min_side)
         self._level_strides = strides
 
     # -- checks -------------------------------------------------------------------------------------------------
