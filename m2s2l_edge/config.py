@@ -177,7 +177,7 @@ class ModelConfig:
         if _EARLIER_DESIGN_KEYS & set(d):
             raise ValueError("it holds the earlier M²S²L design, whose decoders took skips from a pixel CNN on the "
                              "clip; this version's decoders read the Mamba encoders' maps through memory "
-                             "(docs/DESIGN.md §3): retrain it with `m2s2l-edge train`")
+                             "(docs/DESIGN.md §3.1): retrain it with `m2s2l-edge train`")
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
