@@ -1,0 +1,137 @@
+/* Chart settings shared by the HTML reports and the live web view: every chart is a uPlot chart (vendor/uplot).
+ *
+ * A score chart: the score (and optional raw score) over x, the threshold as a dashed red step line, spans (labelled
+ * anomalies, events) shaded as a filled step series on a hidden 0..1 scale, and marked points (the frames a report
+ * shows). A ROC chart: TPR over FPR with the chance diagonal.
+ */
+(function (global) {
+  "use strict";
+
+  const COLOURS = {
+    score: "#2f6fd0",
+    raw: "rgba(120,130,145,0.8)",
+    threshold: "#d62728",
+    shade: "rgba(214,39,40,0.16)",
+    mark: "#f59f00",
+    chance: "#9aa5b1",
+  };
+
+  function theme(dark) {
+    return dark
+      ? { axis: "#aeb9c7", grid: "rgba(255,255,255,0.07)", ticks: "rgba(255,255,255,0.15)" }
+      : { axis: "#3b4452", grid: "rgba(0,0,0,0.07)", ticks: "rgba(0,0,0,0.2)" };
+  }
+
+  /* 1 where x lies in one of the [x0, x1] spans, else 0 (the shading series). */
+  function shadeValues(x, spans) {
+    const out = new Array(x.length).fill(0);
+    if (!spans || !spans.length) return out;
+    for (let i = 0; i < x.length; i++) {
+      for (const s of spans) {
+        if (x[i] >= s[0] && x[i] <= s[1]) { out[i] = 1; break; }
+      }
+    }
+    return out;
+  }
+
+  /* The score values at the marked x positions (nearest point), null elsewhere. */
+  function markValues(x, values, marks) {
+    const out = new Array(x.length).fill(null);
+    if (!marks || !marks.length || !x.length) return out;
+    for (const m of marks) {
+      let best = 0;
+      for (let i = 1; i < x.length; i++) if (Math.abs(x[i] - m) < Math.abs(x[best] - m)) best = i;
+      out[best] = values[best];
+    }
+    return out;
+  }
+
+  function axes(spec, t) {
+    const common = { stroke: t.axis, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.ticks, width: 1 } };
+    return [
+      Object.assign({ label: spec.x_label || "", labelSize: spec.x_label ? 20 : 0 }, common),
+      Object.assign({ label: spec.y_label || "", labelSize: spec.y_label ? 20 : 0, size: 46 }, common),
+      { scale: "shade", show: false },
+    ];
+  }
+
+  /* uPlot options and data for a score chart.
+   * spec: {x, series: [{label, values, kind}], shade: [[x0, x1]] or shadeFlags: [0|1 per x], shade_label, marks,
+   *        x_label, y_label, time}
+   * opts: {width, height, dark, legend, title, yMin} */
+  function scoreChartConfig(spec, opts) {
+    const t = theme(!!opts.dark);
+    const series = [{ label: spec.x_label || "x" }];
+    const data = [spec.x];
+    const shade = spec.shadeFlags || shadeValues(spec.x, spec.shade);
+    series.push({
+      label: spec.shade_label || "event", scale: "shade", stroke: "transparent", width: 0, fill: COLOURS.shade,
+      paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: (u, v) => (v ? "yes" : "–"),
+    });
+    data.push(shade);
+    let scoreValues = null;
+    for (const s of spec.series || []) {
+      const kind = s.kind || "score";
+      const base = { label: s.label, points: { show: false }, spanGaps: false };
+      if (kind === "threshold") {
+        Object.assign(base, { stroke: COLOURS.threshold, width: 1.5, dash: [6, 4],
+          paths: uPlot.paths.stepped({ align: 1 }) });
+      } else if (kind === "raw") {
+        Object.assign(base, { stroke: COLOURS.raw, width: 1 });
+      } else {
+        Object.assign(base, { stroke: COLOURS.score, width: 1.6 });
+        scoreValues = scoreValues || s.values;
+      }
+      series.push(base);
+      data.push(s.values);
+    }
+    if (spec.marks && spec.marks.length && scoreValues) {
+      series.push({ label: spec.marks_label || "shown below", stroke: COLOURS.mark, fill: COLOURS.mark, width: 0,
+        paths: () => null, points: { show: true, size: 9, stroke: COLOURS.mark, fill: COLOURS.mark } });
+      data.push(markValues(spec.x, scoreValues, spec.marks));
+    }
+    const yRange = (u, lo, hi) => {
+      const min = opts.yMin !== undefined ? Math.min(opts.yMin, lo) : lo;
+      const pad = (hi - min) * 0.05 || 1;
+      return [min === opts.yMin ? min : min - pad, hi + pad];
+    };
+    return {
+      opts: {
+        title: opts.title || undefined,
+        width: opts.width, height: opts.height,
+        legend: { show: opts.legend !== false, live: true },
+        cursor: { drag: { x: true, y: false } },
+        scales: { x: { time: !!spec.time }, shade: { range: [0, 1] }, y: { range: yRange } },
+        axes: axes(spec, t),
+        series: series,
+      },
+      data: data,
+    };
+  }
+
+  function scoreChart(el, spec, opts) {
+    const cfg = scoreChartConfig(spec, opts);
+    return new uPlot(cfg.opts, cfg.data, el);
+  }
+
+  /* A ROC chart: roc = {fpr, tpr, auc} */
+  function rocChart(el, roc, opts) {
+    const t = theme(!!opts.dark);
+    const common = { stroke: t.axis, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.ticks, width: 1 } };
+    const chance = roc.fpr.map((v) => v);
+    return new uPlot({
+      width: opts.width, height: opts.height,
+      legend: { show: true },
+      scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1.01] } },
+      axes: [Object.assign({ label: "false positive rate (normal frames flagged)", labelSize: 20 }, common),
+             Object.assign({ label: "true positive rate (anomalous frames found)", labelSize: 20, size: 46 }, common)],
+      series: [
+        { label: "FPR" },
+        { label: "M²S²L (AUC " + roc.auc.toFixed(3) + ")", stroke: COLOURS.score, width: 2, points: { show: false } },
+        { label: "chance", stroke: COLOURS.chance, width: 1, dash: [4, 4], points: { show: false } },
+      ],
+    }, [roc.fpr, roc.tpr, chance], el);
+  }
+
+  global.M2S2LCharts = { COLOURS, shadeValues, markValues, scoreChartConfig, scoreChart, rocChart };
+})(window);
