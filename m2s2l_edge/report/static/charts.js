@@ -46,10 +46,17 @@
     return out;
   }
 
+  /* Clock times (HH:MM:SS, the viewer's time zone) for an axis of unix seconds. */
+  function clockValues(u, splits) {
+    return splits.map((v) => new Date(v * 1000).toLocaleTimeString([], { hour12: false }));
+  }
+
   function axes(spec, t) {
     const common = { stroke: t.axis, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.ticks, width: 1 } };
+    const x = Object.assign({ label: spec.x_label || "", labelSize: spec.x_label ? 20 : 0 }, common);
+    if (spec.time) x.values = clockValues;
     return [
-      Object.assign({ label: spec.x_label || "", labelSize: spec.x_label ? 20 : 0 }, common),
+      x,
       Object.assign({ label: spec.y_label || "", labelSize: spec.y_label ? 20 : 0, size: 46 }, common),
       { scale: "shade", show: false },
     ];
@@ -58,10 +65,12 @@
   /* uPlot options and data for a score chart.
    * spec: {x, series: [{label, values, kind}], shade: [[x0, x1]] or shadeFlags: [0|1 per x], shade_label, marks,
    *        x_label, y_label, time}
-   * opts: {width, height, dark, legend, title, yMin} */
+   * opts: {width, height, dark, legend, title, yMin, compact} */
   function scoreChartConfig(spec, opts) {
     const t = theme(!!opts.dark);
-    const series = [{ label: spec.x_label || "x" }];
+    const series = [spec.time ? { label: spec.x_name || spec.x_label || "time",
+      value: (u, v) => (v === null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) }
+      : { label: spec.x_name || spec.x_label || "x" }];
     const data = [spec.x];
     const shade = spec.shadeFlags || shadeValues(spec.x, spec.shade);
     series.push({
@@ -95,18 +104,22 @@
       const pad = (hi - min) * 0.05 || 1;
       return [min === opts.yMin ? min : min - pad, hi + pad];
     };
-    return {
-      opts: {
-        title: opts.title || undefined,
-        width: opts.width, height: opts.height,
-        legend: { show: opts.legend !== false, live: true },
-        cursor: { drag: { x: true, y: false } },
-        scales: { x: { time: !!spec.time }, shade: { range: [0, 1] }, y: { range: yRange } },
-        axes: axes(spec, t),
-        series: series,
-      },
-      data: data,
+    const options = {
+      title: opts.title || undefined,
+      width: opts.width, height: opts.height,
+      legend: { show: opts.legend !== false, live: true },
+      cursor: { drag: { x: true, y: false } },
+      scales: { x: { time: !!spec.time }, shade: { range: [0, 1] }, y: { range: yRange } },
+      axes: axes(spec, t),
+      series: series,
     };
+    if (opts.compact) {  // a sparkline: no axes, no legend, the plot fills the box
+      options.axes = options.axes.map((a) => Object.assign({}, a, { show: false }));
+      options.legend = { show: false };
+      options.padding = [4, 2, 2, 2];
+      options.cursor = { show: false };
+    }
+    return { opts: options, data: data };
   }
 
   function scoreChart(el, spec, opts) {
