@@ -338,6 +338,15 @@ def build_app(feed, *, token: str | None, config_path: Path | None, media_dir: P
             feed.controls.set_rois(camera, changes["rois"])
         return {"saved": str(config_path)}
 
+    async def post_threshold(request: Request) -> Response:
+        return await control(request, set_threshold)
+
+    async def post_rois(request: Request) -> Response:
+        return await control(request, set_rois)
+
+    async def post_save(request: Request) -> Response:
+        return await control(request, save)
+
     async def media(request: Request) -> Response:
         name = request.path_params["name"]
         if media_root is None or not _MEDIA_NAME.match(name):
@@ -353,9 +362,9 @@ def build_app(feed, *, token: str | None, config_path: Path | None, media_dir: P
         Route("/api/stream", stream),
         Route("/api/cameras/{camera}/frame.jpg", frame),
         Route("/api/events/{event}/curve", curve),
-        Route("/api/cameras/{camera}/threshold", lambda r: control(r, set_threshold), methods=["POST"]),
-        Route("/api/cameras/{camera}/rois", lambda r: control(r, set_rois), methods=["POST"]),
-        Route("/api/cameras/{camera}/save", lambda r: control(r, save), methods=["POST"]),
+        Route("/api/cameras/{camera}/threshold", post_threshold, methods=["POST"]),
+        Route("/api/cameras/{camera}/rois", post_rois, methods=["POST"]),
+        Route("/api/cameras/{camera}/save", post_save, methods=["POST"]),
         Route("/media/{name}", media),
         Mount("/static/shared", app=StaticFiles(directory=shared)),
         Mount("/static", app=StaticFiles(directory=static)),

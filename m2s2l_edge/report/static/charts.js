@@ -16,6 +16,18 @@
     chance: "#9aa5b1",
   };
 
+  const CAP = 4; // a threshold above CAP × the highest score is off the chart
+
+  /* The cap of a drawn chart: CAP × its highest score (every y series but the threshold). */
+  function capOf(u) {
+    let hi = -Infinity;
+    u.series.forEach((s, i) => {
+      if (i === 0 || s.scale !== "y" || s.dash) return;
+      for (const v of u.data[i]) if (v !== null && v !== undefined && isFinite(v)) hi = Math.max(hi, v);
+    });
+    return Math.max(hi, 1) * CAP;
+  }
+
   function theme(dark) {
     return dark
       ? { axis: "#aeb9c7", grid: "rgba(255,255,255,0.07)", ticks: "rgba(255,255,255,0.15)" }
@@ -54,7 +66,11 @@
   function axes(spec, t) {
     const common = { stroke: t.axis, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.ticks, width: 1 } };
     const x = Object.assign({ label: spec.x_label || "", labelSize: spec.x_label ? 20 : 0 }, common);
-    if (spec.time) x.values = clockValues;
+    if (spec.time) {  // whole seconds and up: a live timeline never labels two ticks with one clock time
+      x.values = clockValues;
+      x.incrs = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+      x.space = 70;
+    }
     return [
       x,
       Object.assign({ label: spec.y_label || "", labelSize: spec.y_label ? 20 : 0, size: 46 }, common),
@@ -79,12 +95,24 @@
     });
     data.push(shade);
     let scoreValues = null;
+    const thresholdLabel = ((spec.series || []).find((s) => s.kind === "threshold") || {}).label;
+    // A threshold far above every score (a level set out of reach on purpose) is drawn at the chart's cap and left
+    // out of its y range: a dashed line millions of pixels long would also take the browser seconds to draw.
+    let hiScore = -Infinity;
+    for (const s of spec.series || []) {
+      if ((s.kind || "score") === "threshold") continue;
+      for (const v of s.values) if (v !== null && v !== undefined && isFinite(v)) hiScore = Math.max(hiScore, v);
+    }
+    const cap = Math.max(hiScore, 1) * CAP;
     for (const s of spec.series || []) {
       const kind = s.kind || "score";
       const base = { label: s.label, points: { show: false }, spanGaps: false };
+      let values = s.values;
       if (kind === "threshold") {
+        values = values.map((v) => (v !== null && v !== undefined && v > cap ? cap : v));
         Object.assign(base, { stroke: COLOURS.threshold, width: 1.5, dash: [6, 4],
-          paths: uPlot.paths.stepped({ align: 1 }) });
+          paths: uPlot.paths.stepped({ align: 1 }),
+          value: (u, v) => (v === null || v === undefined ? "–" : v >= capOf(u) ? "above the chart" : v.toFixed(2)) });
       } else if (kind === "raw") {
         Object.assign(base, { stroke: COLOURS.raw, width: 1 });
       } else {
@@ -92,17 +120,30 @@
         scoreValues = scoreValues || s.values;
       }
       series.push(base);
-      data.push(s.values);
+      data.push(values);
     }
     if (spec.marks && spec.marks.length && scoreValues) {
       series.push({ label: spec.marks_label || "shown below", stroke: COLOURS.mark, fill: COLOURS.mark, width: 0,
         paths: () => null, points: { show: true, size: 9, stroke: COLOURS.mark, fill: COLOURS.mark } });
       data.push(markValues(spec.x, scoreValues, spec.marks));
     }
-    const yRange = (u, lo, hi) => {
-      const min = opts.yMin !== undefined ? Math.min(opts.yMin, lo) : lo;
-      const pad = (hi - min) * 0.05 || 1;
-      return [min === opts.yMin ? min : min - pad, hi + pad];
+    // The y range follows the score; a threshold far above every score (a level set out of reach on purpose)
+    // would flatten the curve, so it is left off the chart (the legend still gives its value).
+    const yRange = (u) => {
+      let lo = Infinity, hi = -Infinity, thr = -Infinity;
+      u.series.forEach((s, i) => {
+        if (i === 0 || s.scale !== "y") return;
+        for (const v of u.data[i]) {
+          if (v === null || v === undefined || !isFinite(v)) continue;
+          if (s.label === thresholdLabel) thr = Math.max(thr, v);
+          else { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        }
+      });
+      if (lo === Infinity) { lo = 0; hi = 1; }
+      if (thr > -Infinity && thr < Math.max(hi, 1) * CAP) hi = Math.max(hi, thr);
+      if (opts.yMin !== undefined) lo = Math.min(lo, opts.yMin);
+      const pad = (hi - lo) * 0.06 || 1;
+      return [lo === opts.yMin ? lo : lo - pad, hi + pad];
     };
     const options = {
       title: opts.title || undefined,

@@ -184,11 +184,18 @@
     const form = $(".controls", cam.node);
     const input = $(".threshold", cam.node);
     const msg = $(".msg", cam.node);
-    input.addEventListener("input", () => { cam.inputDirty = true; });
+    // Once touched, the box keeps what the operator typed until it is applied, saved or reset: the periodic
+    // settings refresh must not overwrite a value being edited.
+    for (const type of ["focus", "input", "change", "keydown"]) input.addEventListener(type, () => { cam.inputDirty = true; });
+    const value = () => {
+      const v = Number(input.value);
+      if (!input.value.trim() || !Number.isFinite(v) || v <= 0) throw new Error("give a number above 0");
+      return v;
+    };
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const v = parseFloat(input.value);
       try {
+        const v = value();
         const r = await post("/api/cameras/" + enc(cam.id) + "/threshold", { threshold: v });
         cam.inputDirty = false;
         say(msg, "threshold " + fmt(v) + " in force from the next frame (this run)", "ok");
@@ -203,8 +210,8 @@
       } catch (e) { say(msg, e.message, "bad"); }
     });
     $(".save-threshold", cam.node).addEventListener("click", async () => {
-      const v = parseFloat(input.value);
       try {
+        const v = value();
         const r = await post("/api/cameras/" + enc(cam.id) + "/save", { threshold: v });
         cam.inputDirty = false;
         say(msg, "threshold " + fmt(v) + " saved to " + r.saved + " and in force", "ok");
@@ -242,6 +249,8 @@
   // ------------------------------------------------------------------ events
 
   const FAULT_KINDS = new Set(["frozen", "black", "saturated", "signal_lost"]);
+  const FAULT_TEXT = { frozen: "the picture stopped changing", black: "black picture", saturated: "washed-out picture",
+    signal_lost: "no signal" };
 
   function handleMessage(m) {
     if (m.type === "status") {
@@ -297,6 +306,8 @@
     const m = entry.msg, li = entry.node;
     const fault = FAULT_KINDS.has(m.kind);
     li.className = "event " + (fault ? "fault" : "anomaly") + (m.state === "end" ? " ended" : " open");
+    li.dataset.camera = m.camera;
+    li.dataset.firstFrame = m.first ? m.first.frame : "";
     applyFilter(li);
     const badge = $(".kind", li);
     badge.textContent = m.kind.replace("_", " ");
@@ -332,7 +343,7 @@
       if (img.getAttribute("src") !== src) img.src = src;
       img.onclick = () => window.open(m.snapshot_url, "_blank");
     } else if (!$(".placeholder", shot)) {
-      shot.replaceChildren(el("span", "placeholder", fault ? "⚠" : "·"));
+      shot.replaceChildren(el("span", "placeholder", FAULT_TEXT[m.kind] || "no snapshot"));
     }
     if (!fault) {
       const now = performance.now();
