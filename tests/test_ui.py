@@ -438,6 +438,17 @@ def test_wide_bind_without_a_token_and_a_missing_extra_are_one_line(tmp_path, mo
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], \
             r.output
+    # A port already taken: one line, exit 1.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(clip), "--ui", str(port)])
+    lines = [ln for ln in r.output.splitlines() if ln.strip() and not ln.startswith("INFO")]
+    assert r.exit_code == 1 and lines == [f"error: cannot serve the web view on 127.0.0.1:{port}: Address already "
+                                          "in use"], r.output
     # Without the [ui] extra: one line naming it, exit 3, before any model loads.
     probe = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None; "
              "from m2s2l_edge.cli.app import main; sys.argv = ['m2s2l-edge', 'watch', '--preset', 'tiny', "

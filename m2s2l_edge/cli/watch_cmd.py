@@ -221,6 +221,7 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             from m2s2l_edge.watch.service import check_output_file
 
             check_output_file(report, "--report")
+            report.parent.mkdir(parents=True, exist_ok=True)
         load_calibrations(settings, calibration)
         for cam in cameras:
             check_openable(cam.spec)

@@ -31,7 +31,7 @@ import re
 import socket
 import threading
 import time
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,10 @@ class Gate:
                 await _plain(send, 403, "the web view answers only to a loopback Host (127.0.0.1, localhost)")
                 return
         else:
-            cookie = SimpleCookie(headers.get("cookie", ""))
+            try:
+                cookie = SimpleCookie(headers.get("cookie", ""))
+            except CookieError:  # another site's malformed cookie on this host: as if none
+                cookie = SimpleCookie()
             supplied = cookie[self.cookie_name].value if self.cookie_name in cookie else None
             auth = headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
@@ -143,8 +146,7 @@ def _verdict(feed, camera: str) -> dict[str, Any] | None:
     seq, fs = feed.latest(camera)
     if fs is None:
         return None
-    pts = feed.points(camera, seq - 1)
-    last = pts[-1] if pts else None
+    last = feed.last_point(camera)
     return {"seq": seq, "frame": int(fs.frame_index), "stream_time": round(float(fs.stream_time), 3),
             "wall_time": round(float(fs.wall_time), 3), "raw_score": _num(fs.score),
             "score": last[4] if last else None, "threshold": last[6] if last else None,

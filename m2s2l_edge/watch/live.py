@@ -186,12 +186,20 @@ class LiveFeed:
     def points(self, camera: str, after: int = 0) -> list[Point]:
         """Score points of ``camera`` newer than sequence number ``after``."""
         cam = self._cams[camera]
+        with self._lock:  # from the newest back: O(new points), so the lock is held for microseconds
+            out = []
+            for p in reversed(cam.points):
+                if p[0] <= after:
+                    break
+                out.append(p)
+        out.reverse()
+        return out
+
+    def last_point(self, camera: str) -> Point | None:
+        """The newest score point of ``camera`` (None before the first)."""
+        cam = self._cams[camera]
         with self._lock:
-            if not cam.points or cam.points[-1][0] <= after:
-                return []
-            if cam.points[0][0] > after:
-                return list(cam.points)
-            return [p for p in cam.points if p[0] > after]
+            return cam.points[-1] if cam.points else None
 
     def messages(self, after: int = 0) -> list[tuple[int, dict]]:
         """Messages newer than sequence number ``after`` (the oldest may have left the ring)."""

@@ -7,6 +7,7 @@
   const WINDOW_S = 60; // seconds of score timeline shown
   const MAX_POINTS = 1500; // points kept per timeline
   const FRAME_EVERY_MS = 250; // at most 4 pictures a second per camera
+  const CHART_EVERY_MS = 450; // timelines redrawn about twice a second
   const MAX_EVENTS = 200;
 
   const state = { cameras: new Map(), events: new Map(), filter: "all", config: null, media: false, run: {} };
@@ -39,6 +40,13 @@
     try { data = await r.json(); } catch (e) { data = { error: r.statusText }; }
     if (!r.ok) throw new Error(data.error || r.statusText);
     return data;
+  }
+  /* Write only what changed: a page left open for hours should cost the browser as little as the data allows. */
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+  function setClass(node, cls) {
+    if (node.className !== cls) node.className = cls;
   }
   function say(node, text, kind) {
     node.textContent = text || "";
@@ -114,14 +122,14 @@
     else if (faults.length) { text = "fault: " + faults.map((f) => f.kind.replace("_", " ")).join(", "); cls = "fault"; }
     else if (cam.settings && cam.settings.calibrated === false && v) { text = "calibrating"; cls = "calibrating"; }
     else if (v) { text = "normal"; cls = "normal"; }
-    badge.textContent = text;
-    badge.className = "state badge " + cls;
+    setText(badge, text);
+    setClass(badge, "state badge " + cls);
     cam.node.classList.toggle("alarm", cls === "alarm");
     if (v) {
-      $(".score", cam.node).textContent = fmt(v.score);
-      $(".thr", cam.node).textContent = v.threshold === null ? "calibrating" : fmt(v.threshold);
+      setText($(".score", cam.node), fmt(v.score));
+      setText($(".thr", cam.node), v.threshold === null ? "calibrating" : fmt(v.threshold));
       $(".score", cam.node).classList.toggle("over", v.threshold !== null && v.score !== null && v.score >= v.threshold);
-      $(".frame-no", cam.node).textContent = "frame " + v.frame;
+      setText($(".frame-no", cam.node), "frame " + v.frame);
       cam.node.dataset.frame = v.frame;
       cam.seq = v.seq;
     }
@@ -129,8 +137,11 @@
 
   function renderHealth(cam) {
     const ul = $(".health", cam.node);
-    ul.replaceChildren();
     const h = cam.health;
+    const key = JSON.stringify(h);
+    if (key === cam.healthShown) return;
+    cam.healthShown = key;
+    ul.replaceChildren();
     if (!h) { ul.append(el("li", "muted", "health: waiting for the watch to start")); return; }
     const item = (label, value, title, cls) => {
       const li = el("li", cls);
@@ -590,12 +601,20 @@
   }
 
   function onTick(data) {
+    const now = performance.now();
     for (const [id, pts] of Object.entries(data.points || {})) {
       const cam = state.cameras.get(id);
       if (!cam) continue;
       for (const p of pts) addPoint(cam, p);
       trim(cam);
-      redraw(cam);
+      cam.stale = true;
+    }
+    for (const cam of state.cameras.values()) {  // the timelines move twice a second: smooth enough, half the work
+      if (cam.stale && now - (cam.drawnAt || 0) >= CHART_EVERY_MS && !document.hidden) {
+        redraw(cam);
+        cam.stale = false;
+        cam.drawnAt = now;
+      }
     }
     for (const m of data.messages || []) handleMessage(m);
     for (const [id, v] of Object.entries(data.verdicts || {})) {
