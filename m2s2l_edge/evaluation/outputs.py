@@ -116,8 +116,10 @@ def eval_report(result: EvalResult, meta: dict, stems: dict[str, str] | None = N
     if meta.get("selective_scan"):
         facts.append(["selective scan", meta["selective_scan"]])
     if auc is not None:
-        facts[:0] = [["micro AUC", round(auc.micro, 4)],
-                     ["macro AUC", None if d["macro_auc"] is None else round(d["macro_auc"], 4)]]
+        # Formatted here, once: the page's own number format (3 decimals) would round 0.9525 one way in the table
+        # and Python another in the ROC's title.
+        facts[:0] = [["micro AUC", f"{auc.micro:.4f}"],
+                     ["macro AUC", None if d["macro_auc"] is None else f"{d['macro_auc']:.4f}"]]
     notes = ["Scores are normalised within each video (0 = its most normal frame, 1 = its most anomalous), so a curve "
              "ranks frames within its video; the fused PSNR (dB, lower = predicted worse) compares across videos."]
     if auc is None:
@@ -129,10 +131,10 @@ def eval_report(result: EvalResult, meta: dict, stems: dict[str, str] | None = N
     if auc is not None:
         labels = np.concatenate([v.scored_labels for v in result.videos])
         scores = np.concatenate([v.scores for v in result.videos])
-        roc = roc_data(labels, scores, title=f"Frame-level ROC, micro AUC {auc.micro:.3f}")
+        roc = roc_data(labels, scores, title=f"Frame-level ROC, micro AUC {auc.micro:.4f}")
     sections = []
     for v in result.videos:
-        auc_text = "no labels" if auc is None else "single class" if v.auc is None else round(v.auc, 4)
+        auc_text = "no labels" if auc is None else "single class" if v.auc is None else f"{v.auc:.4f}"
         vf = [["frames", v.frames], ["scored", len(v.targets)], ["AUC", auc_text],
               ["mean fused PSNR", f"{float(np.mean(v.fused)):.2f} dB" if len(v.fused) else None]]
         if v.labels is not None:
