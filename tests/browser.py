@@ -34,14 +34,15 @@ def missing() -> str | None:
 
 
 @contextlib.contextmanager
-def chromium(width: int = 1440, height: int = 1000):
-    """A fresh headless Chromium (its own profile folder) as a Selenium driver."""
+def chromium(width: int = 1440, height: int = 1000, binary: str | None = None):
+    """A fresh headless Chromium (its own profile folder) as a Selenium driver; ``binary``: another program to start
+    as the browser (benchmarks/bench_ui.py starts it through ``nice``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     with tempfile.TemporaryDirectory(prefix="m2s2l-chromium-") as profile:
         options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
+        options.binary_location = binary or CHROMIUM
         for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(DRIVER), options=options)
