@@ -9,8 +9,9 @@ the summary's scored frames / loop seconds (``--json``: from the first frame to 
 - **with**: ``--ui 0`` and a headless Chromium (Debian's, through chromium-driver) already started and pointed at
   the view as soon as the watch prints its address, so the page is open — pictures every 250 ms, the stream every
   250 ms, charts redrawn — from before the first frame to the last. The browser runs on this same machine at the
-  watch's priority, so its own CPU use counts against the watch: the conservative setting;
-- **with, browser niced**: the same, the browser started through ``nice -n 19`` — what the watch pays for serving
+  watch's priority (not above it: see :func:`browser_program`), so its own CPU use counts against the watch: the
+  conservative setting;
+- **with, browser niced**: the same, the browser started 9 steps nicer than the watch — what the watch pays for serving
   the view when the browser's own rendering does not compete with it for the CPU (an operator's browser runs on
   another machine; the watch still serves every picture, stream message and chart point the page asks for).
 
@@ -74,12 +75,20 @@ def _children_cpu() -> float:
 ARMS = ("without", "with", "with_browser_niced")
 
 
-def niced_browser(folder: Path) -> str:
-    """A program that starts the system Chromium through ``nice -n 19`` (its renderer and GPU processes inherit)."""
+def browser_program(folder: Path, niced: bool) -> str:
+    """A program that starts the system Chromium at this process's niceness (the watch's), or 9 steps nicer
+    (``niced``), without the power to raise its own priority.
+
+    Started by root, Chromium does not stay where it was put: chromedriver starts it at nice 0 whatever its own
+    niceness, and Chromium then sets its browser and GPU threads to nice -8 (display priority). On the watch's own
+    machine it would outrank the watch, which no operator's browser does (it runs elsewhere, or as a user who cannot
+    raise priorities). So the program sets the niceness itself and drops CAP_SYS_NICE before starting Chromium."""
     import browser as chromium
 
-    path = folder / "chromium-niced"
-    path.write_text(f'#!/bin/sh\nexec nice -n 19 "{chromium.CHROMIUM}" "$@"\n')
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + (9 if niced else 0))
+    drop = "setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice " if os.geteuid() == 0 else ""
+    path = folder / ("chromium-niced" if niced else "chromium-plain")
+    path.write_text(f'#!/bin/sh\nexec nice -n $(({target} - $(nice))) {drop}"{chromium.CHROMIUM}" "$@"\n')
     path.chmod(0o755)
     return str(path)
 
@@ -102,7 +111,7 @@ def run_watch(stream: Path, work: Path, threads: int, arm: str) -> dict:
         subprocess.run(args, check=True, capture_output=True, text=True)
         cpu = _children_cpu() - cpu0
     else:
-        binary = niced_browser(work) if arm == "with_browser_niced" else None
+        binary = browser_program(work, niced=arm == "with_browser_niced")
         # The browser starts first: its start-up is not in the measured loop.
         with chromium.chromium(1440, 1000, binary=binary) as driver:
             cpu0 = _children_cpu()  # the browser's processes are the driver's children: only the watch counts here
