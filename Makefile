@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TRITON_VENV ?= .venv-triton
 TRITON_SPEC ?= nvidia-pytriton==0.7.0
 
-.PHONY: setup triton-env demo test profile bench lint clean
+.PHONY: setup triton-env ort-op demo test profile bench lint clean
 
 setup: $(VENV)/.installed
 	@echo "$(VENV) is ready: $(BIN)/m2s2l-edge --help"
@@ -39,6 +39,12 @@ $(TRITON_VENV)/.installed: pyproject.toml
 	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
+# The native ONNX Runtime SelectiveScan op (m2s2l_edge/ops/ort_library.py): ONNX Runtime's C++ headers (Debian's
+# libonnxruntime-dev, unpacked into the user's cache; the pip wheel has none), then the library, built with g++.
+ort-op: setup
+	bash plugins/fetch_ort_headers.sh
+	$(BIN)/m2s2l-edge plugin build --onnxruntime
+
 demo: setup
 	$(BIN)/m2s2l-edge demo
 
@@ -46,6 +52,8 @@ test: setup
 	@# In CI (CI=true) the real-server tests must run, so a failed build fails; elsewhere they skip with the reason.
 	$(MAKE) triton-env || { if [ -n "$$CI" ]; then exit 1; fi; \
 		echo "warning: the Triton environment could not be built; the Triton server tests skip"; }
+	$(MAKE) ort-op || { if [ -n "$$CI" ]; then exit 1; fi; \
+		echo "warning: the ONNX Runtime op library could not be built; its tests skip (plugin-flavour models use the Python op)"; }
 	$(BIN)/python -m pytest -q tests
 
 profile: setup

@@ -62,20 +62,34 @@ class EngineConfig:
 class PrecisionPlan:
     strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
     fp16_flag: bool  # BuilderFlag.FP16 (TensorRT 10 only)
-    precision: str  # "fp16" or "fp32": what the engine computes in
+    precision: str  # "fp16", "fp32", "int8" or "int8+fp16": what the engine computes in
+    int8_flag: bool = False  # BuilderFlag.INT8 (TensorRT 10, for an explicitly quantized, weakly typed network)
 
 
 def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> PrecisionPlan:
     """Network and builder flags for a TensorRT version (``trt.__version__``) and the precision the ONNX was exported
-    in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs)."""
+    in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs; an
+    ``--int8`` export is a Q/DQ graph, explicit quantization, whose Q/DQ pairs fix which layers run in int8)."""
     from m2s2l_edge.runtime.tensorrt_lib import parse_trt_version
 
     major, _ = parse_trt_version(trt_version)
     if major < 10:
         raise RuntimeError(f"TensorRT {trt_version} is too old: the SelectiveScan plugin is an IPluginV3, which "
                            "needs TensorRT >= 10.0 (JetPack >= 6.1)")
-    if onnx_precision not in ("fp32", "fp16"):
-        raise ValueError(f"the ONNX's precision is {onnx_precision!r}; expected fp32 or fp16")
+    if onnx_precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"the ONNX's precision is {onnx_precision!r}; expected fp32, fp16 or int8")
+    if onnx_precision == "int8":
+        # Explicit quantization: the Q/DQ pairs decide which layers run in int8; the rest follows the network's
+        # typing. TensorRT 11 is strongly typed only (the float layers stay FP32); TensorRT 10 builds it weakly typed
+        # with the INT8 flag, and with the FP16 flag the float layers may run in FP16 (the plugin keeps FP16 / FP32
+        # I/O).
+        if major >= 11:
+            if fp16:
+                raise ValueError(f"TensorRT {trt_version} has no FP16 builder flag (networks are strongly typed): "
+                                 "build the INT8 ONNX with --fp32 (its float layers stay FP32)")
+            return PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="int8")
+        return PrecisionPlan(strongly_typed=False, fp16_flag=fp16, precision="int8+fp16" if fp16 else "int8",
+                             int8_flag=True)
     if onnx_precision == "fp16":
         if not fp16:
             raise ValueError("the ONNX is FP16 (exported with --fp16), so its engine is FP16: drop --fp32, or "
@@ -245,6 +259,8 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if plan.int8_flag:
+        config.set_flag(trt.BuilderFlag.INT8)
     if profile is not None:
         opt_profile = builder.create_optimization_profile()
         opt_profile.set_shape(info.input_name, *profile)

@@ -1,10 +1,11 @@
 """Parity of an exported model with PyTorch, in ONNX Runtime on the CPU.
 
 Both flavours are checked the same way: the ONNX file runs in ONNX Runtime (the plugin flavour's SelectiveScan nodes
-as Python custom ops calling our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_scan``), an independent reference runs on
-the same clips, and the two outputs and the anomaly-score terms are compared. The reference (``reference_model``) is a
-float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan backend "torch"): never the
-C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that kernel cannot cancel out.
+in our native op library around our C++ CPU kernel, see ``m2s2l_edge.runtime.ort_session``), an independent
+reference runs on the same clips, and the two outputs and the anomaly-score terms are compared. The reference
+(``reference_model``) is a float64 copy of the PyTorch model on the CPU whose scans run the pure-PyTorch path (scan
+backend "torch"): never the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime, so a fault in that
+kernel cannot cancel out.
 
 - inputs: random clips uniform in [-1, 1], and a "real" clip: consecutive frames of a rendered surveillance video
   (``m2s2l_edge.data.synthetic.render_video``; a smooth moving pattern where that module is absent);
@@ -218,20 +219,21 @@ def check_parity(
     seed: int = 0,
     batches: tuple[int, ...] | None = None,
     tolerance: Tolerance | None = None,
+    scan_op: str = "auto",
 ) -> ParityReport:
     """Compare the ONNX model at ``onnx_path`` in ONNX Runtime with ``reference_model(model)`` (float64, scan "torch").
 
     ``batches`` defaults to the export's batch (1 and 3 for a dynamic one); ``tolerance`` to ``TOLERANCES`` for the
-    export's precision. The report says whether every quantity is within the bound; this function does not raise
-    on a failed comparison (``export_and_check`` does).
+    export's precision; ``scan_op`` which op computes a plugin-flavour model's SelectiveScan nodes
+    (``m2s2l_edge.runtime.ort_session``). The report says whether every quantity is within the bound; this function
+    does not raise on a failed comparison (``export_and_check`` does).
     """
     import torch
 
-    from m2s2l_edge.runtime.ort_scan import scan_backend
     from m2s2l_edge.runtime.ort_session import open_session
 
     # Opened as the runtime's ONNX Runtime backend opens it (one session code, m2s2l_edge.runtime.ort_session).
-    opened = open_session(onnx_path, threads=threads, python_scan=True)
+    opened = open_session(onnx_path, threads=threads, scan_op=scan_op)
     session, meta = opened.session, opened.meta
     (clip_input,) = session.get_inputs()
     output_names = [o.name for o in session.get_outputs()]
@@ -245,7 +247,8 @@ def check_parity(
         batches = (1, 3) if meta.batch == "dynamic" else (int(meta.batch),)
     cfg = model.cfg
     report = ParityReport(str(Path(onnx_path).name), meta.scan, meta.precision,
-                          scan_backend() if meta.scan == "plugin" else "onnx Scan", tol)
+                          opened.scan_path.removeprefix("SelectiveScan: ") if meta.scan == "plugin" else "onnx Scan",
+                          tol)
     from m2s2l_edge.scoring.model import model_scoring
 
     # The published score with the λ the export records: what a deployment's paper score fuses.

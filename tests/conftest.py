@@ -82,6 +82,14 @@ def exports(tmp_path_factory):
     return tiny_exports(tmp_path_factory, "fp32")
 
 
+@pytest.fixture(scope="session")
+def fp16_exports(tmp_path_factory):
+    """The same in FP16."""
+    from test_export import tiny_exports
+
+    return tiny_exports(tmp_path_factory, "fp16")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say where the browser tests left their screenshots (tests/browser.py), when they left any."""
     from browser import ARTIFACTS, TAKEN

@@ -394,13 +394,13 @@ def test_a_killed_evaluations_folder_is_removed_by_the_next_run(clip, weights, t
                         for m in ("onnx", "onnxruntime", "onnxruntime_extensions")),
                     reason="needs onnx, onnxruntime and onnxruntime-extensions (pip install 'm2s2l-edge[onnx]')")
 def test_eval_runs_the_default_plugin_export_on_the_cpu(clip, exports, tmp_path):
-    from m2s2l_edge.ops import cpu_kernel
+    from m2s2l_edge.ops import ort_library
+    from m2s2l_edge.runtime.ort_session import NATIVE_SCAN_PATH
 
     out = tmp_path / "ort"
     result = invoke("eval", "--data", clip, "--onnx", exports["plugin"], "--out", out, "--no-plots", "--threads", 1)
     assert result.exit_code == 0, result.output
-    expected = ("SelectiveScan: our CPU kernel via onnxruntime-extensions" if cpu_kernel.is_available()
-                else "SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions")
+    expected = NATIVE_SCAN_PATH if ort_library.is_available() else "SelectiveScan: our CPU kernel via onnxruntime-ext"
     assert expected in result.stdout
     data = json.loads((out / "results.json").read_text())
     assert data["backend"] == "onnxruntime" and data["selective_scan"].startswith(expected)

@@ -92,6 +92,7 @@ RANKS = {
     "m2s2l_edge.evaluation": 10,
     "m2s2l_edge.watch": 10,
     "m2s2l_edge.serve": 11,
+    "m2s2l_edge.formats": 11,  # bench --all: exports (export), runs (runtime) and scores (evaluation) every format
     "m2s2l_edge.ui": 11,  # the web view of a running watch: reads watch's LiveFeed, serves it (Starlette)
     "m2s2l_edge.cli": 12,
     "m2s2l_edge.__main__": 13,  # python -m m2s2l_edge: the CLI

@@ -121,14 +121,14 @@ def test_onnxruntime_backend_reads_the_metadata(exports):
 @needs_onnx
 def test_plugin_flavour_runs_by_default_on_our_cpu_kernel(exports):
     """The default export (plugin flavour) runs in ONNX Runtime with no extra option; the backend says which scan
-    ran, and refuses only when told not to use the custom op."""
-    from m2s2l_edge.ops import cpu_kernel
+    ran, and refuses only when told not to use a custom op."""
+    from m2s2l_edge.ops import ort_library
 
     with pytest.raises(RuntimeError, match="plugin-flavour export.*--scan portable"):
-        create_backend("onnxruntime", exports["plugin"], python_scan=False)
+        create_backend("onnxruntime", exports["plugin"], scan_op="none")
     plugin = create_backend("onnxruntime", exports["plugin"], threads=1)
     portable = create_backend("onnxruntime", exports["portable"], threads=1)
-    expected = "our CPU kernel" if cpu_kernel.is_available() else "pure-PyTorch scan"
+    expected = "native ONNX Runtime op" if ort_library.is_available() else "Python op"
     assert expected in plugin.metadata["selective_scan"]
     assert "standard ONNX ops" in portable.metadata["selective_scan"]
     clips = _clips(2)

@@ -78,6 +78,12 @@ def test_engine_config_accepts_a_range_and_serialises():
         ("11.1.0.5", True, "fp16", PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp16")),
         # TensorRT 11: always strongly typed, no FP16 flag.
         ("11.0", False, "fp32", PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="fp32")),
+        # An INT8 (Q/DQ) export: TensorRT 10 with the INT8 flag (and FP16 for the float layers), 11 strongly typed.
+        ("10.3.0", True, "int8", PrecisionPlan(strongly_typed=False, fp16_flag=True, precision="int8+fp16",
+                                               int8_flag=True)),
+        ("10.13.3", False, "int8", PrecisionPlan(strongly_typed=False, fp16_flag=False, precision="int8",
+                                                 int8_flag=True)),
+        ("11.1.0", False, "int8", PrecisionPlan(strongly_typed=True, fp16_flag=False, precision="int8")),
     ],
 )
 def test_precision_plan_per_tensorrt_version(version, fp16, onnx_precision, plan):
@@ -93,8 +99,10 @@ def test_precision_plan_errors():
         plan_precision("8.6.1.6", fp16=True, onnx_precision="fp32")
     with pytest.raises(ValueError, match="cannot read a TensorRT version"):
         plan_precision("ten", fp16=True, onnx_precision="fp32")
-    with pytest.raises(ValueError, match="expected fp32 or fp16"):
-        plan_precision("10.3.0", fp16=True, onnx_precision="int8")
+    with pytest.raises(ValueError, match="expected fp32, fp16 or int8"):
+        plan_precision("10.3.0", fp16=True, onnx_precision="int4")
+    with pytest.raises(ValueError, match="build the INT8 ONNX with --fp32"):
+        plan_precision("11.1.0", fp16=True, onnx_precision="int8")
 
 
 def test_parse_trt_version():
@@ -500,3 +508,28 @@ def test_build_run_and_bench_tiny_engine(tmp_path, plugin_onnx):
     from m2s2l_edge.efficiency.benchmarking import format_summary
 
     print(format_summary(result))
+
+
+@pytest.mark.tensorrt
+def test_build_and_run_an_int8_qdq_engine(tmp_path, plugin_onnx, write_frames):
+    """`build --onnx int8.onnx`: TensorRT parses our Q/DQ graph (explicit quantization, SelectiveScan plugin in
+    FP32) and the engine's predictions stay close to the INT8 graph's in ONNX Runtime."""
+    plugin = _trt_ready()
+    from m2s2l_edge.export.onnx_export import ExportConfig, load_source_model
+    from m2s2l_edge.export.quantize import calibration_clips, export_int8
+    from m2s2l_edge.runtime import create_backend
+
+    model, source = load_source_model(preset="tiny", seed=0)
+    footage = write_frames(tmp_path / "normal", 16, ext=".png", h=64, w=64)
+    calibration = calibration_clips(footage, model.cfg.clip_len, model.cfg.image_size, count=8)
+    onnx_path, _, _ = export_int8(model, tmp_path / "int8.onnx", ExportConfig(scan="plugin"), calibration,
+                                  source=source, check=False)
+    engine = tmp_path / "int8.engine"
+    meta = build_engine(onnx_path, engine, EngineConfig(fp16=False, min_batch=1, opt_batch=1, max_batch=1,
+                                                        plugin=plugin))
+    assert meta["engine"]["precision"] in ("int8", "int8+fp16")
+    clips = calibration.clips[:1, :-1]
+    want = create_backend("onnxruntime", onnx_path).run(clips)
+    got = trtb.TensorRTBackend(engine).run(clips)
+    for name in want:
+        assert np.abs(got[name] - want[name]).max() < 5e-2, name

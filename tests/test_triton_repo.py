@@ -77,14 +77,28 @@ def test_portable_repo_configs_follow_the_schema_and_the_metadata(exports, tmp_p
     assert not (repo / tr.TENSORRT_MODEL).exists()
 
 
-def test_plugin_flavour_gets_no_onnxruntime_model_but_a_python_one(exports, tmp_path):
+def test_plugin_flavour_is_served_by_the_onnxruntime_backend_with_our_op_library(exports, tmp_path):
+    """Triton's onnxruntime backend loads a plugin-flavour ONNX with our native op library (model_operations), which
+    is copied into the repository; the config parses with Triton's own ModelConfig message."""
+    from m2s2l_edge.ops import ort_library
+
+    if not ort_library.is_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must build the native ONNX Runtime op: {ort_library.unavailable_reason()}")
+        pytest.skip(ort_library.unavailable_reason())
     repo = tmp_path / "repo"
     code, _, err = invoke("serve", "triton-repo", "--onnx", exports["plugin"], "--out", repo)
     assert code == 0, err
-    assert not (repo / tr.ONNX_MODEL).exists()
+    ort = parse_config(repo / tr.ONNX_MODEL / "config.pbtxt")
+    library = repo.resolve() / tr.PLUGIN_DIR / tr.ORT_OP_LIBRARY
+    assert ort.backend == "onnxruntime" and list(ort.model_operations.op_library_filename) == [str(library)]
+    assert library.read_bytes() == ort_library.library().read_bytes()
+    assert ort.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     py = parse_config(repo / tr.PYTHON_MODEL / "config.pbtxt")
-    assert py.parameters["m2s2l.python_scan"].string_value == "1"
     assert py.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    code, _, err = invoke("serve", "triton-repo", "--onnx", exports["plugin"], "--out", tmp_path / "gpu", "--device",
+                          "cuda")
+    assert code == 1 and "plugin-flavour ONNX runs its SelectiveScan nodes in our CPU op" in err, err
 
 
 def _engine_beside(onnx_path, tmp_path, *, profile=(1, 4, 16), plugin_required=True, recorded=None, config=None):

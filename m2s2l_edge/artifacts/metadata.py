@@ -55,7 +55,7 @@ class ExportMetadata:
 
     config: dict
     scan: str  # "plugin" | "portable" (exports); "torch" for the PyTorch backend
-    precision: str  # "fp32" | "fp16"
+    precision: str  # "fp32" | "fp16" | "int8" (a Q/DQ graph: export --int8)
     batch: int | str
     lam: float
     lambda_source: str
@@ -66,6 +66,8 @@ class ExportMetadata:
     weights: str = ""  # where the weights came from: "checkpoint <name> (epoch N)" or "preset <name>, seed N"
     weights_sha256: str = ""  # artifacts.checkpoint.weights_digest of the source weights ("" in older exports)
     normal_change: float | None = None  # median frame change of the training footage (the score's motion term)
+    # INT8 only: how it was quantized and calibrated (method, nodes kept in floating point, the footage's SHA-256)
+    quantization: dict | None = None
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     normalization: str = NORMALIZATION

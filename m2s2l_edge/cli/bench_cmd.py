@@ -9,6 +9,7 @@ The model option picks the backend (``options.model_source``); every backend is 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,8 @@ from m2s2l_edge.cli.options import (
     Plugin,
     Preset,
     Seed,
+    ServedModel,
+    Server,
     Threads,
     Warmup,
     Weights,
@@ -57,11 +60,34 @@ def bench(
     fp16: Fp16 = False,
     threads: Threads = None,
     device: Device = None,
+    all_formats: Annotated[bool, typer.Option(
+        "--all", help="Every format of --weights / --preset in one table: PyTorch (eager, inference), ONNX Runtime "
+        "(portable, plugin, INT8), TensorRT FP16 / INT8 and Triton where present, timed interleaved.")] = False,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="--all: labelled footage to score with every format (frame AUC); its training split "
+        "calibrates INT8 when --calibration-data is not given.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="--all: the frame labels of --data.")] = None,
+    calibration_data: Annotated[Path | None, typer.Option(
+        "--calibration-data", help="--all: normal footage that calibrates the INT8 format.")] = None,
+    server: Server = None,
+    model: ServedModel = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="--all: the table as Markdown to a file.")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Benchmark inference latency (mean / median / p90 / p99) and throughput, trtexec style."""
     err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
+    if all_formats:
+        _bench_all(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, plugin=plugin, batch=batch,
+                   warmup=warmup, iterations=iterations, fp16=fp16, threads=threads, device=device, data=data,
+                   labels=labels, calibration_data=calibration_data, server=server, model=model,
+                   markdown=markdown, json_out=json_out)
+        return
     with user_errors():
+        only_all = [flag for flag, value in (("--data", data), ("--labels", labels),
+                                             ("--calibration-data", calibration_data), ("--server", server),
+                                             ("--model", model), ("--markdown", markdown)) if value is not None]
+        if only_all:
+            raise ValueError(f"{', '.join(only_all)} go(es) with --all")
         check_json_target(json_out)
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed)
         if source.kind == "tensorrt":
@@ -103,3 +129,38 @@ def _bench_engine(engine, plugin, cuda_graph: bool, threads, fp16: bool, batch, 
     result = bench_engine(engine, plugin=plugin, device=device_syntax(device, default="cuda"), batch=batch,
                           warmup=warmup, iterations=iterations, cuda_graph=cuda_graph)
     return result, [format_summary(result, title="TensorRT engine")]
+
+
+def _bench_all(*, weights, onnx, engine, preset, seed, plugin, batch, warmup, iterations, fp16, threads, device, data,
+               labels, calibration_data, server, model, markdown, json_out) -> None:
+    """`bench --all`: every format of one model in one table (``m2s2l_edge.formats``)."""
+    from m2s2l_edge.cli.options import check_output_file
+    from m2s2l_edge.io import atomic_write_text
+
+    err = json_to_stdout(json_out)
+    with user_errors():
+        if onnx is not None or engine is not None:
+            raise ValueError("--all exports every format itself: give --weights CHECKPOINT or --preset NAME")
+        if fp16:
+            raise ValueError("--all times each format in its own precision; --fp16 does not apply")
+        for flag, path in (("--data", data), ("--labels", labels), ("--calibration-data", calibration_data)):
+            if path is not None and not path.exists():
+                raise FileNotFoundError(f"{flag} {path} does not exist")
+        check_json_target(json_out)
+        if markdown is not None:
+            check_output_file(markdown, overwrite=True, flag="--markdown")
+        from m2s2l_edge.formats import CompareConfig, compare_formats, format_table, to_markdown
+
+        cfg = CompareConfig(
+            weights=str(weights) if weights else None, preset=preset, seed=seed, batch=batch or 1, threads=threads,
+            warmup=warmup, iterations=iterations, device=device or "cpu",
+            calibration_data=str(calibration_data) if calibration_data else None,
+            data=str(data) if data else None, labels=str(labels) if labels else None, server=server,
+            served_model=model, plugin=str(plugin) if plugin else None,
+        )
+        result = compare_formats(cfg, progress=lambda message: typer.echo(f"... {message}", err=True))
+        typer.echo(format_table(result), err=err)
+        if markdown is not None:
+            atomic_write_text(markdown, to_markdown(result))
+            typer.echo(f"wrote {markdown}", err=True)
+        emit_json(result, json_out)

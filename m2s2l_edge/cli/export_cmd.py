@@ -100,6 +100,12 @@ def export(
     lambda_: Annotated[float | None, typer.Option(
         "--lambda", help="Score weight λ of the frame PSNR (default: the paper's for --dataset, else 0.5).")] = None,
     threads: Threads = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="INT8 by explicit quantization: convolutions and linear layers in int8 (Q/DQ), the selective "
+        "scans and their inputs in floating point, calibrated on --calibration-data.")] = False,
+    calibration_data: Annotated[Path | None, typer.Option(
+        "--calibration-data", help="Normal footage that calibrates --int8: a video, a frames folder, a folder of "
+        "videos or a data set root (its training split).")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Export M²S²L to ONNX, with its metadata, and check it against PyTorch in ONNX Runtime."""
@@ -126,6 +132,16 @@ def export(
             raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
         if plugin is not None and output_format != "engine":
             raise ValueError("--plugin goes with --format engine")
+        if int8 and calibration_data is None:
+            raise ValueError("--int8 needs --calibration-data FOOTAGE: normal footage of the scene the model watches")
+        if calibration_data is not None and not int8:
+            raise ValueError("--calibration-data goes with --int8")
+        if int8 and fp16:
+            raise ValueError("--int8 quantizes an FP32 export: drop --fp16")
+        if int8 and output_format != "onnx":
+            raise ValueError("--int8 writes an ONNX; build its engine with `m2s2l-edge build --onnx INT8.onnx`")
+        if calibration_data is not None and not calibration_data.exists():
+            raise FileNotFoundError(f"--calibration-data {calibration_data} does not exist")
         engine_out = None
         if output_format == "engine" and out is not None:
             engine_out = _engine_path(out)
@@ -142,16 +158,24 @@ def export(
                 _check_outputs(engine_out.with_suffix(".onnx"), engine_out, overwrite)
             out = engine_out.with_suffix(".onnx")
         elif out is None:
-            out = default_output(model.cfg.name, config.scan, config.precision, batch, dynamic)
+            out = default_output(model.cfg.name, config.scan, "int8" if int8 else config.precision, batch, dynamic)
             _check_outputs(out, None, overwrite)
         target.append(out)
         from m2s2l_edge.artifacts.metadata import sidecar_path
 
         check_distinct_paths({"--out": out, "metadata": sidecar_path(out), "--json": json_out, "engine": engine_out},
-                             {"--weights": weights})
+                             {"--weights": weights, "--calibration-data": calibration_data})
+        comparison = None
         try:
-            path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
-                                            check=check, threads=threads)
+            if int8:
+                from m2s2l_edge.export.quantize import calibration_clips, export_int8
+
+                calibration = calibration_clips(calibration_data, model.cfg.clip_len, model.cfg.image_size)
+                path, report, comparison = export_int8(model, out, config, calibration, source=source,
+                                                       dataset=dataset, lam=lambda_, check=check, threads=threads)
+            else:
+                path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
+                                                check=check, threads=threads)
         except ParityError as e:
             _print_report(e.report)
             emit_json({"passed": False, **e.report.as_dict(), "written": None}, json_out)
@@ -159,8 +183,14 @@ def export(
     if report is not None:
         _print_report(report, stderr=err)
     size_mb = path.stat().st_size / 1e6
-    typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, {config.precision}, "
-               f"batch {config.batch_label}, opset {config.opset}", err=err)
+    typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, "
+               f"{'int8 (Q/DQ)' if int8 else config.precision}, batch {config.batch_label}, opset {config.opset}",
+               err=err)
+    if comparison is not None:
+        agree, score = comparison["frame_pred_psnr_vs_fp32_db"], comparison["score_change_db"]
+        typer.echo(f"INT8 against FP32 on {comparison['clips']} calibration clips: frame_pred {agree['mean']:.1f} dB "
+                   f"(lowest {agree['min']:.1f}); fused score moved {score['mean']:.3f} dB on average, "
+                   f"{score['max']:.3f} at most. Calibrate `watch` anew for this model: its scores differ.", err=err)
     if engine_cfg is not None:
         from m2s2l_edge.export.engine import build_engine
 
@@ -170,7 +200,8 @@ def export(
                    f"{engine_out.name}.json", err=err)
     if report is not None:
         with user_errors():
-            emit_json({"passed": report.passed, **report.as_dict(), "written": str(path)}, json_out)
+            emit_json({"passed": report.passed, **report.as_dict(), "written": str(path),
+                       **({"int8_vs_fp32": comparison} if comparison is not None else {})}, json_out)
 
 
 def _engine_path(out: Path) -> Path:

@@ -1,4 +1,5 @@
-"""`m2s2l-edge plugin build`: configure and build plugins/ (CUDA kernels + TensorRT plugin libraries) with CMake."""
+"""`m2s2l-edge plugin build`: configure and build plugins/ (CUDA kernels + TensorRT plugin libraries) with CMake;
+`--onnxruntime` builds the ONNX Runtime SelectiveScan op library instead (``m2s2l_edge.ops.ort_library``)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ def find_nvcc(env: dict | None = None) -> tuple[Path, bool]:
                        "(JetPack: sudo apt install nvidia-jetpack) and add its bin/ folder to PATH")
 
 
+def _build_ort_library() -> None:
+    from m2s2l_edge.ops import ort_library
+    from m2s2l_edge.ops.cpu_kernel import KernelBuildError
+
+    with user_errors():
+        try:
+            path = ort_library.build(force=True)
+            ort_library.check_library(path)
+        except KernelBuildError as e:
+            if e.log:
+                typer.echo(e.log, err=True)
+            raise RuntimeError(str(e)) from None
+    typer.echo(f"built {path}")
+    typer.echo(f"register with SessionOptions.register_custom_ops_library({str(path)!r}); C++: "
+               "Ort::SessionOptions::RegisterCustomOpsLibrary; Triton: model_operations { op_library_filename }")
+
+
 def cmake_commands(
     source: Path,
     build_dir: Path,
@@ -85,8 +103,14 @@ def build(
         "--static/--no-static", help="Also build libm2s2l_plugins_static.so (links libnvinfer).")] = True,
     build_dir: Annotated[Path | None, typer.Option("--out", help="Build folder (default: plugins/build).")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel compile jobs.")] = None,
+    onnxruntime: Annotated[bool, typer.Option(
+        "--onnxruntime", help="Build the ONNX Runtime SelectiveScan op library only (g++ and ONNX Runtime's headers: "
+        "bash plugins/fetch_ort_headers.sh).")] = False,
 ) -> None:
     """Configure and build plugins/ with CMake; prints where the libraries are."""
+    if onnxruntime:
+        _build_ort_library()
+        return
     with user_errors():
         cmake = shutil.which("cmake")
         if cmake is None:

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +79,15 @@ class KernelBuildError(RuntimeError):
 # Build and load
 
 
+def cache_root() -> Path:
+    """The root of m2s2l-edge's build cache: ``$M2S2L_CACHE_DIR`` or ``~/.cache/m2s2l_edge``."""
+    root = os.environ.get("M2S2L_CACHE_DIR") or str(Path.home() / ".cache" / "m2s2l_edge")
+    return Path(root).expanduser()
+
+
 def cache_dir() -> Path:
     """Where built libraries are kept: ``$M2S2L_CACHE_DIR/scan_cpu`` or ``~/.cache/m2s2l_edge/scan_cpu``."""
-    root = os.environ.get("M2S2L_CACHE_DIR") or str(Path.home() / ".cache" / "m2s2l_edge")
-    return Path(root).expanduser() / "scan_cpu"
+    return cache_root() / "scan_cpu"
 
 
 def find_compiler() -> str:
@@ -116,16 +121,21 @@ def library_path(compiler: str | None = None) -> Path:
     compiler = compiler or find_compiler()
     if not _SOURCE.is_file():
         raise KernelBuildError(f"{_SOURCE} is missing from the installed package: reinstall m2s2l-edge")
+    return cache_dir() / f"scan_cpu-{build_hash(compiler, [_SOURCE.read_bytes(), ' '.join(_CXX_FLAGS).encode()])}.so"
+
+
+def build_hash(compiler: str, parts: list[bytes]) -> str:
+    """A short hash of ``parts`` (sources, flags, ...), the compiler and its version, and the CPU: the cache key."""
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise KernelBuildError(f"cannot run the C++ compiler {compiler}: {e}") from e
     h = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), compiler.encode(), version.encode(), " ".join(_CXX_FLAGS).encode()):
+    for part in (*parts, compiler.encode(), version.encode()):
         h.update(part)
         h.update(b"\0")
     h.update(_cpu_identity().encode())
-    return cache_dir() / f"scan_cpu-{h.hexdigest()[:16]}.so"
+    return h.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -145,10 +155,12 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _compile(compiler: str, output: Path, extra_flags: tuple[str, ...] = ()) -> None:
-    """Run the compiler on the source; raises KernelBuildError with its log. ``extra_flags`` is for tests."""
-    cmd = [compiler, *_CXX_FLAGS, *extra_flags, str(_SOURCE), "-o", str(output)]
-    logger.info("building the CPU selective-scan kernel (once per machine): %s", " ".join(cmd))
+def compile_library(compiler: str, sources: list[Path], output: Path, flags: tuple[str, ...], build_command: str,
+                    what: str = "the CPU selective-scan kernel") -> None:
+    """Run ``compiler`` on ``sources`` into the shared library ``output``; raises KernelBuildError with its log (the
+    message names the first error line and ``build_command``, which prints the full log)."""
+    cmd = [compiler, *flags, *map(str, sources), "-o", str(output)]
+    logger.info("building %s (once per machine): %s", what, " ".join(cmd))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as e:
@@ -157,16 +169,20 @@ def _compile(compiler: str, output: Path, extra_flags: tuple[str, ...] = ()) -> 
         log = proc.stderr + proc.stdout
         first_error = next((ln for ln in log.splitlines() if "error" in ln), log.strip()[:200])
         raise KernelBuildError(
-            f"compiling {_SOURCE.name} failed ({Path(compiler).name} exit {proc.returncode}: {first_error.strip()})"
-            f"; run `{BUILD_COMMAND}` for the full log",
+            f"compiling {sources[0].name} failed ({Path(compiler).name} exit {proc.returncode}: {first_error.strip()})"
+            f"; run `{build_command}` for the full log",
             log,
         )
 
 
-def build(force: bool = False) -> Path:
-    """Compile the library unless an up-to-date one is cached; returns its path. Raises KernelBuildError."""
-    compiler = find_compiler()
-    target = library_path(compiler)
+def _compile(compiler: str, output: Path, extra_flags: tuple[str, ...] = ()) -> None:
+    """Run the compiler on the source; raises KernelBuildError with its log. ``extra_flags`` is for tests."""
+    compile_library(compiler, [_SOURCE], output, (*_CXX_FLAGS, *extra_flags), BUILD_COMMAND)
+
+
+def build_cached(target: Path, compile_to: Callable[[Path], None], force: bool = False) -> Path:
+    """``target`` unless missing (or ``force``): then ``compile_to(tmp)`` builds it, under a file lock, into a unique
+    temporary renamed onto ``target``, so a reader never sees a half-written library. Raises KernelBuildError."""
     if target.exists() and not force:
         return target
     try:
@@ -178,16 +194,21 @@ def build(force: bool = False) -> Path:
     with _file_lock(target.parent / (target.name + ".lock")):
         if target.exists() and not force:  # another process built it while we waited
             return target
-        # Compile to a unique name and rename: a reader never sees a half-written library.
         fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            _compile(compiler, tmp)
+            compile_to(tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     return target
+
+
+def build(force: bool = False) -> Path:
+    """Compile the library unless an up-to-date one is cached; returns its path. Raises KernelBuildError."""
+    compiler = find_compiler()
+    return build_cached(library_path(compiler), lambda tmp: _compile(compiler, tmp), force)
 
 
 _PTR = ctypes.c_void_p

@@ -29,8 +29,8 @@ def create_backend(
       ``preset`` (also checked against the checkpoint's), ``seed``, ``precision`` ("fp32" | "fp16", CUDA only),
       ``scan_backend``, ``dataset``, ``lam``.
     - ``onnxruntime``: ``path`` is an exported ONNX; ``device`` "cpu" or "cuda[:N]" (needs onnxruntime-gpu);
-      options: ``python_scan`` (None: a plugin-flavour model's SelectiveScan nodes run through onnxruntime-extensions
-      on our CPU kernel; False refuses such a model),
+      options: ``scan_op`` ("auto": a plugin-flavour model's SelectiveScan nodes run in our native op library,
+      the Python op where it cannot be built, with a warning; "native", "python", or "none" to refuse such a model),
       ``optimization`` ("all" | "extended" | "basic" | "disabled").
     - ``tensorrt``: ``path`` is a serialized engine (``m2s2l_edge.runtime.tensorrt_backend``); options go to it.
     - ``triton``: ``path`` is the server URL (``grpc://HOST:8001`` or ``http://HOST:8000``); options: ``model`` (its

@@ -1,9 +1,8 @@
 """ONNX Runtime backend: an exported model (its metadata read from the file), on the CPU or through the CUDA EP.
 
 The portable flavour runs on any ONNX Runtime build. A plugin-flavour model (the default export) has SelectiveScan
-nodes, which ONNX Runtime has no kernel for (in deployment they run in the TensorRT plugin): here they run as custom
-ops through onnxruntime-extensions (``m2s2l_edge.runtime.ort_scan``) that call our C++ CPU scan kernel (the pure-PyTorch
-scan where the kernel cannot be built). ``scan_path`` says which ran, for the commands' summaries.
+nodes, which run in our native ONNX Runtime op library (our C++ CPU kernel; ``scan_op`` picks it or the Python op,
+see ``m2s2l_edge.runtime.ort_session``). ``scan_path`` says which ran, for the commands' summaries.
 The session itself is opened by ``m2s2l_edge.runtime.ort_session``, shared with the export's parity check.
 """
 
@@ -33,10 +32,10 @@ class OnnxRuntimeBackend:
         *,
         device: str = "cpu",
         threads: int | None = None,
-        python_scan: bool | None = None,
+        scan_op: str = "auto",
         optimization: str = "all",
     ) -> None:
-        opened = open_session(path, device=device, threads=threads, python_scan=python_scan,
+        opened = open_session(path, device=device, threads=threads, scan_op=scan_op,
                               optimization=optimization)
         self.path, self.session, self.meta, self.providers = opened.path, opened.session, opened.meta, opened.providers
         self.scan_path = opened.scan_path

@@ -1,10 +1,10 @@
-"""Run plugin-flavour ONNX models in ONNX Runtime on the CPU: the SelectiveScan node through a Python custom op.
+"""The fallback for plugin-flavour ONNX models in ONNX Runtime: the SelectiveScan node through a Python custom op.
 
-ONNX Runtime has no SelectiveScan kernel (in deployment the node runs in our TensorRT plugin). For the export's parity
-check and the ONNX Runtime backend (both open their session through ``ort_session``), the
-node is executed by onnxruntime-extensions' Python custom ops, which call our own scan (``m2s2l_edge.ops.
-selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second implementation of the
-recurrence exists here.
+The default is our native op library (``m2s2l_edge.ops.ort_library``); this Python op runs where that library cannot
+be built (no ONNX Runtime headers, no compiler), chosen by ``ort_session`` with a warning, or asked for explicitly
+(``scan_op="python"``). The node is executed by onnxruntime-extensions' Python custom ops, which call our own scan
+(``m2s2l_edge.ops.selective_scan``, backend "cpu" — the C++ kernel — when it builds, else "torch"): no second
+implementation of the recurrence exists here.
 
 onnxruntime-extensions only dispatches Python ops registered in its own domain ``ai.onnx.contrib``, and its Python
 bridge has no float16 type. So ``python_scan_model`` rewrites a *copy* of the model in memory, never the exported

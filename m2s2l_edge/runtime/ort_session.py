@@ -2,14 +2,20 @@
 
 Shared by the ONNX Runtime backend (``m2s2l_edge.runtime.onnxruntime_backend``) and the export's parity check
 (``m2s2l_edge.export.parity``), which must open a model exactly as deployment does.
-A plugin-flavour model's SelectiveScan nodes have no ONNX Runtime kernel (in deployment they run in the TensorRT
-plugin). Here they run as custom ops through onnxruntime-extensions (``ort_scan``) that call our C++ CPU scan kernel
-(the pure-PyTorch scan where the kernel cannot be built); ``OrtModel.scan_path`` says which, for the summaries.
-``python_scan=False`` refuses such a model instead.
+A plugin-flavour model's SelectiveScan nodes are no standard ONNX op. Here they run in our native ONNX Runtime op
+library (``m2s2l_edge.ops.ort_library``: ONNX Runtime's custom-op API around our C++ CPU kernel, registered with
+``SessionOptions.register_custom_ops_library``, the way any C++ or Triton host loads it). ``scan_op`` picks the op:
+
+- ``"auto"`` (default): the native op; where it cannot be built (no ONNX Runtime headers, no compiler) the Python op
+  (``ort_scan``: onnxruntime-extensions calling the same kernel from Python, about twice as slow end to end at the
+  ``small`` preset), with a warning that names the reason and the fix; ``OrtModel.scan_path`` says which ran;
+- ``"native"``: the native op or an error; ``"python"``: the Python op or an error;
+- ``"none"``: refuse a plugin-flavour model.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -50,15 +56,42 @@ class OrtModel:
     scan_path: str = "SelectiveScan: standard ONNX ops (portable export)"
 
 
+SCAN_OPS = ("auto", "native", "python", "none")
+NATIVE_SCAN_PATH = "SelectiveScan: our native ONNX Runtime op (C++ CPU kernel)"
+
+
 def custom_op_scan_path() -> str:
-    """What the SelectiveScan custom op runs (the choice ``ort_scan.scan_backend`` makes): our C++ kernel, or the
+    """What the Python SelectiveScan op runs (the choice ``ort_scan.scan_backend`` makes): our C++ kernel, or the
     pure-PyTorch scan where the kernel cannot be built."""
     from m2s2l_edge.ops import cpu_kernel
 
     if cpu_kernel.is_available():
-        return "SelectiveScan: our CPU kernel via onnxruntime-extensions"
-    return (f"SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions (our CPU kernel is unavailable: "
-            f"{cpu_kernel.unavailable_reason()})")
+        return "SelectiveScan: our CPU kernel via onnxruntime-extensions (Python op)"
+    return (f"SelectiveScan: the pure-PyTorch scan via onnxruntime-extensions (Python op; our CPU kernel is "
+            f"unavailable: {cpu_kernel.unavailable_reason()})")
+
+
+def resolve_scan_op(scan_op: str) -> str:
+    """"native" or "python" for ``scan_op`` (see the module docstring); the auto fallback warns once per process."""
+    from m2s2l_edge.ops import ort_library
+
+    if scan_op == "python":
+        return "python"
+    if scan_op == "native":
+        ort_library.library()  # raises, naming why and the fix
+        return "native"
+    if scan_op != "auto":
+        raise ValueError(f"unknown scan op {scan_op!r}; valid: auto, native, python")
+    if ort_library.is_available():
+        return "native"
+    _warn_python_fallback(ort_library.unavailable_reason())
+    return "python"
+
+
+@functools.cache
+def _warn_python_fallback(reason: str) -> None:
+    logger.warning("the native SelectiveScan op for ONNX Runtime is unavailable (%s); running the slower Python op "
+                   "through onnxruntime-extensions instead", reason)
 
 
 def open_session(
@@ -66,14 +99,14 @@ def open_session(
     *,
     device: str = "cpu",
     threads: int | None = None,
-    python_scan: bool | None = None,
+    scan_op: str = "auto",
     optimization: str = "all",
 ) -> OrtModel:
     """Open the exported ONNX model at ``path`` (its metadata read from the file) in ONNX Runtime.
 
     Raises FileNotFoundError for a missing file, ValueError for a bad option or a file without m2s2l-edge metadata,
     ImportError when onnxruntime is missing, RuntimeError when ONNX Runtime cannot load the model (or a plugin-flavour
-    model without ``python_scan``).
+    model with ``scan_op="none"``, or the op ``scan_op`` names is unavailable).
     """
     try:
         import onnxruntime as ort
@@ -83,6 +116,8 @@ def open_session(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
+    if scan_op not in SCAN_OPS:
+        raise ValueError(f"unknown scan op {scan_op!r}; valid: {', '.join(SCAN_OPS)}")
     if optimization not in OPTIMIZATION_LEVELS:
         raise ValueError(f"unknown optimization level {optimization!r}; valid: {', '.join(OPTIMIZATION_LEVELS)}")
     if threads is not None and threads < 1:
@@ -102,18 +137,24 @@ def open_session(
     model: str | bytes = str(path)
     scan_path = OrtModel.scan_path
     if meta.scan == "plugin":
-        if python_scan is False:
+        if scan_op == "none":
             raise RuntimeError(
-                f"{path} is a plugin-flavour export: its SelectiveScan nodes need the TensorRT plugin or our CPU "
-                "kernel through onnxruntime-extensions (python_scan); or export with --scan portable"
+                f"{path} is a plugin-flavour export: its SelectiveScan nodes need our op library (native or Python) or "
+                "the TensorRT plugin; or export with --scan portable"
             )
-        import onnx
+        if resolve_scan_op(scan_op) == "native":
+            from m2s2l_edge.ops import ort_library
 
-        from m2s2l_edge.runtime.ort_scan import python_scan_model, register_python_scan_ops
+            options.register_custom_ops_library(str(ort_library.library()))
+            scan_path = NATIVE_SCAN_PATH
+        else:
+            import onnx
 
-        options.register_custom_ops_library(register_python_scan_ops())
-        model = python_scan_model(onnx.load(str(path))).SerializeToString()
-        scan_path = custom_op_scan_path()
+            from m2s2l_edge.runtime.ort_scan import python_scan_model, register_python_scan_ops
+
+            options.register_custom_ops_library(register_python_scan_ops())
+            model = python_scan_model(onnx.load(str(path))).SerializeToString()
+            scan_path = custom_op_scan_path()
     providers = providers_for(device)
     try:
         session = ort.InferenceSession(model, options, providers=providers)

@@ -2,7 +2,8 @@
 
 It runs inside Triton's Python backend stub, whose interpreter must see ``m2s2l_edge`` (installed without its heavy
 dependencies is enough: ``pip install --no-deps m2s2l-edge`` plus ``onnx`` and ``onnxruntime``; a plugin-flavour ONNX
-also needs torch and onnxruntime-extensions for its SelectiveScan nodes). The model is the same
+also needs our native op library for its SelectiveScan nodes, built on first use with g++ and ONNX Runtime's headers,
+see ``m2s2l_edge.ops.ort_library``). The model is the same
 ``OnnxRuntimeBackend`` that ``m2s2l-edge eval --onnx`` uses, so served and local scores come from one code path.
 
 Dynamic batching hands ``execute`` several requests at once: their clips are concatenated into one batch, run in one
@@ -28,8 +29,7 @@ class TritonPythonModel:
         params = _parameters(config)
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         threads = int(params.get("m2s2l.threads") or 0) or None
-        self.backend = OnnxRuntimeBackend(path, device="cpu", threads=threads,
-                                          python_scan=params.get("m2s2l.python_scan") == "1")
+        self.backend = OnnxRuntimeBackend(path, device="cpu", threads=threads)
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
 

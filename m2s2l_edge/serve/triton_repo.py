@@ -3,11 +3,14 @@
 Layout written (model names are fixed, so a client's ``--model`` is the same on every server)::
 
     REPO/
-      m2s2l_onnx/      config.pbtxt, 1/model.onnx    backend onnxruntime (portable flavour; CPU or GPU)
+      m2s2l_onnx/      config.pbtxt, 1/model.onnx    backend onnxruntime (portable: CPU or GPU; plugin flavour: CPU,
+                                                     its SelectiveScan nodes in our native op library)
       m2s2l_python/    config.pbtxt, 1/model.py, 1/model.onnx
                                                      backend python: our OnnxRuntimeBackend inside Triton
       m2s2l_tensorrt/  config.pbtxt, 1/model.plan    platform tensorrt_plan (with --engine)
       plugins/libm2s2l_plugins.so                    the engine's SelectiveScan plugin (with --engine)
+      plugins/libm2s2l_ort_ops.so                    the ONNX Runtime SelectiveScan op (plugin-flavour ONNX), named
+                                                     by absolute path in m2s2l_onnx's model_operations
       m2s2l_metadata.json                            the export's metadata (+ calibration), for people
       tritonserver.sh                                the exact server command line
 
@@ -18,6 +21,12 @@ the server: λ, clip length, resolution and normalisation travel with the model,
 The served model is stateless: one request is one or more complete (T, 3, H, W) clips. Each camera's sliding window
 of its last T frames stays on the client (``watch`` keeps it per camera), so any server instance can take any
 request, dynamic batching can mix cameras freely, and a server restart loses no camera state.
+
+A plugin-flavour ONNX is served by Triton's onnxruntime backend like any other: its config names our op library in
+``model_operations { op_library_filename }``, which that backend registers with each session (as any ONNX Runtime
+host does, ``m2s2l_edge.ops.ort_library``). The library is compiled for the CPU of the machine that writes the
+repository (``-march=native``), and the path is absolute: write the repository on the serving machine, or rewrite
+that one line after moving it. The op runs on the CPU, so that model gets a CPU instance group.
 
 The config text is written here directly (no protobuf needed at write time); the tests parse every generated file
 with the ``ModelConfig`` message that tritonclient ships, so a misspelt field or a wrong type fails there.
@@ -41,6 +50,7 @@ TENSORRT_MODEL = "m2s2l_tensorrt"
 METADATA_FILE = "m2s2l_metadata.json"
 SERVER_SCRIPT = "tritonserver.sh"
 PLUGIN_DIR = "plugins"
+ORT_OP_LIBRARY = "libm2s2l_ort_ops.so"
 DEFAULT_MAX_BATCH = 8
 # Long enough for clips of several cameras arriving within one frame period to meet in one batch, short next to a
 # CPU or GPU forward pass (milliseconds to a second), so a lone camera barely waits.
@@ -109,6 +119,7 @@ def config_text(
     instance_kind: str | None,
     gpus: tuple[int, ...] = (),
     parameters: dict[str, str] | None = None,
+    op_libraries: tuple[str, ...] = (),
 ) -> str:
     """One model's ``config.pbtxt``. ``input_dims`` / output dims exclude the batch dimension when
     ``max_batch_size`` > 0 (Triton's convention); ``queue_delay_us`` None: no dynamic batching."""
@@ -130,6 +141,9 @@ def config_text(
     if gpus:
         group.append(f"gpus: [ {', '.join(str(g) for g in gpus)} ]")
     lines.append("instance_group [\n  { " + " ".join(group) + " }\n]")
+    if op_libraries:
+        lines.append("model_operations {\n" + "".join(f"  op_library_filename: {_quote(lib)}\n"
+                                                      for lib in op_libraries) + "}")
     for key, value in (parameters or {}).items():
         lines.append(f"parameters {{\n  key: {_quote(key)}\n  value: {{ string_value: {_quote(value)} }}\n}}")
     return "\n".join(lines) + "\n"
@@ -311,24 +325,30 @@ def write_repository(
                     outputs=tuple((o, (fixed, *frame_dims)) for o in out_names), queue_delay_us=None)
 
     models: dict[str, dict] = {}
+    fixed = meta.batch if isinstance(meta.batch, int) else None
+    if fixed is not None:
+        logger.warning("%s has a fixed batch of %d: the onnxruntime model cannot batch dynamically (export with "
+                       "--dynamic); the python model still does", onnx, fixed)
+    op_lib = None
     if meta.scan == "portable":
-        fixed = meta.batch if isinstance(meta.batch, int) else None
-        if fixed is not None:
-            logger.warning("%s has a fixed batch of %d: the onnxruntime model cannot batch dynamically (export with "
-                           "--dynamic); the python model still does", onnx, fixed)
         kind, gpus = _instance(config.device)
-        models[ONNX_MODEL] = dict(backend="onnxruntime", default_model_filename="model.onnx", instance_kind=kind,
-                                  gpus=gpus, files={"model.onnx": onnx}, **batched(fixed, max_batch))
+        op_libraries: tuple[str, ...] = ()
     else:
-        logger.warning("%s is a plugin-flavour export: ONNX Runtime has no SelectiveScan kernel, so no onnxruntime "
-                       "model is written (export with --scan portable for one); the python model runs its scans as "
-                       "Python ops (needs torch and onnxruntime-extensions in the server's Python)", onnx)
+        from m2s2l_edge.ops import ort_library
+
+        if config.device not in (None, "cpu"):
+            raise ValueError(f"device {config.device!r}: a plugin-flavour ONNX runs its SelectiveScan nodes in our CPU "
+                             "op; serve it on the cpu, or serve the TensorRT engine (--engine) on a GPU")
+        op_lib = ort_library.library()  # raises RuntimeError naming why it is unavailable and the fix
+        kind, gpus = "KIND_CPU", ()
+        op_libraries = (str(out.resolve() / PLUGIN_DIR / ORT_OP_LIBRARY),)
+    models[ONNX_MODEL] = dict(backend="onnxruntime", default_model_filename="model.onnx", instance_kind=kind,
+                              gpus=gpus, files={"model.onnx": onnx}, op_libraries=op_libraries,
+                              **batched(fixed, max_batch))
     if config.python_model:
         py_params = dict(params)
         if config.threads is not None:
             py_params["m2s2l.threads"] = str(config.threads)
-        if meta.scan == "plugin":
-            py_params["m2s2l.python_scan"] = "1"
         models[PYTHON_MODEL] = dict(backend="python", instance_kind="KIND_CPU", gpus=(),
                                     files={"model.onnx": onnx, "model.py": Path(__file__).with_name(
                                         "triton_python_model.py")}, parameters=py_params,
@@ -353,9 +373,12 @@ def write_repository(
                 shutil.copyfile(source, version / target)
             (staging / name / "config.pbtxt").write_text(
                 config_text(name=name, input_name=meta.input_name, **spec), encoding="utf-8")
-        if plugin_lib is not None:
+        if plugin_lib is not None or op_lib is not None:
             (staging / PLUGIN_DIR).mkdir()
+        if plugin_lib is not None:
             shutil.copyfile(plugin_lib, staging / PLUGIN_DIR / plugin_lib.name)
+        if op_lib is not None:
+            shutil.copyfile(op_lib, staging / PLUGIN_DIR / ORT_OP_LIBRARY)
         summary_meta = {**record, "calibration": calib}
         if engine_meta is not None:
             summary_meta["engine"] = engine_meta.get("engine")
