@@ -140,16 +140,20 @@ def _anomaly_starts(driver) -> list[int]:
 @pytest.mark.slow
 def test_live_view_shows_cameras_events_and_takes_threshold_and_regions(footage, tmp_path):
     """One real watch (the stream paced at its 25 fps, as a camera delivers it) and a headless browser on its web
-    view: the tile's picture changes, the timeline draws, events appear with their snapshots beside the camera's
-    frozen faults, a threshold set in the page decides what is raised next, and regions drawn and saved give a file
-    that `watch --config` accepts."""
+    view: the tile's picture changes, the timeline draws, events appear with their snapshots and clips beside the
+    camera's frozen faults, a threshold set in the page decides what is raised next, and regions drawn and saved give
+    a file that `watch --config` accepts."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     from m2s2l_edge.watch.cameras import load_cameras
 
     config = tmp_path / "cameras.yaml"
-    shutil.copy(footage["config"], config)
+    # This watch also writes each event's clip (half a second either side), for the events view's clip link.
+    text = footage["config"].read_text()
+    assert "cooldown_s: 1.0}" in text
+    config.write_text(text.replace("cooldown_s: 1.0}", "cooldown_s: 1.0, clip: true, pre_roll_s: 0.5, "
+                                                       "post_roll_s: 0.5}"))
     for name in ("plaza.avi", "plaza.calib.json"):
         (tmp_path / name).symlink_to(footage["root"] / name)
     events = tmp_path / "events.jsonl"
@@ -179,6 +183,13 @@ def test_live_view_shows_cameras_events_and_takes_threshold_and_regions(footage,
                     "return e && e.complete && e.naturalWidth > 0", 30, "an anomaly with its snapshot")
             wait(d, "return document.querySelector('#events li.event.fault')", 15, "the frozen fault")
             wait(d, "return document.querySelector('#events li.event.anomaly.ended')", 15, "the first event's end")
+            # Its clip, served from the --snapshots folder: the MP4 the watch wrote.
+            href = wait(d, "const a = document.querySelector('#events li.event.anomaly.ended a.clip');"
+                           "return a && a.href", 10, "the first event's clip link")
+            got = d.execute_async_script("""const [href, done] = arguments;
+                fetch(href).then(async r => done([r.status, r.headers.get('content-type'),
+                    (await r.arrayBuffer()).byteLength])).catch(e => done(String(e)));""", href)
+            assert got[0] == 200 and got[1] == "video/mp4" and got[2] > 1000, got
             browser.screenshot(d, "ui-live-view")
             assert _anomaly_starts(d) and all(STALLS[0] - 2 <= f < STALLS[0] + STALL for f in _anomaly_starts(d))
             thr0 = float(d.find_element(By.CSS_SELECTOR, "#tile-plaza .thr").text)
