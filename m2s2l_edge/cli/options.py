@@ -19,8 +19,7 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_WARMUP = 10
-DEFAULT_ITERATIONS = 50
+from m2s2l_edge.efficiency.benchmarking import DEFAULT_ITERATIONS, DEFAULT_WARMUP  # noqa: F401 - the CLI's defaults
 
 # --- option types (use as `weights: Weights = None`) ---------------------------------------------------------------
 
