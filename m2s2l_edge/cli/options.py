@@ -73,7 +73,8 @@ VOCABULARY: dict[str, str] = {
     "--onnx": "exported ONNX → ONNX Runtime",
     "--engine": "TensorRT engine → TensorRT",
     "--preset": "model preset: fresh weights, or the preset a checkpoint must hold",
-    "--model": "an architecture from the model registry (m2s2l, mnad, ...) or, with --server, the served model",
+    "--model": "an architecture from the model registry (m2s2l, mnad, ...) or, with --server, the served model "
+               "(serve local: the model to load)",
     "--server": "a Triton server URL (grpc:// or http://)",
     "--seed": "seed of fresh weights, generated data or a run",
     "--ablation": "the paper's ablation M1-M4",
@@ -159,6 +160,10 @@ VOCABULARY: dict[str, str] = {
     "--keep-hours": "age limit of the snapshots and clips kept, in hours",
     "--read-timeout": "seconds without a frame before a live camera counts as offline",
     "--markdown": "the table as Markdown to a file",
+    # serving
+    "--repo": "a Triton model repository (serve triton-repo --out)",
+    "--http-port": "the local Triton server's HTTP port",
+    "--grpc-port": "the local Triton server's gRPC port",
 }
 
 # --- checks --------------------------------------------------------------------------------------------------------
