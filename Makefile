@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 triton-env: $(TRITON_VENV)/.installed
-	@echo "$(TRITON_VENV) is ready: tritonserver for tests/test_triton_server.py"
+	@echo "$(TRITON_VENV) is ready: tritonserver for m2s2l-edge serve local and tests/test_triton_server.py"
 
 $(TRITON_VENV)/.installed: pyproject.toml
 	@echo "building $(TRITON_VENV): tritonserver from the nvidia-pytriton wheel (about 0.5 GB)"

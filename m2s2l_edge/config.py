@@ -59,7 +59,8 @@ class ModelConfig:
     skip_channels: tuple[int, ...] = (128, 64, 48, 32)  # clip pyramid joined at 1/8, 1/4, 1/2, 1/1 (our choice)
     # Finest skip levels left out of both decoders (0: U-Net-style skips at every level, the paper preset). A skip
     # at full resolution carries the last input frame straight to the output, so the decoder can copy it past the
-    # encoders and the memory; dropping it forces the prediction through them (our addition, see RESULTS.md).
+    # encoders and the memory; dropping it forces the prediction through them. Our addition, off in every preset:
+    # on the vtest validation footage it scored no better than the skips (benchmarks/vtest_validation.py).
     drop_fine_skips: int = 0
     # Training only: the probability that a training clip's decoders get no skips at all (every level zeroed), so
     # they must also predict from the encoders and the memory (0: off, the paper preset). Our addition.
