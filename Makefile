@@ -24,8 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@echo "[3/4] installing PyTorch ($(or $(TORCH_SPEC),your own: TORCH_SPEC is empty))"
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install "$(TORCH_SPEC)"; fi
-	@echo "[4/4] installing m2s2l-edge and its dependencies (onnx, watch, serve, dev extras)"
-	$(BIN)/python -m pip install -e ".[onnx,watch,serve,dev]"
+	@echo "[4/4] installing m2s2l-edge and its dependencies (onnx, watch, ui, serve, dev extras)"
+	$(BIN)/python -m pip install -e ".[onnx,watch,ui,serve,dev]"
 	$(BIN)/python -c "import m2s2l_edge, torch; print('m2s2l-edge', m2s2l_edge.__version__, 'with torch', torch.__version__)"
 	touch $@
 

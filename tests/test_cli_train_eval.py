@@ -286,9 +286,14 @@ def test_demo_pipeline_on_a_tiny_setting(tmp_path):
     assert "frame-level AUC" in text and "scores_overview.png" in text
     assert 0.0 <= summary["micro_auc"] <= 1.0 and summary["train_steps"] == 1  # 7 clips, batch 4
     assert tuple(summary["settings"]["kinds"]) == ("fast_object", "foreign_object", "running")
-    for key in ("results", "roc", "overview", "checkpoint", "loss_plot"):
+    for key in ("results", "roc", "overview", "checkpoint", "loss_plot", "report"):
         assert os.path.isfile(summary["files"][key]), key
     assert json.loads(open(summary["files"]["results"]).read())["videos"] == 3
+    # The demo's report.html: the summary points at it and it needs nothing beside it (a browser renders it in
+    # tests/test_ui.py, eval's kind of page).
+    assert summary["files"]["report"] in " ".join(text.split())
+    html = open(summary["files"]["report"], encoding="utf-8").read()
+    assert "<script src=" not in html and "<link" not in html and html.count("data:image/jpeg;base64,") >= 3 * 3
 
 
 def test_open_backend_refuses_a_checkpoint_of_another_preset(run):

@@ -481,6 +481,32 @@ def test_threshold_option_overrides_every_camera_and_the_table_shows_it(tmp_path
     assert r.exit_code == 2 and "--threshold" in r.output
 
 
+def test_threshold_option_overrides_a_cameras_yaml_threshold_in_the_events_too(tmp_path, videos):
+    """One rule decides the level events start at (the camera's scorer): --threshold over the YAML threshold, for
+    the summary and the event tracker alike; a level at or below the camera's off level is refused before the
+    first frame."""
+    calib = tmp_path / "cam.calib.json"
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]), "--out",
+                                 str(calib)])
+    assert r.exit_code == 0, r.output
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"cameras:\n  gate:\n    source: {videos['test']}\n    calibration: {calib}\n"
+                   "    threshold: 1000000\n    off_threshold: 0.2\n")
+    summaries = {}
+    for extra in ([], ["--threshold", "0.5"]):
+        out = tmp_path / f"s{len(extra)}.json"
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay", "--json",
+                                     str(out), *extra])
+        assert r.exit_code == 0, r.output
+        summaries[len(extra)] = json.loads(out.read_text())["cameras"]["gate"]
+    assert summaries[0]["threshold"] == 1e6 and summaries[0]["events"] == 0
+    assert summaries[2]["threshold"] == 0.5 and summaries[2]["threshold_source"] == "--threshold"
+    assert summaries[2]["events"] > 0  # the tracker started events at --threshold, not at the YAML's level
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay", "--threshold",
+                                 "0.1"])
+    assert r.exit_code == 1 and "off level 0.2 must be below on level 0.1" in one_error_line(r), r.output
+
+
 def test_calibrate_refuses_live_sources(tmp_path):
     r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", "rtsp://127.0.0.1:9/x",
                                  "--out", str(tmp_path / "c.json")])

@@ -99,7 +99,7 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
     from m2s2l_edge.data import generate_dataset
     from m2s2l_edge.evaluation.datasets import load_test_set
-    from m2s2l_edge.evaluation.outputs import write_outputs
+    from m2s2l_edge.evaluation.outputs import REPORT_FRAMES, write_outputs
     from m2s2l_edge.report.plots import plot_training
     from m2s2l_edge.runtime import open_model
     from m2s2l_edge.training.trainer import DataConfig, RunConfig, load_history, train
@@ -133,7 +133,8 @@ def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> 
     t0 = time.perf_counter()
     videos, labels = load_test_set(data_root, "synthetic")
     backend = open_model("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
-    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset="synthetic")
+    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset="synthetic",
+                                   top_frames=REPORT_FRAMES)
     paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
                           meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
                                 "source": str(result.checkpoint), "title": "(demo, synthetic)"})
@@ -173,7 +174,9 @@ def _print_summary(summary: dict, console) -> None:
     console.print(f"time: {summary['total_s'] / 60:.1f} min in all (data {summary['generate_s']:.0f} s, "
                   f"training {summary['train_s']:.0f} s for {summary['train_steps']} steps, "
                   f"evaluation {summary['eval_s']:.0f} s)")
-    console.print(f"look at:  {files['overview']}  (scores over time, anomalies shaded)")
+    console.print(f"look at:  {files['report']}  (open in a browser: ROC, scores over time, the frames the "
+                  "model predicted worst beside its predictions and error maps)")
+    console.print(f"          {files['overview']}  (scores over time, anomalies shaded)")
     console.print(f"          {files['roc']}  (ROC curve)")
     console.print(f"          {files['plots']}/<video>.png, {files['loss_plot']}")
     console.print(f"numbers:  {files['results']}; per-frame scores in {files['scores']}/")

@@ -72,7 +72,8 @@ def eval_(
     device: Device = None,
     threads: Threads = None,
     out: Annotated[Path, typer.Option(
-        "--out", help="Output folder: results.json, scores/, roc.png, plots/ (new, or see --overwrite).")] = Path(
+        "--out", help="Output folder: report.html, results.json, scores/, roc.png, plots/ (new, or see "
+                      "--overwrite).")] = Path(
         "runs/eval"),
     overwrite: Overwrite = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
@@ -92,7 +93,7 @@ def eval_(
     with user_errors():
         from m2s2l_edge.config import default_score_name, get_score
         from m2s2l_edge.evaluation.datasets import load_footage
-        from m2s2l_edge.evaluation.outputs import write_outputs
+        from m2s2l_edge.evaluation.outputs import REPORT_FRAMES, write_outputs
         from m2s2l_edge.evaluation.run import VIDEO_SCORES
 
         dataset = dataset or "custom"
@@ -119,7 +120,7 @@ def eval_(
 
         result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console,
                                    score=default_score_name(dataset) if score is None else score, lam=lambda_,
-                                   dataset=dataset)
+                                   dataset=dataset, top_frames=REPORT_FRAMES)
         scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
         meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
                 "title": f"({dataset})",

@@ -159,6 +159,9 @@ VOCABULARY: dict[str, str] = {
     "--keep-mb": "size limit of the snapshots and clips kept, in MB",
     "--keep-hours": "age limit of the snapshots and clips kept, in hours",
     "--read-timeout": "seconds without a frame before a live camera counts as offline",
+    "--ui": "serve the web view of a running watch on [HOST:]PORT (host 127.0.0.1 unless given)",
+    "--ui-token": "the token the web view asks for; required beyond loopback (or $M2S2L_UI_TOKEN)",
+    "--report": "a self-contained HTML report of the run, written at its end",
     "--markdown": "the table as Markdown to a file",
     # serving
     "--repo": "a Triton model repository (serve triton-repo --out)",

@@ -335,6 +335,18 @@ class EventTracker:
         self._writer: _ClipWriter | None = None
         self._warned_nonfinite = False
 
+    def set_rois(self, rois) -> None:
+        """Score from these ROIs from the next frame on (parsed by :func:`parse_rois`; () scores the whole frame).
+        Called from the thread that calls :meth:`update`."""
+        import dataclasses
+
+        cfg = dataclasses.replace(self.cfg, rois=parse_rois(rois))
+        if cfg.rois and self.score_fn is None:
+            raise ValueError(f"camera {self.camera!r}: ROIs need the calibration's score function (score_fn)")
+        self.cfg = cfg
+        self._masks.clear()
+        self._checked_size = None
+
     @property
     def active(self) -> bool:
         """True while an event has started (its ``start`` went out) and not yet ended."""

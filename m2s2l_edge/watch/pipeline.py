@@ -107,9 +107,11 @@ class CameraScorer:
     def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions,
                  scoring: ModelScoring, calibration_source: str = "") -> None:
         self.camera = camera.camera
-        self.yaml_threshold = camera.threshold
+        self.yaml_threshold = camera.on_level
         self.calibration = calibration
         self.calibration_source = calibration_source if calibration is not None else ""
+        # A level set while the watch runs (the web view), over every other source: (threshold, where it came from).
+        self.override: tuple[float, str] | None = None
         self.options = options
         self.scoring = scoring
         self._warmup: dict[str, list[float]] = {k: [] for k in TERMS}
@@ -124,6 +126,8 @@ class CameraScorer:
         """The on level in force (None while self-calibrating, when no event can start)."""
         if self.calibration is None:
             return None
+        if self.override is not None:
+            return float(self.override[0])
         if self.options.threshold is not None:
             return float(self.options.threshold)
         if self.yaml_threshold is not None:
@@ -134,6 +138,8 @@ class CameraScorer:
     def threshold_source(self) -> str | None:
         if self.calibration is None:
             return None
+        if self.override is not None:
+            return self.override[1]
         if self.options.threshold is not None:
             return "--threshold"
         if self.yaml_threshold is not None:
@@ -398,12 +404,20 @@ class Watch:
             if self.on_message is not None:
                 self.on_message(msg)
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the loop's thread before its next batch (a setting changed while the watch runs: the loop
+        is the only thread that touches scorers and trackers)."""
+        self._inbox.put(("call", fn))
+
     def _drain_inbox(self) -> None:
         while True:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
+            if item[0] == "call":
+                item[1]()
+                continue
             if item[0] == "messages":
                 self._emit(self.cameras[item[1]], item[2])
                 continue

@@ -213,9 +213,12 @@ def run_watch(
     stop: threading.Event | None = None,
     on_score: Callable | None = None,
     running: Callable[[], None] | None = None,
+    live=None,
 ) -> dict:
     """Watch ``settings.cameras`` with ``backend`` until the files end or ``stop`` is set; returns the summary.
     ``running`` is called once everything is open, right before the loop starts (:meth:`StopSignals.running`).
+    ``live``: a :class:`~m2s2l_edge.watch.live.LiveFeed` to publish to (the web view, the end-of-run report); it
+    gets the camera health and the run's controls here.
 
     ValueError for bad input (a calibration of another model, no camera delivering a frame, an ROI outside the
     frame, an unreachable broker), RuntimeError when the backend fails.
@@ -280,19 +283,31 @@ def run_watch(
         def on_message(msg: dict) -> None:
             sinkset.emit(msg)
             telemetry.event(msg)
+            if live is not None:
+                live.message(msg)
 
         def on_status(status) -> None:
             sinkset.status(status.camera, status.online,
                            {"reason": status.reason, "wall_time": status.wall_time,
                             "stream_time": round(status.stream_time, 6)})
+            if live is not None:
+                from m2s2l_edge.urls import redact_text
+                from m2s2l_edge.watch.events import iso_time
+
+                live.message({"type": "status", "camera": status.camera, "online": status.online,
+                              "reason": redact_text(status.reason), "time": iso_time(status.wall_time)})
 
         def scored(fs) -> None:
             telemetry.processed(fs.camera, fs.capture_time)
-            if table is not None:
+            if table is not None or live is not None:
                 run = watch.cameras[fs.camera]
                 tracker = run.tracker
-                table.write(fs, tracker.smoothed if tracker is not None else None, run.scorer.threshold,
-                            bool(tracker is not None and tracker.active))
+                smoothed = tracker.smoothed if tracker is not None else None
+                active = bool(tracker is not None and tracker.active)
+                if table is not None:
+                    table.write(fs, smoothed, run.scorer.threshold, active)
+                if live is not None:
+                    live.scored(fs, smoothed, active, run.scorer.threshold)
             if on_score is not None:
                 on_score(fs)
 
@@ -313,6 +328,14 @@ def run_watch(
                       make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
                       on_batch=on_batch, on_frame=telemetry.captured,
                       on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+        check_levels(watch)
+        if live is not None:
+            from m2s2l_edge.watch.live import WatchControls, camera_health
+
+            live.health = lambda: camera_health(watch, telemetry)
+            live.controls = WatchControls(watch)
+            live.info = {"model": watch.summary()["model"], "backend": getattr(backend, "name", "?"),
+                         "replay": settings.options.replay}
         if running is not None:
             running()
         summary = watch.run(stop)
@@ -327,6 +350,19 @@ def run_watch(
     summary["scores"] = table.summary() if table is not None else None
     summary["telemetry"] = telemetry.summary()
     return summary
+
+
+def check_levels(watch: Watch) -> None:
+    """ValueError, before the first frame, for a camera whose threshold in force is not above its off level (a
+    ``--threshold`` or calibration below a camera's YAML ``off_threshold``)."""
+    for name, run in watch.cameras.items():
+        threshold = run.scorer.threshold
+        if run.tracker is not None and threshold is not None:
+            try:
+                run.tracker.cfg.levels(threshold)
+            except ValueError as e:
+                raise ValueError(f"camera {name!r}: {e} (the threshold {threshold:g} comes from "
+                                 f"{run.scorer.threshold_source})") from None
 
 
 def open_media(settings: WatchSettings):
