@@ -544,6 +544,37 @@ def test_eval_report_opens_from_disk_with_its_pictures(tmp_path):
     assert all(len(v["top_frames"]) == 3 for v in results["per_video"])
 
 
+
+@pytest.mark.slow
+@needs_browser
+def test_eval_report_of_the_vtest_validation_set_renders_every_video(tmp_path):
+    """eval on the real-footage validation set (vtest.avi, source frames 0–479): its report.html shows all 15 test
+    videos with their worst frames, each picture decoded by Chromium."""
+    from footage import vtest as V
+
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
+    from m2s2l_edge.models import create_model
+
+    source = V.find_vtest()
+    if source is None:
+        pytest.skip("vtest.avi not found: apt-get install -y opencv-doc (Debian package opencv-doc)")
+    data = tmp_path / "vtest"
+    V.build_vtest_set(source, data)
+    weights = tmp_path / "tiny.pt"
+    save_checkpoint(weights, create_model("tiny", seed=0), extra={"dataset": "custom"})
+    out = tmp_path / "eval"
+    r = CliRunner().invoke(app, ["eval", "--data", str(data), "--dataset", "custom", "--weights", str(weights),
+                                 "--labels", str(data / V.LABELS_FILE), "--out", str(out), "--threads", "1",
+                                 "--no-plots"])
+    assert r.exit_code == 0, r.output
+    videos = sorted(p.name for p in (data / "testing" / "frames").iterdir())
+    assert len(videos) == 15
+    with browser.chromium(1200, 900) as d:
+        page = _rendered(d, out / "report.html")
+        browser.screenshot(d, "report-eval-vtest")
+    assert page["broken"] == [] and page["images"] == 15 * 3 * 3, page  # 15 videos × 3 frames × 3 pictures
+    assert page["sections"] == videos, page
+
 @web
 @needs_browser
 def test_watch_replay_writes_a_report_with_its_events(footage, tmp_path):
