@@ -27,7 +27,8 @@ from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
 from m2s2l_edge.watch.cameras import CameraConfig
-from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
+from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, wait_first_frames
+from m2s2l_edge.watch.channel import ClipChannel
 from m2s2l_edge.watch.regions import check_rois_fit
 from m2s2l_edge.watch.scorer import ClipScorer, RawScore, resolve_scoring
 from m2s2l_edge.watch.types import CameraStatus, FrameScore
