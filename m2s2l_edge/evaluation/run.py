@@ -172,13 +172,6 @@ def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batc
             **{k: np.concatenate(out[k]).astype(np.float64) for k in TERMS}}
 
 
-def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
-    t = frame_terms(backend, video, clip_len, image_size, batch_size, on_batch=on_batch)
-    return t["targets"], t["psnr_app"], t["psnr_mot"]
-
-
 def evaluate(
     backend,
     videos: Sequence,
