@@ -87,6 +87,11 @@ class WatchOptions:
         return 6 * self.read_timeout_s + 5.0
 
 
+def default_batch(cameras: int) -> int:
+    """Clips per backend call when not given: one per camera, and at least 4 (a few clips amortise a call)."""
+    return max(4, cameras)
+
+
 def check_stream_score(score: str) -> None:
     """ValueError unless ``score`` is one a camera can be calibrated for (:data:`STREAM_SCORES`)."""
     if score not in STREAM_SCORES:
@@ -553,11 +558,12 @@ def calibrate_footage(
     model_path: str | None = None,
     false_alarms_per_hour: float = 1.0,
     stride: int = 1,
-    batch: int = 4,
+    batch: int | None = None,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> Calibration:
     """Fit a :class:`Calibration` for ``score`` on recorded normal footage (files or frame folders), replayed through
-    the same capture and scoring path as ``watch`` (so the terms are the ones a watch will see)."""
+    the same capture and scoring path as ``watch`` (so the terms are the ones a watch will see). ``batch``: clips
+    per backend call (None: a watch's default for one camera)."""
     from m2s2l_edge.watch.calibration import identity_of
     from m2s2l_edge.watch.feeds import parse_source
 
@@ -577,7 +583,8 @@ def calibrate_footage(
         for k in TERMS:
             terms[fs.camera][k].append(fs.terms[k])
 
-    options = WatchOptions(stride=stride, replay=True, batch=batch, score=score, self_calibrate=False)
+    options = WatchOptions(stride=stride, replay=True, batch=batch or default_batch(1), score=score,
+                           self_calibrate=False)
     progress = (lambda report: on_batch(report.clips, report.seconds)) if on_batch is not None else _ignore
     watch = Watch(backend, cameras, options, scoring=scoring, hooks=WatchHooks(score=collect, batch=progress))
     watch.run()

@@ -36,6 +36,7 @@ class WatchSettings:
     keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
     keep_hours: float | None = None
     scores: str | None = None  # per-frame CSV file, or "-" for stdout
+    report: Path | None = None  # the end-of-run HTML report (written by the caller from its LiveFeed)
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -103,6 +104,28 @@ def check_outputs(settings: WatchSettings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         for tmp in remove_stale_temporaries(path):
             logger.info("removed %s, left by an interrupted run", tmp)
+    if settings.report is not None:
+        check_output_file(Path(settings.report), "--report")
+        Path(settings.report).parent.mkdir(parents=True, exist_ok=True)
+
+
+def outputs_and_inputs(settings: WatchSettings, *, json_out: Path | None = None, config: Path | None = None,
+                       calibration: Path | None = None, models: dict[str, Path | None] | None = None
+                       ) -> tuple[dict, dict]:
+    """Every file a watch writes and every file it reads, keyed by the option or camera that names it, for the check
+    that no output lands on another output or on an input (a source video, the camera file, a calibration, the
+    model: ``models`` maps the model's options to their paths)."""
+    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
+                     "--video-out": settings.video_out, "--report": settings.report}
+    inputs: dict = {"--config": config, "--calibration": calibration, **(models or {})}
+    for cam in settings.cameras:
+        if cam.video_out is not None:
+            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
+        if cam.spec.kind == "file":
+            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
+        if cam.calibration is not None:
+            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
+    return outputs, inputs
 
 
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
