@@ -126,10 +126,11 @@ def two_videos(tmp_path, write_frames):
 
 def test_evaluate_scores_every_predicted_frame_once(two_videos):
     from m2s2l_edge.data import preprocess_frame
-    from m2s2l_edge.evaluation.run import score_video
+    from m2s2l_edge.evaluation.run import frame_terms
 
     backend = CopyLastFrame()
-    targets, app, mot = score_video(backend, two_videos[0], 4, (24, 24), batch_size=3)
+    terms = frame_terms(backend, two_videos[0], 4, (24, 24), batch_size=3)
+    targets, app, mot = terms["targets"], terms["psnr_app"], terms["psnr_mot"]
     np.testing.assert_array_equal(targets, np.arange(4, 12))
     assert backend.calls == 3  # ceil(8 / 3)
     frames = [preprocess_frame(two_videos[0].read(i), 24) for i in range(12)]  # (3, H, W) in [-1, 1]

@@ -98,7 +98,7 @@ def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
 def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
     from m2s2l_edge.artifacts.metadata import read_metadata
     from m2s2l_edge.data.sources import VideoFileSource
-    from m2s2l_edge.evaluation.run import score_video
+    from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.base import backend_geometry
 
@@ -110,8 +110,10 @@ def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local
     assert served.metadata["lambda"] == meta.lam and served.metadata["config"] == meta.config
     video = VideoFileSource(write_avi(tmp_path / "cam.avi", 15, h=48, w=64))
     t, size = backend_geometry(local)
-    idx_l, app_l, mot_l = score_video(local, video, t, size, batch_size=4)
-    idx_s, app_s, mot_s = score_video(served, video, t, size, batch_size=3)  # other batches: other server batches
+    local_terms = frame_terms(local, video, t, size, batch_size=4)
+    served_terms = frame_terms(served, video, t, size, batch_size=3)  # other batches: other server batches
+    idx_l, app_l, mot_l = (local_terms[k] for k in ("targets", "psnr_app", "psnr_mot"))
+    idx_s, app_s, mot_s = (served_terms[k] for k in ("targets", "psnr_app", "psnr_mot"))
     assert len(app_l) == 15 - t
     np.testing.assert_array_equal(idx_s, idx_l)
     # Same runner, same ONNX; only ONNX Runtime's batch-dependent kernels may differ, far below a PSNR's precision.

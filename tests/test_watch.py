@@ -232,7 +232,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @needs_ffmpeg
 def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend):
     from m2s2l_edge.watch.cameras import cameras_from_sources
-    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+    from m2s2l_edge.watch.pipeline import Watch, WatchHooks, WatchOptions
 
     port = free_port()
     server = _serve(port)
@@ -248,7 +248,8 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
     try:
         watch = Watch(backend, cameras_from_sources([f"http://127.0.0.1:{port}/live.ts"]),
                       WatchOptions(read_timeout_s=1.0, batch=2),
-                      on_score=scores.append, on_status=statuses.append, on_capture_status=on_capture_status)
+                      hooks=WatchHooks(score=scores.append, status=statuses.append,
+                                       capture_status=on_capture_status))
         stop = threading.Event()
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
@@ -282,12 +283,12 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
 
 def test_one_camera_failing_never_stops_the_others(backend, videos):
     from m2s2l_edge.watch.cameras import cameras_from_sources
-    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+    from m2s2l_edge.watch.pipeline import Watch, WatchHooks, WatchOptions
 
     dead = f"http://127.0.0.1:{free_port()}/gone.ts"  # nothing listens: every (re)connect fails
     scores = []
     watch = Watch(backend, cameras_from_sources([dead, str(videos["normal2"])]),
-                  WatchOptions(replay=True, read_timeout_s=0.5), on_score=scores.append)
+                  WatchOptions(replay=True, read_timeout_s=0.5), hooks=WatchHooks(score=scores.append))
     stop = threading.Event()
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)

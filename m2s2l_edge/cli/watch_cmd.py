@@ -193,8 +193,14 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
     with stop_on_signals(interrupt_startup=True) as stops:
         from m2s2l_edge.watch.cameras import cameras_from_sources, load_cameras
         from m2s2l_edge.watch.feeds import check_openable
-        from m2s2l_edge.watch.pipeline import WatchOptions
-        from m2s2l_edge.watch.service import WatchSettings, check_outputs, load_calibrations, run_watch
+        from m2s2l_edge.watch.pipeline import WatchOptions, default_batch
+        from m2s2l_edge.watch.service import (
+            WatchSettings,
+            check_outputs,
+            load_calibrations,
+            outputs_and_inputs,
+            run_watch,
+        )
 
         if (source and config) or not (source or config):
             raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
@@ -204,24 +210,18 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             raise ValueError(f"{' and '.join(f'{f} -' for f in stdout)} all want stdout; send all but one to files")
         check_json_target(json_out)
         cameras = load_cameras(config) if config else cameras_from_sources(source)
-        if config and calibration is not None:
-            cameras = tuple(c if c.calibration else _with_calibration(c, calibration) for c in cameras)
         settings = WatchSettings(
             cameras=cameras,
-            options=WatchOptions(stride=stride, replay=replay, batch=batch or max(4, len(cameras)),
+            options=WatchOptions(stride=stride, replay=replay, batch=batch or default_batch(len(cameras)),
                                  read_timeout_s=read_timeout, score=score, threshold=threshold),
             events=events, webhook=webhook, mqtt=mqtt, snapshots=snapshots, video_out=video_out,
-            metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores,
+            metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores, report=report,
         )
-        _check_paths(settings, json_out=json_out, config=config, calibration=calibration, report=report,
-                     models={"--weights": weights, "--onnx": onnx, "--engine": engine})
+        models = {"--weights": weights, "--onnx": onnx, "--engine": engine}
+        check_distinct_paths(*outputs_and_inputs(settings, json_out=json_out, config=config, calibration=calibration,
+                                                 models=models))
         # Everything that can be refused without the model, before the model loads.
         check_outputs(settings)
-        if report is not None:
-            from m2s2l_edge.watch.service import check_output_file
-
-            check_output_file(report, "--report")
-            report.parent.mkdir(parents=True, exist_ok=True)
         load_calibrations(settings, calibration)
         for cam in cameras:
             check_openable(cam.spec)
@@ -255,27 +255,6 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             summary["report"] = str(write_watch_report(report, live, summary))
         state["summary"] = summary
     return summary, stops.seen
-
-
-def _check_paths(settings, *, json_out, config, calibration, report, models) -> None:
-    """No output on another output or on an input (a source video, the camera file, a calibration, the model)."""
-    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
-                     "--video-out": settings.video_out, "--report": report}
-    inputs: dict = {"--config": config, "--calibration": calibration, **models}
-    for cam in settings.cameras:
-        if cam.video_out is not None:
-            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
-        if cam.spec.kind == "file":
-            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
-        if cam.calibration is not None:
-            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
-    check_distinct_paths(outputs, inputs)
-
-
-def _with_calibration(cam, path: Path):
-    import dataclasses
-
-    return dataclasses.replace(cam, calibration=path)
 
 
 def _print_summary(summary: dict, *, to_stderr: bool) -> None:

@@ -17,6 +17,25 @@ RESULTS = "results.json"
 REPORT_FRAMES = 3
 
 
+def check_replaceable(out, overwrite: bool) -> None:
+    """FileExistsError when ``overwrite`` would replace a folder that holds files but is not an earlier evaluation (no
+    :data:`RESULTS`): a replace must never take another tool's files with it."""
+    from pathlib import Path
+
+    out = Path(out)
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
+        raise FileExistsError(f"--out {out} holds files but no {RESULTS}, so it is not an earlier evaluation; "
+                              "--overwrite replaces only those: choose a new or empty folder")
+
+
+def run_record(backend, *, dataset: str, data, kind: str, source) -> dict:
+    """What ``results.json`` and the report record about the run besides its results: the data, the model file and
+    its backend kind, the report's title, and the selective-scan path the model ran (when its metadata says)."""
+    scan_path = (getattr(backend, "metadata", None) or {}).get("selective_scan")
+    return {"dataset": dataset, "data": str(data), "backend": kind, "source": str(source), "title": f"({dataset})",
+            **({"selective_scan": scan_path} if scan_path else {})}
+
+
 def _file_stem(name: str) -> str:
     # Video names come from folder and file names; keep them readable but never let one escape <out>/scores/.
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")

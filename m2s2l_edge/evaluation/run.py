@@ -40,8 +40,28 @@ from m2s2l_edge.scoring.terms import TERMS, BatchTerms, clip_terms
 
 # The scores eval computes: normalised per video (the stream score is normalised by a camera's calibration instead).
 VIDEO_SCORES = ("paper", "patch")
+DEFAULT_BATCH = 8  # clips per backend call
 
 logger = logging.getLogger(__name__)
+
+
+def check_video_score(name: str, shown: str) -> None:
+    """ValueError unless score ``name`` (``shown`` names it in the message) is one eval computes (per video)."""
+    if name not in VIDEO_SCORES:
+        raise ValueError(f"{shown} is calibrated per camera on normal footage, not per video: use it with watch and "
+                         f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+
+
+def eval_score(dataset: str, score: str | None = None) -> str:
+    """The score eval computes on ``dataset``: ``score`` when given (checked), else the data set's default (the
+    published ``paper`` on the paper's data sets and the synthetic one, our ``patch`` on custom footage)."""
+    from m2s2l_edge.config import default_score_name, get_score
+
+    if score is None:
+        return default_score_name(dataset)
+    get_score(score)  # an unknown name fails before any work
+    check_video_score(score, f"--score {score}")
+    return score
 
 
 # --- running a backend over the test videos ----------------------------------------------------------------------
@@ -172,20 +192,13 @@ def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batc
             **{k: np.concatenate(out[k]).astype(np.float64) for k in TERMS}}
 
 
-def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
-    t = frame_terms(backend, video, clip_len, image_size, batch_size, on_batch=on_batch)
-    return t["targets"], t["psnr_app"], t["psnr_mot"]
-
-
 def evaluate(
     backend,
     videos: Sequence,
     labels: Sequence[np.ndarray] | None,
     lam: float | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH,
     on_video: Callable[[int, str, int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     score: str | ScoreConfig | None = None,
@@ -225,9 +238,7 @@ def evaluate(
 
     scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend),
                             score=score or "paper", lam=lam, dataset=dataset)
-    if scoring.score.method not in VIDEO_SCORES:
-        raise ValueError(f"the {scoring.score_name} score is calibrated per camera on normal footage, not per video: "
-                         f"use it with watch and calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+    check_video_score(scoring.score.method, f"the {scoring.score_name} score")
     clip_len, size = scoring.clip_len, scoring.image_size
     tic = time.perf_counter()
     results: list[VideoResult] = []

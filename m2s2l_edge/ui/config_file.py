@@ -4,7 +4,7 @@ one ``watch --config`` accepts.
 The file is edited round-trip (ruamel.yaml keeps its comments, key order and flow style), only the camera's
 ``threshold`` / ``roi`` keys change, and the result is written to a temporary file beside it and read back through
 :func:`m2s2l_edge.watch.cameras.load_cameras` — the parser and checks ``watch --config`` runs — plus the ROI bounds
-check against the camera's frame (:func:`m2s2l_edge.watch.events.check_rois_fit`). Only a file that passes replaces
+check against the camera's frame (:func:`m2s2l_edge.watch.regions.check_rois_fit`). Only a file that passes replaces
 the original (atomically); anything else is a ValueError naming the reason, and the original stays as it was.
 """
 
@@ -44,7 +44,7 @@ def save_camera(path: str | os.PathLike, camera: str, *, threshold=_UNSET, rois=
         raise RuntimeError(f"saving settings needs ruamel.yaml: {INSTALL_UI}") from None
     from m2s2l_edge.io import atomic_path
     from m2s2l_edge.watch.cameras import load_cameras
-    from m2s2l_edge.watch.events import check_rois_fit, parse_rois
+    from m2s2l_edge.watch.regions import check_rois_fit, parse_rois
 
     path = Path(path)
     yaml = YAML()  # round-trip: comments, order and styles kept

@@ -33,8 +33,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2s2l_edge.watch.events import parse_rois
 from m2s2l_edge.watch.feeds import SourceSpec, parse_source
+from m2s2l_edge.watch.regions import parse_rois
 
 CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out",
                "keep_mb", "keep_hours")
@@ -106,7 +106,7 @@ def _number(value, where: str, *, positive: bool = False, minimum: float | None 
 
 
 def _roi(value, where: str) -> tuple[tuple[tuple[float, float], ...], ...]:
-    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (events.parse_rois, with the place)."""
+    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (regions.parse_rois, with the place)."""
     if not value:
         raise ValueError(f"{where}: expected a polygon [[x, y], ...] or a list of polygons")
     try:

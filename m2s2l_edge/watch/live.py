@@ -260,7 +260,7 @@ UI_SOURCE = "set in the web view"
 class WatchControls:
     """:class:`Controls` of a running :class:`~m2s2l_edge.watch.pipeline.Watch`: the threshold in force and the
     ROIs of each camera. Values are checked here by the rules the configuration file obeys (a finite threshold above
-    typical normal and above the camera's off level; ROIs through :func:`~m2s2l_edge.watch.events.parse_rois` and
+    typical normal and above the camera's off level; ROIs through :func:`~m2s2l_edge.watch.regions.parse_rois` and
     inside the frame), then applied by the loop (``Watch.call_soon``) from its next batch on."""
 
     def __init__(self, watch) -> None:
@@ -303,7 +303,7 @@ class WatchControls:
 
     def set_rois(self, camera: str, rois: Sequence) -> dict[str, Any]:
         """Score the camera from these ROIs (polygons of [x, y] source pixels; [] for the whole frame)."""
-        from m2s2l_edge.watch.events import check_rois_fit, parse_rois
+        from m2s2l_edge.watch.regions import check_rois_fit, parse_rois
 
         run = self._run(camera)
         if run.tracker is None:

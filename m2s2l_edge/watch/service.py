@@ -15,7 +15,7 @@ from pathlib import Path
 
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
 from m2s2l_edge.watch.cameras import CameraConfig
-from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+from m2s2l_edge.watch.pipeline import BatchReport, CameraParts, Watch, WatchHooks, WatchOptions
 from m2s2l_edge.watch.scorer import resolve_scoring
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class WatchSettings:
     keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
     keep_hours: float | None = None
     scores: str | None = None  # per-frame CSV file, or "-" for stdout
+    report: Path | None = None  # the end-of-run HTML report (written by the caller from its LiveFeed)
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -103,6 +104,28 @@ def check_outputs(settings: WatchSettings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         for tmp in remove_stale_temporaries(path):
             logger.info("removed %s, left by an interrupted run", tmp)
+    if settings.report is not None:
+        check_output_file(Path(settings.report), "--report")
+        Path(settings.report).parent.mkdir(parents=True, exist_ok=True)
+
+
+def outputs_and_inputs(settings: WatchSettings, *, json_out: Path | None = None, config: Path | None = None,
+                       calibration: Path | None = None, models: dict[str, Path | None] | None = None
+                       ) -> tuple[dict, dict]:
+    """Every file a watch writes and every file it reads, keyed by the option or camera that names it, for the check
+    that no output lands on another output or on an input (a source video, the camera file, a calibration, the
+    model: ``models`` maps the model's options to their paths)."""
+    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
+                     "--video-out": settings.video_out, "--report": settings.report}
+    inputs: dict = {"--config": config, "--calibration": calibration, **(models or {})}
+    for cam in settings.cameras:
+        if cam.video_out is not None:
+            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
+        if cam.spec.kind == "file":
+            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
+        if cam.calibration is not None:
+            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
+    return outputs, inputs
 
 
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
@@ -247,21 +270,16 @@ def run_watch(
 
     media = open_media(settings)
 
-    def make_tracker(cam: CameraConfig, scorer) -> EventTracker:
-        return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
-                            score_fn=scorer.roi_score, media=media)
+    # Each camera's tracker and scorer as built here: the per-frame outputs (scores table, live view) read the
+    # smoothed score, the open event and the threshold in force from them, not from inside the watch.
+    built: dict[str, tuple[EventTracker, object]] = {}
 
-    def make_faults(cam: CameraConfig) -> FaultDetector:
-        return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
-
-    def make_video(cam: CameraConfig):
-        from m2s2l_edge.watch.annotate import AnnotatedVideo
-
-        path = cam.video_out or (settings.video_out if cam.camera == settings.cameras[0].camera else None)
-        if path is None:
-            return None
-        fps = (cam.spec.fps or 25.0) / settings.options.stride
-        return AnnotatedVideo(path, fps=fps)
+    def camera_parts(cam: CameraConfig, scorer) -> CameraParts:
+        tracker = EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
+                               score_fn=scorer.roi_score, media=media)
+        built[cam.camera] = (tracker, scorer)
+        faults = FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
+        return CameraParts(tracker=tracker, faults=faults, video=annotated_video(settings, cam))
 
     telemetry = Telemetry()
     for cam in settings.cameras:
@@ -270,7 +288,6 @@ def run_watch(
         telemetry.attach("media", media.summary)
     if settings.metrics_port is not None:
         telemetry.serve(settings.metrics_port)
-    dropped_seen: dict[str, int] = {}
     sinkset = table = None
     try:
         sinkset = _open_sinks(settings)
@@ -300,34 +317,29 @@ def run_watch(
         def scored(fs) -> None:
             telemetry.processed(fs.camera, fs.capture_time)
             if table is not None or live is not None:
-                run = watch.cameras[fs.camera]
-                tracker = run.tracker
-                smoothed = tracker.smoothed if tracker is not None else None
-                active = bool(tracker is not None and tracker.active)
+                tracker, scorer = built[fs.camera]
+                active = bool(tracker.active)
                 if table is not None:
-                    table.write(fs, smoothed, run.scorer.threshold, active)
+                    table.write(fs, tracker.smoothed, scorer.threshold, active)
                 if live is not None:
-                    live.scored(fs, smoothed, active, run.scorer.threshold)
+                    live.scored(fs, tracker.smoothed, active, scorer.threshold)
             if on_score is not None:
                 on_score(fs)
 
-        def on_batch(n: int, seconds: float) -> None:
-            telemetry.backend_call(watch.scorer.last_call_s, n)
+        def on_batch(report: BatchReport) -> None:
+            telemetry.backend_call(report.backend_seconds, report.clips)
             if table is not None:
                 table.flush()
             if media is not None:
                 media.expire()
-            for name, run in watch.cameras.items():
-                d = run.capture.stats.dropped
-                if d > dropped_seen.get(name, 0):
-                    telemetry.dropped(name, d - dropped_seen.get(name, 0))
-                    dropped_seen[name] = d
+            for name, n in report.dropped.items():
+                telemetry.dropped(name, n)
 
+        hooks = WatchHooks(score=scored, message=on_message, status=on_status, batch=on_batch,
+                           frame=telemetry.captured,
+                           capture_status=lambda st: telemetry.set_online(st.camera, st.online))
         watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
-                      scoring=scoring, make_tracker=make_tracker, make_faults=make_faults,
-                      make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
-                      on_batch=on_batch, on_frame=telemetry.captured,
-                      on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+                      scoring=scoring, parts=camera_parts, hooks=hooks)
         check_levels(watch)
         if live is not None:
             from m2s2l_edge.watch.live import WatchControls, camera_health
@@ -363,6 +375,18 @@ def check_levels(watch: Watch) -> None:
             except ValueError as e:
                 raise ValueError(f"camera {name!r}: {e} (the threshold {threshold:g} comes from "
                                  f"{run.scorer.threshold_source})") from None
+
+
+def annotated_video(settings: WatchSettings, cam: CameraConfig):
+    """The :class:`~m2s2l_edge.watch.annotate.AnnotatedVideo` camera ``cam`` writes (its own ``video_out``, or
+    ``--video-out`` for the first camera), None when it writes none."""
+    from m2s2l_edge.watch.annotate import AnnotatedVideo
+
+    path = cam.video_out or (settings.video_out if cam.camera == settings.cameras[0].camera else None)
+    if path is None:
+        return None
+    fps = (cam.spec.fps or 25.0) / settings.options.stride
+    return AnnotatedVideo(path, fps=fps)
 
 
 def open_media(settings: WatchSettings):
