@@ -24,13 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@echo "[3/4] installing PyTorch ($(or $(TORCH_SPEC),your own: TORCH_SPEC is empty))"
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install "$(TORCH_SPEC)"; fi
-	@echo "[4/4] installing m2s2l-edge and its dependencies (onnx, watch, serve, dev extras)"
-	$(BIN)/python -m pip install -e ".[onnx,watch,serve,dev]"
+	@echo "[4/4] installing m2s2l-edge and its dependencies (onnx, watch, ui, serve, dev extras)"
+	$(BIN)/python -m pip install -e ".[onnx,watch,ui,serve,dev]"
 	$(BIN)/python -c "import m2s2l_edge, torch; print('m2s2l-edge', m2s2l_edge.__version__, 'with torch', torch.__version__)"
 	touch $@
 
 triton-env: $(TRITON_VENV)/.installed
-	@echo "$(TRITON_VENV) is ready: tritonserver for tests/test_triton_server.py"
+	@echo "$(TRITON_VENV) is ready: tritonserver for m2s2l-edge serve local and tests/test_triton_server.py"
 
 $(TRITON_VENV)/.installed: pyproject.toml
 	@echo "building $(TRITON_VENV): tritonserver from the nvidia-pytriton wheel (about 0.5 GB)"

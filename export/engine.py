@@ -228,7 +228,8 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cfg:
     """
     from m2s2l_edge.artifacts.metadata import sidecar_path
     from m2s2l_edge.io import atomic_write_bytes, atomic_write_text
-    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
+    from m2s2l_edge.runtime.gpu_probes import gpu_info
+    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, import_tensorrt, load_plugin_library
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():

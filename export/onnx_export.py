@@ -32,6 +32,7 @@ import torch
 
 from m2s2l_edge.artifacts import metadata as meta_mod
 from m2s2l_edge.artifacts.checkpoint import weights_digest
+from m2s2l_edge.export.outputs import FORMATS
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
 from m2s2l_edge.scoring.model import resolve_lambda, stored_number
 
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 SCAN_FLAVOURS = ("plugin", "portable")
 PRECISIONS = ("fp32", "fp16")
-FORMATS = ("onnx",)
 # torch 2.13's exporter writes opset 18 natively and converts to others with ONNX's version converter, which has no
 # 18 → 17 adapter for Split: opset 17 (LayerNormalization's first opset) cannot be produced. TensorRT >= 10 reads 18.
 MIN_OPSET = 18

@@ -304,22 +304,26 @@ def _run_all(session, clips: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
-def compare_with_fp32(int8_path: str | os.PathLike, fp32_path: str | os.PathLike, clips: np.ndarray, lam: float,
+def compare_with_fp32(int8_path: str | os.PathLike, fp32_path: str | os.PathLike, clips: np.ndarray,
                       threads: int | None = None) -> dict:
     """What quantization changes, on ``clips`` (N, T+1, ...): the PSNR of the INT8 frame prediction against the FP32
     one (dB; higher = closer), and the change of each clip's PSNR_app, PSNR_mot and fused score (dB; the anomaly
-    score's inputs), as mean and largest absolute differences."""
+    score's inputs, with the published score's λ the FP32 export records), as mean and largest absolute
+    differences."""
     import torch
 
     from m2s2l_edge.export.parity import _scores
     from m2s2l_edge.runtime.ort_session import open_session
+    from m2s2l_edge.scoring.model import model_scoring
     from m2s2l_edge.scoring.terms import psnr
 
+    fp32 = open_session(fp32_path, threads=threads)
     got = _run_all(open_session(int8_path, threads=threads).session, clips)
-    want = _run_all(open_session(fp32_path, threads=threads).session, clips)
+    want = _run_all(fp32.session, clips)
     inputs, targets = clips[:, :-1], clips[:, -1]
-    got.update(_scores(got["frame_pred"], got["motion_pred"], inputs, targets, lam))
-    want.update(_scores(want["frame_pred"], want["motion_pred"], inputs, targets, lam))
+    scoring = model_scoring(fp32.meta.to_dict(), (inputs.shape[1], tuple(inputs.shape[-2:])), score="paper")
+    got.update(_scores(got["frame_pred"], got["motion_pred"], inputs, targets, scoring))
+    want.update(_scores(want["frame_pred"], want["motion_pred"], inputs, targets, scoring))
     agreement = psnr(torch.from_numpy(got["frame_pred"]), torch.from_numpy(want["frame_pred"])).numpy()
     result = {"clips": int(len(clips)), "frame_pred_psnr_vs_fp32_db": {"mean": float(agreement.mean()),
                                                                         "min": float(agreement.min())}}
@@ -363,7 +367,7 @@ def export_int8(model, out: str | os.PathLike, config, calibration: CalibrationD
         tmp_sidecar.write_text(meta.to_json() + "\n", encoding="utf-8")
         for path in (tmp_model, tmp_sidecar):
             os.chmod(path, 0o644)
-        comparison = compare_with_fp32(tmp_model, fp32_path, calibration.clips, meta.lam, threads)
+        comparison = compare_with_fp32(tmp_model, fp32_path, calibration.clips, threads)
         logger.info("wrote %s (INT8; frame_pred %.1f dB from FP32 on the calibration clips)", out,
                     comparison["frame_pred_psnr_vs_fp32_db"]["mean"])
     return out, report, comparison

@@ -88,3 +88,12 @@ def fp16_exports(tmp_path_factory):
     from test_export import tiny_exports
 
     return tiny_exports(tmp_path_factory, "fp16")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say where the browser tests left their screenshots (tests/browser.py), when they left any."""
+    from browser import ARTIFACTS, TAKEN
+
+    if TAKEN:
+        terminalreporter.write_line(f"screenshots of the web view and report tests: {ARTIFACTS} "
+                                    f"({', '.join(p.name for p in TAKEN)})")

@@ -370,7 +370,7 @@ def test_eval_never_mixes_two_runs(clip, weights, tmp_path):
     result = invoke("eval", "--data", clip, "--weights", weights, "--out", out, "--no-plots", "--overwrite")
     assert result.exit_code == 0, result.output
     # The earlier run's plots are gone with it: the folder holds the second run's files only.
-    assert sorted(p.name for p in out.iterdir()) == ["results.json", "scores"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json", "scores"]
     assert not list(tmp_path.glob(".scored.*"))
     elsewhere = tmp_path / "mine"
     elsewhere.mkdir()

@@ -8,10 +8,18 @@ import math
 import numpy as np
 import pytest
 
+from m2s2l_edge.config import ScoreConfig
 from m2s2l_edge.evaluation.outputs import write_outputs
-from m2s2l_edge.evaluation.protocol import drop_unpredicted, frame_auc, per_video_scores
+from m2s2l_edge.evaluation.protocol import drop_unpredicted, frame_auc
 from m2s2l_edge.evaluation.run import evaluate
 from m2s2l_edge.runtime.base import TensorSpec
+from m2s2l_edge.scoring.video import video_scores
+
+
+def paper_scores(psnr_app, psnr_mot, lam: float) -> list[np.ndarray]:
+    """eval's published score of each video (the per-video path eval takes), from whole-frame PSNRs only."""
+    return [video_scores({"psnr_app": a, "psnr_mot": m, "patch_app": a, "patch_mot": m, "change": np.ones(len(a))},
+                         ScoreConfig("paper", lam)) for a, m in zip(psnr_app, psnr_mot, strict=True)]
 
 
 def test_micro_auc_hand_computed():
@@ -36,7 +44,7 @@ def test_per_video_normalisation_changes_the_result():
     """
     labels = [np.array([0, 0, 1]), np.array([0, 0, 1])]
     psnr = [np.array([40.0, 40.0, 38.0]), np.array([30.0, 30.0, 28.0])]
-    per_video = per_video_scores(psnr, psnr, lam=0.5)
+    per_video = paper_scores(psnr, psnr, lam=0.5)
     np.testing.assert_allclose(per_video[0], [0, 0, 1])
     np.testing.assert_allclose(per_video[1], [0, 0, 1])
     assert frame_auc(labels, per_video).micro == pytest.approx(1.0)
@@ -49,13 +57,13 @@ def test_per_video_normalisation_changes_the_result():
 
 def test_lambda_weights_appearance_against_motion():
     # λ = 0.75: fused = 0.75·app + 0.25·mot = [31, 32, 27.5] -> minmax [3.5/4.5, 1, 0] -> anomaly [2/9, 0, 1].
-    scores = per_video_scores([np.array([32.0, 32.0, 30.0])], [np.array([28.0, 32.0, 20.0])], lam=0.75)
+    scores = paper_scores([np.array([32.0, 32.0, 30.0])], [np.array([28.0, 32.0, 20.0])], lam=0.75)
     np.testing.assert_allclose(scores[0], [2 / 9, 0, 1])
     # λ = 1 ignores motion: appearance alone ties the first two frames.
-    np.testing.assert_allclose(per_video_scores([np.array([32.0, 32.0, 30.0])], [np.array([28.0, 32.0, 20.0])],
+    np.testing.assert_allclose(paper_scores([np.array([32.0, 32.0, 30.0])], [np.array([28.0, 32.0, 20.0])],
                                                 lam=1.0)[0], [0, 0, 1])
     with pytest.raises(ValueError, match="lambda"):
-        per_video_scores([np.array([1.0])], [np.array([1.0])], lam=1.5)
+        paper_scores([np.array([1.0])], [np.array([1.0])], lam=1.5)
 
 
 def test_macro_auc_skips_single_class_videos():
@@ -118,11 +126,11 @@ def two_videos(tmp_path, write_frames):
 
 def test_evaluate_scores_every_predicted_frame_once(two_videos):
     from m2s2l_edge.data import preprocess_frame
-    from m2s2l_edge.evaluation.run import score_video
-    from m2s2l_edge.scoring.video import anomaly_scores
+    from m2s2l_edge.evaluation.run import frame_terms
 
     backend = CopyLastFrame()
-    targets, app, mot = score_video(backend, two_videos[0], 4, (24, 24), batch_size=3)
+    terms = frame_terms(backend, two_videos[0], 4, (24, 24), batch_size=3)
+    targets, app, mot = terms["targets"], terms["psnr_app"], terms["psnr_mot"]
     np.testing.assert_array_equal(targets, np.arange(4, 12))
     assert backend.calls == 3  # ceil(8 / 3)
     frames = [preprocess_frame(two_videos[0].read(i), 24) for i in range(12)]  # (3, H, W) in [-1, 1]
@@ -139,7 +147,8 @@ def test_evaluate_scores_every_predicted_frame_once(two_videos):
     result = evaluate(backend, two_videos, [lab_a, lab_b], lam=0.5, batch_size=3)
     a, b = result.videos
     np.testing.assert_array_equal(b.targets, np.arange(4, 9))
-    np.testing.assert_allclose(a.scores, anomaly_scores(app, mot, 0.5))
+    fused = 0.5 * np.asarray(app) + 0.5 * np.asarray(mot)
+    np.testing.assert_allclose(a.scores, 1 - (fused - fused.min()) / (fused.max() - fused.min()), rtol=1e-6)
     assert a.scores.argmax() == worst - 4 and a.scores.max() == 1.0
     assert result.auc.per_video[0] == pytest.approx(1.0)  # only if labels and scores line up at frame T
     assert result.auc.skipped == (1,)  # video b is all normal

@@ -460,6 +460,29 @@ def test_cli_unknown_flavour_and_format(tmp_path):
     _no_onnx_left(tmp_path)
 
 
+def test_output_names_say_every_setting_and_the_engine_keeps_its_onnx_beside_it(tmp_path):
+    """Default names differ wherever the graph does (two exports never replace each other); with --format engine,
+    --out names the engine and the ONNX it is built from goes beside it, and an --out that is not an engine is
+    refused before anything is loaded."""
+    from m2s2l_edge.export.outputs import default_engine_path, default_export_paths, export_paths
+
+    def name(**kw):
+        return default_export_paths("tiny", "onnx", **{"scan": "plugin", "precision": "fp32", "batch": 1,
+                                                      "dynamic": False, **kw})[0].name
+
+    names = {name(), name(scan="portable"), name(precision="fp16"), name(precision="int8"), name(batch=4),
+             name(dynamic=True)}
+    assert len(names) == 6 and name() == "m2s2l_tiny_plugin_fp32_b1.onnx" and "dynamic" in name(dynamic=True)
+    assert default_export_paths("tiny", "engine", scan="plugin", precision="fp16", batch=2, dynamic=False) == (
+        Path("m2s2l_tiny_plugin_fp16_b2.onnx"), Path("m2s2l_tiny_plugin_fp16_b2.engine"))
+    assert export_paths(tmp_path / "m.engine", "engine") == (tmp_path / "m.onnx", tmp_path / "m.engine")
+    assert export_paths(tmp_path / "m.onnx", "onnx") == (tmp_path / "m.onnx", None)
+    assert default_engine_path(tmp_path / "m.onnx") == tmp_path / "m.engine"
+    r = CliRunner().invoke(app, ["export", "--preset", "tiny", "--format", "engine", "--out", str(tmp_path / "m.onnx")])
+    _one_line_error(r, 1, "--out names the engine (*.engine)")
+    _no_onnx_left(tmp_path)
+
+
 def test_cli_unwritable_output(tmp_path, tiny_checkpoint):
     r = CliRunner().invoke(app, ["export", "--weights", str(tiny_checkpoint), "--out",
                                  str(tmp_path / "missing" / "m.onnx")])

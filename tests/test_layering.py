@@ -93,6 +93,7 @@ RANKS = {
     "m2s2l_edge.watch": 10,
     "m2s2l_edge.serve": 11,
     "m2s2l_edge.formats": 11,  # bench --all: exports (export), runs (runtime) and scores (evaluation) every format
+    "m2s2l_edge.ui": 11,  # the web view of a running watch: reads watch's LiveFeed, serves it (Starlette)
     "m2s2l_edge.cli": 12,
     "m2s2l_edge.__main__": 13,  # python -m m2s2l_edge: the CLI
 }
@@ -250,11 +251,12 @@ for args in [["--help"]] + [[name, "--help"] for name in sorted(command.commands
         if e.code not in (0, None):
             raise
 print("\n" + json.dumps({"commands": sorted(command.commands), "heavy": sorted(
-    m for m in ("torch", "onnx", "onnxruntime", "tensorrt", "onnxscript") if m in sys.modules)}))
+    m for m in ("torch", "onnx", "onnxruntime", "tensorrt", "onnxscript", "starlette", "uvicorn")
+    if m in sys.modules)}))
 """
 
 
-def test_help_imports_neither_torch_onnx_nor_tensorrt():
+def test_help_imports_neither_torch_onnx_tensorrt_nor_the_web_server():
     r = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -263,8 +265,8 @@ def test_help_imports_neither_torch_onnx_nor_tensorrt():
 
 
 def test_import_m2s2l_edge_is_light():
-    code = ("import sys, m2s2l_edge, m2s2l_edge.runtime, m2s2l_edge.export; "
-            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt') if m in sys.modules))")
+    code = ("import sys, m2s2l_edge, m2s2l_edge.runtime, m2s2l_edge.export, m2s2l_edge.ui; "
+            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'starlette', 'uvicorn') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

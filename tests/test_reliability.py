@@ -337,6 +337,26 @@ def _tracker_events(tracker, n_events: int, start_index: int = 0, wall0: float =
     return msgs + tracker.close()
 
 
+def test_retention_orders_by_the_event_not_by_when_a_clip_was_finished(tmp_path):
+    # A clip is written by a thread and may be finished after the next event's snapshot: the older event still goes
+    # first.
+    import os
+
+    from m2s2l_edge.watch.retention import Limit, MediaStore
+
+    store = MediaStore(tmp_path, Limit(max_bytes=2500), {"gate": Limit()})
+    names = ["gate-anomaly-20270115T080000.000Z-10.jpg", "gate-anomaly-20270115T080010.000Z-110.jpg",
+             "gate-anomaly-20270115T080000.000Z-10.mp4"]  # event 1's clip published last
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (1_900_000_000 + i, 1_900_000_000 + i))
+        assert store.added("gate", tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[2], names[1]]  # event 1's snapshot went first
+    (tmp_path / "gate-anomaly-20270115T080020.000Z-210.jpg").write_bytes(b"x" * 1000)
+    assert store.added("gate", tmp_path / "gate-anomaly-20270115T080020.000Z-210.jpg")
+    assert names[2] not in {p.name for p in tmp_path.iterdir()}  # then event 1's clip, though it is the newest file
+
+
 def test_retention_keeps_snapshots_and_clips_within_the_limits_oldest_first(tmp_path):
     from m2s2l_edge.watch.events import EventConfig, EventTracker
     from m2s2l_edge.watch.retention import Limit, MediaStore

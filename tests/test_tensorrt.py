@@ -29,8 +29,10 @@ from m2s2l_edge.export.engine import (
     read_onnx_info,
 )
 from m2s2l_edge.ops import spec
+from m2s2l_edge.runtime import gpu_probes
 from m2s2l_edge.runtime import tensorrt_backend as trtb
 from m2s2l_edge.runtime import tensorrt_lib as trtlib
+from m2s2l_edge.runtime.bench import BenchConfig, bench_engine
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -260,19 +262,19 @@ CLOCKS_OFF = CLOCKS_ON.replace("GPU MinFreq=1300500000", "GPU MinFreq=306000000"
 
 
 def test_jetson_parsers():
-    assert trtb.parse_nvpmodel(NVPMODEL_Q) == "MAXN (0)"
-    assert trtb.parse_nvpmodel("NV Power Mode: 15W\n") == "15W"
-    assert trtb.parse_nvpmodel("nvpmodel: permission denied") is None
-    assert trtb.parse_jetson_clocks(CLOCKS_ON) == "on"
-    assert trtb.parse_jetson_clocks(CLOCKS_OFF) == "off"
-    assert trtb.parse_jetson_clocks("Error: run as root") == "unknown"
+    assert gpu_probes.parse_nvpmodel(NVPMODEL_Q) == "MAXN (0)"
+    assert gpu_probes.parse_nvpmodel("NV Power Mode: 15W\n") == "15W"
+    assert gpu_probes.parse_nvpmodel("nvpmodel: permission denied") is None
+    assert gpu_probes.parse_jetson_clocks(CLOCKS_ON) == "on"
+    assert gpu_probes.parse_jetson_clocks(CLOCKS_OFF) == "off"
+    assert gpu_probes.parse_jetson_clocks("Error: run as root") == "unknown"
 
 
 def test_jetson_info(tmp_path, monkeypatch):
-    assert trtb.jetson_info(release_file=tmp_path / "none") is None
+    assert gpu_probes.jetson_info(release_file=tmp_path / "none") is None
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
-    monkeypatch.setattr(trtb.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(gpu_probes.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def fake_run(argv, **kwargs):
         if argv[0] == "nvpmodel":
@@ -280,7 +282,7 @@ def test_jetson_info(tmp_path, monkeypatch):
         # jetson_clocks --show needs root: refused without sudo, refused by `sudo -n` (no password prompt).
         return subprocess.CompletedProcess(argv, 1, "", "Error: must be root")
 
-    info = trtb.jetson_info(release_file=release, run=fake_run)
+    info = gpu_probes.jetson_info(release_file=release, run=fake_run)
     assert info == {"l4t_release": "R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64",
                     "power_mode": "MAXN (0)", "jetson_clocks": "unknown"}
 
@@ -346,7 +348,7 @@ def test_backend_missing_engine_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         trtb.TensorRTBackend(tmp_path / "nope.engine")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        trtb.bench_engine(tmp_path / "nope.engine")
+        bench_engine(tmp_path / "nope.engine")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -503,7 +505,7 @@ def test_build_run_and_bench_tiny_engine(tmp_path, plugin_onnx):
         print(f"{name}: max |TensorRT - PyTorch| = {diff:.2e}")
         assert diff < 2e-2, name
 
-    result = trtb.bench_engine(engine, batch=2, warmup=2, iterations=5)
+    result = bench_engine(engine, BenchConfig(batch=2, warmup=2, iterations=5))
     assert result["rows"][0]["gpu_compute"]["median_ms"] > 0
     from m2s2l_edge.efficiency.benchmarking import format_summary
 

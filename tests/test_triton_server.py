@@ -98,7 +98,7 @@ def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
 def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
     from m2s2l_edge.artifacts.metadata import read_metadata
     from m2s2l_edge.data.sources import VideoFileSource
-    from m2s2l_edge.evaluation.run import score_video
+    from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.base import backend_geometry
 
@@ -110,8 +110,10 @@ def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local
     assert served.metadata["lambda"] == meta.lam and served.metadata["config"] == meta.config
     video = VideoFileSource(write_avi(tmp_path / "cam.avi", 15, h=48, w=64))
     t, size = backend_geometry(local)
-    idx_l, app_l, mot_l = score_video(local, video, t, size, batch_size=4)
-    idx_s, app_s, mot_s = score_video(served, video, t, size, batch_size=3)  # other batches: other server batches
+    local_terms = frame_terms(local, video, t, size, batch_size=4)
+    served_terms = frame_terms(served, video, t, size, batch_size=3)  # other batches: other server batches
+    idx_l, app_l, mot_l = (local_terms[k] for k in ("targets", "psnr_app", "psnr_mot"))
+    idx_s, app_s, mot_s = (served_terms[k] for k in ("targets", "psnr_app", "psnr_mot"))
     assert len(app_l) == 15 - t
     np.testing.assert_array_equal(idx_s, idx_l)
     # Same runner, same ONNX; only ONNX Runtime's batch-dependent kernels may differ, far below a PSNR's precision.
@@ -304,3 +306,117 @@ def test_watch_server_uses_the_calibration_served_with_the_model(server, served_
     assert result.exit_code == 0, result.output
     cam = json.loads((tmp_path / "w2.json").read_text())["cameras"]["cam0"]
     assert cam["threshold_source"] == f"calibration file {served_calibration}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# `m2s2l-edge serve local`: the same server started from the CLI
+
+
+def _serve_local(venv: Path, repo: Path, http_port: int, grpc_port: int) -> tuple[subprocess.Popen, list[str]]:
+    """`m2s2l-edge serve local` as a process, once it says it serves (its stdout lines so far)."""
+    import queue
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "m2s2l_edge", "serve", "local", "--repo", str(repo), "--http-port", str(http_port),
+         "--grpc-port", str(grpc_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "M2S2L_TRITON_VENV": str(venv)})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    while not any(line.startswith("serving ") for line in seen):
+        try:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            _stop(proc)
+            pytest.fail(f"serve local did not come up: {seen} {proc.stderr.read()}")
+    return proc, seen
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End `serve local` when a test fails first: SIGTERM, so that it stops its tritonserver (a server in its own
+    session, which a SIGKILL of the CLI would leave holding the ports); SIGKILL only when that does not work."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.parametrize("stop, code, last_line", [
+    (15, 0, "stopped by SIGTERM; tritonserver stopped"),
+    (2, 130, "error: interrupted; tritonserver stopped"),
+])
+def test_serve_local_serves_the_repository_until_stopped(stop, code, last_line, triton_env, served_repo, local):
+    """`serve local --repo` starts the real tritonserver, prints the URLs `watch --server` takes (they answer with
+    the local backend's predictions), and SIGTERM / Ctrl-C stop the server with it: its ports close, its folder goes."""
+    from m2s2l_edge.runtime import create_backend
+
+    http_port, grpc_port = free_port(), free_port()
+    proc, out = _serve_local(triton_env.venv, served_repo, http_port, grpc_port)
+    try:
+        grpc_url, http_url = f"grpc://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}"
+        assert out[-1] == f"serving {tr.PYTHON_MODEL}: {grpc_url} and {http_url}"
+        workdir = Path(out[0].rpartition("(log: ")[2].rstrip(")")).parent
+        assert workdir.is_dir()
+        for url in (grpc_url, http_url):
+            got = create_backend("triton", url, model=tr.PYTHON_MODEL).run(_clips(2, 7))
+            np.testing.assert_allclose(got["frame_pred"], local.run(_clips(2, 7))["frame_pred"], atol=1e-5)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=120) == code
+    finally:
+        _stop(proc)
+    assert proc.stderr.read().strip().splitlines()[-1] == last_line
+    probe = LocalTritonServer(triton_env, served_repo, (), workdir, http_port=http_port, grpc_port=grpc_port)
+    assert not probe.ready() and not workdir.exists()
+
+
+def test_serve_local_bad_input_is_one_line(tmp_path, monkeypatch):
+    """Checked before the slow start, each in one line: no tritonserver (and how to get one), no repository, a model
+    the repository lacks, a port in use, one port twice."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from m2s2l_edge.cli.app import app
+
+    repo = tmp_path / "repo"
+    (repo / tr.PYTHON_MODEL).mkdir(parents=True)
+    (repo / tr.PYTHON_MODEL / "config.pbtxt").write_text(f'name: "{tr.PYTHON_MODEL}"\n')
+
+    def run(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(app, ["serve", "local", *args])
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1, r.output
+        return r.exit_code, lines[0]
+
+    monkeypatch.setenv("M2S2L_TRITON_VENV", str(tmp_path / "nowhere"))
+    code, line = run("--repo", str(repo), "--http-port", str(free_port()), "--grpc-port", str(free_port()))
+    assert code == 3 and line.startswith(f"error: tritonserver not found: no Triton environment at {tmp_path}")
+    assert "`make triton-env` builds one from the nvidia-pytriton wheel" in line
+    assert run("--repo", str(tmp_path / "none")) == (
+        1, f"error: --repo {tmp_path / 'none'} is not a folder (write one with m2s2l-edge serve triton-repo)")
+    assert run("--repo", str(repo), "--model", "m2s2l_nope") == (
+        1, f"error: --repo {repo} has no model 'm2s2l_nope' (it has: {tr.PYTHON_MODEL})")
+    port = free_port()
+    assert run("--repo", str(repo), "--http-port", str(port), "--grpc-port", str(port)) == (
+        1, f"error: --http-port and --grpc-port are both {port}; give each its own port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        code, line = run("--repo", str(repo), "--http-port", str(free_port()), "--grpc-port", str(busy))
+    assert code == 1 and line.startswith(f"error: --grpc-port {busy}: cannot listen on 127.0.0.1:{busy}")
+
+
+def test_triton_env_is_looked_for_in_the_working_folder_first(tmp_path):
+    """Without $M2S2L_TRITON_VENV the working folder's .venv-triton comes before this checkout's: one without the
+    server binary is named in the error, not skipped for another."""
+    from m2s2l_edge.serve.local_server import find_triton_env
+
+    (tmp_path / ".venv-triton" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv-triton" / "bin" / "python").symlink_to(sys.executable)
+    with pytest.raises(RuntimeError, match=f"tritonserver not found: {tmp_path / '.venv-triton'} has no "
+                                           "tritonserver binary"):
+        find_triton_env(env={}, cwd=tmp_path)

@@ -232,7 +232,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @needs_ffmpeg
 def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend):
     from m2s2l_edge.watch.cameras import cameras_from_sources
-    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+    from m2s2l_edge.watch.pipeline import Watch, WatchHooks, WatchOptions
 
     port = free_port()
     server = _serve(port)
@@ -248,7 +248,8 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
     try:
         watch = Watch(backend, cameras_from_sources([f"http://127.0.0.1:{port}/live.ts"]),
                       WatchOptions(read_timeout_s=1.0, batch=2),
-                      on_score=scores.append, on_status=statuses.append, on_capture_status=on_capture_status)
+                      hooks=WatchHooks(score=scores.append, status=statuses.append,
+                                       capture_status=on_capture_status))
         stop = threading.Event()
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
@@ -282,12 +283,12 @@ def test_http_stream_killed_and_restarted_reconnects_and_resets_the_ring(backend
 
 def test_one_camera_failing_never_stops_the_others(backend, videos):
     from m2s2l_edge.watch.cameras import cameras_from_sources
-    from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+    from m2s2l_edge.watch.pipeline import Watch, WatchHooks, WatchOptions
 
     dead = f"http://127.0.0.1:{free_port()}/gone.ts"  # nothing listens: every (re)connect fails
     scores = []
     watch = Watch(backend, cameras_from_sources([dead, str(videos["normal2"])]),
-                  WatchOptions(replay=True, read_timeout_s=0.5), on_score=scores.append)
+                  WatchOptions(replay=True, read_timeout_s=0.5), hooks=WatchHooks(score=scores.append))
     stop = threading.Event()
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(watch.run(stop)), daemon=True)
@@ -479,6 +480,32 @@ def test_threshold_option_overrides_every_camera_and_the_table_shows_it(tmp_path
     r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(videos["test"]), "--replay",
                                  "--threshold", "-1"])
     assert r.exit_code == 2 and "--threshold" in r.output
+
+
+def test_threshold_option_overrides_a_cameras_yaml_threshold_in_the_events_too(tmp_path, videos):
+    """One rule decides the level events start at (the camera's scorer): --threshold over the YAML threshold, for
+    the summary and the event tracker alike; a level at or below the camera's off level is refused before the
+    first frame."""
+    calib = tmp_path / "cam.calib.json"
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]), "--out",
+                                 str(calib)])
+    assert r.exit_code == 0, r.output
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"cameras:\n  gate:\n    source: {videos['test']}\n    calibration: {calib}\n"
+                   "    threshold: 1000000\n    off_threshold: 0.2\n")
+    summaries = {}
+    for extra in ([], ["--threshold", "0.5"]):
+        out = tmp_path / f"s{len(extra)}.json"
+        r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay", "--json",
+                                     str(out), *extra])
+        assert r.exit_code == 0, r.output
+        summaries[len(extra)] = json.loads(out.read_text())["cameras"]["gate"]
+    assert summaries[0]["threshold"] == 1e6 and summaries[0]["events"] == 0
+    assert summaries[2]["threshold"] == 0.5 and summaries[2]["threshold_source"] == "--threshold"
+    assert summaries[2]["events"] > 0  # the tracker started events at --threshold, not at the YAML's level
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--config", str(cfg), "--replay", "--threshold",
+                                 "0.1"])
+    assert r.exit_code == 1 and "off level 0.2 must be below on level 0.1" in one_error_line(r), r.output
 
 
 def test_calibrate_refuses_live_sources(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 
 from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
 from m2s2l_edge.scoring.terms import region_psnr
-from m2s2l_edge.watch.events import EventConfig, EventTracker, roi_mask
+from m2s2l_edge.watch.events import EventConfig, EventTracker
 from m2s2l_edge.watch.faults import FaultConfig, FaultDetector
+from m2s2l_edge.watch.regions import roi_mask
 from m2s2l_edge.watch.types import FrameScore
 
 FPS = 10.0
@@ -281,7 +282,8 @@ def test_clip_buffer_is_bounded_for_a_long_event(tmp_path):
     msgs = []
     for i, s in enumerate([0] * 10 + [5] * 60 + [0] * 15):
         msgs += tracker.update(frame_score(i, s, frame=scene(i)))
-        assert len(tracker._roll) <= 8 and all(len(c.frames) <= 8 for c in tracker._collecting)
+        clips = tracker._clips
+        assert len(clips._roll) <= 8 and all(len(c.frames) <= 8 for c in clips._collecting)
     msgs += tracker.close()
     end = msgs[-1]
     assert end["state"] == "end" and end["clip_frames"] == 8
@@ -468,7 +470,7 @@ def test_annotated_video_refuses_bad_outputs(tmp_path):
 def test_one_roi_parser_and_one_bounds_check_for_yaml_and_events():
     """A camera's YAML ``roi`` and an ``events: rois`` entry go through the same parser (same shapes, same bounds)."""
     from m2s2l_edge.watch.cameras import _roi
-    from m2s2l_edge.watch.events import check_rois_fit, parse_rois
+    from m2s2l_edge.watch.regions import check_rois_fit, parse_rois
 
     bare = [[0, 0], [10, 0], [10, 5]]
     assert _roi(bare, "roi") == parse_rois(bare) == parse_rois([bare]) == (((0.0, 0.0), (10.0, 0.0), (10.0, 5.0)),)

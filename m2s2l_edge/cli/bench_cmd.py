@@ -1,10 +1,9 @@
 """`m2s2l-edge bench`: latency and FPS of a checkpoint or fresh weights (PyTorch), an exported model (ONNX Runtime)
-or a TensorRT engine (timed on the GPU by ``m2s2l_edge.runtime.tensorrt_backend.bench_engine``, with a CUDA graph
-like trtexec).
+or a TensorRT engine (timed on the GPU with a CUDA graph like trtexec), all on one ``BenchConfig``
+(``m2s2l_edge.runtime.bench``); `bench --all` puts every format of one model in one table (``m2s2l_edge.formats``).
 
-The model option picks the backend (``options.model_source``); every backend is timed and summarised by
-``m2s2l_edge.efficiency.benchmarking`` (``runtime.bench`` for the backends,
-``runtime.tensorrt_backend.bench_engine`` on the GPU).
+The model option picks the backend (``options.model_source``); every result is summarised by
+``m2s2l_edge.efficiency.benchmarking.format_summary``.
 """
 
 from __future__ import annotations
@@ -75,13 +74,13 @@ def bench(
     json_out: JsonOut = None,
 ) -> None:
     """Benchmark inference latency (mean / median / p90 / p99) and throughput, trtexec style."""
-    err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
     if all_formats:
         _bench_all(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, plugin=plugin, batch=batch,
                    warmup=warmup, iterations=iterations, fp16=fp16, threads=threads, device=device, data=data,
                    labels=labels, calibration_data=calibration_data, server=server, model=model,
                    markdown=markdown, json_out=json_out)
         return
+    err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
     with user_errors():
         only_all = [flag for flag, value in (("--data", data), ("--labels", labels),
                                              ("--calibration-data", calibration_data), ("--server", server),
@@ -90,44 +89,50 @@ def bench(
             raise ValueError(f"{', '.join(only_all)} go(es) with --all")
         check_json_target(json_out)
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed)
-        if source.kind == "tensorrt":
-            result, lines = _bench_engine(source.path, plugin, cuda_graph, threads, fp16, batch, warmup, iterations,
-                                          device)
-        else:
-            if plugin is not None:
-                raise ValueError("--plugin goes with --engine")
-            if fp16 and source.kind != "torch":
-                raise ValueError("--fp16 goes with --weights / --preset; an exported model carries its own precision")
-            from m2s2l_edge.efficiency.benchmarking import format_summary
-            from m2s2l_edge.runtime.bench import BenchConfig, bench_backend
+        from m2s2l_edge.runtime.bench import BenchConfig
 
-            config = BenchConfig(batch=batch, warmup=warmup, iterations=iterations, seed=seed)
-            options = {"precision": "fp16"} if fp16 else {}
-            backend = open_backend(source, device=device, threads=threads, **options)
-            result = bench_backend(backend, config)
-            result["source"] = source.label
-            scan_path = backend.metadata.get("selective_scan")
-            if scan_path:
-                result["selective_scan"] = scan_path
-            lines = [format_summary(result)] + ([scan_path] if scan_path else [])
+        config = BenchConfig(batch=batch, warmup=warmup, iterations=iterations, seed=seed)
+        if source.kind == "tensorrt":
+            result, lines = _bench_engine(source, config, plugin=plugin, cuda_graph=cuda_graph, threads=threads,
+                                          fp16=fp16, device=device)
+        else:
+            result, lines = _bench_model(source, config, plugin=plugin, fp16=fp16, threads=threads, device=device)
         typer.echo("\n".join(lines), err=err)
         emit_json(result, json_out)
     if json_out is not None and not err:
         typer.echo(f"wrote {json_out}")
 
 
-def _bench_engine(engine, plugin, cuda_graph: bool, threads, fp16: bool, batch, warmup: int, iterations: int,
-                  device) -> tuple[dict, list[str]]:
+def _bench_model(source, config, *, plugin, fp16: bool, threads, device) -> tuple[dict, list[str]]:
+    """A checkpoint, fresh weights or an exported model, through its runtime backend."""
+    if plugin is not None:
+        raise ValueError("--plugin goes with --engine")
+    if fp16 and source.kind != "torch":
+        raise ValueError("--fp16 goes with --weights / --preset; an exported model carries its own precision")
+    from m2s2l_edge.efficiency.benchmarking import format_summary
+    from m2s2l_edge.runtime.bench import bench_backend
+
+    backend = open_backend(source, device=device, threads=threads, **({"precision": "fp16"} if fp16 else {}))
+    result = bench_backend(backend, config)
+    result["source"] = source.label
+    scan_path = backend.metadata.get("selective_scan")
+    if scan_path:
+        result["selective_scan"] = scan_path
+    return result, [format_summary(result)] + ([scan_path] if scan_path else [])
+
+
+def _bench_engine(source, config, *, plugin, cuda_graph: bool, threads, fp16: bool, device) -> tuple[dict, list[str]]:
+    """A TensorRT engine, timed on the GPU with the same config as every backend."""
     from m2s2l_edge.cli.options import device_syntax
 
     others = [flag for flag, given in (("--threads", threads is not None), ("--fp16", fp16)) if given]
     if others:
         raise ValueError(f"--engine does not go with {', '.join(others)} (an engine carries its own settings)")
     from m2s2l_edge.efficiency.benchmarking import format_summary
-    from m2s2l_edge.runtime.tensorrt_backend import bench_engine
+    from m2s2l_edge.runtime.bench import bench_engine
 
-    result = bench_engine(engine, plugin=plugin, device=device_syntax(device, default="cuda"), batch=batch,
-                          warmup=warmup, iterations=iterations, cuda_graph=cuda_graph)
+    result = bench_engine(source.path, config, plugin=plugin, device=device_syntax(device, default="cuda"),
+                          cuda_graph=cuda_graph)
     return result, [format_summary(result, title="TensorRT engine")]
 
 

@@ -45,20 +45,22 @@ def build(
     TensorRT's own log is at VERBOSE with `m2s2l-edge --verbose build ...`."""
     err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
     with user_errors():
+        from m2s2l_edge.artifacts.metadata import sidecar_path
         from m2s2l_edge.cli.options import check_input_file
         from m2s2l_edge.export.engine import EngineConfig, build_engine
+        from m2s2l_edge.export.outputs import default_engine_path
 
         verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
         cfg = EngineConfig(fp16=fp16, min_batch=min_batch, opt_batch=batch, max_batch=max_batch,
                            workspace_mib=workspace, timing_cache=timing_cache, plugin=plugin, verbose=verbose)
         check_input_file(onnx, "--onnx")
-        out = out if out is not None else onnx.with_suffix(".engine")
-        for path in (out, out.with_name(out.name + ".json")):
+        out = out if out is not None else default_engine_path(onnx)
+        for path in (out, sidecar_path(out)):
             check_output_file(path, overwrite=overwrite)
         if timing_cache is not None:
             check_output_file(timing_cache, overwrite=True, flag="--timing-cache")
         check_json_target(json_out)
-        check_distinct_paths({"--out": out, "metadata": out.with_name(out.name + ".json"), "--json": json_out,
+        check_distinct_paths({"--out": out, "metadata": sidecar_path(out), "--json": json_out,
                               "--timing-cache": timing_cache}, {"--onnx": onnx})
         meta = build_engine(onnx, out, cfg)
         eng = meta["engine"]

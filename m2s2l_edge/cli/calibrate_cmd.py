@@ -77,7 +77,7 @@ def calibrate(
                            model=model)
         backend = open_backend(src, device=device, threads=threads)
         cal = calibrate_footage(backend, source, score=score, model_path=src.path,
-                                false_alarms_per_hour=false_alarms_per_hour, stride=stride, batch=batch or 4)
+                                false_alarms_per_hour=false_alarms_per_hour, stride=stride, batch=batch)
         save(cal, out)
     emit_json(cal.to_dict(), json_out)
     if cal.warning:

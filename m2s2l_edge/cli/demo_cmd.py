@@ -1,9 +1,7 @@
 """`m2s2l-edge demo`: the whole pipeline on generated video, on a laptop CPU, in minutes.
 
-generate a synthetic surveillance data set → train the `small` preset → evaluate (frame-level AUC) → plots.
-
-The settings below were tuned for a shared 2-core CPU (see benchmarks/bench_demo.py); none was chosen by looking
-at the test labels of the seed the demo reports. They are the only place the demo differs from a real run.
+generate a synthetic surveillance data set → train the `small` preset → evaluate (frame-level AUC) → plots. The
+steps and the demo's settings are :mod:`m2s2l_edge.evaluation.demo`; this module parses, shows progress, prints.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -28,33 +25,7 @@ from m2s2l_edge.cli.options import (
     emit_json,
     json_to_stdout,
 )
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    # Synthetic data (m2s2l_edge.data.synthetic): rendered at 128 px, like the small preset's native input.
-    n_train: int = 8
-    n_test: int = 8
-    frames: int = 120
-    render_size: int = 128
-    # Anomaly kinds of the test videos. `frozen` (a stalled camera) is left out by default: a repeated frame is the
-    # most predictable input there is, so any future-frame-prediction score (M²S²L's, as in the paper) ranks a stall
-    # as the most normal footage of its video. With it the demo measured micro AUC 0.90-0.905 (2 of 8 test videos
-    # hold a stall; their AUCs stay at 0.76 and 0.81 however long the model trains); `--kinds` adds it back.
-    kinds: tuple[str, ...] = ("fast_object", "foreign_object", "running")
-    # Model: the `small` preset with these overrides. 64 px instead of 128 px cuts the decoders' cost (most of the
-    # MACs) by 4×, which is what lets a CPU train it in minutes.
-    preset: str = "small"
-    overrides: dict = field(default_factory=lambda: {"image_size": 64})
-    # Optimisation: a higher rate than the paper's 2e-4 because the demo trains for a few hundred steps only.
-    epochs: int = 3
-    batch_size: int = 8
-    lr: float = 1e-3
-    stride: int = 1
-    eval_batch: int = 16
-
-
-DEMO = DemoSettings()
+from m2s2l_edge.evaluation.demo import DEMO, DemoSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -92,77 +63,42 @@ def demo(
 
 
 def run_demo(s: DemoSettings, out: Path, *, seed: int, device: str, console) -> dict:
-    import torch
-
     from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress, run_with_progress
     from m2s2l_edge.cli.report import print_result
-    from m2s2l_edge.config import LossConfig, TrainConfig, get_preset
-    from m2s2l_edge.data import generate_dataset
-    from m2s2l_edge.evaluation.datasets import load_test_set
-    from m2s2l_edge.evaluation.outputs import write_outputs
-    from m2s2l_edge.report.plots import plot_training
-    from m2s2l_edge.runtime import open_model
-    from m2s2l_edge.training.trainer import DataConfig, RunConfig, load_history, train
+    from m2s2l_edge.evaluation import demo as steps
+    from m2s2l_edge.evaluation.outputs import REPORT_FRAMES
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_root, run_dir, eval_dir = out / "data", out / "run", out / "eval"
+    paths = steps.DemoPaths.under(out)
     times: dict[str, float] = {}
     tic = time.perf_counter()
 
     console.rule("[bold]1/3 generating synthetic surveillance video")
     with console.status(f"rendering {s.n_train} normal training and {s.n_test} test videos of {s.frames} frames "
                         f"(anomalies: {', '.join(s.kinds)})"):
-        generate_dataset(data_root, name="synthetic", n_train=s.n_train, n_test=s.n_test, frames=s.frames,
-                         size=s.render_size, seed=seed, kinds=s.kinds)
+        data_set = steps.generate(s, paths, seed=seed)
     times["generate_s"] = time.perf_counter() - tic
-    console.print(f"wrote {data_root / 'synthetic'} in {times['generate_s']:.0f} s")
+    console.print(f"wrote {data_set} in {times['generate_s']:.0f} s")
 
-    console.rule(f"[bold]2/3 training the {s.preset} preset ({_overrides_text(s)}) on the CPU"
+    console.rule(f"[bold]2/3 training the {s.preset} preset ({s.overrides_text()}) on the CPU"
                  if device == "cpu" else f"[bold]2/3 training the {s.preset} preset on {device}")
-    model_cfg = get_preset(s.preset, **s.overrides)
-    train_cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, loss=LossConfig())
     t0 = time.perf_counter()
     with make_train_progress(console) as progress:
-        result = train(model_cfg, train_cfg, DataConfig(str(data_root), "synthetic", stride=s.stride),
-                       RunConfig(str(run_dir), device=device, seed=seed, overwrite=True), RichTrainProgress(progress))
-    plot_training(load_history(run_dir), run_dir / "loss.png", title=f"demo training loss ({s.preset} preset)")
+        training = steps.train_model(s, paths, seed=seed, device=device, callbacks=RichTrainProgress(progress))
     times["train_s"] = time.perf_counter() - t0
 
     console.rule("[bold]3/3 evaluating on the test videos (frame-level AUC)")
     t0 = time.perf_counter()
-    videos, labels = load_test_set(data_root, "synthetic")
-    backend = open_model("torch", str(result.checkpoint), device=device, expected_preset=s.preset)
-    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset="synthetic")
-    paths = write_outputs(evaluation, eval_dir, plots=True, replace=True,
-                          meta={"dataset": "synthetic", "data": str(data_root), "backend": "torch",
-                                "source": str(result.checkpoint), "title": "(demo, synthetic)"})
+    backend, videos, labels = steps.open_test(s, paths, training.checkpoint, device=device)
+    evaluation = run_with_progress(backend, videos, labels, s.eval_batch, console, dataset=steps.DATASET,
+                                   top_frames=REPORT_FRAMES)
+    files = steps.write_evaluation(evaluation, paths, training.checkpoint)
     times["eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - tic
     print_result(evaluation, {}, console)
-
-    from m2s2l_edge.efficiency.benchmarking import machine_info
-
-    return {
-        "micro_auc": evaluation.auc.micro,
-        "macro_auc": None if math.isnan(evaluation.auc.macro) else evaluation.auc.macro,
-        "videos_in_macro": evaluation.auc.videos_in_macro,
-        "per_video_auc": {v.name: v.auc for v in evaluation.videos},
-        **times,
-        "seed": seed,
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "settings": dataclasses.asdict(s),
-        "final_train_loss": result.history[-1].loss if result.history else None,
-        "train_steps": result.step,
-        "files": {"data": str(data_root), "checkpoint": str(result.checkpoint),
-                  "loss_plot": str(run_dir / "loss.png"), **{k: str(v) for k, v in paths.items()}},
-        "machine": machine_info(),
-    }
-
-
-def _overrides_text(s: DemoSettings) -> str:
-    return ", ".join(f"{k}={v}" for k, v in s.overrides.items()) or "as registered"
+    return steps.summary(s, paths, evaluation=evaluation, training=training, files=files, times=times, seed=seed,
+                         device=device)
 
 
 def _print_summary(summary: dict, console) -> None:
@@ -173,7 +109,9 @@ def _print_summary(summary: dict, console) -> None:
     console.print(f"time: {summary['total_s'] / 60:.1f} min in all (data {summary['generate_s']:.0f} s, "
                   f"training {summary['train_s']:.0f} s for {summary['train_steps']} steps, "
                   f"evaluation {summary['eval_s']:.0f} s)")
-    console.print(f"look at:  {files['overview']}  (scores over time, anomalies shaded)")
+    console.print(f"look at:  {files['report']}  (open in a browser: ROC, scores over time, the frames the "
+                  "model predicted worst beside its predictions and error maps)")
+    console.print(f"          {files['overview']}  (scores over time, anomalies shaded)")
     console.print(f"          {files['roc']}  (ROC curve)")
     console.print(f"          {files['plots']}/<video>.png, {files['loss_plot']}")
     console.print(f"numbers:  {files['results']}; per-frame scores in {files['scores']}/")

@@ -33,8 +33,6 @@ from m2s2l_edge.cli.options import (
     open_backend,
 )
 
-DEFAULT_BATCH = 8
-
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_)
@@ -42,12 +40,10 @@ def register(app: typer.Typer) -> None:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Up front: --out writable, and new, empty, or (with --overwrite) an earlier evaluation's folder."""
-    from m2s2l_edge.evaluation.outputs import RESULTS
+    from m2s2l_edge.evaluation.outputs import check_replaceable
 
     check_output_dir(out, overwrite=overwrite)
-    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / RESULTS).is_file():
-        raise FileExistsError(f"--out {out} holds files but no {RESULTS}, so it is not an earlier evaluation; "
-                              "--overwrite replaces only those: choose a new or empty folder")
+    check_replaceable(out, overwrite)
 
 
 def eval_(
@@ -72,7 +68,8 @@ def eval_(
     device: Device = None,
     threads: Threads = None,
     out: Annotated[Path, typer.Option(
-        "--out", help="Output folder: results.json, scores/, roc.png, plots/ (new, or see --overwrite).")] = Path(
+        "--out", help="Output folder: report.html, results.json, scores/, roc.png, plots/ (new, or see "
+                      "--overwrite).")] = Path(
         "runs/eval"),
     overwrite: Overwrite = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
@@ -90,17 +87,13 @@ def eval_(
 
     console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
     with user_errors():
-        from m2s2l_edge.config import default_score_name, get_score
         from m2s2l_edge.evaluation.datasets import load_footage
-        from m2s2l_edge.evaluation.outputs import write_outputs
-        from m2s2l_edge.evaluation.run import VIDEO_SCORES
+        from m2s2l_edge.evaluation.outputs import REPORT_FRAMES, run_record, write_outputs
+        from m2s2l_edge.evaluation.run import DEFAULT_BATCH, eval_score
+        from m2s2l_edge.runtime import check_preset
 
         dataset = dataset or "custom"
-        if score is not None:
-            get_score(score)  # an unknown name fails before any work
-            if score not in VIDEO_SCORES:
-                raise ValueError(f"--score {score} is calibrated per camera, not per video: use it with watch and "
-                                 f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+        score = eval_score(dataset, score)
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
         if plugin is not None and source.kind != "tensorrt":
             raise ValueError("--plugin goes with --engine")
@@ -113,23 +106,13 @@ def eval_(
         videos, label_arrays = load_footage(data, dataset, name=name, labels_path=labels)
         options = {"plugin": plugin} if plugin is not None else {}
         runner = open_backend(source, device=device, threads=threads, **options)
-        _check_preset(runner, source, preset)
+        check_preset(runner, source.path, preset)
         from m2s2l_edge.cli.progress import run_with_progress
         from m2s2l_edge.cli.report import print_result
 
-        result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console,
-                                   score=default_score_name(dataset) if score is None else score, lam=lambda_,
-                                   dataset=dataset)
-        scan_path = (getattr(runner, "metadata", None) or {}).get("selective_scan")
-        meta = {"dataset": dataset, "data": str(data), "backend": source.kind, "source": str(source.path),
-                "title": f"({dataset})",
-                **({"selective_scan": scan_path} if scan_path else {})}
+        result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console, score=score,
+                                   lam=lambda_, dataset=dataset, top_frames=REPORT_FRAMES)
+        meta = run_record(runner, dataset=dataset, data=data, kind=source.kind, source=source.path)
         paths = write_outputs(result, out, meta=meta, plots=plots, replace=overwrite)
-        print_result(result, paths, console, scan_path)
+        print_result(result, paths, console, meta.get("selective_scan"))
         emit_json({**meta, **result.as_dict(), "files": paths}, json_out)
-
-
-def _check_preset(backend, source, preset: str | None) -> None:
-    held = (getattr(backend, "metadata", None) or {}).get("preset")
-    if preset is not None and held is not None and held != preset:
-        raise ValueError(f"{source.path} holds preset {held!r}, not {preset!r}")

@@ -33,10 +33,6 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export)
 
 
-def default_output(preset: str, scan: str, precision: str, batch: int, dynamic: bool) -> Path:
-    return Path(f"m2s2l_{preset}_{scan}_{precision}_{'dynamic' if dynamic else f'b{batch}'}.onnx")
-
-
 def _quiet_exporter() -> None:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in _CHATTY_LOGGERS:
@@ -109,8 +105,6 @@ def export(
     json_out: JsonOut = None,
 ) -> None:
     """Export M²S²L to ONNX, with its metadata, and check it against PyTorch in ONNX Runtime."""
-    from m2s2l_edge.export.onnx_export import FORMATS
-
     err = json_to_stdout(json_out)  # '--json -': stdout carries the JSON only
     target: list[Path] = []  # the output, once known, for the interruption's note
 
@@ -118,8 +112,14 @@ def export(
         return f"nothing was written{f' to {target[0]}' if target else ''}"
 
     with user_errors(kept=kept):
-        if output_format not in (*FORMATS, "engine"):
-            raise ValueError(f"unknown format {output_format!r}; valid: {', '.join((*FORMATS, 'engine'))}")
+        from m2s2l_edge.export.outputs import (
+            check_export_options,
+            check_output_format,
+            default_export_paths,
+            export_paths,
+        )
+
+        check_output_format(output_format)
         check_json_target(json_out)
         if json_out is not None and not check:
             raise ValueError("--json writes the parity report, which --no-check skips")
@@ -128,38 +128,19 @@ def export(
 
         config = ExportConfig(scan=scan, precision="fp16" if fp16 else "fp32", batch=batch, dynamic_batch=dynamic,
                               opset=opset)
-        if weights is None and preset is None:
-            raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
-        if plugin is not None and output_format != "engine":
-            raise ValueError("--plugin goes with --format engine")
-        if int8 and calibration_data is None:
-            raise ValueError("--int8 needs --calibration-data FOOTAGE: normal footage of the scene the model watches")
-        if calibration_data is not None and not int8:
-            raise ValueError("--calibration-data goes with --int8")
-        if int8 and fp16:
-            raise ValueError("--int8 quantizes an FP32 export: drop --fp16")
-        if int8 and output_format != "onnx":
-            raise ValueError("--int8 writes an ONNX; build its engine with `m2s2l-edge build --onnx INT8.onnx`")
-        if calibration_data is not None and not calibration_data.exists():
-            raise FileNotFoundError(f"--calibration-data {calibration_data} does not exist")
-        engine_out = None
-        if output_format == "engine" and out is not None:
-            engine_out = _engine_path(out)
-            _check_outputs(engine_out.with_suffix(".onnx"), engine_out, overwrite)
-        elif out is not None:
-            _check_outputs(out, None, overwrite)
+        check_export_options(output_format=output_format, weights=weights, preset=preset, plugin=plugin, int8=int8,
+                             calibration_data=calibration_data, fp16=fp16)
+        if out is not None:
+            out, engine_out = export_paths(out, output_format)
+            _check_outputs(out, engine_out, overwrite)
         engine_cfg = _engine_config(scan, fp16, batch, dynamic, plugin) if output_format == "engine" else None
         _quiet_exporter()
         model, source = load_source_model(weights, preset, seed)
-        if engine_cfg is not None:
-            if engine_out is None:
-                engine_out = _engine_path(default_output(model.cfg.name, config.scan, config.precision, batch,
-                                                         dynamic).with_suffix(".engine"))
-                _check_outputs(engine_out.with_suffix(".onnx"), engine_out, overwrite)
-            out = engine_out.with_suffix(".onnx")
-        elif out is None:
-            out = default_output(model.cfg.name, config.scan, "int8" if int8 else config.precision, batch, dynamic)
-            _check_outputs(out, None, overwrite)
+        if out is None:
+            out, engine_out = default_export_paths(model.cfg.name, output_format, scan=config.scan,
+                                                   precision="int8" if int8 else config.precision, batch=batch,
+                                                   dynamic=dynamic)
+            _check_outputs(out, engine_out, overwrite)
         target.append(out)
         from m2s2l_edge.artifacts.metadata import sidecar_path
 
@@ -202,12 +183,6 @@ def export(
         with user_errors():
             emit_json({"passed": report.passed, **report.as_dict(), "written": str(path),
                        **({"int8_vs_fp32": comparison} if comparison is not None else {})}, json_out)
-
-
-def _engine_path(out: Path) -> Path:
-    if out.suffix != ".engine":
-        raise ValueError(f"with --format engine, --out names the engine (*.engine), got {out}")
-    return out
 
 
 def _check_outputs(onnx_out: Path, engine_out: Path | None, overwrite: bool) -> None:

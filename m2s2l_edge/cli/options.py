@@ -19,8 +19,7 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_WARMUP = 10
-DEFAULT_ITERATIONS = 50
+from m2s2l_edge.efficiency.benchmarking import DEFAULT_ITERATIONS, DEFAULT_WARMUP  # noqa: F401 - the CLI's defaults
 
 # --- option types (use as `weights: Weights = None`) ---------------------------------------------------------------
 
@@ -74,7 +73,8 @@ VOCABULARY: dict[str, str] = {
     "--onnx": "exported ONNX → ONNX Runtime",
     "--engine": "TensorRT engine → TensorRT",
     "--preset": "model preset: fresh weights, or the preset a checkpoint must hold",
-    "--model": "an architecture from the model registry (m2s2l, mnad, ...) or, with --server, the served model",
+    "--model": "an architecture from the model registry (m2s2l, mnad, ...) or, with --server, the served model "
+               "(serve local: the model to load)",
     "--server": "a Triton server URL (grpc:// or http://)",
     "--seed": "seed of fresh weights, generated data or a run",
     "--ablation": "the paper's ablation M1-M4",
@@ -159,7 +159,14 @@ VOCABULARY: dict[str, str] = {
     "--keep-mb": "size limit of the snapshots and clips kept, in MB",
     "--keep-hours": "age limit of the snapshots and clips kept, in hours",
     "--read-timeout": "seconds without a frame before a live camera counts as offline",
+    "--ui": "serve the web view of a running watch on [HOST:]PORT (host 127.0.0.1 unless given)",
+    "--ui-token": "the token the web view asks for; required beyond loopback (or $M2S2L_UI_TOKEN)",
+    "--report": "a self-contained HTML report of the run, written at its end",
     "--markdown": "the table as Markdown to a file",
+    # serving
+    "--repo": "a Triton model repository (serve triton-repo --out)",
+    "--http-port": "the local Triton server's HTTP port",
+    "--grpc-port": "the local Triton server's gRPC port",
 }
 
 # --- checks --------------------------------------------------------------------------------------------------------

@@ -76,9 +76,10 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def run_with_progress(backend, videos, labels, batch_size: int, console=None, *, score=None, lam=None, dataset=None):
-    """evaluate() with one rich progress bar over every predicted frame of the test set (``score``, ``lam`` and
-    ``dataset`` as evaluate takes them)."""
+def run_with_progress(backend, videos, labels, batch_size: int, console=None, *, score=None, lam=None, dataset=None,
+                      top_frames: int = 0):
+    """evaluate() with one rich progress bar over every predicted frame of the test set (``score``, ``lam``,
+    ``dataset`` and ``top_frames`` as evaluate takes them)."""
     from m2s2l_edge.evaluation.run import evaluate
     from m2s2l_edge.runtime.base import backend_geometry
 
@@ -87,7 +88,7 @@ def run_with_progress(backend, videos, labels, batch_size: int, console=None, *,
     with make_progress(console, unit="frames") as progress:
         task = progress.add_task("scoring", total=total)
         return evaluate(
-            backend, videos, labels, lam, batch_size=batch_size, score=score, dataset=dataset,
+            backend, videos, labels, lam, batch_size=batch_size, score=score, dataset=dataset, top_frames=top_frames,
             on_video=lambda i, name, n: progress.update(task, description=f"video {name} ({i + 1}/{len(videos)})"),
             on_batch=lambda n: progress.advance(task, n),
         )

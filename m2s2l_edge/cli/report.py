@@ -43,5 +43,8 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
         if "overview" in paths:
             plots = "; plots: " + ", ".join(str(paths[k]) for k in ("roc", "overview") if k in paths)
             plots += f", {paths['plots']}/"
+        if "report" in paths:
+            console.print(f"report: {paths['report']} (open in a browser: the score curves, the ROC and the frames "
+                          "the model predicted worst)")
         console.print(f"results: {paths['results']}; per frame: {paths['scores']}/<video>.csv (the terms, fused "
                       f"PSNR, score) and <video>.npy (score){plots}")

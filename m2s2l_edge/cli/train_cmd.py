@@ -18,47 +18,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["dim=32", "patch_sizes=8,16,32"]`` → ModelConfig overrides, typed after the preset's fields."""
-    import dataclasses
-
-    from m2s2l_edge.config import ModelConfig
-
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields or key == "name":
-            valid = ", ".join(k for k in fields if k != "name")
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of: {valid}")
-        kind = str(fields[key].type)
-        try:
-            if "tuple" in kind:
-                elem = float if "float" in kind else int
-                out[key] = tuple(elem(v) for v in value.split(",") if v.strip())
-            elif "bool" in kind:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1", "yes")
-            elif "int" in kind:
-                out[key] = int(value)
-            elif "float" in kind:
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a valid {kind} for {key}") from None
-    return out
-
-
-def build_model_config(preset: str, ablation: str | None, overrides: dict):
-    from m2s2l_edge.config import get_preset
-
-    cfg = get_preset(preset, **overrides)
-    return cfg.with_ablation(ablation) if ablation else cfg
-
-
 def train(
     data: Annotated[Path, typer.Option(help="Data set root, video file, frames folder or folder of videos.")],
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
@@ -104,7 +63,8 @@ def train(
     with user_errors(kept=lambda: _kept(out)), _quiet_unless_rank0(rank):
         from m2s2l_edge.cli.options import check_device, check_output_dir
         from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress
-        from m2s2l_edge.config import LossConfig, Recipe, TrainConfig, training_recipe
+        from m2s2l_edge.config import LossConfig, TrainConfig
+        from m2s2l_edge.training.settings import training_settings
         from m2s2l_edge.training.trainer import DataConfig, RunConfig, TrainCallbacks
         from m2s2l_edge.training.trainer import train as run_training
 
@@ -112,16 +72,13 @@ def train(
         # Writability only: whether a run already in --out may be replaced is train()'s rule (--resume /
         # --overwrite), checked there before any work.
         check_output_dir(out, overwrite=True)
-        # Defaults validated for the kind of data (custom footage: RESULTS.md "Real footage"; M²S²L only, the peers
-        # keep the plain defaults); any value the user gives (--set, --lr, --batch) wins over the recipe's.
-        recipe = training_recipe(dataset, preset) if model == "m2s2l" else Recipe()
-        model_cfg = build_model_config(preset, ablation, {**recipe.model, **parse_overrides(set_)})
-        batch = recipe.batch_size if batch is None else batch
-        lr = recipe.lr if lr is None else lr
-        if recipe.note:
-            typer.echo(f"{dataset} data, preset {preset}: recipe {recipe.note} (where not set by an option)",
+        settings = training_settings(dataset, preset, arch=model, ablation=ablation, overrides=set_, batch=batch,
+                                     lr=lr)
+        model_cfg, batch = settings.model, settings.batch
+        if settings.note:
+            typer.echo(f"{dataset} data, preset {preset}: recipe {settings.note} (where not set by an option)",
                        err=True)
-        train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, lr_step_epochs=lr_step,
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=settings.lr, lr_step_epochs=lr_step,
                                 loss=LossConfig().with_loss_set(loss_set))
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,

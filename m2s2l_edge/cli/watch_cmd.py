@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from m2s2l_edge.cli.errors import EXIT_INTERRUPTED, fail, user_errors
+from m2s2l_edge.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, fail, user_errors
 from m2s2l_edge.cli.options import (
     Device,
     Engine,
@@ -59,6 +59,19 @@ Threshold = Annotated[float | None, typer.Option(
 Scores = Annotated[str | None, typer.Option(
     "--scores", help="Write one CSV row per scored frame (eval's per-frame columns plus camera, stream time, "
                      "threshold, event open) to FILE, or '-' for stdout.")]
+UI = Annotated[str | None, typer.Option(
+    "--ui", metavar="[HOST:]PORT",
+    help="Serve a web view while watching: live cameras with the error map, score timelines, events, health, the "
+         "threshold and the regions (host 127.0.0.1 unless given; any other host needs --ui-token). Needs "
+         "pip install 'm2s2l-edge[ui]'.")]
+UIToken = Annotated[str | None, typer.Option(
+    "--ui-token", help="The token the web view asks for (at least 16 characters); required to listen beyond "
+                       "loopback. Prefer the M2S2L_UI_TOKEN environment variable (a command line is visible to "
+                       "every user).")]
+Report = Annotated[Path | None, typer.Option(
+    "--report", help="At the end of the run, write a self-contained HTML report to FILE: each camera's score over "
+                     "the run with its threshold and events, event snapshots, the most anomalous frames with their "
+                     "error maps, health.")]
 ReadTimeout = Annotated[float, typer.Option(
     "--read-timeout", min=0.1, help="Seconds a live camera may deliver no frame before it counts as offline "
                                    "(open: twice that).")]
@@ -99,6 +112,9 @@ def watch(
                                         "until the size limit needs the room).")] = None,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port (1-65535).")] = None,
+    ui: UI = None,
+    ui_token: UIToken = None,
+    report: Report = None,
     json_out: JsonOut = None,
     replay: Replay = False,
     stride: Stride = 1,
@@ -124,7 +140,8 @@ def watch(
                                     preset=preset, seed=seed, source=source, config=config, calibration=calibration,
                                     score=score, threshold=threshold, scores=scores, events=events,
                                     webhook=webhook, mqtt=mqtt, snapshots=snapshots,
-                                    video_out=video_out, metrics_port=metrics_port, keep_mb=keep_mb,
+                                    video_out=video_out, metrics_port=metrics_port, ui=ui, ui_token=ui_token,
+                                    report=report, keep_mb=keep_mb,
                                     keep_hours=keep_hours, json_out=json_out, replay=replay,
                                     stride=stride, batch=batch, read_timeout=read_timeout, device=device,
                                     threads=threads)
@@ -145,17 +162,45 @@ def watch(
         raise fail(f"interrupted; {kept()}, summary {'written' if json_out else 'printed'}", EXIT_INTERRUPTED)
 
 
+def _ui_address(ui: str | None, ui_token: str | None):
+    """The web view's address and token, checked before any work: a bad address or a non-loopback one without a
+    token is a usage error (one line, exit 2)."""
+    if ui is None:
+        if ui_token is not None:
+            raise fail("--ui-token goes with --ui", EXIT_USAGE)
+        return None, None
+    from m2s2l_edge.ui.bind import parse_address, resolve_token
+
+    try:
+        address = parse_address(ui)
+        return address, resolve_token(address, ui_token)
+    except ValueError as e:
+        raise fail(str(e), EXIT_USAGE) from None
+
+
 def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, source, config, calibration, score,
-         threshold, scores, events, webhook, mqtt, snapshots, video_out, metrics_port, keep_mb, keep_hours, json_out,
-         replay, stride, batch, read_timeout, device, threads) -> tuple[dict, list[str]]:
+         threshold, scores, events, webhook, mqtt, snapshots, video_out, metrics_port, ui, ui_token, report, keep_mb,
+         keep_hours, json_out, replay, stride, batch, read_timeout, device, threads) -> tuple[dict, list[str]]:
     from m2s2l_edge.watch.service import stop_on_signals
+
+    address, token = _ui_address(ui, ui_token)
+    if address is not None:
+        from m2s2l_edge.ui.server import check_installed
+
+        check_installed()  # RuntimeError naming the extra to install (exit 3), before any work
 
     # From here on SIGTERM / SIGINT stop the watch cleanly, also while the model loads or a camera opens.
     with stop_on_signals(interrupt_startup=True) as stops:
         from m2s2l_edge.watch.cameras import cameras_from_sources, load_cameras
         from m2s2l_edge.watch.feeds import check_openable
-        from m2s2l_edge.watch.pipeline import WatchOptions
-        from m2s2l_edge.watch.service import WatchSettings, check_outputs, load_calibrations, run_watch
+        from m2s2l_edge.watch.pipeline import WatchOptions, default_batch
+        from m2s2l_edge.watch.service import (
+            WatchSettings,
+            check_outputs,
+            load_calibrations,
+            outputs_and_inputs,
+            run_watch,
+        )
 
         if (source and config) or not (source or config):
             raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
@@ -165,17 +210,16 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             raise ValueError(f"{' and '.join(f'{f} -' for f in stdout)} all want stdout; send all but one to files")
         check_json_target(json_out)
         cameras = load_cameras(config) if config else cameras_from_sources(source)
-        if config and calibration is not None:
-            cameras = tuple(c if c.calibration else _with_calibration(c, calibration) for c in cameras)
         settings = WatchSettings(
             cameras=cameras,
-            options=WatchOptions(stride=stride, replay=replay, batch=batch or max(4, len(cameras)),
+            options=WatchOptions(stride=stride, replay=replay, batch=batch or default_batch(len(cameras)),
                                  read_timeout_s=read_timeout, score=score, threshold=threshold),
             events=events, webhook=webhook, mqtt=mqtt, snapshots=snapshots, video_out=video_out,
-            metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores,
+            metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores, report=report,
         )
-        _check_paths(settings, json_out=json_out, config=config, calibration=calibration,
-                     models={"--weights": weights, "--onnx": onnx, "--engine": engine})
+        models = {"--weights": weights, "--onnx": onnx, "--engine": engine}
+        check_distinct_paths(*outputs_and_inputs(settings, json_out=json_out, config=config, calibration=calibration,
+                                                 models=models))
         # Everything that can be refused without the model, before the model loads.
         check_outputs(settings)
         load_calibrations(settings, calibration)
@@ -183,34 +227,34 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             check_openable(cam.spec)
         src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
                            model=model)
-        # A served model: a long retry budget lets the cameras keep their windows through a server restart.
-        options = {"run_retries": 1_000_000} if src.kind == "triton" else {}
-        backend = open_backend(src, device=device, threads=threads, **options)
-        summary = run_watch(backend, settings, model_path=src.path, calibration=calibration,
-                            stop=stops.event, running=stops.running)
+        live = view = None
+        if address is not None or report is not None:
+            from m2s2l_edge.watch.live import LiveFeed
+
+            live = LiveFeed([c.camera for c in cameras], keep_frames=report is not None)
+        try:
+            if address is not None:
+                from m2s2l_edge.ui.server import UIServer
+
+                # Up before the model loads: the page shows the cameras starting.
+                view = UIServer(live, address, token=token, config_path=config, media_dir=snapshots)
+                view.start()
+                typer.echo(f"web view: {view.shown_url}" + (" (the token: --ui-token or $M2S2L_UI_TOKEN)"
+                                                             if token else ""), err=True)
+            # A served model: a long retry budget lets the cameras keep their windows through a server restart.
+            options = {"run_retries": 1_000_000} if src.kind == "triton" else {}
+            backend = open_backend(src, device=device, threads=threads, **options)
+            summary = run_watch(backend, settings, model_path=src.path, calibration=calibration,
+                                stop=stops.event, running=stops.running, live=live)
+        finally:
+            if view is not None:
+                view.stop()
+        if report is not None:
+            from m2s2l_edge.watch.run_report import write_watch_report
+
+            summary["report"] = str(write_watch_report(report, live, summary))
         state["summary"] = summary
     return summary, stops.seen
-
-
-def _check_paths(settings, *, json_out, config, calibration, models) -> None:
-    """No output on another output or on an input (a source video, the camera file, a calibration, the model)."""
-    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
-                     "--video-out": settings.video_out}
-    inputs: dict = {"--config": config, "--calibration": calibration, **models}
-    for cam in settings.cameras:
-        if cam.video_out is not None:
-            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
-        if cam.spec.kind == "file":
-            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
-        if cam.calibration is not None:
-            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
-    check_distinct_paths(outputs, inputs)
-
-
-def _with_calibration(cam, path: Path):
-    import dataclasses
-
-    return dataclasses.replace(cam, calibration=path)
 
 
 def _print_summary(summary: dict, *, to_stderr: bool) -> None:
@@ -235,6 +279,8 @@ def _print_summary(summary: dict, *, to_stderr: bool) -> None:
     b = summary["backend"]
     lines.append(f"{summary['scored_frames']} frames in {summary['wall_seconds']:.1f} s; backend {b['name']}: "
                  f"{b['calls']} calls, {b['seconds']:.1f} s; stopped by {summary['stopped_by']}")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']} (open in a browser)")
     typer.echo("\n".join(lines), err=to_stderr)
 
 

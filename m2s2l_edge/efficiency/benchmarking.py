@@ -1,6 +1,6 @@
 """Timing, latency statistics, the machine record and the one summary formatter of every benchmark in this project.
 
-Used by `m2s2l-edge bench` (every backend: ``runtime.bench`` and the TensorRT engine benchmark), `m2s2l-edge profile
+Used by `m2s2l-edge bench` (every backend and the TensorRT engine: ``runtime.bench``), `m2s2l-edge profile
 --fps` (``profile.time_forward``) and the scripts in benchmarks/. Timers synchronise the device they time:
 ``time_callable`` with a synchronisation callable (``synchronizer(device)``: ``torch.cuda.synchronize`` on CUDA),
 ``time_cuda_launches`` and ``time_per_call`` with CUDA events on a stream, so a GPU's asynchronous launches are never
@@ -21,6 +21,11 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+
+# The warm-up and timed runs of every benchmark unless told otherwise (`bench`, `profile --fps`, `table --fps`, the
+# backend and engine benchmarks): enough for a stable median on a CPU in seconds, not minutes.
+DEFAULT_WARMUP = 10
+DEFAULT_ITERATIONS = 50
 
 
 @dataclass(frozen=True)

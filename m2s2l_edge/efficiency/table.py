@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from m2s2l_edge.efficiency.benchmarking import DEFAULT_ITERATIONS, DEFAULT_WARMUP
+
 if TYPE_CHECKING:
     from m2s2l_edge.efficiency.profile import GroupCount
 
@@ -252,8 +254,8 @@ class TimingConfig:
     device: str = "cpu"
     half: bool = False
     batch: int = 1
-    warmup: int = 10
-    iterations: int = 50
+    warmup: int = DEFAULT_WARMUP
+    iterations: int = DEFAULT_ITERATIONS
     cuda_graph: bool = True
 
 

@@ -8,21 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from m2s2l_edge.scoring.video import anomaly_scores
-
 
 def drop_unpredicted(labels: Sequence[np.ndarray], clip_len: int) -> list[np.ndarray]:
     """Labels of the frames that get a score: frames T .. N-1 of each video (the first T have no prediction)."""
     if clip_len < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
     return [np.asarray(lab).reshape(-1)[clip_len:] for lab in labels]
-
-
-def per_video_scores(psnr_app: Sequence[np.ndarray], psnr_mot: Sequence[np.ndarray], lam: float) -> list[np.ndarray]:
-    """Anomaly scores in [0, 1] per video (higher = more anomalous), min-max normalised within each video."""
-    if len(psnr_app) != len(psnr_mot):
-        raise ValueError(f"{len(psnr_app)} appearance but {len(psnr_mot)} motion PSNR arrays")
-    return [anomaly_scores(a, m, lam) if len(a) else np.zeros(0) for a, m in zip(psnr_app, psnr_mot, strict=True)]
 
 
 @dataclass(frozen=True)

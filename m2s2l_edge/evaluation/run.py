@@ -33,14 +33,35 @@ import numpy as np
 
 from m2s2l_edge.config import ScoreConfig
 from m2s2l_edge.evaluation.protocol import AUCResult, drop_unpredicted, frame_auc
+from m2s2l_edge.report.frames import KeptFrame, TopFrames
 from m2s2l_edge.runtime.base import backend_geometry
 from m2s2l_edge.scoring.model import ModelScoring
-from m2s2l_edge.scoring.terms import TERMS, clip_terms
+from m2s2l_edge.scoring.terms import TERMS, BatchTerms, clip_terms
 
 # The scores eval computes: normalised per video (the stream score is normalised by a camera's calibration instead).
 VIDEO_SCORES = ("paper", "patch")
+DEFAULT_BATCH = 8  # clips per backend call
 
 logger = logging.getLogger(__name__)
+
+
+def check_video_score(name: str, shown: str) -> None:
+    """ValueError unless score ``name`` (``shown`` names it in the message) is one eval computes (per video)."""
+    if name not in VIDEO_SCORES:
+        raise ValueError(f"{shown} is calibrated per camera on normal footage, not per video: use it with watch and "
+                         f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+
+
+def eval_score(dataset: str, score: str | None = None) -> str:
+    """The score eval computes on ``dataset``: ``score`` when given (checked), else the data set's default (the
+    published ``paper`` on the paper's data sets and the synthetic one, our ``patch`` on custom footage)."""
+    from m2s2l_edge.config import default_score_name, get_score
+
+    if score is None:
+        return default_score_name(dataset)
+    get_score(score)  # an unknown name fails before any work
+    check_video_score(score, f"--score {score}")
+    return score
 
 
 # --- running a backend over the test videos ----------------------------------------------------------------------
@@ -58,6 +79,8 @@ class VideoResult:
     fused: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N_v - T,) raw λ-fused PSNR in dB
     auc: float | None = None
     terms: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame score terms (TERMS), each (N_v - T,)
+    # The frames the model predicted worst (lowest fused PSNR), with their pictures: for the HTML report.
+    top_frames: list[KeptFrame] = field(default_factory=list)
 
     @property
     def scored_labels(self) -> np.ndarray | None:
@@ -130,16 +153,23 @@ class EvalResult:
             "per_video": [
                 {"name": v.name, "frames": v.frames, "scored_frames": len(v.targets),
                  "anomalous_scored_frames": None if v.labels is None else int(v.scored_labels.sum()), "auc": v.auc,
-                 "fused_psnr_mean": float(np.mean(v.fused)) if len(v.fused) else None}
+                 "fused_psnr_mean": float(np.mean(v.fused)) if len(v.fused) else None,
+                 "top_frames": [{"frame": f.index, **f.info} for f in v.top_frames]}
                 for v in self.videos
             ],
         }
 
 
 def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int, patch: int = 8,
-                on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+                on_batch: Callable[[int], None] | None = None,
+                keep: Callable[[np.ndarray, np.ndarray, np.ndarray, BatchTerms], None] | None = None,
+                ) -> dict[str, np.ndarray]:
     """Per predicted frame of one video: ``targets`` and every term a score is made of
     (:data:`m2s2l_edge.scoring.terms.TERMS`, computed by :func:`m2s2l_edge.scoring.terms.clip_terms`), each (N - T,).
+
+    ``keep(indices, targets, frame_pred, batch_terms)``: sees every batch while its images are at hand (the report's
+    most anomalous frames are kept from here, so nothing is scored twice); targets and frame_pred (B, 3, H, W) in
+    model units, ``batch_terms`` the batch's :class:`~m2s2l_edge.scoring.terms.BatchTerms`.
     """
     from m2s2l_edge.data import iter_video_clips
 
@@ -147,7 +177,10 @@ def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batc
     for idx, batch in iter_video_clips(video, clip_len=clip_len, image_size=image_size, batch_size=batch_size):
         clip, target = batch[:, :clip_len], batch[:, clip_len]  # (B, T, 3, H, W), (B, 3, H, W)
         res = backend.run(np.ascontiguousarray(clip.numpy(), dtype=np.float32))
-        terms = clip_terms(clip, target, res["frame_pred"], res["motion_pred"], patch).terms
+        batch_terms = clip_terms(clip, target, res["frame_pred"], res["motion_pred"], patch)
+        terms = batch_terms.terms
+        if keep is not None:
+            keep(np.asarray(idx), target.numpy(), np.asarray(res["frame_pred"]), batch_terms)
         out["targets"].append(idx)
         for k in TERMS:
             out[k].append(terms[k])
@@ -159,24 +192,18 @@ def frame_terms(backend, video, clip_len: int, image_size: tuple[int, int], batc
             **{k: np.concatenate(out[k]).astype(np.float64) for k in TERMS}}
 
 
-def score_video(backend, video, clip_len: int, image_size: tuple[int, int], batch_size: int,
-                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame and motion PSNR of every predicted frame of one video: (targets, psnr_app, psnr_mot), each (N - T,)."""
-    t = frame_terms(backend, video, clip_len, image_size, batch_size, on_batch=on_batch)
-    return t["targets"], t["psnr_app"], t["psnr_mot"]
-
-
 def evaluate(
     backend,
     videos: Sequence,
     labels: Sequence[np.ndarray] | None,
     lam: float | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH,
     on_video: Callable[[int, str, int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     score: str | ScoreConfig | None = None,
     dataset: str | None = None,
+    top_frames: int = 0,
 ) -> EvalResult:
     """Score every test video with ``backend`` and compute the frame-level AUCs.
 
@@ -189,6 +216,9 @@ def evaluate(
             the data set the paper's λ is looked up for; resolved with the backend's metadata by
             :func:`m2s2l_edge.scoring.model.model_scoring`, as every other path resolves them.
         on_video(index, name, predicted_frames) / on_batch(clips): progress hooks.
+        top_frames: keep this many frames per video, the ones the model predicted worst (lowest fused PSNR of the
+            score's terms, at least a few frames apart), with their input, prediction and error map as small JPEGs
+            (``VideoResult.top_frames``, for the HTML report); 0 keeps none.
 
     Raises ValueError for labels that do not fit the videos, a λ outside [0, 1] and a score that needs a camera's
     calibration (``stream``: watch and calibrate).
@@ -208,22 +238,23 @@ def evaluate(
 
     scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend),
                             score=score or "paper", lam=lam, dataset=dataset)
-    if scoring.score.method not in VIDEO_SCORES:
-        raise ValueError(f"the {scoring.score_name} score is calibrated per camera on normal footage, not per video: "
-                         f"use it with watch and calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+    check_video_score(scoring.score.method, f"the {scoring.score_name} score")
     clip_len, size = scoring.clip_len, scoring.image_size
     tic = time.perf_counter()
     results: list[VideoResult] = []
     for i, video in enumerate(videos):
         if on_video is not None:
             on_video(i, video.name, max(0, len(video) - clip_len))
-        terms = frame_terms(backend, video, clip_len, size, batch_size, scoring.patch, on_batch)
+        keeper = TopFrames(top_frames, gap=max(clip_len + 1, len(video) // 25)) if top_frames > 0 else None
+        keep = _keep_worst(keeper, scoring) if keeper is not None else None
+        terms = frame_terms(backend, video, clip_len, size, batch_size, scoring.patch, on_batch, keep)
         if len(terms["targets"]) == 0:
             logger.warning("video %r has %d frames, no more than the clip length %d: it gets no score",
                            video.name, len(video), clip_len)
         lab = None if labels is None else np.asarray(labels[i]).reshape(-1)
         results.append(VideoResult(video.name, len(video), terms["targets"], terms["psnr_app"], terms["psnr_mot"], lab,
-                                   terms={k: terms[k] for k in TERMS}))
+                                   terms={k: terms[k] for k in TERMS},
+                                   top_frames=keeper.frames() if keeper is not None else []))
     seconds = time.perf_counter() - tic
     predicted = sum(len(r.targets) for r in results)
     if predicted == 0:
@@ -233,6 +264,8 @@ def evaluate(
     for r, s in zip(results, scores, strict=True):
         r.scores = s
         r.fused = score_fused(r.terms, scoring.score) if len(r.targets) else np.zeros(0)
+        for f in r.top_frames:
+            f.info["score"] = round(float(s[int(np.searchsorted(r.targets, f.index))]), 6)
     if labels is None:
         logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
         return EvalResult(None, results, scoring, seconds, predicted)
@@ -245,6 +278,24 @@ def evaluate(
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
     return EvalResult(auc, results, scoring, seconds, predicted)
+
+
+def _keep_worst(keeper: TopFrames, scoring: ModelScoring):
+    """A :func:`frame_terms` ``keep`` hook offering each frame to ``keeper``, ranked by its fused PSNR under the run's
+    score (lower = predicted worse = more anomalous), with its input, prediction and error map as pictures."""
+    from m2s2l_edge.report.images import VIDEO_VMAX, error_image, to_uint8
+    from m2s2l_edge.scoring.video import score_fused
+
+    def keep(indices: np.ndarray, targets: np.ndarray, frame_pred: np.ndarray, batch: BatchTerms) -> None:
+        fused = score_fused(batch.terms, scoring.score)  # (B,) dB
+        for i, index in enumerate(indices):
+            keeper.offer(int(index), -float(fused[i]), lambda i=i: {
+                "frame": to_uint8(targets[i]), "prediction": to_uint8(frame_pred[i]),
+                "error": error_image(batch.error_map[i], vmax=VIDEO_VMAX)},
+                info={"fused_psnr": round(float(fused[i]), 4), "psnr_app": round(float(batch.terms["psnr_app"][i]), 4),
+                      "psnr_mot": round(float(batch.terms["psnr_mot"][i]), 4)})
+
+    return keep
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

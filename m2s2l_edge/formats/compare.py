@@ -234,7 +234,6 @@ def _frame_auc(rows: list[_Row], cfg: CompareConfig, progress: Callable[[str], N
     from m2s2l_edge.config import default_score_name, get_score
     from m2s2l_edge.evaluation.datasets import load_footage
     from m2s2l_edge.evaluation.run import evaluate
-    from m2s2l_edge.scoring.model import model_lambda, resolve_lambda
 
     videos, labels = load_footage(cfg.data, cfg.dataset, labels_path=cfg.labels)
     if labels is None:
@@ -244,11 +243,10 @@ def _frame_auc(rows: list[_Row], cfg: CompareConfig, progress: Callable[[str], N
     for row in rows:
         if row.status != "ok":
             continue
-        # The λ eval would use (default score, no --lambda): the patch score's own, else the model's stored one.
-        lam = score.lam if score.method == "patch" else resolve_lambda(
-            cfg.dataset, None, stored=model_lambda(row.backend.metadata))[0]
+        # What eval does with its defaults (the data set's default score, no --lambda), resolved the one way.
         progress(f"scoring {len(videos)} videos with {row.key}")
-        row.auc = evaluate(row.backend, videos, labels, lam, batch_size=cfg.batch, score=score).auc.micro
+        row.auc = evaluate(row.backend, videos, labels, batch_size=cfg.batch, score=score,
+                           dataset=cfg.dataset).auc.micro
     return info
 
 

@@ -83,10 +83,16 @@ def open_model(kind: str, path: str, *, device: str | None = None, expected_pres
         raise ValueError(f"unknown backend {kind!r}; valid: {', '.join(KINDS)}")
     options = {"preset": expected_preset} if kind == "torch" and expected_preset else {}
     backend = create_backend(kind, path, device=device, **options)
-    preset = (getattr(backend, "metadata", None) or {}).get("preset")
-    if expected_preset is not None and preset is not None and preset != expected_preset:
-        raise ValueError(f"{path} holds preset {preset!r}, not {expected_preset!r}")
+    check_preset(backend, path, expected_preset)
     return backend
 
 
-__all__ = ["KINDS", "Backend", "TensorSpec", "create_backend", "open_model"]
+def check_preset(backend, path, expected_preset: str | None) -> None:
+    """ValueError when ``backend``'s model (read from ``path``) records a preset other than ``expected_preset``; a
+    model that records none, or no expectation, passes."""
+    preset = (getattr(backend, "metadata", None) or {}).get("preset")
+    if expected_preset is not None and preset is not None and preset != expected_preset:
+        raise ValueError(f"{path} holds preset {preset!r}, not {expected_preset!r}")
+
+
+__all__ = ["KINDS", "Backend", "TensorSpec", "check_preset", "create_backend", "open_model"]

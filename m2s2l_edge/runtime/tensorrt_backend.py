@@ -1,11 +1,10 @@
-"""TensorRT runtime: the engine as a runtime ``Backend``, and a trtexec-like benchmark (timed and summarised by
-``m2s2l_edge.efficiency.benchmarking``, like every other backend).
+"""TensorRT runtime: a serialized engine behind the runtime ``Backend`` interface.
 
 Importing TensorRT and loading the plugin library are shared with the engine build
-(``m2s2l_edge.runtime.tensorrt_lib``).
-Everything that touches ``tensorrt`` or ``torch`` imports it inside the function that needs it, so this module imports
-on a machine with neither (CI): the pure helpers (Jetson probes) are tested there; the TensorRT paths are tested only
-where TensorRT and a CUDA GPU exist.
+(``m2s2l_edge.runtime.tensorrt_lib``); the engine's benchmark is ``m2s2l_edge.runtime.bench.bench_engine`` and the
+GPU / Jetson description beside its timings ``m2s2l_edge.runtime.gpu_probes``. ``tensorrt`` and ``torch`` are
+imported inside the functions that need them, so this module imports on a machine with neither (CI); the TensorRT
+paths are tested only where TensorRT and a CUDA GPU exist.
 
 Device buffers are PyTorch CUDA tensors: TensorRT takes raw device addresses (``set_tensor_address``), so any CUDA
 allocator works, and PyTorch's is already a dependency of the project, unlike pycuda or cuda-python.
@@ -17,81 +16,18 @@ Shapes (the ``Backend`` contract, ``runtime/base.py``):
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from m2s2l_edge.artifacts.metadata import read_engine_metadata
 from m2s2l_edge.runtime.base import TensorSpec
-from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, gpu_info, import_tensorrt, load_plugin_library
-
-logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------------------------------
-# Machine description
+from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, import_tensorrt, load_plugin_library
 
 
-def parse_nvpmodel(text: str) -> str | None:
-    """``nvpmodel -q`` → the mode's name and id, e.g. "MAXN (0)"; None when the output has no mode line."""
-    name = re.search(r"NV Power Mode:\s*(\S.*?)\s*$", text, re.MULTILINE)
-    if not name:
-        return None
-    ident = re.search(r"^\s*(\d+)\s*$", text[name.end():], re.MULTILINE)
-    return f"{name.group(1)} ({ident.group(1)})" if ident else name.group(1)
-
-
-def parse_jetson_clocks(text: str) -> str:
-    """``jetson_clocks --show`` → "on" when the GPU clock is pinned (MinFreq = MaxFreq, what jetson_clocks sets),
-    "off" when it can float, "unknown" when there is no GPU line."""
-    m = re.search(r"^GPU MinFreq=(\d+) MaxFreq=(\d+)", text, re.MULTILINE)
-    if not m:
-        return "unknown"
-    return "on" if m.group(1) == m.group(2) else "off"
-
-
-def _query(cmd: list[str], run: Callable[..., subprocess.CompletedProcess]) -> str | None:
-    """Output of ``cmd``, else of ``sudo -n cmd`` (never prompts), else None."""
-    for argv in (cmd, ["sudo", "-n", *cmd]):
-        if shutil.which(argv[0]) is None:
-            continue
-        try:
-            out = run(argv, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout
-    return None
-
-
-def jetson_info(
-    release_file: Path = Path("/etc/nv_tegra_release"),
-    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-) -> dict | None:
-    """On a Jetson: the L4T release, the power mode and whether jetson_clocks pinned the clocks ("unknown" when the
-    tools cannot be run, e.g. without sudo rights). None elsewhere."""
-    if not release_file.is_file():
-        return None
-    release = release_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    nvp = _query(["nvpmodel", "-q"], run)
-    clocks = _query(["jetson_clocks", "--show"], run)
-    return {
-        "l4t_release": release[0].lstrip("# ").strip() if release else "unknown",
-        "power_mode": (parse_nvpmodel(nvp) if nvp else None) or "unknown",
-        "jetson_clocks": parse_jetson_clocks(clocks) if clocks else "unknown",
-    }
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Runtime backend
-
-
-def _torch_dtype(np_dtype):
+def torch_dtype(np_dtype):
+    """The torch dtype of a numpy dtype (an engine's I/O types are numpy's, through ``trt.nptype``)."""
     import torch
 
     return torch.from_numpy(np.empty(0, dtype=np_dtype)).dtype
@@ -170,6 +106,10 @@ class TensorRTBackend:
     def metadata(self) -> dict:
         return self._metadata
 
+    @property
+    def tensorrt_version(self) -> str:
+        return self._trt.__version__
+
     def check_batch(self, batch: int) -> None:
         lo, hi = int(self.profile[0][0]), int(self.profile[2][0])
         if not lo <= batch <= hi:
@@ -189,7 +129,7 @@ class TensorRTBackend:
         outputs = {}
         for out in self._output_names:
             shape = tuple(self.context.get_tensor_shape(out))
-            outputs[out] = torch.empty(shape, dtype=_torch_dtype(self._dtypes[out]), device=self.device)
+            outputs[out] = torch.empty(shape, dtype=torch_dtype(self._dtypes[out]), device=self.device)
             self.context.set_tensor_address(out, outputs[out].data_ptr())
         return outputs
 
@@ -202,7 +142,7 @@ class TensorRTBackend:
 
         name = self._input_names[0]
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            x = torch.from_numpy(clips).to(self.device, dtype=_torch_dtype(self._dtypes[name]))
+            x = torch.from_numpy(clips).to(self.device, dtype=torch_dtype(self._dtypes[name]))
             outputs = self.bind(x)
             self.enqueue()
             self.stream.synchronize()
@@ -217,88 +157,3 @@ class TensorRTBackend:
         lo, hi = int(self.profile[0][0]), int(self.profile[2][0])
         return run_in_batches(self._run_chunk, clips, None if lo <= clips.shape[0] <= hi else hi)
 
-
-# --------------------------------------------------------------------------------------------------------------------
-# Benchmark
-
-
-def bench_engine(
-    engine_path: str | os.PathLike,
-    *,
-    plugin: str | os.PathLike | None = None,
-    device: str = "cuda",
-    batch: int | None = None,
-    warmup: int = 50,
-    iterations: int = 500,
-    cuda_graph: bool = True,
-) -> dict:
-    """Time one engine on random clips in [-1, 1] that stay on the GPU (like ``trtexec --noDataTransfers``), at
-    ``batch`` (default: the profile's opt batch).
-
-    Rows: ``enqueue`` (execute_async_v3 per inference) and, with ``cuda_graph``, ``cuda-graph`` (the enqueue captured
-    once and replayed, which removes the launch overhead that dominates small batches). A capture that fails (an engine
-    with operations not allowed during capture) is reported in its row and logged, as trtexec does.
-    Returns a JSON-ready dict: rows, engine, TensorRT version, GPU and, on a Jetson, power mode and clocks.
-    """
-    import torch
-
-    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_cuda_launches
-
-    if iterations < 1 or warmup < 0:
-        raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations} and {warmup}")
-    load_before = load_average()
-    backend = TensorRTBackend(engine_path, plugin=plugin, device=device)
-    batch = int(backend.profile[1][0]) if batch is None else batch  # default: the batch the engine was tuned for
-    backend.check_batch(batch)
-    (spec_in,) = backend.inputs
-    shape = (batch, *spec_in.shape[1:])
-    stream = backend.stream
-    with torch.cuda.device(backend.device), torch.cuda.stream(stream):
-        clips = torch.empty(shape, dtype=_torch_dtype(np.dtype(spec_in.dtype)), device=backend.device)
-        clips.uniform_(-1.0, 1.0)
-        outputs = backend.bind(clips)  # addresses stay fixed for every launch and the graph below
-        # TensorRT finishes lazy initialisation in the first enqueue; it must not happen inside a graph capture.
-        backend.enqueue()
-        stream.synchronize()
-        rows = [{"mode": "enqueue", **time_cuda_launches(backend.enqueue, stream, warmup=warmup,
-                                                         iterations=iterations, batch=batch)}]
-        if cuda_graph:
-            rows.append({"mode": "cuda-graph", **_bench_graph(backend, warmup, iterations, batch)})
-    del outputs
-    trt = backend._trt
-    return {
-        "engine": str(engine_path),
-        "input": {"name": spec_in.name, "shape": list(shape), "dtype": spec_in.dtype},
-        "profile": [list(s) for s in backend.profile],
-        "batch": batch,
-        "warmup": warmup,
-        "iterations": iterations,
-        "tensorrt": trt.__version__,
-        **gpu_info(backend.device.index or 0),
-        "jetson": jetson_info(),
-        "engine_metadata": backend.metadata.get("engine", {}),
-        "rows": rows,
-        "machine": machine_info(),
-        "load_average": {"before": load_before, "after": load_average()},
-    }
-
-
-def _bench_graph(backend: TensorRTBackend, warmup: int, iterations: int, batch: int) -> dict:
-    from m2s2l_edge.efficiency.benchmarking import capture_cuda_graph, time_cuda_launches
-
-    def enqueue_checked() -> None:
-        if not backend.context.execute_async_v3(backend.stream.cuda_stream):
-            raise RuntimeError("execute_async_v3 returned False during capture")
-
-    try:
-        # No warm-up inside: bench_engine enqueued once already (TensorRT's lazy initialisation must not be captured).
-        # thread_local capture, as trtexec: another thread's CUDA calls do not invalidate the capture.
-        graph = capture_cuda_graph(enqueue_checked, stream=backend.stream, warmup=0, error_mode="thread_local")
-    except RuntimeError as e:
-        logger.warning("CUDA graph capture of the TensorRT enqueue failed (%s); timed without a graph only", e)
-        return {"error": f"capture failed: {e}"}
-
-    def replay() -> None:
-        graph.replay()  # launches on the current stream, which is backend.stream here
-
-    return time_cuda_launches(replay, backend.stream, warmup=warmup, iterations=iterations, batch=batch)

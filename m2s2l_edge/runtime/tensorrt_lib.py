@@ -51,7 +51,6 @@ def parse_trt_version(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-
 def plugin_search_dirs(cwd: Path | None = None) -> list[Path]:
     """Where ``find_plugin_library`` looks when neither ``--plugin`` nor ``$M2S2L_PLUGIN_LIB`` names the library:
     ``plugins/build`` (what `m2s2l-edge plugin build` makes) under the working folder and under this checkout, then
@@ -129,16 +128,3 @@ def load_plugin_library(trt, path: str | os.PathLike) -> None:
             f"{PLUGIN_LIB_NAME} (built from plugins/ of the same version)?"
         )
     logger.info("loaded TensorRT plugin library %s", path)
-
-
-def gpu_info(device: int = 0) -> dict:
-    """Name and compute capability of the GPU, read through PyTorch when it sees one; "unknown" otherwise."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
-    except ImportError:
-        pass
-    return {"gpu": "unknown", "compute_capability": "unknown"}

@@ -122,7 +122,7 @@ def model_scoring(metadata: dict, geometry: tuple[int, tuple[int, int]], *, scor
     if lam is not None:
         lam_value, source = _check_lambda(lam, "lambda"), "explicit"
     elif cfg.method != "paper":
-        lam_value, source = cfg.lam, f"the {name} score's (validated on our real-footage set)"
+        lam_value, source = cfg.lam, f"the {name} score's, validated on our real-footage set"
     else:
         recorded = metadata.get("dataset")
         dataset = dataset if dataset is not None else (recorded if isinstance(recorded, str) else None)

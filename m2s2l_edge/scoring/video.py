@@ -60,11 +60,6 @@ def score_fused(terms: dict[str, np.ndarray], cfg) -> np.ndarray:
     return fused_psnr(terms["patch_app"], terms["patch_mot"], cfg.lam)
 
 
-def anomaly_scores(psnr_app: np.ndarray, psnr_mot: np.ndarray, lam: float) -> np.ndarray:
-    """Per-video anomaly score in [0, 1], higher = more anomalous: 1 − minmax(λ-weighted PSNR)."""
-    return 1.0 - min_max(fused_psnr(psnr_app, psnr_mot, lam))
-
-
 def video_scores(terms: dict[str, np.ndarray], cfg, normal_change: float | None = None) -> np.ndarray:
     """Per-video anomaly score in [0, 1] (higher = more anomalous) from the per-frame terms of one video.
 

@@ -1,4 +1,5 @@
-"""Run the ``tritonserver`` binary that the ``nvidia-pytriton`` wheel ships, on this machine, for tests and benchmarks.
+"""Run the ``tritonserver`` binary that the ``nvidia-pytriton`` wheel ships, on this machine: `m2s2l-edge serve
+local` (a server to try ``watch --server`` against), the Triton tests and benchmarks/bench_serving.py.
 
 That wheel (nvidia-pytriton 0.7.0: Triton 2.51) carries a complete ``tritonserver`` with only the Python backend,
 and it runs on a CPU-only machine. It lives in its own virtual environment (it needs numpy < 2; ``make triton-env``
@@ -15,18 +16,27 @@ builds ``.venv-triton``), and two details make its Python backend work outside P
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+TRITON_VENV_ENV = "M2S2L_TRITON_VENV"
+TRITON_VENV_NAME = ".venv-triton"  # what `make triton-env` builds
+GET_TRITON = "`make triton-env` builds one from the nvidia-pytriton wheel (a CPU tritonserver with the Python backend)"
+# The repository checkout this package runs from (editable install), where `make triton-env` puts the venv.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,15 @@ class TritonEnv:
     def check(self) -> None:
         """RuntimeError unless the venv holds the wheel's server binary."""
         if not self.python.is_file():
-            raise RuntimeError(f"no Triton environment at {self.venv}: run `make triton-env`")
-        if not self.binary.is_file():
-            raise RuntimeError(f"{self.venv} has no tritonserver binary ({self.binary}): pip install nvidia-pytriton")
+            raise RuntimeError(f"tritonserver not found: no Triton environment at {self.venv}; {GET_TRITON}")
+        try:
+            binary = self.binary
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RuntimeError(f"tritonserver not found: the Python of {self.venv} does not run ({e}); "
+                               f"{GET_TRITON}") from None
+        if not binary.is_file():
+            raise RuntimeError(f"tritonserver not found: {self.venv} has no tritonserver binary ({binary}); "
+                               f"pip install nvidia-pytriton into it, or {GET_TRITON}")
 
     def backend_directory(self, where: Path) -> Path:
         """A Triton backends folder under ``where`` whose python backend has the stub of this venv's Python."""
@@ -95,6 +111,80 @@ class TritonEnv:
         env["PATH"] = f"{self.venv / 'bin'}:{env.get('PATH', '')}"
         env.pop("PYTHONHOME", None)
         return env
+
+
+def find_triton_env(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> TritonEnv:
+    """The nvidia-pytriton venv to run: ``$M2S2L_TRITON_VENV``, else ``.venv-triton`` in the working folder, else in
+    this checkout. RuntimeError naming where it looked and how to get one when none holds a ``tritonserver``."""
+    env = os.environ if env is None else env
+    if env.get(TRITON_VENV_ENV):
+        found = TritonEnv(Path(env[TRITON_VENV_ENV]))
+        found.check()
+        return found
+    places = []
+    for folder in ((cwd or Path.cwd()) / TRITON_VENV_NAME, _REPO_ROOT / TRITON_VENV_NAME):
+        if folder.resolve() in [p.resolve() for p in places]:
+            continue
+        places.append(folder)
+        if (folder / "bin" / "python").is_file():
+            found = TritonEnv(folder)
+            found.check()
+            return found
+    raise RuntimeError(f"tritonserver not found: no Triton environment in {' or '.join(str(p) for p in places)}; "
+                       f"{GET_TRITON}, or set {TRITON_VENV_ENV}=VENV")
+
+
+def served_models(repository: Path) -> list[str]:
+    """The models of a model repository: its folders holding a ``config.pbtxt``."""
+    return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
+
+
+def models_to_load(repository: Path, model: str | None, default: str) -> tuple[str, ...]:
+    """The model to load from ``repository`` (``model``, else ``default``), checked to be there; FileNotFoundError
+    for a repository that is missing, ValueError for a model it does not hold (naming the ones it does)."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise FileNotFoundError(f"--repo {repository} is not a folder (write one with m2s2l-edge serve triton-repo)")
+    present = served_models(repository)
+    if not present:
+        raise ValueError(f"--repo {repository} holds no model (no */config.pbtxt): write one with m2s2l-edge serve "
+                         "triton-repo")
+    wanted = model or default
+    if wanted not in present:
+        raise ValueError(f"--repo {repository} has no model {wanted!r} (it has: {', '.join(present)})")
+    return (wanted,)
+
+
+def check_port_free(port: int, flag: str) -> int:
+    """``port`` when nothing listens on it at 127.0.0.1; ValueError naming ``flag`` otherwise (another server
+    there, or a port below 1024 without root, would make tritonserver fail after its slow start)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise ValueError(f"{flag} {port}: cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another "
+                                 "port") from None
+            raise
+    return port
+
+
+def local_server(repository: Path, model: str | None, *, default_model: str, http_port: int, grpc_port: int,
+                 workdir: Path | None = None) -> LocalTritonServer:
+    """A :class:`LocalTritonServer` for `serve local`, everything checked before the slow start: the model is in the
+    repository, the two ports differ and are free, a tritonserver is installed. ``workdir`` None: a new temporary
+    folder (the server's log and backends)."""
+    import tempfile
+
+    models = models_to_load(repository, model, default_model)
+    if http_port == grpc_port:
+        raise ValueError(f"--http-port and --grpc-port are both {http_port}; give each its own port")
+    check_port_free(http_port, "--http-port")
+    check_port_free(grpc_port, "--grpc-port")
+    env = find_triton_env()
+    workdir = Path(tempfile.mkdtemp(prefix="m2s2l-tritonserver-")) if workdir is None else workdir
+    return LocalTritonServer(env, Path(repository).resolve(), models, workdir, http_port=http_port,
+                             grpc_port=grpc_port)
 
 
 def free_port() -> int:
@@ -147,14 +237,29 @@ class LocalTritonServer:
                                         env=self.env.environment(), start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.ready():
-                return self
-            time.sleep(0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"tritonserver exited with {self.process.returncode} (log: {self.log_path}):"
+                                       f"\n{self.log_tail()}")
+                if self.ready():
+                    return self
+                time.sleep(0.5)
+            raise RuntimeError(f"tritonserver not ready after {timeout:.0f} s (log: {self.log_path}):\n"
+                               f"{self.log_tail()}")
+        except BaseException:
+            # Its own session: a server left behind would outlive us and hold the ports (a signal, too, lands here).
+            self.stop()
+            raise
+
+    def wait(self, stop: threading.Event, poll_s: float = 0.5) -> None:
+        """Serve until ``stop`` is set, then stop the server; RuntimeError (naming the log) when the server exits by
+        itself first."""
+        while not stop.wait(poll_s):
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"tritonserver exited with {code} (log: {self.log_path}):\n{self.log_tail()}")
         self.stop()
-        raise RuntimeError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def ready(self) -> bool:
         try:

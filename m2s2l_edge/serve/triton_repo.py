@@ -245,68 +245,78 @@ def _check_calibration_fits(cal, path, record: dict, onnx: Path, engine) -> None
     raise errors[0]
 
 
-def write_repository(
-    out: str | os.PathLike,
-    onnx: str | os.PathLike,
-    *,
-    engine: str | os.PathLike | None = None,
-    plugin: str | os.PathLike | None = None,
-    calibration: str | os.PathLike | None = None,
-    config: RepoConfig | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Write the model repository ``out`` from ``onnx`` (and ``engine``); returns a summary: the models written, the
-    server command line, the metadata.
+@dataclass
+class _Model:
+    """One model of the repository: its ``config_text`` arguments (all but name, input name and the shared
+    parameters) and the files of its version folder (name in the folder → source)."""
 
-    Raises FileExistsError for an existing ``out`` without ``overwrite``, FileNotFoundError for missing inputs,
-    ValueError for inputs that are not ours or do not belong together, RuntimeError when an engine's plugin library
-    cannot be found.
-    """
-    from m2s2l_edge.artifacts.metadata import read_metadata
+    settings: dict
+    files: dict[str, Path]
+    parameters: dict[str, str] | None = None
 
-    config = config or RepoConfig()
-    out, onnx = Path(out), Path(onnx)
+
+def _batching(meta, fixed: int | None, max_batch: int, queue_delay_us: int) -> dict:
+    """Batch settings of a model: dynamic batching up to ``max_batch`` clips, or none for a model of ``fixed`` batch
+    (Triton's ``max_batch_size: 0``, the batch inside the dims)."""
+    cfg = meta.config
+    clip_dims = (cfg["clip_len"], cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    frame_dims = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    out_names = tuple(meta.output_names)
+    if fixed is None:
+        return dict(max_batch_size=max_batch, input_dims=clip_dims, outputs=tuple((o, frame_dims) for o in out_names),
+                    queue_delay_us=queue_delay_us)
+    return dict(max_batch_size=0, input_dims=(fixed, *clip_dims),
+                outputs=tuple((o, (fixed, *frame_dims)) for o in out_names), queue_delay_us=None)
+
+
+def _check_destination(out: Path, onnx: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder")
     if not onnx.is_file():
         raise FileNotFoundError(f"--onnx {onnx} does not exist")
-    meta = read_metadata(onnx)
-    record = meta.to_dict()
-    calib = None
-    if calibration is not None:
-        from m2s2l_edge.watch import calibration as calibration_file
 
-        loaded = calibration_file.load(calibration)  # validated: a file that is no calibration is refused
-        _check_calibration_fits(loaded, calibration, record, onnx, engine)
-        calib = loaded.to_dict()
 
-    engine_meta = plugin_lib = None
-    if engine is not None:
-        from m2s2l_edge.artifacts.metadata import read_engine_metadata
-        from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library
+def _served_calibration(calibration, record: dict, onnx: Path, engine) -> dict | None:
+    """The calibration file's record, once it is known to be one made for the served model; None without one."""
+    if calibration is None:
+        return None
+    from m2s2l_edge.watch import calibration as calibration_file
 
-        engine = Path(engine)
-        if not engine.is_file():
-            raise FileNotFoundError(f"--engine {engine} does not exist")
-        engine_meta = read_engine_metadata(engine)
-        _check_same_model(record, engine_meta, onnx, engine)
-        section = engine_meta.get("engine") or {}
-        if section.get("plugin_required", engine_meta.get("scan") == "plugin"):
-            try:
-                plugin_lib = find_plugin_library(plugin, recorded=section.get("plugin"))
-            except RuntimeError as e:
-                raise RuntimeError(f"--engine {engine} needs the SelectiveScan plugin library: {e}") from None
-        elif plugin is not None:
-            raise ValueError(f"--plugin: --engine {engine} has no SelectiveScan plugin layers to load it for")
-    elif plugin is not None:
-        raise ValueError("--plugin goes with --engine")
+    loaded = calibration_file.load(calibration)  # validated: a file that is no calibration is refused
+    _check_calibration_fits(loaded, calibration, record, onnx, engine)
+    return loaded.to_dict()
 
-    cfg = meta.config
-    clip_dims = (cfg["clip_len"], cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    frame_dims = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    out_names = tuple(meta.output_names)
+
+def _engine_and_plugin(engine, plugin, record: dict, onnx: Path) -> tuple[dict | None, Path | None]:
+    """The engine's metadata (checked to be the ONNX's model) and the plugin library it needs (None when it needs
+    none); (None, None) without an engine, where ``plugin`` is refused."""
+    if engine is None:
+        if plugin is not None:
+            raise ValueError("--plugin goes with --engine")
+        return None, None
+    from m2s2l_edge.artifacts.metadata import read_engine_metadata
+    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library
+
+    engine = Path(engine)
+    if not engine.is_file():
+        raise FileNotFoundError(f"--engine {engine} does not exist")
+    engine_meta = read_engine_metadata(engine)
+    _check_same_model(record, engine_meta, onnx, engine)
+    section = engine_meta.get("engine") or {}
+    if section.get("plugin_required", engine_meta.get("scan") == "plugin"):
+        try:
+            return engine_meta, find_plugin_library(plugin, recorded=section.get("plugin"))
+        except RuntimeError as e:
+            raise RuntimeError(f"--engine {engine} needs the SelectiveScan plugin library: {e}") from None
+    if plugin is not None:
+        raise ValueError(f"--plugin: --engine {engine} has no SelectiveScan plugin layers to load it for")
+    return engine_meta, None
+
+
+def _model_parameters(meta, record: dict, calib: dict | None) -> dict[str, str]:
+    """The parameters every model carries: the export record (and the calibration) for the client to read back."""
     params = {
         PARAM_METADATA: json.dumps(record, sort_keys=True),
         "m2s2l.lambda": repr(meta.lam),
@@ -315,16 +325,11 @@ def write_repository(
     }
     if calib is not None:
         params[PARAM_CALIBRATION] = json.dumps(calib, sort_keys=True)
-    max_batch = config.max_batch or DEFAULT_MAX_BATCH
+    return params
 
-    def batched(fixed: int | None, n: int) -> dict:
-        if fixed is None:
-            return dict(max_batch_size=n, input_dims=clip_dims,
-                        outputs=tuple((o, frame_dims) for o in out_names), queue_delay_us=config.queue_delay_us)
-        return dict(max_batch_size=0, input_dims=(fixed, *clip_dims),
-                    outputs=tuple((o, (fixed, *frame_dims)) for o in out_names), queue_delay_us=None)
 
-    models: dict[str, dict] = {}
+def _onnx_model(meta, onnx: Path, out: Path, config: RepoConfig) -> tuple[_Model, Path | None]:
+    """The onnxruntime model and, for a plugin-flavour ONNX, our op library it needs (pinned to a CPU instance)."""
     fixed = meta.batch if isinstance(meta.batch, int) else None
     if fixed is not None:
         logger.warning("%s has a fixed batch of %d: the onnxruntime model cannot batch dynamically (export with "
@@ -342,51 +347,108 @@ def write_repository(
         op_lib = ort_library.library()  # raises RuntimeError naming why it is unavailable and the fix
         kind, gpus = "KIND_CPU", ()
         op_libraries = (str(out.resolve() / PLUGIN_DIR / ORT_OP_LIBRARY),)
-    models[ONNX_MODEL] = dict(backend="onnxruntime", default_model_filename="model.onnx", instance_kind=kind,
-                              gpus=gpus, files={"model.onnx": onnx}, op_libraries=op_libraries,
-                              **batched(fixed, max_batch))
+    settings = dict(backend="onnxruntime", default_model_filename="model.onnx", instance_kind=kind, gpus=gpus,
+                    op_libraries=op_libraries,
+                    **_batching(meta, fixed, config.max_batch or DEFAULT_MAX_BATCH, config.queue_delay_us))
+    return _Model(settings, {"model.onnx": onnx}), op_lib
+
+
+def _python_model(meta, onnx: Path, config: RepoConfig, params: dict[str, str]) -> _Model:
+    """Our ONNX Runtime runner inside Triton's Python backend: batches whatever the ONNX's batch."""
+    py_params = dict(params)
+    if config.threads is not None:
+        py_params["m2s2l.threads"] = str(config.threads)
+    settings = dict(backend="python", instance_kind="KIND_CPU", gpus=(),
+                    **_batching(meta, None, config.max_batch or DEFAULT_MAX_BATCH, config.queue_delay_us))
+    return _Model(settings, {"model.onnx": onnx, "model.py": Path(__file__).with_name("triton_python_model.py")},
+                  parameters=py_params)
+
+
+def _tensorrt_model(meta, engine: Path, engine_meta: dict, config: RepoConfig) -> _Model:
+    """The engine as a tensorrt_plan model on a GPU, batched within its optimisation profile."""
+    n, fixed = _engine_batch(engine_meta, engine, config.max_batch)
+    kind, gpus = _instance(config.device if config.device and config.device != "cpu" else "cuda")
+    settings = dict(platform="tensorrt_plan", default_model_filename="model.plan", instance_kind=kind, gpus=gpus,
+                    **_batching(meta, fixed, n, config.queue_delay_us))
+    return _Model(settings, {"model.plan": engine})
+
+
+def _write_model(staging: Path, name: str, model: _Model, input_name: str, params: dict[str, str]) -> None:
+    version = staging / name / "1"
+    version.mkdir(parents=True)
+    for target, source in model.files.items():
+        shutil.copyfile(source, version / target)
+    text = config_text(name=name, input_name=input_name, parameters=model.parameters or params, **model.settings)
+    (staging / name / "config.pbtxt").write_text(text, encoding="utf-8")
+
+
+def _write_libraries(staging: Path, plugin_lib: Path | None, op_lib: Path | None) -> None:
+    if plugin_lib is None and op_lib is None:
+        return
+    (staging / PLUGIN_DIR).mkdir()
+    if plugin_lib is not None:
+        shutil.copyfile(plugin_lib, staging / PLUGIN_DIR / plugin_lib.name)
+    if op_lib is not None:
+        shutil.copyfile(op_lib, staging / PLUGIN_DIR / ORT_OP_LIBRARY)
+
+
+def _write_server_files(staging: Path, summary_meta: dict, has_plugin: bool) -> None:
+    """The metadata for people and the server's command line as a script."""
+    (staging / METADATA_FILE).write_text(json.dumps(summary_meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    script = staging / SERVER_SCRIPT
+    script.write_text(_server_script(has_plugin), encoding="utf-8")
+    script.chmod(0o755)
+
+
+def write_repository(
+    out: str | os.PathLike,
+    onnx: str | os.PathLike,
+    *,
+    engine: str | os.PathLike | None = None,
+    plugin: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
+    config: RepoConfig | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the model repository ``out`` from ``onnx`` (and ``engine``); returns a summary: the models written, the
+    server command line, the metadata.
+
+    Every input is checked and every model planned before anything is written; the repository is written into a
+    staging folder beside ``out`` and moved into place complete.
+
+    Raises FileExistsError for an existing ``out`` without ``overwrite``, FileNotFoundError for missing inputs,
+    ValueError for inputs that are not ours or do not belong together, RuntimeError when an engine's plugin library
+    cannot be found.
+    """
+    from m2s2l_edge.artifacts.metadata import read_metadata
+
+    config = config or RepoConfig()
+    out, onnx = Path(out), Path(onnx)
+    _check_destination(out, onnx, overwrite)
+    meta = read_metadata(onnx)
+    record = meta.to_dict()
+    calib = _served_calibration(calibration, record, onnx, engine)
+    engine_meta, plugin_lib = _engine_and_plugin(engine, plugin, record, onnx)
+    params = _model_parameters(meta, record, calib)
+
+    models: dict[str, _Model] = {}
+    models[ONNX_MODEL], op_lib = _onnx_model(meta, onnx, out, config)
     if config.python_model:
-        py_params = dict(params)
-        if config.threads is not None:
-            py_params["m2s2l.threads"] = str(config.threads)
-        models[PYTHON_MODEL] = dict(backend="python", instance_kind="KIND_CPU", gpus=(),
-                                    files={"model.onnx": onnx, "model.py": Path(__file__).with_name(
-                                        "triton_python_model.py")}, parameters=py_params,
-                                    **batched(None, max_batch))
+        models[PYTHON_MODEL] = _python_model(meta, onnx, config, params)
     if engine is not None:
-        n, fixed = _engine_batch(engine_meta, engine, config.max_batch)
-        kind, gpus = _instance(config.device if config.device and config.device != "cpu" else "cuda")
-        models[TENSORRT_MODEL] = dict(platform="tensorrt_plan", default_model_filename="model.plan",
-                                      instance_kind=kind, gpus=gpus, files={"model.plan": engine},
-                                      **batched(fixed, n))
+        models[TENSORRT_MODEL] = _tensorrt_model(meta, Path(engine), engine_meta, config)
+    summary_meta = {**record, "calibration": calib}
+    if engine_meta is not None:
+        summary_meta["engine"] = engine_meta.get("engine")
 
     out_parent = out.resolve().parent
     out_parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out_parent))
     try:
-        for name, spec in models.items():
-            files = spec.pop("files")
-            spec.setdefault("parameters", params)
-            version = staging / name / "1"
-            version.mkdir(parents=True)
-            for target, source in files.items():
-                shutil.copyfile(source, version / target)
-            (staging / name / "config.pbtxt").write_text(
-                config_text(name=name, input_name=meta.input_name, **spec), encoding="utf-8")
-        if plugin_lib is not None or op_lib is not None:
-            (staging / PLUGIN_DIR).mkdir()
-        if plugin_lib is not None:
-            shutil.copyfile(plugin_lib, staging / PLUGIN_DIR / plugin_lib.name)
-        if op_lib is not None:
-            shutil.copyfile(op_lib, staging / PLUGIN_DIR / ORT_OP_LIBRARY)
-        summary_meta = {**record, "calibration": calib}
-        if engine_meta is not None:
-            summary_meta["engine"] = engine_meta.get("engine")
-        (staging / METADATA_FILE).write_text(json.dumps(summary_meta, indent=2, sort_keys=True) + "\n",
-                                             encoding="utf-8")
-        script = staging / SERVER_SCRIPT
-        script.write_text(_server_script(plugin_lib is not None), encoding="utf-8")
-        script.chmod(0o755)
+        for name, model in models.items():
+            _write_model(staging, name, model, meta.input_name, params)
+        _write_libraries(staging, plugin_lib, op_lib)
+        _write_server_files(staging, summary_meta, has_plugin=plugin_lib is not None)
         _replace_dir(staging, out, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -16,51 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from m2s2l_edge.report.images import VIDEO_VMAX, encode_jpeg, heat_overlay
+
 logger = logging.getLogger(__name__)
 
-# Floor of the colour scale: a near-perfect prediction (error ~1e-5) must not be stretched into a red map.
-_MIN_VMAX = 1e-3
 STRIP_HEIGHT = 64
-
-
-def heat_overlay(
-    frame: np.ndarray, error_map: np.ndarray, alpha: float = 0.45, vmax: float | None = None
-) -> np.ndarray:
-    """The error map as a JET colour map blended over ``frame``; returns (H, W, 3) uint8 RGB.
-
-    ``vmax``: the error shown at full red; None takes the map's own 99.5th percentile (floored at 1e-3), which suits a
-    snapshot of one anomalous frame; a video should pass a fixed value so that colours mean the same on every frame.
-    """
-    import cv2
-
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
-    if error_map.ndim != 2:
-        raise ValueError(f"error map must be (h, w), got shape {error_map.shape}")
-    h, w = frame.shape[:2]
-    err = np.nan_to_num(np.asarray(error_map, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    top = float(np.percentile(err, 99.5)) if vmax is None else float(vmax)
-    top = max(top, _MIN_VMAX)
-    level = np.clip(err / top, 0.0, 1.0)
-    level = cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
-    # JET up to 224 of 255: its last eighth darkens to maroon, which would make the worst error the least visible.
-    colour = cv2.applyColorMap((level * 224).astype(np.uint8), cv2.COLORMAP_JET)  # (H, W, 3) BGR
-    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-    # Blend in proportion to the error (square root: moderate errors still show), so normal regions keep the
-    # frame's own colours.
-    weight = (alpha * np.sqrt(level))[..., None]  # (H, W, 1)
-    out = frame.astype(np.float32) * (1.0 - weight) + colour.astype(np.float32) * weight
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
-    """RGB uint8 → JPEG bytes (OpenCV wants BGR)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", image_rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a JPEG")
-    return buf.tobytes()
+# The error map's colour scale and JPEG encoding are the report package's (one scale for every picture); watch's
+# callers keep importing them from here.
+__all__ = ["AnnotatedVideo", "check_video", "encode_jpeg", "heat_overlay", "open_video_writer", "write_clip"]
 
 
 def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]):
@@ -143,7 +106,7 @@ class AnnotatedVideo:
         video.close()
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, vmax: float = 0.02, history: int = 250) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, vmax: float = VIDEO_VMAX, history: int = 250) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ValueError(f"cannot write video {self.path}: folder {self.path.parent} does not exist")

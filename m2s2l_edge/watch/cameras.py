@@ -33,8 +33,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2s2l_edge.watch.events import parse_rois
 from m2s2l_edge.watch.feeds import SourceSpec, parse_source
+from m2s2l_edge.watch.regions import parse_rois
 
 CAMERA_KEYS = ("source", "calibration", "roi", "threshold", "off_threshold", "events", "faults", "fps", "video_out",
                "keep_mb", "keep_hours")
@@ -57,11 +57,19 @@ class CameraConfig:
     keep_mb: float | None = None  # retention of this camera's snapshots and clips (None: only the total limit)
     keep_hours: float | None = None
 
-    def event_settings(self) -> dict:
-        """The mapping for ``EventConfig.from_mapping``: the per-camera levels and ROIs plus ``events:``."""
-        out = dict(self.events)
+    @property
+    def on_level(self) -> float | None:
+        """The camera's own threshold: ``threshold``, else an ``on`` in its ``events:`` (None: the calibration's)."""
         if self.threshold is not None:
-            out["on"] = self.threshold
+            return self.threshold
+        on = dict(self.events).get("on")
+        return None if on is None else float(on)
+
+    def event_settings(self) -> dict:
+        """The mapping for ``EventConfig.from_mapping``: ``events:`` with the off level and the ROIs. The on level is
+        not in it: the threshold in force comes with every frame (``FrameScore.threshold``, chosen by the watch's
+        ``CameraScorer`` from ``--threshold``, :attr:`on_level` and the calibration), so that one rule decides it."""
+        out = {k: v for k, v in self.events if k != "on"}
         if self.off_threshold is not None:
             out["off"] = self.off_threshold
         if self.roi:
@@ -98,7 +106,7 @@ def _number(value, where: str, *, positive: bool = False, minimum: float | None 
 
 
 def _roi(value, where: str) -> tuple[tuple[tuple[float, float], ...], ...]:
-    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (events.parse_rois, with the place)."""
+    """A polygon [[x, y], ...] or a list of them → tuple of polygons of (x, y) (regions.parse_rois, with the place)."""
     if not value:
         raise ValueError(f"{where}: expected a polygon [[x, y], ...] or a list of polygons")
     try:

@@ -4,7 +4,8 @@ Why the ring buffer lives in the reader thread: a clip must be T+1 *consecutive*
 sees every frame the camera delivers, so it keeps the window (each frame preprocessed once, at the model's
 resolution and normalisation) and hands out complete clips; when inference falls behind, whole clips are dropped,
 never frames inside one. After any gap (a failed read, a reconnect, a stall) the window is emptied, so a clip never
-spans a gap; clips carry their camera, so a batch may mix cameras but a clip never does.
+spans a gap; clips carry their camera, so a batch may mix cameras but a clip never does. The window and the channel
+to the scheduler are :mod:`.channel`; this module reads the sources and supervises their connections.
 
 Files and folders are read without drops (the reader waits for the scheduler); live sources keep only the newest
 clip (the one not yet taken is replaced and counted in ``dropped``).
@@ -21,13 +22,13 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from m2s2l_edge.urls import redact_text
+from m2s2l_edge.watch.channel import Clip, ClipChannel, ClipWindow
 from m2s2l_edge.watch.feeds import Feed, SourceSpec, open_feed
 from m2s2l_edge.watch.types import CameraStatus
 
@@ -71,23 +72,6 @@ class CaptureConfig:
 
 
 @dataclass
-class Clip:
-    """A scoreable clip: frames ``frame_index - T .. frame_index`` of one camera, preprocessed.
-
-    clip: (T+1, 3, H, W) float32 in [-1, 1]; ``clip[:T]`` is the model input, ``clip[T]`` the target.
-    frame: the target frame as captured, (H0, W0, 3) uint8 RGB.
-    """
-
-    camera: str
-    frame_index: int
-    stream_time: float
-    wall_time: float
-    capture_time: float
-    clip: np.ndarray = field(repr=False)
-    frame: np.ndarray = field(repr=False)
-
-
-@dataclass
 class CameraStats:
     """Counters of one camera (written by its threads, read by telemetry; ints and floats only)."""
 
@@ -100,88 +84,6 @@ class CameraStats:
     ever_online: bool = False
     last_error: str = ""
     first_attempt_done: bool = False  # the first connection either delivered a frame or failed
-
-
-class ClipChannel:
-    """Clips of every camera, waiting for the scheduler. One condition variable wakes the scheduler for any camera.
-
-    Per camera a bounded deque: a file camera's reader blocks when its deque is full (no drops); a live camera's
-    holds one clip, replaced by a newer one (counted as dropped).
-    """
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self._queues: dict[str, deque[Clip]] = {}
-        self._order: list[str] = []
-        self._next = 0
-        self.closed = False
-
-    def add_camera(self, camera: str) -> None:
-        with self.cond:
-            self._queues[camera] = deque()
-            self._order.append(camera)
-
-    def put(self, clip: Clip, *, live: bool, limit: int, stop: threading.Event, stats: CameraStats) -> bool:
-        """Queue ``clip``; False if stopped while waiting for room."""
-        with self.cond:
-            q = self._queues[clip.camera]
-            if live:
-                if q:
-                    q.clear()
-                    stats.dropped += 1
-            else:
-                while len(q) >= limit:
-                    if stop.is_set() or self.closed:
-                        return False
-                    self.cond.wait(0.1)
-            q.append(clip)
-            self.cond.notify_all()
-            return True
-
-    def pending(self) -> int:
-        with self.cond:
-            return sum(len(q) for q in self._queues.values())
-
-    def take(self, max_items: int, max_wait_s: float, idle_wait_s: float = 0.1) -> list[Clip]:
-        """Up to ``max_items`` clips, round robin over cameras (oldest first within one).
-
-        Waits up to ``idle_wait_s`` for a first clip (returns [] then, so the caller can check for shutdown), then
-        up to ``max_wait_s`` more while the batch is not full: the bounded wait of the dynamic batch.
-        """
-        out: list[Clip] = []
-        with self.cond:
-            if not any(self._queues.values()):
-                self.cond.wait(idle_wait_s)
-            deadline = time.monotonic() + max_wait_s
-            while True:
-                self._drain(out, max_items)
-                remaining = deadline - time.monotonic()
-                if not out or len(out) >= max_items or remaining <= 0:
-                    break
-                self.cond.wait(remaining)
-            if out:
-                self.cond.notify_all()  # room freed for waiting file readers
-        return out
-
-    def _drain(self, out: list[Clip], max_items: int) -> None:
-        n = len(self._order)
-        progressed = True
-        while len(out) < max_items and progressed:
-            progressed = False
-            for k in range(n):
-                if len(out) >= max_items:
-                    break
-                camera = self._order[(self._next + k) % n]
-                q = self._queues[camera]
-                if q:
-                    out.append(q.popleft())
-                    progressed = True
-            self._next = (self._next + 1) % max(n, 1)
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
 
 
 class CameraCapture:
@@ -216,8 +118,7 @@ class CameraCapture:
         self._lock = threading.Lock()
         self._generation = 0
         self._last_frame = time.monotonic()
-        self._ring: deque[np.ndarray] = deque(maxlen=config.clip_len + 1)
-        self._run_length = 0  # frames since the last gap
+        self._window = ClipWindow(config.clip_len, config.stride)
         self._frame_index = -1  # per camera, counted across reconnects (a file's index = its frame number)
         self._t0_mono: float | None = None
         self._thread: threading.Thread | None = None
@@ -386,11 +287,7 @@ class CameraCapture:
             self._last_frame = capture_time
             self._frame_index += 1
             index = self._frame_index
-            self._ring.append(x)
-            self._run_length += 1
-            T = self.config.clip_len
-            ready = len(self._ring) > T and (self._run_length - T - 1) % self.config.stride == 0
-            window = np.stack(self._ring) if ready else None  # (T+1, 3, H, W)
+            window = self._window.push(x)
         self.stats.captured += 1
         if not self.stats.online:
             self._set_online(True, "first frame" if not self.stats.ever_online else "reconnected")
@@ -401,16 +298,17 @@ class CameraCapture:
             return True
         clip = Clip(self.camera, index, stream_time, wall, capture_time, window, frame)
         self.stats.clips += 1
-        return self.channel.put(clip, live=live, limit=self.config.queue_clips, stop=self.stop_event,
-                                stats=self.stats)
+        if not live:
+            return self.channel.put_file(clip, limit=self.config.queue_clips, stop=self.stop_event)
+        if self.channel.put_live(clip):
+            self.stats.dropped += 1
+        return True
 
     def _gap(self, reason: str) -> None:
         with self._lock:
-            if self._ring:
+            if self._window.reset():
                 self.stats.gaps += 1
                 logger.debug("camera %s: ring buffer reset (%s)", self.camera, reason)
-            self._ring.clear()
-            self._run_length = 0
 
     def _set_online(self, online: bool, reason: str) -> None:
         self.stats.online = online

@@ -12,7 +12,9 @@ messages (plain dicts, the JSON schema in docs/WATCH_EVENTS.md). The state machi
 ROI score (the calibration's score of the ROI's terms, :func:`m2s2l_edge.scoring.terms.region_terms`). While
 active, an ``update`` goes out when the peak has grown and ``update_interval_s`` has passed since the last message.
 
-Camera faults (:mod:`.faults`) use the same message layout and id scheme, through :class:`Lifecycle`.
+Camera faults (:mod:`.faults`) use the same message layout and id scheme, through :class:`Lifecycle`. The ROI
+geometry and its scoring are :mod:`.regions`; the clip's frame ring, collection and background encoding are
+:mod:`.clips`; this module is the state machine, its snapshots and its messages.
 """
 
 from __future__ import annotations
@@ -20,12 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import re
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +33,8 @@ import numpy as np
 
 from m2s2l_edge.scoring.stream import SMOOTHING, Smoother
 
+from .clips import Clip, ClipRecorder
+from .regions import Polygon, RegionScorer, check_rois_fit, parse_rois
 from .types import FrameScore, config_from_mapping
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,6 @@ def _duration(first: Mapping[str, Any], last: Mapping[str, Any]) -> float | None
         return None
     return round(max(0.0, last["stream_time"] - first["stream_time"]), 6)
 
-
-Polygon = tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)
@@ -188,70 +186,6 @@ class EventConfig:
         check_rois_fit(self.rois, width, height, camera)
 
 
-def check_rois_fit(rois: Sequence[Polygon], width: int, height: int, camera: str = "") -> None:
-    """ValueError when a point of an ROI lies outside a ``width`` × ``height`` frame: the one bounds check (a camera's
-    YAML ROIs on its first frame, the tracker on every new frame size)."""
-    who = f"camera {camera!r}: " if camera else ""
-    for i, poly in enumerate(rois):
-        for x, y in poly:
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise ValueError(
-                    f"{who}ROI {i} point ({x:g}, {y:g}) lies outside the {width}x{height} frame "
-                    f"(x must be in 0..{width}, y in 0..{height})"
-                )
-
-
-def parse_rois(rois: Any) -> tuple[Polygon, ...]:
-    """ROIs from YAML / JSON: a list of polygons, or one polygon, each at least 3 [x, y] points of finite numbers >= 0
-    enclosing an area → a tuple of polygons of (x, y) floats (the one ROI parser: ``--config`` and ``events:``)."""
-    if rois is None:
-        return ()
-    if not isinstance(rois, Sequence) or isinstance(rois, str):
-        raise ValueError("rois must be a list of polygons, each a list of [x, y] points")
-    if rois and all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2
-                    and all(isinstance(c, int | float) for c in p) for p in rois):
-        rois = [rois]  # one polygon given bare
-    out = []
-    for i, poly in enumerate(rois):
-        if not isinstance(poly, Sequence) or isinstance(poly, str) or len(poly) < 3:
-            raise ValueError(f"ROI {i} must be a list of at least 3 [x, y] points, got {poly!r}")
-        pts = []
-        for p in poly:
-            if (
-                not isinstance(p, Sequence)
-                or isinstance(p, str)
-                or len(p) != 2
-                or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
-                           for c in p)
-            ):
-                raise ValueError(f"ROI {i}: every point must be [x, y] with finite numbers >= 0 (source pixels), "
-                                 f"got {p!r}")
-            pts.append((float(p[0]), float(p[1])))
-        xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-        area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
-        if area <= 0:
-            raise ValueError(f"ROI {i} has zero area (its points are collinear)")
-        out.append(tuple(pts))
-    return tuple(out)
-
-
-def roi_mask(poly: Polygon, map_shape: tuple[int, int], frame_shape: tuple[int, int]) -> np.ndarray:
-    """The polygon (source-frame pixels) rasterised on the error map's grid; (h, w) bool, never empty."""
-    import cv2
-
-    h, w = map_shape
-    fh, fw = frame_shape
-    pts = np.array([[x * w / fw, y * h / fh] for x, y in poly], np.float32)
-    mask = np.zeros((h, w), np.uint8)
-    # fillPoly takes fixed-point coordinates: 4 fractional bits keep small ROIs on a coarse map accurate.
-    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-    if not mask.any():
-        # An ROI smaller than one error-map pixel: use the pixel under its centroid.
-        cx, cy = pts.mean(axis=0)
-        mask[min(int(cy), h - 1), min(int(cx), w - 1)] = 1
-    return mask.astype(bool)
-
-
 @dataclass
 class _Event:
     life: Lifecycle
@@ -263,19 +197,9 @@ class _Event:
     last_msg_time: float = -math.inf
     confirmed: bool = False
     roi: int | None = None
-    clip: _Clip | None = None
+    clip: Clip | None = None
     levels: tuple[float, float] = (math.nan, math.nan)
     snapshot_written: bool = False
-
-
-@dataclass
-class _Clip:
-    path: Path
-    frames: list[np.ndarray]
-    times: list[float]
-    until: float = math.inf  # stream time at which the post-roll is complete
-    end_msg: dict[str, Any] | None = None
-    truncated: bool = False
 
 
 @dataclass
@@ -328,12 +252,26 @@ class EventTracker:
         self._event: _Event | None = None
         self._cooldown_until = -math.inf
         self._last_time: float | None = None
-        self._masks: dict[tuple, list[np.ndarray]] = {}
+        self._regions = RegionScorer(self.cfg.rois, score_fn) if self.cfg.rois else None
         self._checked_size: tuple[int, int] | None = None
-        self._roll: deque[tuple[float, np.ndarray]] = deque(maxlen=self.cfg.max_clip_frames)
-        self._collecting: list[_Clip] = []
-        self._writer: _ClipWriter | None = None
+        # Clips only where they can be written (a media folder) and are asked for.
+        self._clips = (ClipRecorder(camera, media, clip_width=self.cfg.clip_width, max_frames=self.cfg.max_clip_frames,
+                                    pre_roll_s=self.cfg.pre_roll_s,
+                                    horizon_s=self.cfg.pre_roll_s + self.cfg.min_duration_s)
+                       if self.media_dir is not None and self.cfg.clip else None)
         self._warned_nonfinite = False
+
+    def set_rois(self, rois) -> None:
+        """Score from these ROIs from the next frame on (parsed by :func:`parse_rois`; () scores the whole frame).
+        Called from the thread that calls :meth:`update`."""
+        import dataclasses
+
+        cfg = dataclasses.replace(self.cfg, rois=parse_rois(rois))
+        if cfg.rois and self.score_fn is None:
+            raise ValueError(f"camera {self.camera!r}: ROIs need the calibration's score function (score_fn)")
+        self.cfg = cfg
+        self._regions = RegionScorer(cfg.rois, self.score_fn) if cfg.rois else None
+        self._checked_size = None
 
     @property
     def active(self) -> bool:
@@ -348,18 +286,9 @@ class EventTracker:
 
     def frame_score(self, fs: FrameScore) -> tuple[float, int | None]:
         """The unsmoothed score the state machine sees for this frame, and the ROI it came from (None: whole)."""
-        if not self.cfg.rois:
+        if self._regions is None:
             return float(fs.score), None
-        fh, fw = fs.frame.shape[:2]
-        key = (fs.error_map.shape, (fh, fw))
-        if key not in self._masks:
-            self._masks[key] = [roi_mask(p, fs.error_map.shape, (fh, fw)) for p in self.cfg.rois]
-        best, where = -math.inf, None
-        for i, mask in enumerate(self._masks[key]):
-            s = float(self.score_fn(fs, mask))
-            if s > best:
-                best, where = s, i
-        return best, where
+        return self._regions.best(fs)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -374,7 +303,8 @@ class EventTracker:
             out += self.close("stream_restart")
         self._last_time = fs.stream_time
         self.stats.frames += 1
-        self._remember_frame(fs)
+        if self._clips is not None:
+            self._clips.remember(fs.frame, fs.stream_time)
 
         raw, roi = self.frame_score(fs)
         self.smoothed = None
@@ -446,16 +376,9 @@ class EventTracker:
         if ev is not None and ev.confirmed:
             out += self._end(ev, reason)
         self._event = None
-        for clip in self._collecting:
-            clip.until = -math.inf
-        self._flush_clips(force=True)
-        if self._writer is not None:
-            self._writer.join()
-            out += self._finished_clips()
-            self._writer.stop()
-            self._writer = None
+        if self._clips is not None:
+            out += self._clip_messages(self._clips.close())
         self._smooth.reset()
-        self._roll.clear()
         self._last_time = None
         # Stream time may start again from 0 after a reconnect: a cooldown measured on the old clock would be wrong.
         self._cooldown_until = -math.inf
@@ -521,59 +444,17 @@ class EventTracker:
         # A rewrite for a higher peak replaces the file, so an earlier snapshot stays valid if this one fails.
         ev.snapshot_written = self.media is None or self.media.added(self.camera, path) or ev.snapshot_written
 
-    def _remember_frame(self, fs: FrameScore) -> None:
-        if self.media_dir is None or not self.cfg.clip:
-            return
-        import cv2
-
-        frame = fs.frame
-        if frame.shape[1] > self.cfg.clip_width:
-            h = max(2, int(round(frame.shape[0] * self.cfg.clip_width / frame.shape[1])) // 2 * 2)
-            frame = cv2.resize(frame, (self.cfg.clip_width, h), interpolation=cv2.INTER_AREA)
-        else:
-            frame = frame.copy()
-        t = fs.stream_time
-        self._roll.append((t, frame))
-        horizon = self.cfg.pre_roll_s + self.cfg.min_duration_s
-        while self._roll and self._roll[0][0] < t - horizon:
-            self._roll.popleft()
-        for clip in self._collecting:
-            if t <= clip.until:
-                if len(clip.frames) < self.cfg.max_clip_frames:
-                    clip.frames.append(frame)
-                    clip.times.append(t)
-                else:
-                    clip.truncated = True
-        self._flush_clips()
-
     def _start_clip(self, ev: _Event) -> None:
-        if self.media_dir is None or not self.cfg.clip:
-            return
-        t0 = ev.life.first["stream_time"] - self.cfg.pre_roll_s
-        pre = [(t, f) for t, f in self._roll if t >= t0]
-        clip = _Clip(self.media_dir / f"{ev.life.id}.mp4", [f for _, f in pre], [t for t, _ in pre])
-        ev.clip = clip
-        self._collecting.append(clip)
-
-    def _flush_clips(self, force: bool = False) -> None:
-        now = self._last_time if self._last_time is not None else math.inf
-        keep = []
-        for clip in self._collecting:
-            if clip.end_msg is not None and (force or now > clip.until):
-                if self._writer is None:
-                    self._writer = _ClipWriter(self.camera, self.media)
-                self._writer.submit(clip)
-            elif force:
-                logger.debug("camera %s: clip %s dropped (its event never ended)", self.camera, clip.path)
-            else:
-                keep.append(clip)
-        self._collecting = keep
+        if self._clips is not None:
+            ev.clip = self._clips.start(self.media_dir / f"{ev.life.id}.mp4", ev.life.first["stream_time"])
 
     def _finished_clips(self) -> list[dict[str, Any]]:
-        if self._writer is None:
-            return []
+        return self._clip_messages(self._clips.done()) if self._clips is not None else []
+
+    def _clip_messages(self, done: list[tuple[dict[str, Any], Exception | None]]) -> list[dict[str, Any]]:
+        """The held-back end messages of written clips; a clip that failed is counted and its message says none."""
         out = []
-        for msg, err in self._writer.done():
+        for msg, err in done:
             if err is not None:
                 self.stats.media_errors += 1
                 logger.warning("camera %s: clip %s not written: %s", self.camera, msg.get("clip"), err)
@@ -585,71 +466,3 @@ class EventTracker:
 def _r(x: float) -> float | None:
     x = float(x)
     return round(x, 4) if math.isfinite(x) else None
-
-
-class _ClipWriter:
-    """Encodes clips on one background thread so that the watch loop never waits for a video encoder."""
-
-    def __init__(self, camera: str = "", media=None) -> None:
-        self.camera = camera
-        self.media = media
-        self._todo: queue.Queue[_Clip | None] = queue.Queue()
-        self._done: queue.Queue[tuple[dict[str, Any], Exception | None]] = queue.Queue()
-        self._pending = 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="m2s2l-clips", daemon=True)
-        self._thread.start()
-
-    def submit(self, clip: _Clip) -> None:
-        with self._lock:
-            self._pending += 1
-        self._todo.put(clip)
-
-    def _run(self) -> None:
-        from .annotate import write_clip
-
-        while True:
-            clip = self._todo.get()
-            if clip is None:
-                return
-            err: Exception | None = None
-            try:
-                times = clip.times
-                span = times[-1] - times[0] if len(times) > 1 else 0.0
-                fps = (len(times) - 1) / span if span > 0 else 25.0
-                if self.media is not None and not self.media.room(self.camera):
-                    raise OSError("no room: the file system is nearly full")
-                write_clip(clip.path, clip.frames, fps)
-                if self.media is not None and not self.media.added(self.camera, clip.path):
-                    raise OSError("larger than this camera's retention limit (deleted)")
-            except (OSError, ValueError, RuntimeError) as e:
-                err = e
-            assert clip.end_msg is not None
-            clip.end_msg["clip_frames"] = len(clip.frames)
-            if clip.truncated:
-                logger.warning("clip %s holds only its first %d frames (max_clip_frames)", clip.path, len(clip.frames))
-            clip.frames = []
-            self._done.put((clip.end_msg, err))
-            with self._lock:
-                self._pending -= 1
-
-    def done(self) -> list[tuple[dict[str, Any], Exception | None]]:
-        out = []
-        while True:
-            try:
-                out.append(self._done.get_nowait())
-            except queue.Empty:
-                return out
-
-    def join(self, timeout: float = 120.0) -> None:
-        """Wait until every submitted clip is written (bounded: a wedged encoder cannot hang shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._pending == 0:
-                    return
-            time.sleep(0.02)
-        logger.warning("clip writer still busy after %.0f s; its clips may be incomplete", timeout)
-
-    def stop(self) -> None:
-        self._todo.put(None)

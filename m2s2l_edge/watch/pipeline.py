@@ -27,8 +27,9 @@ from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
 from m2s2l_edge.watch.cameras import CameraConfig
-from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, ClipChannel, wait_first_frames
-from m2s2l_edge.watch.events import check_rois_fit
+from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, wait_first_frames
+from m2s2l_edge.watch.channel import ClipChannel
+from m2s2l_edge.watch.regions import check_rois_fit
 from m2s2l_edge.watch.scorer import ClipScorer, RawScore, resolve_scoring
 from m2s2l_edge.watch.types import CameraStatus, FrameScore
 
@@ -86,6 +87,11 @@ class WatchOptions:
         return 6 * self.read_timeout_s + 5.0
 
 
+def default_batch(cameras: int) -> int:
+    """Clips per backend call when not given: one per camera, and at least 4 (a few clips amortise a call)."""
+    return max(4, cameras)
+
+
 def check_stream_score(score: str) -> None:
     """ValueError unless ``score`` is one a camera can be calibrated for (:data:`STREAM_SCORES`)."""
     if score not in STREAM_SCORES:
@@ -107,9 +113,11 @@ class CameraScorer:
     def __init__(self, camera: CameraConfig, calibration: Calibration | None, options: WatchOptions,
                  scoring: ModelScoring, calibration_source: str = "") -> None:
         self.camera = camera.camera
-        self.yaml_threshold = camera.threshold
+        self.yaml_threshold = camera.on_level
         self.calibration = calibration
         self.calibration_source = calibration_source if calibration is not None else ""
+        # A level set while the watch runs (the web view), over every other source: (threshold, where it came from).
+        self.override: tuple[float, str] | None = None
         self.options = options
         self.scoring = scoring
         self._warmup: dict[str, list[float]] = {k: [] for k in TERMS}
@@ -124,6 +132,8 @@ class CameraScorer:
         """The on level in force (None while self-calibrating, when no event can start)."""
         if self.calibration is None:
             return None
+        if self.override is not None:
+            return float(self.override[0])
         if self.options.threshold is not None:
             return float(self.options.threshold)
         if self.yaml_threshold is not None:
@@ -134,6 +144,8 @@ class CameraScorer:
     def threshold_source(self) -> str | None:
         if self.calibration is None:
             return None
+        if self.override is not None:
+            return self.override[1]
         if self.options.threshold is not None:
             return "--threshold"
         if self.yaml_threshold is not None:
@@ -188,6 +200,54 @@ class CameraScorer:
         }
 
 
+def _ignore(*_args) -> None:
+    """Every :class:`WatchHooks` field's default: nothing to report to."""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """One backend call as the loop saw it: what the service's telemetry needs, so that it reads nothing inside the
+    watch. ``seconds``: the call plus its frames' handling (trackers, hooks); ``backend_seconds``: inside
+    ``backend.run`` alone; ``dropped``: clips each camera's capture discarded (to stay current) since the previous
+    report, only cameras that dropped any."""
+
+    clips: int
+    seconds: float
+    backend_seconds: float
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WatchHooks:
+    """What a :class:`Watch` reports while it runs: one callable per kind of news, each a no-op unless given.
+
+    From the loop's thread: ``score(FrameScore)`` every scored frame (after its tracker saw it); ``message(dict)``
+    every event / fault message the trackers and fault detectors produce (the sinks); ``status(CameraStatus)``
+    every online / offline change; ``batch(BatchReport)`` after every backend call. From the capture threads (must
+    be quick and thread-safe): ``frame(camera)`` every captured frame; ``capture_status(CameraStatus)`` every change
+    as it happens (before that camera's next frame).
+    """
+
+    score: Callable[[FrameScore], None] = _ignore
+    message: Callable[[dict], None] = _ignore
+    status: Callable[[CameraStatus], None] = _ignore
+    batch: Callable[[BatchReport], None] = _ignore
+    frame: Callable[[str], None] = _ignore
+    capture_status: Callable[[CameraStatus], None] = _ignore
+
+
+@dataclass(frozen=True)
+class CameraParts:
+    """What watches one camera besides its scorer, each optional: ``tracker``, an :class:`.events.EventTracker`
+    (``update(fs)`` / ``close(reason)`` → messages); ``faults``, a :class:`.faults.FaultDetector` (``check`` on every
+    captured frame, in the capture thread; ``set_online`` on status changes; ``close``); ``video``, an
+    :class:`.annotate.AnnotatedVideo` (``write`` every scored frame, ``close``)."""
+
+    tracker: object | None = None
+    faults: object | None = None
+    video: object | None = None
+
+
 @dataclass
 class CameraRun:
     """Everything the loop keeps per camera."""
@@ -206,19 +266,15 @@ class CameraRun:
     roi_checked: bool = False
     last_score: FrameScore | None = field(default=None, repr=False)
     video_error: str | None = None
+    dropped_reported: int = 0  # capture drops already carried by a BatchReport
 
 
 class Watch:
     """Runs cameras through one backend until every file ended or ``stop`` is set.
 
-    Hooks (all called from the loop's thread):
-      ``on_score(FrameScore)`` every scored frame; ``on_message(dict)`` every event / fault / status message the
-      trackers produce (the sinks); ``on_status(CameraStatus)`` every online / offline change; ``on_batch(n,
-      seconds)`` after every backend call. From the capture threads: ``on_frame(camera)`` every captured frame,
-      ``on_capture_status(CameraStatus)`` every change as it happens (before that camera's next frame).
-    ``make_tracker(camera_config, camera_scorer)`` builds a camera's :class:`.events.EventTracker`
-    (``update(fs)`` / ``close(reason)`` → messages); ``make_faults(camera_config)`` its :class:`.faults.FaultDetector`
-    (``check`` on every captured frame, in the capture thread; ``set_online`` on status changes; ``close``).
+    ``parts(camera_config, camera_scorer)`` builds what watches each camera (:class:`CameraParts`: its tracker, fault
+    detector, annotated video); without it a camera is only scored. ``hooks`` (:class:`WatchHooks`) hear what
+    happens.
     """
 
     def __init__(
@@ -230,16 +286,8 @@ class Watch:
         calibrations: dict[str, tuple[Calibration, str] | None] | None = None,
         identity: ModelIdentity | None = None,
         scoring: ModelScoring | None = None,
-        make_tracker: Callable | None = None,
-        make_faults: Callable | None = None,
-        make_video: Callable | None = None,
-        on_score: Callable[[FrameScore], None] | None = None,
-        on_message: Callable[[dict], None] | None = None,
-        on_status: Callable[[CameraStatus], None] | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
-        on_frame: Callable[[str], None] | None = None,
-        on_capture_status: Callable[[CameraStatus], None] | None = None,
-        feed_factory: Callable | None = None,
+        parts: Callable[[CameraConfig, CameraScorer], CameraParts] | None = None,
+        hooks: WatchHooks | None = None,
     ) -> None:
         if not cameras:
             raise ValueError("no camera to watch")
@@ -255,9 +303,7 @@ class Watch:
         # Capture threads → loop: status changes and fault messages, in the order they happened (unbounded, but
         # each entry is a few small dicts and the loop drains it before every batch).
         self._inbox: queue.Queue[tuple] = queue.Queue()
-        self.on_score, self.on_message, self.on_status, self.on_batch = on_score, on_message, on_status, on_batch
-        self.on_frame = on_frame
-        self.on_capture_status = on_capture_status
+        self.hooks = hooks or WatchHooks()
         calibrations = calibrations or {}
         capture_cfg = options.capture_config(self.model)
         self.cameras: dict[str, CameraRun] = {}
@@ -266,12 +312,9 @@ class Watch:
             if cal is not None and identity is not None:
                 check_matches(cal, identity, where)
             scorer = CameraScorer(cam, cal, options, self.model, where)
-            cap = CameraCapture(cam.spec, capture_cfg, self.channel, self._on_status, on_frame=self._on_frame,
-                                feed_factory=feed_factory)
-            run = CameraRun(cam, cap, scorer)
-            run.tracker = make_tracker(cam, scorer) if make_tracker else None
-            run.detector = make_faults(cam) if make_faults else None
-            run.video = make_video(cam) if make_video else None
+            cap = CameraCapture(cam.spec, capture_cfg, self.channel, self._on_status, on_frame=self._on_frame)
+            made = parts(cam, scorer) if parts is not None else CameraParts()
+            run = CameraRun(cam, cap, scorer, tracker=made.tracker, detector=made.faults, video=made.video)
             self.cameras[cam.camera] = run
         self.started = 0.0
         self.stopped_by = ""
@@ -282,8 +325,7 @@ class Watch:
         run = self.cameras[camera]
         if run.frame_size is None:
             run.frame_size = (int(frame.shape[1]), int(frame.shape[0]))
-        if self.on_frame is not None:
-            self.on_frame(camera)
+        self.hooks.frame(camera)
         if run.detector is None:
             return
         # Fault checks see every captured frame (a frozen stretch can hide between scored frames with --stride),
@@ -295,8 +337,7 @@ class Watch:
 
     def _on_status(self, status: CameraStatus) -> None:
         run = self.cameras.get(status.camera)
-        if self.on_capture_status is not None:
-            self.on_capture_status(status)
+        self.hooks.capture_status(status)
         messages: list[dict] = []
         # A file that ends is not a lost signal, nor is a camera we stopped ourselves; only a live camera going
         # offline on its own reports a signal_lost fault.
@@ -359,8 +400,18 @@ class Watch:
             raws = self.scorer.score(clips)
             for raw in raws:
                 self._handle(raw)
-            if self.on_batch is not None:
-                self.on_batch(len(clips), time.perf_counter() - tic)
+            self.hooks.batch(BatchReport(len(clips), time.perf_counter() - tic, self.scorer.last_call_s,
+                                         self._new_drops()))
+
+    def _new_drops(self) -> dict[str, int]:
+        """Clips each camera's capture dropped since the previous batch (the capture thread counts, this reads)."""
+        out = {}
+        for name, run in self.cameras.items():
+            dropped = run.capture.stats.dropped
+            if dropped > run.dropped_reported:
+                out[name] = dropped - run.dropped_reported
+                run.dropped_reported = dropped
+        return out
 
     def _handle(self, raw: RawScore) -> None:
         clip = raw.clip
@@ -380,8 +431,7 @@ class Watch:
         if run.tracker is not None:
             messages += run.tracker.update(fs)
         # After the tracker: a hook reading it sees this frame's smoothed score and whether an event is open.
-        if self.on_score is not None:
-            self.on_score(fs)
+        self.hooks.score(fs)
         self._emit(run, messages)
         if run.video is not None:
             active = bool(run.tracker.active) if run.tracker is not None else False
@@ -395,8 +445,12 @@ class Watch:
                     run.events += 1
                 else:
                     run.faults += 1
-            if self.on_message is not None:
-                self.on_message(msg)
+            self.hooks.message(msg)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the loop's thread before its next batch (a setting changed while the watch runs: the loop
+        is the only thread that touches scorers and trackers)."""
+        self._inbox.put(("call", fn))
 
     def _drain_inbox(self) -> None:
         while True:
@@ -404,14 +458,16 @@ class Watch:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
+            if item[0] == "call":
+                item[1]()
+                continue
             if item[0] == "messages":
                 self._emit(self.cameras[item[1]], item[2])
                 continue
             _, status, fault_messages = item
             run = self.cameras[status.camera]
             logger.info("camera %s %s (%s)", status.camera, "online" if status.online else "offline", status.reason)
-            if self.on_status is not None:
-                self.on_status(status)
+            self.hooks.status(status)
             messages: list[dict] = []
             if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
                 # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
@@ -502,11 +558,12 @@ def calibrate_footage(
     model_path: str | None = None,
     false_alarms_per_hour: float = 1.0,
     stride: int = 1,
-    batch: int = 4,
+    batch: int | None = None,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> Calibration:
     """Fit a :class:`Calibration` for ``score`` on recorded normal footage (files or frame folders), replayed through
-    the same capture and scoring path as ``watch`` (so the terms are the ones a watch will see)."""
+    the same capture and scoring path as ``watch`` (so the terms are the ones a watch will see). ``batch``: clips
+    per backend call (None: a watch's default for one camera)."""
     from m2s2l_edge.watch.calibration import identity_of
     from m2s2l_edge.watch.feeds import parse_source
 
@@ -526,9 +583,10 @@ def calibrate_footage(
         for k in TERMS:
             terms[fs.camera][k].append(fs.terms[k])
 
-    options = WatchOptions(stride=stride, replay=True, batch=batch, score=score, self_calibrate=False)
-    watch = Watch(backend, cameras, options,
-                  scoring=scoring, on_score=collect, on_batch=on_batch)
+    options = WatchOptions(stride=stride, replay=True, batch=batch or default_batch(1), score=score,
+                           self_calibrate=False)
+    progress = (lambda report: on_batch(report.clips, report.seconds)) if on_batch is not None else _ignore
+    watch = Watch(backend, cameras, options, scoring=scoring, hooks=WatchHooks(score=collect, batch=progress))
     watch.run()
     fps_values = {c: r.capture.fps for c, r in watch.cameras.items() if r.capture.fps}
     if len(set(round(f, 3) for f in fps_values.values())) > 1:

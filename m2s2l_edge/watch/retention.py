@@ -12,7 +12,9 @@ the disk (the audit measured 18 MB per 6 minutes at 160×120 with clips). :class
 and writes nothing while the file system has less than :func:`reserve_bytes` free (5 % of its size, at most 256 MiB),
 so a disk shared with other writers is not the one this process fills. Limits are enforced after every file written
 and at start (files of earlier runs count: they are recognised by the event-id names the tracker gives them), by
-deleting the oldest files first (modification time); files of other names in the folder are never touched. What was
+deleting the oldest files first (by the event's time in the name, so a clip that its writer thread finished after
+the next event's snapshot still goes before it; the modification time breaks ties and decides the age limit); files of
+other names in the folder are never touched. What was
 deleted and what could not be written are counted in the summary and the metrics.
 """
 
@@ -36,8 +38,8 @@ DEFAULT_FREE_SHARE = 0.25  # of the space free (plus what our files already hold
 RESERVE_SHARE = 0.05
 RESERVE_MAX = 256 * MiB
 # The names EventTracker gives: <camera>-<kind>-<UTC stamp>-<frame>.jpg / .mp4 (events.Lifecycle ids).
-MEDIA_NAME = re.compile(r"^(?P<camera>.+)-(?:anomaly|frozen|black|saturated|signal_lost)-\d{8}T\d{6}\.\d{3}Z-"
-                        r"(?:\d+|x)\.(?:jpg|mp4)$")
+MEDIA_NAME = re.compile(r"^(?P<camera>.+)-(?:anomaly|frozen|black|saturated|signal_lost)-"
+                        r"(?P<stamp>\d{8}T\d{6}\.\d{3}Z)-(?:\d+|x)\.(?:jpg|mp4)$")
 OTHER = ""  # the camera key of files of cameras this run does not watch
 
 
@@ -86,6 +88,17 @@ class _Entry:
     camera: str
     size: int
     mtime: float
+    stamp: str  # the event's UTC time from the name (YYYYMMDDTHHMMSS.mmmZ sorts in time order)
+
+    @property
+    def age_order(self) -> tuple[str, float]:
+        return self.stamp, self.mtime
+
+
+def _entry(camera: str, path: Path) -> _Entry:
+    st = path.stat()
+    m = MEDIA_NAME.match(path.name)
+    return _Entry(camera, st.st_size, st.st_mtime, m.group("stamp") if m else "")
 
 
 @dataclass
@@ -144,8 +157,7 @@ class MediaStore:
             camera = self.camera_of(path.name)
             if camera is None or not path.is_file():
                 continue
-            st = path.stat()
-            self._files[path] = _Entry(camera, st.st_size, st.st_mtime)
+            self._files[path] = _entry(camera, path)
 
     def bytes(self, camera: str | None = None) -> int:
         return sum(e.size for e in self._files.values() if camera is None or e.camera == camera)
@@ -171,17 +183,17 @@ class MediaStore:
         """Delete the oldest files until every limit holds (``keep``, the file just written, goes last)."""
         now = self.clock()
         for camera, limit in [(c, lim) for c, lim in self.cameras.items()] + [(None, self.total)]:
-            mine = sorted((e.mtime, p) for p, e in self._files.items() if camera is None or e.camera == camera)
-            mine.sort(key=lambda t: (t[1] == keep, t[0]))
+            mine = sorted((p for p, e in self._files.items() if camera is None or e.camera == camera),
+                          key=lambda p: (p == keep, self._files[p].age_order))
             if limit.max_age_s is not None:
-                for mtime, path in list(mine):
-                    if now - mtime > limit.max_age_s and path != keep:
+                for path in list(mine):
+                    if now - self._files[path].mtime > limit.max_age_s and path != keep:
                         self._delete(path, f"older than {limit.max_age_s / 3600:g} h")
-                        mine.remove((mtime, path))
+                        mine.remove(path)
             if limit.max_bytes is not None:
-                used = sum(self._files[p].size for _, p in mine)
+                used = sum(self._files[p].size for p in mine)
                 while mine and used > limit.max_bytes:
-                    _, path = mine.pop(0)
+                    path = mine.pop(0)
                     used -= self._files[path].size
                     self._delete(path, f"over {limit.max_bytes / MiB:.1f} MB")
 
@@ -192,7 +204,7 @@ class MediaStore:
         media if needed); False (counted as skipped) when it cannot."""
         with self._lock:
             while free_bytes(self.folder) < self.reserve and self._files:
-                oldest = min(self._files, key=lambda p: self._files[p].mtime)
+                oldest = min(self._files, key=lambda p: self._files[p].age_order)
                 self._delete(oldest, "the file system is nearly full")
             if free_bytes(self.folder) < self.reserve:
                 self._count(camera).skipped += 1
@@ -207,10 +219,9 @@ class MediaStore:
         path = Path(path)
         with self._lock:
             try:
-                st = path.stat()
+                self._files[path] = _entry(camera, path)
             except FileNotFoundError:
                 return False
-            self._files[path] = _Entry(camera, st.st_size, st.st_mtime)
             self._enforce(path)
             self._last_expiry = self.clock()
             if path in self._files:

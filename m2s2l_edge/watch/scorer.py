@@ -17,7 +17,7 @@ import numpy as np
 
 from m2s2l_edge.scoring.model import ModelScoring, model_scoring
 from m2s2l_edge.scoring.terms import TERMS, clip_terms
-from m2s2l_edge.watch.capture import Clip
+from m2s2l_edge.watch.channel import Clip
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, identity_of, load
 from m2s2l_edge.watch.cameras import CameraConfig
-from m2s2l_edge.watch.pipeline import Watch, WatchOptions
+from m2s2l_edge.watch.pipeline import BatchReport, CameraParts, Watch, WatchHooks, WatchOptions
 from m2s2l_edge.watch.scorer import resolve_scoring
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class WatchSettings:
     keep_mb: float | None = None  # snapshots and clips in total (None: the retention default)
     keep_hours: float | None = None
     scores: str | None = None  # per-frame CSV file, or "-" for stdout
+    report: Path | None = None  # the end-of-run HTML report (written by the caller from its LiveFeed)
 
     def __post_init__(self) -> None:
         if self.video_out is not None and len(self.cameras) > 1:
@@ -103,6 +104,28 @@ def check_outputs(settings: WatchSettings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         for tmp in remove_stale_temporaries(path):
             logger.info("removed %s, left by an interrupted run", tmp)
+    if settings.report is not None:
+        check_output_file(Path(settings.report), "--report")
+        Path(settings.report).parent.mkdir(parents=True, exist_ok=True)
+
+
+def outputs_and_inputs(settings: WatchSettings, *, json_out: Path | None = None, config: Path | None = None,
+                       calibration: Path | None = None, models: dict[str, Path | None] | None = None
+                       ) -> tuple[dict, dict]:
+    """Every file a watch writes and every file it reads, keyed by the option or camera that names it, for the check
+    that no output lands on another output or on an input (a source video, the camera file, a calibration, the
+    model: ``models`` maps the model's options to their paths)."""
+    outputs: dict = {"--events": settings.events, "--scores": settings.scores, "--json": json_out,
+                     "--video-out": settings.video_out, "--report": settings.report}
+    inputs: dict = {"--config": config, "--calibration": calibration, **(models or {})}
+    for cam in settings.cameras:
+        if cam.video_out is not None:
+            outputs[f"video_out of camera {cam.camera!r}"] = cam.video_out
+        if cam.spec.kind == "file":
+            inputs[f"--source of camera {cam.camera!r}"] = cam.spec.target
+        if cam.calibration is not None:
+            inputs[f"calibration of camera {cam.camera!r}"] = cam.calibration
+    return outputs, inputs
 
 
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
@@ -213,9 +236,12 @@ def run_watch(
     stop: threading.Event | None = None,
     on_score: Callable | None = None,
     running: Callable[[], None] | None = None,
+    live=None,
 ) -> dict:
     """Watch ``settings.cameras`` with ``backend`` until the files end or ``stop`` is set; returns the summary.
     ``running`` is called once everything is open, right before the loop starts (:meth:`StopSignals.running`).
+    ``live``: a :class:`~m2s2l_edge.watch.live.LiveFeed` to publish to (the web view, the end-of-run report); it
+    gets the camera health and the run's controls here.
 
     ValueError for bad input (a calibration of another model, no camera delivering a frame, an ROI outside the
     frame, an unreachable broker), RuntimeError when the backend fails.
@@ -244,21 +270,16 @@ def run_watch(
 
     media = open_media(settings)
 
-    def make_tracker(cam: CameraConfig, scorer) -> EventTracker:
-        return EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
-                            score_fn=scorer.roi_score, media=media)
+    # Each camera's tracker and scorer as built here: the per-frame outputs (scores table, live view) read the
+    # smoothed score, the open event and the threshold in force from them, not from inside the watch.
+    built: dict[str, tuple[EventTracker, object]] = {}
 
-    def make_faults(cam: CameraConfig) -> FaultDetector:
-        return FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
-
-    def make_video(cam: CameraConfig):
-        from m2s2l_edge.watch.annotate import AnnotatedVideo
-
-        path = cam.video_out or (settings.video_out if cam.camera == settings.cameras[0].camera else None)
-        if path is None:
-            return None
-        fps = (cam.spec.fps or 25.0) / settings.options.stride
-        return AnnotatedVideo(path, fps=fps)
+    def camera_parts(cam: CameraConfig, scorer) -> CameraParts:
+        tracker = EventTracker(cam.camera, event_configs[cam.camera], media_dir=settings.snapshots,
+                               score_fn=scorer.roi_score, media=media)
+        built[cam.camera] = (tracker, scorer)
+        faults = FaultDetector(cam.camera, FaultConfig.from_mapping(dict(cam.faults)))
+        return CameraParts(tracker=tracker, faults=faults, video=annotated_video(settings, cam))
 
     telemetry = Telemetry()
     for cam in settings.cameras:
@@ -267,7 +288,6 @@ def run_watch(
         telemetry.attach("media", media.summary)
     if settings.metrics_port is not None:
         telemetry.serve(settings.metrics_port)
-    dropped_seen: dict[str, int] = {}
     sinkset = table = None
     try:
         sinkset = _open_sinks(settings)
@@ -280,39 +300,54 @@ def run_watch(
         def on_message(msg: dict) -> None:
             sinkset.emit(msg)
             telemetry.event(msg)
+            if live is not None:
+                live.message(msg)
 
         def on_status(status) -> None:
             sinkset.status(status.camera, status.online,
                            {"reason": status.reason, "wall_time": status.wall_time,
                             "stream_time": round(status.stream_time, 6)})
+            if live is not None:
+                from m2s2l_edge.urls import redact_text
+                from m2s2l_edge.watch.events import iso_time
+
+                live.message({"type": "status", "camera": status.camera, "online": status.online,
+                              "reason": redact_text(status.reason), "time": iso_time(status.wall_time)})
 
         def scored(fs) -> None:
             telemetry.processed(fs.camera, fs.capture_time)
-            if table is not None:
-                run = watch.cameras[fs.camera]
-                tracker = run.tracker
-                table.write(fs, tracker.smoothed if tracker is not None else None, run.scorer.threshold,
-                            bool(tracker is not None and tracker.active))
+            if table is not None or live is not None:
+                tracker, scorer = built[fs.camera]
+                active = bool(tracker.active)
+                if table is not None:
+                    table.write(fs, tracker.smoothed, scorer.threshold, active)
+                if live is not None:
+                    live.scored(fs, tracker.smoothed, active, scorer.threshold)
             if on_score is not None:
                 on_score(fs)
 
-        def on_batch(n: int, seconds: float) -> None:
-            telemetry.backend_call(watch.scorer.last_call_s, n)
+        def on_batch(report: BatchReport) -> None:
+            telemetry.backend_call(report.backend_seconds, report.clips)
             if table is not None:
                 table.flush()
             if media is not None:
                 media.expire()
-            for name, run in watch.cameras.items():
-                d = run.capture.stats.dropped
-                if d > dropped_seen.get(name, 0):
-                    telemetry.dropped(name, d - dropped_seen.get(name, 0))
-                    dropped_seen[name] = d
+            for name, n in report.dropped.items():
+                telemetry.dropped(name, n)
 
+        hooks = WatchHooks(score=scored, message=on_message, status=on_status, batch=on_batch,
+                           frame=telemetry.captured,
+                           capture_status=lambda st: telemetry.set_online(st.camera, st.online))
         watch = Watch(backend, settings.cameras, settings.options, calibrations=calibrations, identity=identity,
-                      scoring=scoring, make_tracker=make_tracker, make_faults=make_faults,
-                      make_video=make_video, on_score=scored, on_message=on_message, on_status=on_status,
-                      on_batch=on_batch, on_frame=telemetry.captured,
-                      on_capture_status=lambda st: telemetry.set_online(st.camera, st.online))
+                      scoring=scoring, parts=camera_parts, hooks=hooks)
+        check_levels(watch)
+        if live is not None:
+            from m2s2l_edge.watch.live import WatchControls, camera_health
+
+            live.health = lambda: camera_health(watch, telemetry)
+            live.controls = WatchControls(watch)
+            live.info = {"model": watch.summary()["model"], "backend": getattr(backend, "name", "?"),
+                         "replay": settings.options.replay}
         if running is not None:
             running()
         summary = watch.run(stop)
@@ -327,6 +362,31 @@ def run_watch(
     summary["scores"] = table.summary() if table is not None else None
     summary["telemetry"] = telemetry.summary()
     return summary
+
+
+def check_levels(watch: Watch) -> None:
+    """ValueError, before the first frame, for a camera whose threshold in force is not above its off level (a
+    ``--threshold`` or calibration below a camera's YAML ``off_threshold``)."""
+    for name, run in watch.cameras.items():
+        threshold = run.scorer.threshold
+        if run.tracker is not None and threshold is not None:
+            try:
+                run.tracker.cfg.levels(threshold)
+            except ValueError as e:
+                raise ValueError(f"camera {name!r}: {e} (the threshold {threshold:g} comes from "
+                                 f"{run.scorer.threshold_source})") from None
+
+
+def annotated_video(settings: WatchSettings, cam: CameraConfig):
+    """The :class:`~m2s2l_edge.watch.annotate.AnnotatedVideo` camera ``cam`` writes (its own ``video_out``, or
+    ``--video-out`` for the first camera), None when it writes none."""
+    from m2s2l_edge.watch.annotate import AnnotatedVideo
+
+    path = cam.video_out or (settings.video_out if cam.camera == settings.cameras[0].camera else None)
+    if path is None:
+        return None
+    fps = (cam.spec.fps or 25.0) / settings.options.stride
+    return AnnotatedVideo(path, fps=fps)
 
 
 def open_media(settings: WatchSettings):

@@ -1,0 +1,65 @@
+"""What an export writes and which export settings go together: the rules `m2s2l-edge export` and `build` apply
+before the slow work, kept here so that a script calling the exporter gets the same names and the same refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Here rather than in onnx_export (which imports torch), so that `build` on a TensorRT-only machine can use this
+# module. The exporter writes ONNX; engine: the ONNX, then a TensorRT engine built from it.
+FORMATS = ("onnx",)
+OUTPUT_FORMATS = (*FORMATS, "engine")
+
+
+def check_export_options(*, output_format: str, weights: Path | None, preset: str | None, plugin: Path | None,
+                         int8: bool, calibration_data: Path | None, fp16: bool) -> None:
+    """ValueError for settings that do not go together, before anything is loaded."""
+    if weights is None and preset is None:
+        raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
+    if plugin is not None and output_format != "engine":
+        raise ValueError("--plugin goes with --format engine")
+    if int8 and calibration_data is None:
+        raise ValueError("--int8 needs --calibration-data FOOTAGE: normal footage of the scene the model watches")
+    if calibration_data is not None and not int8:
+        raise ValueError("--calibration-data goes with --int8")
+    # Quantization starts from the FP32 graph: Q/DQ around FP16 tensors would quantize twice.
+    if int8 and fp16:
+        raise ValueError("--int8 quantizes an FP32 export: drop --fp16")
+    # The INT8 engine needs TensorRT's explicit-quantization build, which `build` runs on the Q/DQ ONNX.
+    if int8 and output_format != "onnx":
+        raise ValueError("--int8 writes an ONNX; build its engine with `m2s2l-edge build --onnx INT8.onnx`")
+    if calibration_data is not None and not calibration_data.exists():
+        raise FileNotFoundError(f"--calibration-data {calibration_data} does not exist")
+
+
+def check_output_format(output_format: str) -> None:
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown format {output_format!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+
+
+def default_output(preset: str, scan: str, precision: str, batch: int, dynamic: bool) -> Path:
+    """The export's name when --out is not given: every setting that changes the graph is in it, so two exports of
+    one model with different settings never replace each other."""
+    return Path(f"m2s2l_{preset}_{scan}_{precision}_{'dynamic' if dynamic else f'b{batch}'}.onnx")
+
+
+def export_paths(out: Path, output_format: str) -> tuple[Path, Path | None]:
+    """(ONNX, engine or None) for ``out``: with --format engine ``out`` names the engine and the ONNX it is built
+    from goes beside it (same stem), so the engine's metadata can point at its source."""
+    if output_format != "engine":
+        return out, None
+    if out.suffix != ".engine":
+        raise ValueError(f"with --format engine, --out names the engine (*.engine), got {out}")
+    return out.with_suffix(".onnx"), out
+
+
+def default_export_paths(model_name: str, output_format: str, *, scan: str, precision: str, batch: int,
+                         dynamic: bool) -> tuple[Path, Path | None]:
+    """:func:`export_paths` of the default name (known once the model, hence its preset name, is loaded)."""
+    onnx = default_output(model_name, scan, precision, batch, dynamic)
+    return export_paths(onnx.with_suffix(".engine") if output_format == "engine" else onnx, output_format)
+
+
+def default_engine_path(onnx: Path) -> Path:
+    """`build`'s engine when --out is not given: beside the ONNX, same stem."""
+    return Path(onnx).with_suffix(".engine")
