@@ -13,8 +13,9 @@ Three steps, each a sub-command:
     python benchmarks/vtest_validation.py score --data data/vtest --eval runs/vtest_eval --json out.json
 
 Two more for understanding a checkpoint: `diagnose` (every score variant, and how close the predictions are to
-copying the last frame) and `ablate` (one part of the model zeroed at test time: the memory read-out, the memory
-query, the skips, either stream). `--seed 1` builds the confirmation set: the same source frames, other anomalies.
+copying the last frame) and `ablate` (one part of the model removed at test time: either stream, the decomposition,
+the memory read-out or query, the encoder levels). `--seed 1` builds the confirmation set: the same source frames,
+other anomalies.
 
 What a camera raises (`live`): per build and seed, train where no checkpoint exists, then the real `calibrate` on the
 training frames, `watch --replay` on the test videos as one stream and `eval`; recall, false and cut events, normal
@@ -237,47 +238,63 @@ def cmd_diagnose(args) -> dict:
             "auc": table}
 
 
-# Test-time interventions of `ablate`: each zeroes one part of a trained M²S²L's forward pass.
-INTERVENTIONS = ("none", "memory read-out zeroed", "memory query zeroed (read-out only)", "all skips zeroed",
-                 "finest skip zeroed", "temporal stream zeroed", "spatial stream zeroed")
+# Test-time interventions of `ablate`: each removes one part of a trained M²S²L's forward pass.
+INTERVENTIONS = ("none", "spatial stream zeroed", "temporal stream zeroed", "decomposition: specific parts swapped",
+                 "memory read-out zeroed", "memory query zeroed (read-out only)", "encoder levels zeroed")
 
 
 class Intervened:
-    """A trained M²S²L whose forward pass has one part zeroed (``mode``, one of :data:`INTERVENTIONS`), as a backend.
+    """A trained M²S²L whose forward pass has one part removed (``mode``, one of :data:`INTERVENTIONS`), as a
+    backend.
 
-    The memory banks' output is [normalised query, read-out] (MNAD's design); the skip pyramid's levels are listed
-    finest first; a zeroed stream returns zeros of its feature shape before the fusion."""
+    The spatial stream is zeroed where it leaves the encoders (every encoder map, so both the fused features and
+    the decoders' finer levels); the temporal stream before the fusion; the decomposition's appearance- and
+    motion-specific parts trade places (what a decomposition that specialised nothing would not notice); the memory
+    banks' output is [normalised query, read-out] (MNAD) or the read-out alone, and one half is zeroed in every bank;
+    the encoder levels are the decoders' finer inputs. Interventions that do not apply to a model (the query of a
+    model whose decoders get the read-out only) are skipped by ``applicable``."""
 
     def __init__(self, torch_backend) -> None:
         import torch
 
         self.inputs, self.name, self.mode = torch_backend.inputs, "intervened", "none"
         self.model = model = torch_backend.model
-        dim = model.cfg.dim
+        if model.memories is None or model.decomposition is None:
+            raise ValueError("ablate needs a model with memory banks and the decomposition (ablation M4)")
+        banks = [*model.memories, *(model.level_memories or [])]
 
         def memory_hook(module, args, output):
             read, losses = output
+            if not module.with_query:
+                return (torch.zeros_like(read) if self.mode == "memory read-out zeroed" else read), losses
+            dim = read.shape[1] // 2
             if self.mode == "memory read-out zeroed":
                 read = torch.cat([read[:, :dim], torch.zeros_like(read[:, dim:])], dim=1)
             elif self.mode == "memory query zeroed (read-out only)":
                 read = torch.cat([torch.zeros_like(read[:, :dim]), read[:, dim:]], dim=1)
             return read, losses
 
-        def skip_hook(module, args, output):
-            if self.mode == "all skips zeroed":
-                return [torch.zeros_like(f) for f in output]
-            if self.mode == "finest skip zeroed":
-                return [torch.zeros_like(output[0]), *output[1:]]
+        def decomposition_hook(module, args, output):
+            if self.mode == "decomposition: specific parts swapped":
+                return output[0], output[2], output[1]
             return output
 
-        if model.memories is None or model.skips is None:
-            raise ValueError("ablate needs a model with memory banks and decoder skips")
-        for memory in model.memories:
-            memory.register_forward_hook(memory_hook)
-        model.skips.register_forward_hook(skip_hook)
-        temporal, spatial = model._temporal, model._spatial
+        for bank in banks:
+            bank.register_forward_hook(memory_hook)
+        model.decomposition.register_forward_hook(decomposition_hook)
+        self.with_query = all(bank.with_query for bank in banks)
+        temporal, maps, levels = model._temporal, model._spatial_maps, model._levels
         model._temporal = lambda clip: self._maybe_zero(temporal(clip), "temporal stream zeroed")
-        model._spatial = lambda stacked: self._maybe_zero(spatial(stacked), "spatial stream zeroed")
+        model._spatial_maps = lambda stacked: [self._maybe_zero(f, "spatial stream zeroed") for f in maps(stacked)]
+        model._levels = lambda m, out: [None if f is None else self._maybe_zero(f, "encoder levels zeroed")
+                                        for f in levels(m, out)]
+
+    def applicable(self, mode: str) -> bool:
+        if mode == "memory query zeroed (read-out only)":
+            return self.with_query
+        if mode == "encoder levels zeroed":
+            return bool(self.model.cfg.level_patch_sizes)
+        return True
 
     def _maybe_zero(self, features, mode: str):
         return features * 0 if self.mode == mode else features
@@ -309,11 +326,13 @@ def cmd_ablate(args) -> dict:
     score = get_score("patch")
     reference = _motion_reference(torch_backend, args.data, clip_len, size[0])
     rows = {}
-    for mode in INTERVENTIONS:
+    for mode in filter(model.applicable, INTERVENTIONS):
         model.mode = mode
         terms = [frame_terms(model, v, clip_len, size, 16, score.patch_size(size[0])) for v in videos]
         normal = np.concatenate([t["psnr_app"][lab == 0] for t, lab in zip(terms, labels, strict=True)])
+        normal_mot = np.concatenate([t["psnr_mot"][lab == 0] for t, lab in zip(terms, labels, strict=True)])
         rows[mode] = {"psnr_app_normal_frames": float(normal.mean()),
+                      "psnr_mot_normal_frames": float(normal_mot.mean()),
                       "auc": _auc_table(names, labels, [video_scores(t, score, reference) for t in terms], kinds)}
         logging.getLogger("vtest").info("%s: frame PSNR %.2f dB, AUC %.3f", mode, normal.mean(),
                                         rows[mode]["auc"]["all"])

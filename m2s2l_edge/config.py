@@ -21,10 +21,12 @@ ABLATIONS = ("M1", "M2", "M3", "M4")
 LOSS_SETS = ("L1", "L2", "L3")
 
 
+# Fields only the earlier design had (decoder skips from a pixel CNN): a config holding them cannot be rebuilt.
+_EARLIER_DESIGN_KEYS = frozenset({"skip_channels", "drop_fine_skips", "skip_dropout"})
+
 _POSITIVE_INTS = ("image_size", "clip_len", "in_channels", "dim", "temporal_depth", "d_state", "expand", "d_conv",
                   "memory_items")
-_POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels",
-                    "skip_channels")
+_POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels")
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,17 @@ class ModelConfig:
     use_memory: bool = True
     # Decoders: channels at the fused resolution, then after each ×2 upsampling (our choice).
     # Widths sized so the paper preset lands on the paper's 14.9 M parameters and 20.1 G MACs (our choice).
-    decoder_channels: tuple[int, ...] = (256, 160, 96, 64, 48)
-    skip_channels: tuple[int, ...] = (128, 64, 48, 32)  # clip pyramid joined at 1/8, 1/4, 1/2, 1/1 (our choice)
-    # Finest skip levels left out of both decoders (0: U-Net-style skips at every level, the paper preset). A skip
-    # at full resolution carries the last input frame straight to the output, so the decoder can copy it past the
-    # encoders and the memory; dropping it forces the prediction through them. Our addition, off in every preset:
-    # on the vtest validation footage it scored no better than the skips (benchmarks/vtest_validation.py).
-    drop_fine_skips: int = 0
-    # Training only: the probability that a training clip's decoders get no skips at all (every level zeroed), so
-    # they must also predict from the encoders and the memory (0: off, the paper preset). Our addition.
-    skip_dropout: float = 0.0
+    decoder_channels: tuple[int, ...] = (256, 128, 96, 72, 56)
+    # The decoders' multi-scale inputs are the spatial encoders' own feature maps (the grids of the patch sizes
+    # finer than the fused one), each read through a memory bank of its own when ``level_memory`` (MNAD's read at
+    # every level the decoder uses). No separate pixel path: whatever the decoders see went through a Mamba encoder.
+    level_memory: bool = True
+    # Whether the decoders get the normalised query beside each memory read-out (MNAD) or the read-out alone.
+    memory_query: bool = True
+    # Training only: the probability that a training clip gets a box of foreign content (our addition).
+    corruption_prob: float = 0.0
+    corruption_kind: str = "paste"
+    corruption_min_side: float = 0.125  # the box's smallest side, a fraction of the image side (largest: 1/4)
     # Ablation switches (paper Table: M1 baseline, M2 +multi-scale spatial, M3 +multi-scale temporal, M4 +decomp).
     multi_scale_spatial: bool = True
     multi_scale_temporal: bool = True
@@ -114,13 +117,11 @@ class ModelConfig:
                 f"decoder_channels needs {self.upsample_stages + 1} entries (fused resolution, then one per ×2 "
                 f"upsampling), got {len(self.decoder_channels)}"
             )
-        if len(self.skip_channels) != self.upsample_stages:
-            raise ValueError(f"skip_channels needs {self.upsample_stages} entries, got {len(self.skip_channels)}")
-        if not 0.0 <= self.skip_dropout < 1.0:
-            raise ValueError(f"skip_dropout must lie in [0, 1), got {self.skip_dropout}")
-        if not 0 <= self.drop_fine_skips <= self.upsample_stages:
-            raise ValueError(f"drop_fine_skips must lie in 0..{self.upsample_stages} (skip levels), "
-                             f"got {self.drop_fine_skips}")
+        if not 0.0 <= self.corruption_prob < 1.0:
+            raise ValueError(f"corruption_prob must lie in [0, 1), got {self.corruption_prob}")
+        if not 0.0 < self.corruption_min_side <= 0.25:
+            raise ValueError(f"corruption_min_side must lie in (0, 0.25] (the box's largest side is 1/4 of the image "
+                             f"side), got {self.corruption_min_side}")
 
     @property
     def fused_stride(self) -> int:
@@ -136,10 +137,9 @@ class ModelConfig:
         return int(math.log2(self.fused_stride))
 
     @property
-    def used_skip_channels(self) -> tuple[int, ...]:
-        """Width of each skip joined by the decoders, coarsest first; 0 where a level is left out."""
-        kept = self.upsample_stages - self.drop_fine_skips
-        return tuple(c if i < kept else 0 for i, c in enumerate(self.skip_channels))
+    def level_patch_sizes(self) -> tuple[int, ...]:
+        """Patch sizes whose encoder maps the decoders join (finer than the fused grid), coarsest first."""
+        return tuple(sorted((p for p in self.active_patch_sizes if p < self.fused_stride), reverse=True))
 
     @property
     def active_patch_sizes(self) -> tuple[int, ...]:
@@ -174,6 +174,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        if _EARLIER_DESIGN_KEYS & set(d):
+            raise ValueError("it holds the earlier M²S²L design, whose decoders took skips from a pixel CNN on the "
+                             "clip; this version's decoders read the Mamba encoders' maps through memory "
+                             "(docs/DESIGN.md §3.1): retrain it with `m2s2l-edge train`")
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
@@ -312,13 +316,19 @@ class Recipe:
 
 
 # Custom footage (a user's own camera, a few hundred to a few thousand normal frames): validated on vtest.avi
-# (RESULTS.md "Real footage") for `small` only: 64 px (a CPU trains it 4× faster than its 128 px), Adam 5e-4, batch 8.
-# lr 1e-3 left two of three seeds with blurry predictors (26 dB, AUC −0.17); 5e-4 did not. Leaving the fine
-# decoder skips out (drop_fine_skips), skip dropout, 60 epochs and a smaller gradient-loss weight were measured and
-# not shown to help, so the recipe keeps the skips, 20 epochs and the paper's loss. The paper
-# preset was not validated on custom footage and keeps the plain defaults (and the paper's budget).
+# (RESULTS.md "Real footage", "Issue 20") for `small` only: 64 px (a CPU trains it 4x faster than its 128 px), Adam
+# 5e-4 (1e-3 left two of three seeds with blurry predictors), batch 4, 20 epochs. The design parts are 64-px ones:
+# patch sizes 2 / 8 / 16 put the fused grid at 8x8 and give the decoders the patch-2 encoder's 32x32 map (patch
+# 8 / 16 / 32 left the 64 px decoders a 4x4 start and an 8x8 map: AUC 0.51 on build 0); SS2D expansion 1 with an
+# MLP ratio of 4 keeps the CPU time per clip near the earlier design's (expansion 2 cost 1.65x); pasted foreign
+# boxes in half of the training clips make copying the input cost loss (+0.017 AUC on build 0). The paper preset
+# was not validated on custom footage and keeps the plain defaults (and the paper's budget).
+_CUSTOM_SMALL = {"image_size": 64, "patch_sizes": (2, 8, 16), "decoder_channels": (64, 48, 32, 24), "expand": 1,
+                 "mlp_ratio": 4.0, "corruption_prob": 0.5}
 _CUSTOM_RECIPE = {
-    "small": Recipe(model={"image_size": 64}, lr=5e-4, batch_size=8, note="image_size=64, lr 5e-4, batch 8"),
+    "small": Recipe(model=_CUSTOM_SMALL, lr=5e-4, batch_size=4,
+                    note="image_size=64, patch_sizes=2,8,16, expand=1, mlp_ratio=4, corruption_prob=0.5, "
+                         "lr 5e-4, batch 4"),
 }
 
 
@@ -361,7 +371,6 @@ register_preset(
         mlp_ratio=2.0,
         d_state=8,
         decoder_channels=(64, 48, 32, 24, 16),
-        skip_channels=(32, 24, 16, 16),
     )
 )
 # Tests: smallest shapes that keep every component (three scales, three windows, four upsampling stages).
@@ -375,6 +384,5 @@ register_preset(
         ms_kernels=(3, 5),
         memory_items=4,
         decoder_channels=(16, 16, 8, 8, 8),
-        skip_channels=(8, 8, 8, 4),
     )
 )

@@ -127,6 +127,24 @@ def test_checkpoint_of_another_preset_is_refused(root, run, earlier):
     assert_untouched(earlier)
 
 
+def test_checkpoint_of_the_earlier_design_is_refused(root, run, earlier, tmp_path):
+    """A checkpoint written before the decoders read the encoders' maps (its config lists the pixel CNN's skip
+    widths, its weights hold that CNN): one line naming the file and what to do, from every command that loads it."""
+    import torch
+
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["config"].update(skip_channels=(8, 8, 8, 4), drop_fine_skips=0, skip_dropout=0.0)
+    state["model"]["skips.stages.0.0.weight"] = torch.zeros(4, 12, 3, 3)
+    torch.save(state, tmp_path / "earlier.pt")
+    result = invoke("eval", "--data", root, "--dataset", "synthetic", "--weights", tmp_path / "earlier.pt",
+                    "--out", earlier[0], "--overwrite")
+    assert_one_line_error(result, "earlier.pt", "earlier M²S²L design", "retrain")
+    assert_untouched(earlier)
+    result = invoke("export", "--weights", tmp_path / "earlier.pt", "--out", tmp_path / "m.onnx")
+    assert_one_line_error(result, "earlier.pt", "earlier M²S²L design")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_missing_data_folder(run, earlier, tmp_path):
     result = invoke("eval", "--data", tmp_path / "nowhere", "--dataset", "synthetic", "--weights", run / "last.pt",
                     "--out", earlier[0], "--overwrite")

@@ -356,7 +356,7 @@ def test_metadata_round_trips(fp32, scan, tiny_model):
     assert (meta.scan, meta.precision, meta.batch, meta.opset, meta.scan_calls) == (scan, "fp32", "dynamic", 18, 6)
     assert meta.normalization == "[-1, 1]" and meta.dataset == "ped2" and meta.lam == 0.6
     assert {"m2s2l_edge", "torch", "onnx"} <= set(meta.versions)
-    assert meta.rewrites == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert meta.rewrites == {"folded_batchnorm": 29, "merged_ms_convs": 3}
     assert meta.input_shape == ("dynamic", 4, 3, 64, 64)
     sidecar = json.loads(meta_mod.sidecar_path(path).read_text())
     assert meta_mod.ExportMetadata.from_dict(sidecar) == meta

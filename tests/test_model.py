@@ -159,7 +159,7 @@ def test_fold_batchnorm_keeps_the_model_output():
     n_bn = _randomise_batchnorm(model)
     model.eval()
     folded = copy.deepcopy(model)
-    assert fold_batchnorm(folded) == n_bn == 33
+    assert fold_batchnorm(folded) == n_bn == 29  # every BatchNorm of the tiny model (fuse, decomposition, decoders)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     cfg = model.cfg
     clip = torch.rand(2, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator()
@@ -228,11 +228,77 @@ def test_merged_multiscale_convs_compute_the_same_map():
 
     model = create_model("tiny", seed=0).eval()
     reference = copy.deepcopy(model)
-    assert optimize_for_inference(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
-    assert inference_rewrites(model) == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert optimize_for_inference(model) == {"folded_batchnorm": 29, "merged_ms_convs": 3}
+    assert inference_rewrites(model) == {"folded_batchnorm": 29, "merged_ms_convs": 3}
     assert merge_multiscale_convs(model) == 0
     cfg = model.cfg
     clip = torch.rand(1, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size) * 2 - 1
     with torch.no_grad():
         for ref, out in zip(reference.predict(clip), model.predict(clip), strict=True):
             assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_the_clip_reaches_the_decoders_only_through_the_encoders():
+    """No pixel path: with the spatial encoders' maps and the temporal stream's features pinned to those of clip A,
+    clip B gets exactly clip A's predictions (nothing else of the input reaches the decoders)."""
+    model = create_model("tiny", seed=0).eval()
+    a, b = clip_for(model.cfg)[:1, :-1], clip_for(model.cfg)[1:, :-1]
+    with torch.no_grad():
+        want = model.predict(a)
+        maps_a = model._spatial_maps(a.flatten(1, 2))
+        temporal_a = model._temporal(a)
+        model._spatial_maps = lambda stacked: maps_a
+        model._temporal = lambda clip: temporal_a
+        got = model.predict(b)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert not torch.equal(a, b)
+
+
+def test_decoder_levels_are_the_finer_encoder_maps_read_through_memory():
+    cfg = get_preset("tiny")
+    model = create_model("tiny", seed=0)
+    assert cfg.level_patch_sizes == (8,)  # tiny: patches 8 / 16 / 32, fused at 16: one finer grid
+    assert len(model.level_memories) == 1 and model.appearance_decoder.level_channels == (2 * cfg.dim, 0, 0, 0)
+    finer = get_preset("tiny", patch_sizes=(4, 8, 16), decoder_channels=(16, 8, 8, 8))
+    assert finer.level_patch_sizes == (4,) and create_model(finer).appearance_decoder.level_channels[0] == 2 * cfg.dim
+    read_only = create_model("tiny", memory_query=False)
+    assert read_only.appearance_decoder.level_channels[0] == cfg.dim
+    assert create_model("tiny", level_memory=False).level_memories is None
+    assert create_model("tiny", ablation="M1").cfg.level_patch_sizes == ()  # one scale: nothing finer to join
+    frames = clip_for(cfg)
+    out = model(frames[:, :-1])
+    assert {"memory_compactness_level8", "memory_separateness_level8"} <= set(out)
+
+
+def test_input_corruption_pastes_a_recoloured_box_in_training_only():
+    from m2s2l_edge.layers.corruption import InputCorruption
+
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(4, 4, 3, 32, 32, generator=g) * 2 - 1
+    layer = InputCorruption(0.999).eval()
+    assert layer(clip) is clip  # identity outside training
+    layer.train()
+    torch.manual_seed(0)
+    out = layer(clip)
+    assert out.shape == clip.shape and not torch.equal(out, clip)
+    for i in range(4):
+        changed = (out[i] != clip[i]).any(dim=1)  # (T, H, W)
+        assert changed.any()
+        ys, xs = torch.nonzero(changed.any(dim=0), as_tuple=True)
+        box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+        assert 4 <= box[0].stop - box[0].start <= 8 and 4 <= box[1].stop - box[1].start <= 8  # 1/8..1/4 of 32
+        outside = torch.ones(32, 32, dtype=torch.bool)
+        outside[box] = False
+        assert torch.equal(out[i][..., outside], clip[i][..., outside])
+        # The box holds another place of some clip of the batch, colour channels permuted, in every frame.
+        patch = out[i][:, :, box[0], box[1]]  # (T, 3, h, w)
+        h, w = patch.shape[-2:]
+        found = any(torch.equal(patch, clip[j][:, list(p), y:y + h, x:x + w])
+                    for j in range(4) for p in ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                    for y in range(33 - h) for x in range(33 - w))
+        assert found
+    masked = InputCorruption(0.999, "mask").train()(clip)
+    assert ((masked == 0) | (masked == clip)).all() and (masked == 0).any()
+    with pytest.raises(ValueError, match="unknown corruption kind"):
+        InputCorruption(0.5, "blur")

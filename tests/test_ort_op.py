@@ -73,11 +73,11 @@ def run_in_plain_host(library: Path, jobs: list[dict]) -> list[dict[str, np.ndar
 
 def model_scan_shapes() -> list[tuple[int, int, int, int, int, bool]]:
     """(batch, KD, K, N, L, gated) of every selective scan the presets' models call, at each preset's own input size
-    and at 64 px (the custom-footage recipe's), read by running the models on meta tensors with the scan as the
+    at 64 px and with the custom-footage recipe's model, read by running the models on meta tensors with the scan as the
     ``torch.ops.m2s2l.selective_scan`` op."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from m2s2l_edge.config import get_preset, preset_names
+    from m2s2l_edge.config import get_preset, preset_names, training_recipe
     from m2s2l_edge.models import create_model
 
     shapes: set[tuple[int, int, int, int, int, bool]] = set()
@@ -91,8 +91,12 @@ def model_scan_shapes() -> list[tuple[int, int, int, int, int, bool]]:
             return func(*args, **(kwargs or {}))
 
     for preset in preset_names():
-        for size in sorted({get_preset(preset).image_size, 64}):
-            model = create_model(preset, scan_backend="op", image_size=size).eval().to("meta")
+        variants = [{"image_size": size} for size in sorted({get_preset(preset).image_size, 64})]
+        if training_recipe("custom", preset).model:
+            variants.append(dict(training_recipe("custom", preset).model))
+        for overrides in variants:
+            model = create_model(preset, scan_backend="op", **overrides).eval().to("meta")
+            size = model.cfg.image_size
             clip = torch.zeros(1, model.cfg.clip_len, 3, size, size, device="meta")
             with torch.no_grad(), Record():
                 model(clip)

@@ -162,7 +162,7 @@ def test_torch_backend_runs_an_optimized_copy_and_keeps_the_model_saveable(tmp_p
 
     optimized = TorchBackend(preset="tiny", seed=0, threads=1)
     plain = TorchBackend(preset="tiny", seed=0, threads=1, optimize=False)
-    assert optimized.metadata["inference_rewrites"] == {"folded_batchnorm": 33, "merged_ms_convs": 3}
+    assert optimized.metadata["inference_rewrites"] == {"folded_batchnorm": 29, "merged_ms_convs": 3}
     assert plain.metadata["inference_rewrites"] == {}
     assert any(type(m).__name__ == "BatchNorm2d" for m in optimized.model.modules())  # the checkpointable model
     save_checkpoint(tmp_path / "from_backend.pt", optimized.model)

@@ -355,62 +355,41 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
     assert "Traceback" not in result.stderr and not (tmp_path / "d" / "results.json").exists()
 
 
-def test_drop_fine_skips_removes_the_finest_decoder_inputs():
+def test_input_corruption_acts_on_training_clips_only_and_is_validated():
+    """corruption_prob (the custom recipe's 0.5): a training forward sees the corrupted clip, inference the clip
+    itself; out-of-range settings are refused by the config, and configs written before corruption_min_side load."""
     from m2s2l_edge.config import ModelConfig, get_preset
-    from m2s2l_edge.models import M2S2L
-
-    torch.manual_seed(0)
-    clip = torch.rand(2, 4, 3, 64, 64) * 2 - 1
-    sizes = {}
-    for k in (0, 2, 4):
-        cfg = get_preset("tiny", drop_fine_skips=k)
-        assert cfg.used_skip_channels == tuple(c if i < 4 - k else 0 for i, c in enumerate(cfg.skip_channels))
-        model = M2S2L(cfg).eval()
-        frame, motion = model.predict(clip)
-        assert frame.shape == motion.shape == (2, 3, 64, 64)
-        sizes[k] = sum(p.numel() for p in model.parameters())
-        if k == 4:
-            assert model.skips is None
-        else:  # the pyramid's finest stage works at the finest resolution a decoder still joins
-            assert model.skips(clip.reshape(2, 12, 64, 64))[0].shape[-1] == 64 // 2 ** k
-    assert sizes[0] > sizes[2] > sizes[4]
-    with pytest.raises(ValueError, match="drop_fine_skips"):
-        get_preset("tiny", drop_fine_skips=5)
-    legacy = {k: v for k, v in get_preset("tiny").to_dict().items() if k != "drop_fine_skips"}
-    assert ModelConfig.from_dict(legacy).drop_fine_skips == 0  # checkpoints written before the field load as before
-
-
-def test_skip_dropout_zeroes_a_training_clips_skips_and_is_off_at_inference():
-    from m2s2l_edge.config import get_preset
     from m2s2l_edge.models import M2S2L
 
     torch.manual_seed(0)
     clip = torch.rand(3, 4, 3, 64, 64) * 2 - 1
     plain = M2S2L(get_preset("tiny"))
     initial = {k: v.clone() for k, v in plain.state_dict().items()}
-    dropping = M2S2L(get_preset("tiny", skip_dropout=0.999))
-    dropping.load_state_dict(plain.state_dict())
-    no_skips = M2S2L(get_preset("tiny"))
-    no_skips.load_state_dict(plain.state_dict())
-    no_skips.skips.register_forward_hook(lambda module, args, out: [torch.zeros_like(f) for f in out])
-    for m in (plain, dropping, no_skips):
+    corrupting = M2S2L(get_preset("tiny", corruption_prob=0.999))
+    corrupting.load_state_dict(initial)
+    for m in (plain, corrupting):
         m.train()
     torch.manual_seed(1)
-    dropped = dropping(clip)["frame_pred"]  # (almost surely) every clip of the batch loses its skips
-    torch.testing.assert_close(dropped, no_skips(clip)["frame_pred"])
-    assert not torch.allclose(dropped, plain(clip)["frame_pred"])
-    # Inference keeps every skip (the weights reset first: the training passes moved BatchNorm and the memory).
-    for m in (plain, dropping):
+    corrupted = corrupting(clip)["frame_pred"]
+    torch.manual_seed(1)
+    assert not torch.allclose(corrupted, plain(clip)["frame_pred"])
+    # Inference sees the clip itself (the weights reset first: the training passes moved BatchNorm and the memory).
+    for m in (plain, corrupting):
         m.load_state_dict(initial)
         m.eval()
-    torch.testing.assert_close(dropping.predict(clip)[0], plain.predict(clip)[0])
-    with pytest.raises(ValueError, match="skip_dropout"):
-        get_preset("tiny", skip_dropout=1.0)
+    torch.testing.assert_close(corrupting.predict(clip)[0], plain.predict(clip)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="corruption_prob"):
+        get_preset("tiny", corruption_prob=1.0)
+    with pytest.raises(ValueError, match="corruption_min_side"):
+        get_preset("tiny", corruption_min_side=0.5)
+    legacy = {k: v for k, v in get_preset("tiny").to_dict().items() if k != "corruption_min_side"}
+    assert ModelConfig.from_dict(legacy).corruption_min_side == 0.125
 
 
 def test_ablate_interventions_zero_the_part_they_name():
     """benchmarks/vtest_validation.py ablate: 'none' is the model itself; each intervention changes the prediction
-    (and zeroing the skips changes it most for a U-Net-style decoder)."""
+    (the tiny preset has every part an intervention removes: both streams, the decomposition, memory with the
+    query, one encoder level)."""
     import importlib.util
     from pathlib import Path
 
@@ -441,7 +420,7 @@ def test_ablate_interventions_zero_the_part_they_name():
         change[mode] = float(np.abs(intervened.run(clips)["frame_pred"] - plain).max())
     assert change.pop("none") == 0.0
     assert all(v > 0 for v in change.values()), change
-    assert change["all skips zeroed"] >= change["memory read-out zeroed"]
+    assert all(intervened.applicable(mode) for mode in module.INTERVENTIONS)
 
 
 def test_live_table_protocol_matches_events_to_segments():

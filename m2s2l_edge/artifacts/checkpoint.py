@@ -76,7 +76,10 @@ def load_model(path: str | os.PathLike, *, expected_preset: str | None = None, s
     from m2s2l_edge.models.registry import create_trainable
 
     state = read_checkpoint(path)
-    cfg = ModelConfig.from_dict(state["config"])
+    try:
+        cfg = ModelConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: {e}") from None
     if expected_preset is not None and cfg.name != expected_preset:
         raise ValueError(f"checkpoint {path} holds preset {cfg.name!r}, not {expected_preset!r}")
     if scan_backend is not None:

@@ -120,7 +120,10 @@ class ExportMetadata:
         d = {k: v for k, v in d.items() if k in known}
         d["output_names"] = tuple(d.get("output_names", OUTPUT_NAMES))
         meta = cls(**d)
-        ModelConfig.from_dict(meta.config)  # validate now: a bad config should fail at load, not at first run
+        try:  # validate now: a bad config should fail at load, not at first run
+            ModelConfig.from_dict(meta.config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the exported model's config: {e}") from None
         return meta
 
     def to_json(self) -> str:

@@ -11,10 +11,12 @@ from torch import nn
 
 
 class MemoryBank(nn.Module):
-    """Shapes: query (B, C, h, w) → read (B, 2C, h, w) = [normalised query, memory read-out]."""
+    """Shapes: query (B, C, h, w) → read (B, 2C, h, w) = [normalised query, memory read-out] (MNAD), or the
+    read-out alone (B, C, h, w) with ``with_query=False``."""
 
-    def __init__(self, num_items: int, dim: int) -> None:
+    def __init__(self, num_items: int, dim: int, with_query: bool = True) -> None:
         super().__init__()
+        self.with_query = with_query
         self.register_buffer("items", F.normalize(torch.randn(num_items, dim), dim=1))
 
     def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -23,7 +25,10 @@ class MemoryBank(nn.Module):
         items = self.items.to(q.dtype)
         score = q @ items.t()  # (B·h·w, M)
         read = torch.softmax(score, dim=1) @ items  # (B·h·w, C)
-        out = torch.cat([q, read], dim=1).view(b, h, w, 2 * c).permute(0, 3, 1, 2)  # (B, 2C, h, w)
+        if self.with_query:
+            out = torch.cat([q, read], dim=1).view(b, h, w, 2 * c).permute(0, 3, 1, 2)  # (B, 2C, h, w)
+        else:
+            out = read.view(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, h, w)
         losses: dict[str, torch.Tensor] = {}
         if self.training:
             top2 = score.topk(min(2, items.shape[0]), dim=1).indices  # (B·h·w, 2)

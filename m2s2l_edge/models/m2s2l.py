@@ -3,12 +3,16 @@
 Data flow (paper preset: T = 4, 256×256, C = 256, fused grid 16×16):
 
     clip (B, T, 3, H, W) ──stack──► (B, 3T, H, W)
-      spatial:  patch p ∈ {8, 16, 32} → MS-VSSB blocks → resize to H/16 → adaptive scale weights → F_s (B, C, 16, 16)
+      spatial:  patch p ∈ {8, 16, 32} → MS-VSSB blocks → maps S_p (B, C, H/p, W/p)
+                → resize to H/16 → adaptive scale weights → F_s (B, C, 16, 16)
       temporal: window w ∈ {1, 2, 3}: x_t − x_{t−w} → patch 16 → +PE → TMB over (t, h, w) tokens → mean over t
                 → attention over windows → F_t (B, C, 16, 16)
       fuse 1×1 conv [F_s, F_t] → F → gates → common / appearance / motion → three memory banks
-      appearance decoder [common, appearance] + skips → next frame (B, 3, H, W)
-      motion decoder     [common, motion]     + skips → x_{T+1} − x_T (B, 3, H, W)
+      finer maps (S_8, (B, C, 32, 32)) → a memory bank each → the decoders' multi-scale inputs
+      appearance decoder [common, appearance], S_8 read → next frame (B, 3, H, W)
+      motion decoder     [common, motion],     S_8 read → x_{T+1} − x_T (B, 3, H, W)
+
+Nothing reaches the decoders except through the Mamba encoders and the memory banks (no pixel path).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2s2l_edge.config import ModelConfig
-from m2s2l_edge.layers.decoder import Decoder, SkipPyramid
+from m2s2l_edge.layers.corruption import InputCorruption
+from m2s2l_edge.layers.decoder import Decoder
 from m2s2l_edge.layers.fusion import FeatureDecomposition, ScaleAttention
 from m2s2l_edge.layers.memory import MemoryBank
 from m2s2l_edge.layers.ssm import MSVSSBlock, TemporalMambaBlock
@@ -30,8 +35,8 @@ MODULE_GROUPS = {
     "spatial": ("patch_embeds", "embed_norms", "spatial_blocks", "spatial_fuse"),
     "temporal": ("motion_embeds", "temporal_blocks", "temporal_fuse", "scale_embed"),
     "decomposition": ("fuse", "decomposition"),
-    "memory": ("memories",),
-    "decoders": ("skips", "appearance_decoder", "motion_decoder"),
+    "memory": ("memories", "level_memories"),
+    "decoders": ("appearance_decoder", "motion_decoder"),
 }
 
 
@@ -90,18 +95,27 @@ class M2S2L(nn.Module):
         self.decomposition = FeatureDecomposition(c) if cfg.decompose else None
         n_banks = 3 if cfg.decompose else 1
         self.memories = (
-            nn.ModuleList(MemoryBank(cfg.memory_items, c) for _ in range(n_banks)) if cfg.use_memory else None
+            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=cfg.memory_query) for _ in range(n_banks))
+            if cfg.use_memory else None
         )
 
-        # Decoders.
-        per_part = 2 * c if cfg.use_memory else c
+        # Decoders: the fused features (through the memory) and, at each finer grid, that spatial encoder's own map
+        # (through a memory bank of its own when cfg.level_memory).
+        per_part = (2 * c if cfg.memory_query else c) if cfg.use_memory else c
         dec_in = 2 * per_part if cfg.decompose else per_part
-        # The pyramid stops at the finest level a decoder joins (levels finer than that would go unused).
-        kept = cfg.upsample_stages - cfg.drop_fine_skips
-        pyramid = tuple(reversed(cfg.skip_channels[:kept]))  # finest kept level first
-        self.skips = SkipPyramid(cfg.in_channels * t, pyramid, first_stride=2 ** cfg.drop_fine_skips) if kept else None
-        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.used_skip_channels, out_scale=1.0)
-        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, cfg.used_skip_channels, out_scale=2.0)
+        levels = cfg.level_patch_sizes
+        self.level_memories = (
+            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=cfg.memory_query) for _ in levels)
+            if cfg.use_memory and cfg.level_memory else None
+        )
+        per_level = (2 * c if cfg.memory_query else c) if self.level_memories is not None else c
+        # Decoder stage i (after the i-th ×2 upsampling) works at stride fused_stride / 2^(i+1).
+        strides = [cfg.fused_stride >> (i + 1) for i in range(cfg.upsample_stages)]
+        level_channels = tuple(per_level if s in levels else 0 for s in strides)
+        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=1.0)
+        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=2.0)
+        self.corruption = InputCorruption(cfg.corruption_prob, cfg.corruption_kind, cfg.corruption_min_side)
+        self._level_strides = strides
 
     # -- checks -------------------------------------------------------------------------------------------------
     def check_input(self, clip: torch.Tensor) -> None:
@@ -119,12 +133,19 @@ class M2S2L(nn.Module):
             raise ValueError(f"clip must be floating point in [-1, 1], got {clip.dtype}")
 
     # -- streams ------------------------------------------------------------------------------------------------
-    def _spatial(self, stacked: torch.Tensor) -> torch.Tensor:
-        size = self.cfg.fused_size
-        feats = []
+    def _spatial_maps(self, stacked: torch.Tensor) -> list[torch.Tensor]:
+        """Each spatial encoder's own feature map, (B, C, H/p, W/p) for p in cfg.active_patch_sizes."""
+        maps = []
         for embed, norm, blocks in zip(self.patch_embeds, self.embed_norms, self.spatial_blocks, strict=True):
             f = norm(embed(stacked).permute(0, 2, 3, 1))  # (B, h_p, w_p, C)
-            f = blocks(f).permute(0, 3, 1, 2)  # (B, C, h_p, w_p)
+            maps.append(blocks(f).permute(0, 3, 1, 2))  # (B, C, h_p, w_p)
+        return maps
+
+    def _spatial(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The encoders' maps resized to the fused grid and weighted by scale: F_s (B, C, h, w)."""
+        size = self.cfg.fused_size
+        feats = []
+        for f in maps:
             if f.shape[-1] > size:
                 f = F.avg_pool2d(f, f.shape[-1] // size)
             elif f.shape[-1] < size:
@@ -157,9 +178,11 @@ class M2S2L(nn.Module):
         """clip (B, T, 3, H, W) in [-1, 1] → frame_pred (B, 3, H, W), motion_pred (B, 3, H, W) and, for the
         losses, the decomposed features and memory terms."""
         self.check_input(clip)
+        clip = self.corruption(clip)  # training only: foreign boxes in the input, the target stays clean
         b, t, ch, h, w = clip.shape
         stacked = clip.reshape(b, t * ch, h, w)  # (B, 3T, H, W)
-        fused = self.fuse(torch.cat([self._spatial(stacked), self._temporal(clip)], dim=1))  # (B, C, h, w)
+        maps = self._spatial_maps(stacked)
+        fused = self.fuse(torch.cat([self._spatial(maps), self._temporal(clip)], dim=1))  # (B, C, h, w)
 
         out: dict[str, torch.Tensor] = {}
         if self.decomposition is not None:
@@ -180,14 +203,24 @@ class M2S2L(nn.Module):
             mot_in = torch.cat([parts[0], parts[2]], dim=1)
         else:
             app_in = mot_in = parts[0]
-        # Coarsest first; levels left out (cfg.drop_fine_skips) are None and ignored by the decoders.
-        skips = (self.skips(stacked)[::-1] if self.skips is not None else []) + [None] * self.cfg.drop_fine_skips
-        if self.training and self.cfg.skip_dropout > 0 and self.skips is not None:
-            keep = (torch.rand(b, 1, 1, 1, device=clip.device) >= self.cfg.skip_dropout).to(stacked.dtype)
-            skips = [s if s is None else s * keep for s in skips]
-        out["frame_pred"] = self.appearance_decoder(app_in, skips)
-        out["motion_pred"] = self.motion_decoder(mot_in, skips)
+        levels = self._levels(maps, out)
+        out["frame_pred"] = self.appearance_decoder(app_in, levels)
+        out["motion_pred"] = self.motion_decoder(mot_in, levels)
         return out
+
+    def _levels(self, maps: list[torch.Tensor], out: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        """The decoders' input at each upsampling stage (coarsest first): the spatial encoder map of that grid,
+        read through its memory bank, or None where no encoder works at that grid."""
+        by_stride = dict(zip(self.cfg.active_patch_sizes, maps, strict=True))
+        levels: list[torch.Tensor | None] = []
+        for stride in self._level_strides:
+            f = by_stride.get(stride) if stride in self.cfg.level_patch_sizes else None
+            if f is not None and self.level_memories is not None:
+                f, losses = self.level_memories[self.cfg.level_patch_sizes.index(stride)](f)
+                for k, v in losses.items():
+                    out[f"memory_{k}_level{stride}"] = v
+            levels.append(f)
+        return levels
 
     def predict(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference outputs only: (frame_pred, motion_pred), each (B, 3, H, W)."""

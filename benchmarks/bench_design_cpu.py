@@ -1,0 +1,118 @@
+"""CPU time per clip of `small` at the custom-footage recipe: this tree's design against another tree's, same run.
+
+    git worktree add /tmp/baseline <commit>      # e.g. the last commit of the earlier design
+    python benchmarks/bench_design_cpu.py --baseline-tree /tmp/baseline --json benchmarks/results/design_cpu.json
+
+Each tree's own `training_recipe("custom", "small")` builds its model (so each design is timed at the geometry its
+users train), in the form PyTorch inference runs it (`optimize_for_inference`: BatchNorm folded, SS2D convolutions
+merged), scan backend auto, one thread. The two designs run in separate processes (each imports its own tree),
+alternating round by round so that a shared machine's load falls on both alike; a round is one process timing
+``--iterations`` calls after ``--warmup``; the figure is the median over rounds of each round's median, per clip
+(batch 1, and batch 8 divided by 8). The ratio is this tree's time over the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+
+# Run inside each tree's process: build the recipe's model and time it (prints one JSON line).
+_WORKER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(1)
+from m2s2l_edge.config import get_preset, training_recipe
+from m2s2l_edge.models import M2S2L
+from m2s2l_edge.models.fold import optimize_for_inference
+import m2s2l_edge
+assert m2s2l_edge.__file__.startswith(sys.argv[1]), m2s2l_edge.__file__
+recipe = training_recipe("custom", "small")
+cfg = get_preset("small", **recipe.model)
+torch.manual_seed(0)
+model = M2S2L(cfg).eval()
+optimize_for_inference(model)
+warmup, iterations = int(sys.argv[2]), int(sys.argv[3])
+out = {"image_size": cfg.image_size, "patch_sizes": list(cfg.patch_sizes),
+       "params": sum(p.numel() for p in M2S2L(cfg).parameters())}
+for batch in (1, 8):
+    clip = torch.rand(batch, cfg.clip_len, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model.predict(clip)
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            model.predict(clip)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
+    out[f"batch{batch}_ms_per_clip"] = sorted(times)[len(times) // 2]
+print(json.dumps(out))
+"""
+
+
+def run_round(tree: Path, warmup: int, iterations: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, "-c", _WORKER, str(tree), str(warmup), str(iterations)], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {tree} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline-tree", type=Path, required=True, help="a checkout of the design to compare with")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not (args.baseline_tree / "m2s2l_edge" / "__init__.py").is_file():
+        print(f"error: {args.baseline_tree} is not a checkout of this repository (no m2s2l_edge/)", file=sys.stderr)
+        return 2
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
+
+    trees = {"this": HERE, "baseline": args.baseline_tree.resolve()}
+    rounds: dict[str, list[dict]] = {k: [] for k in trees}
+    load_before = load_average()
+    try:
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                rounds[name].append(run_round(tree, args.warmup, args.iterations))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    summary = {}
+    for name, rs in rounds.items():
+        summary[name] = {k: rs[0][k] for k in ("image_size", "patch_sizes", "params")}
+        for key in ("batch1_ms_per_clip", "batch8_ms_per_clip"):
+            summary[name][key] = statistics.median(r[key] for r in rs)
+    ratio = {key: summary["this"][key] / summary["baseline"][key] for key in ("batch1_ms_per_clip",
+                                                                              "batch8_ms_per_clip")}
+    for name in trees:
+        s = summary[name]
+        print(f"{name:8s} {s['image_size']} px, patches {s['patch_sizes']}, {s['params'] / 1e6:.2f} M params: "
+              f"{s['batch1_ms_per_clip']:.1f} ms per clip at batch 1, {s['batch8_ms_per_clip']:.1f} at batch 8")
+    print(f"ratio this / baseline: batch 1 {ratio['batch1_ms_per_clip']:.2f}, "
+          f"batch 8 {ratio['batch8_ms_per_clip']:.2f}")
+    result = {"benchmark": "design_cpu_per_clip", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "ratio": ratio,
+              "rounds": rounds,
+              "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
+              "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
