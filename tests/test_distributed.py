@@ -244,7 +244,11 @@ def test_two_processes_take_the_steps_of_one(one, two):
     buffers = [k for k in mine if k.endswith(("items", "running_mean", "running_var"))]
     assert any(k.endswith("items") for k in buffers) and any(k.endswith("running_var") for k in buffers)
     for key in buffers:
-        torch.testing.assert_close(mine[key], theirs[key], rtol=1e-3, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+        # Adam's first steps move a weight by about ±lr whatever its gradient's size, so last-digit differences
+        # between one process's and two processes' gradients flip a few weights by 2·lr, and the items the next
+        # queries move differ by ~1e-4. Items moved without the other process's queries differ by 1.6e-2 to 0.6.
+        tol = {"rtol": 0.0, "atol": 1e-3} if key.endswith("items") else {"rtol": 1e-3, "atol": 1e-5}
+        torch.testing.assert_close(mine[key], theirs[key], **tol, msg=lambda m, k=key: f"{k}: {m}")
 
 
 def test_rank_0_alone_writes_and_prints(two):
@@ -261,18 +265,27 @@ def test_rank_0_alone_writes_and_prints(two):
     assert len(json.loads((out / "history.json").read_text())) == 1
 
 
-def test_two_process_run_resumes_in_one_process(data, one, two, tmp_path):
-    """Epoch 1 by two processes, epoch 2 by one: epoch 2's steps are those of the uninterrupted one-process run."""
-    _, ref = one
-    out = tmp_path / "run"
-    shutil.copytree(two[0], out)  # the two-process run stays as it was for the other tests
-    launch = _one_process(["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--resume", "--out", out], tmp_path)
-    assert launch.wait() == 0, launch.text()[-3000:]
-    got = _losses(launch.text())
-    assert sorted(got) == [3, 4], launch.text()[-3000:]
-    for step in (3, 4):
-        assert got[step] == pytest.approx(ref[step], rel=RTOL), (step, got[step], ref[step])
-    history = json.loads((out / "history.json").read_text())
+def test_two_process_run_resumes_in_one_process(data, two, tmp_path):
+    """Epoch 1 by two processes, epoch 2 by one: epoch 2's steps are those two processes take from the same
+    checkpoint. (Not those of the uninterrupted one-process run: over a whole epoch, Adam's ±lr first steps turn the
+    last-digit differences between one process and two into ~1e-4 of the loss, and the next step into ~3e-3.)"""
+    runs = {}
+    for name in ("one", "two"):
+        runs[name] = tmp_path / name / "run"
+        shutil.copytree(two[0], runs[name])  # the two-process run stays as it was for the other tests
+    args = ["--data", data, *TRAIN, "--batch", 4, "--epochs", 2, "--resume"]
+    one = _one_process([*args, "--out", runs["one"]], tmp_path / "one")
+    both = _torchrun(["-m", "m2s2l_edge", "-v"], [*args, "--out", runs["two"]], tmp_path / "two")
+    assert one.wait() == 0, one.text()[-3000:]
+    assert both.wait() == 0, both.rank_logs()
+    got, ref = _losses(one.text()), _losses(both.rank_logs()[0])
+    assert sorted(got) == sorted(ref) == [3, 4], (one.text()[-3000:], ref)
+    assert got[3] == pytest.approx(ref[3], rel=FIRST_STEP_RTOL)
+    assert got[4] == pytest.approx(ref[4], rel=RTOL)
+    # Step 4 follows the update of step 3, which needs the optimiser's state from the checkpoint: without it step 4's
+    # loss is 9e-3 away.
+    assert abs(got[4] - got[3]) > 10 * RTOL * got[3]
+    history = json.loads((runs["one"] / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
 
 
