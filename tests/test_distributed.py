@@ -109,6 +109,17 @@ def test_global_batch_and_environment_are_checked():
         from_env({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
 
 
+def test_outside_torchrun_nothing_is_joined_and_a_bad_batch_never_reaches_the_rendezvous():
+    from m2s2l_edge.training.distributed import joined_from_env
+
+    with joined_from_env("cpu", 3, environ={}) as group:
+        assert group is None
+    # Three processes cannot share a global batch of 4: refused before any rendezvous is attempted (none could
+    # succeed here: no MASTER_ADDR, no peers).
+    with pytest.raises(ValueError, match="--batch 4 is the global batch and must be divisible by the 3 processes"):
+        joined_from_env("cpu", 4, environ={"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0"})
+
+
 # --- real processes ------------------------------------------------------------------------------------------------
 
 
