@@ -238,6 +238,7 @@ def two(launches):
         audit[rank] = path.read_text(encoding="utf-8")
     return launch.tmp / "run", logs, audit
 
+@pytest.mark.slow
 
 def test_two_processes_take_the_steps_of_one(one, two):
     _, ref = one
@@ -257,6 +258,7 @@ def test_two_processes_take_the_steps_of_one(one, two):
     for key in buffers:
         torch.testing.assert_close(mine[key], theirs[key], rtol=1e-3, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
 
+@pytest.mark.slow
 
 def test_rank_0_alone_writes_and_prints(two):
     out, logs, audit = two
@@ -271,6 +273,7 @@ def test_rank_0_alone_writes_and_prints(two):
         assert text not in logs[1], logs[1]
     assert len(json.loads((out / "history.json").read_text())) == 1
 
+@pytest.mark.slow
 
 def test_two_process_run_resumes_in_one_process(data, one, two, tmp_path):
     """Epoch 1 by two processes, epoch 2 by one: epoch 2's steps are those of the uninterrupted one-process run."""
@@ -286,6 +289,7 @@ def test_two_process_run_resumes_in_one_process(data, one, two, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
 
+@pytest.mark.slow
 
 def test_global_batch_not_divisible_is_one_line_from_rank_0(launches):
     if "bad" not in launches:
