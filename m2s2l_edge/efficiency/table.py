@@ -183,12 +183,12 @@ def _takes_scan_backend(name: str) -> bool:
 
 def build_component(comp: Component, *, scan_backend: str | None = None):
     """The component's module in eval mode (fresh weights), with ``scan_backend`` where it has scans."""
-    from m2s2l_edge.models.registry import create_model
+    from m2s2l_edge.models.registry import build_model
 
     kw = dict(comp.kwargs)
     if scan_backend is not None and _takes_scan_backend(comp.model):
         kw["scan_backend"] = scan_backend
-    return create_model(comp.model, **kw).eval()
+    return build_model(comp.model, **kw).eval()
 
 
 def example_inputs(model, batch: int = 1, device="cpu", dtype=None) -> tuple:
