@@ -66,6 +66,22 @@ class PrecisionPlan:
     int8_flag: bool = False  # BuilderFlag.INT8 (TensorRT 10, for an explicitly quantized, weakly typed network)
 
 
+def export_engine_config(*, fp16: bool, batch: int, dynamic: bool, plugin: Path | None = None) -> EngineConfig:
+    """The engine `export --format engine` builds from its own ONNX: it computes in the export's precision; a fixed
+    batch is the whole optimisation profile, a dynamic one (``--dynamic``) gets the profile 1..``batch``."""
+    return EngineConfig(fp16=fp16, min_batch=1 if dynamic else batch, opt_batch=batch, max_batch=batch, plugin=plugin)
+
+
+def check_build_ready(scan: str, plugin: Path | None = None) -> None:
+    """Before a slow export whose engine is built afterwards: TensorRT imports and, for the plugin flavour, the
+    SelectiveScan plugin library is found (each raises the runtime's one-line error otherwise)."""
+    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, import_tensorrt
+
+    import_tensorrt()
+    if scan == "plugin":
+        find_plugin_library(plugin)
+
+
 def plan_precision(trt_version: str, *, fp16: bool, onnx_precision: str) -> PrecisionPlan:
     """Network and builder flags for a TensorRT version (``trt.__version__``) and the precision the ONNX was exported
     in (its metadata's ``precision``: an ``--fp16`` export computes in FP16 behind FP32 inputs and outputs; an

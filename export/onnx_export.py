@@ -77,7 +77,7 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class WeightsOrigin:
     """Where the weights came from, the data set they were trained on and a λ their checkpoint stored (for λ)."""
 
     description: str
@@ -88,7 +88,7 @@ class ModelSource:
 
 def load_source_model(weights: str | os.PathLike | None = None, preset: str | None = None, seed: int = 0):
     """The model to export: from a checkpoint (refusing one of another preset than ``preset``, when given), or a
-    preset with fresh weights drawn from ``seed``. Returns (model, ModelSource)."""
+    preset with fresh weights drawn from ``seed``. Returns (model, WeightsOrigin)."""
     if weights is not None:
         from m2s2l_edge.artifacts.checkpoint import load_model
 
@@ -96,13 +96,13 @@ def load_source_model(weights: str | os.PathLike | None = None, preset: str | No
         extra = state.get("extra") or {}
         dataset, lam = extra.get("dataset"), extra.get("lambda")
         desc = f"checkpoint {Path(weights).name} (epoch {state.get('epoch')})"
-        return model.eval(), ModelSource(desc, dataset if isinstance(dataset, str) else None, stored_number(lam),
+        return model.eval(), WeightsOrigin(desc, dataset if isinstance(dataset, str) else None, stored_number(lam),
                                          stored_number(extra.get("normal_change")))
     if preset is None:
         raise ValueError("give a checkpoint (--weights) or a preset (--preset) to export")
     from m2s2l_edge.models import create_model
 
-    return create_model(preset, seed=seed).eval(), ModelSource(f"preset {preset}, fresh weights (seed {seed})")
+    return create_model(preset, seed=seed).eval(), WeightsOrigin(f"preset {preset}, fresh weights (seed {seed})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def export_and_check(
     out: str | os.PathLike,
     config: ExportConfig = ExportConfig(),  # noqa: B008 - frozen dataclass, immutable
     *,
-    source: ModelSource | None = None,
+    source: WeightsOrigin | None = None,
     dataset: str | None = None,
     lam: float | None = None,
     check: bool = True,
@@ -431,7 +431,7 @@ def export_and_check(
         raise ValueError(f"output path {out} is a folder; give a file name such as {out / 'model.onnx'}")
     if out.suffix != ".onnx":
         raise ValueError(f"output path {out} must end in .onnx")
-    source = source or ModelSource(f"in-memory model ({model.cfg.name})")
+    source = source or WeightsOrigin(f"in-memory model ({model.cfg.name})")
     dataset = dataset if dataset is not None else source.dataset
     lam_value, lam_source = resolve_lambda(dataset, lam, stored=source.lam)
     sidecar = meta_mod.sidecar_path(out)
@@ -479,7 +479,7 @@ def export_onnx(
     out: str | os.PathLike,
     config: ExportConfig = ExportConfig(),  # noqa: B008 - frozen dataclass, immutable
     *,
-    source: ModelSource | None = None,
+    source: WeightsOrigin | None = None,
     dataset: str | None = None,
     lam: float | None = None,
     check: bool = False,
@@ -500,8 +500,8 @@ __all__ = [
     "PRECISIONS",
     "SCAN_FLAVOURS",
     "ExportConfig",
-    "ModelSource",
     "TracedOnnx",
+    "WeightsOrigin",
     "count_scan_calls",
     "export_and_check",
     "export_copy",

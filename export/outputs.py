@@ -12,8 +12,13 @@ OUTPUT_FORMATS = (*FORMATS, "engine")
 
 
 def check_export_options(*, output_format: str, weights: Path | None, preset: str | None, plugin: Path | None,
-                         int8: bool, calibration_data: Path | None, fp16: bool) -> None:
-    """ValueError for settings that do not go together, before anything is loaded."""
+                         int8: bool, calibration_data: Path | None, fp16: bool, check: bool = True,
+                         report_wanted: bool = False) -> None:
+    """ValueError for settings that do not go together, before anything is loaded. ``report_wanted``: the caller
+    asked for the parity report (``--json``), which only a checked export (``check``) has."""
+    check_output_format(output_format)
+    if report_wanted and not check:
+        raise ValueError("--json writes the parity report, which --no-check skips")
     if weights is None and preset is None:
         raise ValueError("give --weights CHECKPOINT (optionally with --preset to check it) or --preset NAME")
     if plugin is not None and output_format != "engine":
@@ -45,18 +50,33 @@ def default_output(preset: str, scan: str, precision: str, batch: int, dynamic: 
 
 def export_paths(out: Path, output_format: str) -> tuple[Path, Path | None]:
     """(ONNX, engine or None) for ``out``: with --format engine ``out`` names the engine and the ONNX it is built
-    from goes beside it (same stem), so the engine's metadata can point at its source."""
+    from goes beside it (same stem), so the engine's metadata can point at its source. Otherwise ``out`` is the
+    ONNX, a file ending in .onnx."""
+    out = Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file name")
     if output_format != "engine":
+        if out.suffix != ".onnx":
+            raise ValueError(f"--out {out} must end in .onnx")
         return out, None
     if out.suffix != ".engine":
         raise ValueError(f"with --format engine, --out names the engine (*.engine), got {out}")
     return out.with_suffix(".onnx"), out
 
 
+def written_files(onnx: Path, engine: Path | None = None) -> tuple[Path, ...]:
+    """Every file an export to ``onnx`` (and a build of ``engine``) writes: the ONNX, its metadata sidecar and the
+    engine, in that order; the caller checks each is writable before the slow work starts."""
+    from m2s2l_edge.artifacts.metadata import sidecar_path
+
+    return (Path(onnx), sidecar_path(onnx), *((Path(engine),) if engine is not None else ()))
+
+
 def default_export_paths(model_name: str, output_format: str, *, scan: str, precision: str, batch: int,
-                         dynamic: bool) -> tuple[Path, Path | None]:
-    """:func:`export_paths` of the default name (known once the model, hence its preset name, is loaded)."""
-    onnx = default_output(model_name, scan, precision, batch, dynamic)
+                         dynamic: bool, int8: bool = False) -> tuple[Path, Path | None]:
+    """:func:`export_paths` of the default name (known once the model, hence its preset name, is loaded). ``int8``:
+    the name says int8 whatever ``precision`` the FP32 graph it quantizes has."""
+    onnx = default_output(model_name, scan, "int8" if int8 else precision, batch, dynamic)
     return export_paths(onnx.with_suffix(".engine") if output_format == "engine" else onnx, output_format)
 
 

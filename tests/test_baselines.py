@@ -12,7 +12,7 @@ from torch import nn
 
 from m2s2l_edge.efficiency.profile import count_module, profile_model
 from m2s2l_edge.efficiency.table import ROWS, Component, count_component, count_row
-from m2s2l_edge.models.registry import create_model, get_entry, list_models
+from m2s2l_edge.models.registry import build_model, get_entry, list_models
 
 
 def _count(name: str, parts: tuple[str, ...] = (), **kw):
@@ -184,7 +184,7 @@ def test_registry_lists_ours_and_peers():
     assert {"mnad", "ffp", "memae", "conv-ae", "convlstm-ae", "std", "ammc", "vadmamba"} <= peers
     assert get_entry("mnad").source.endswith("cvlab-yonsei/MNAD")
     with pytest.raises(ValueError, match="unknown model 'nope'; registered: m2s2l"):
-        create_model("nope")
+        build_model("nope")
 
 
 # ammc-flow is ammc fed by flownet2-sd, both run here; its composition is checked by the counts above.
@@ -206,7 +206,7 @@ FORWARD_SHAPES = {
 @pytest.mark.parametrize("name", sorted(FORWARD_SHAPES))
 def test_forward_at_the_published_input(name):
     torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = build_model(name).eval()
     inputs = tuple(torch.rand_like(x) * 2 - 1 for x in model.example_inputs(1))
     with torch.inference_mode():
         out = model(*inputs)
@@ -218,7 +218,7 @@ def test_forward_at_the_published_input(name):
 def test_mnad_and_ffp_predict_with_m2s2l_interface():
     clip = torch.rand(2, 4, 3, 64, 64) * 2 - 1
     for name in ("mnad", "ffp"):
-        model = create_model(name, image_size=64).eval()
+        model = build_model(name, image_size=64).eval()
         with torch.inference_mode():
             frame, motion = model.predict(clip)
         assert frame.shape == motion.shape == (2, 3, 64, 64)

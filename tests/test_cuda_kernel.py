@@ -146,6 +146,7 @@ def kernel_objects(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return out, ptxas
 
 
+@pytest.mark.slow
 @needs_nvcc
 def test_kernel_compiles_for_orin_h100_and_ptx_with_warnings_as_errors(kernel_objects):
     out, _ = kernel_objects
@@ -153,6 +154,7 @@ def test_kernel_compiles_for_orin_h100_and_ptx_with_warnings_as_errors(kernel_ob
         assert (out / (name + ".o")).stat().st_size > 0
 
 
+@pytest.mark.slow
 @needs_nvcc
 def test_kernel_variants_for_small_n_keep_their_state_in_registers(kernel_objects):
     """ptxas: the G = 2 and G = 4 kernels (N <= 64) neither spill nor use a stack frame on sm_87 / sm_90."""
@@ -172,6 +174,7 @@ def test_kernel_variants_for_small_n_keep_their_state_in_registers(kernel_object
     assert checked == 8  # {fp32, fp16} x {G2, G4} x {sm_87, sm_90}
 
 
+@pytest.mark.slow
 @needs_nvcc
 def test_launcher_rejects_bad_parameters_before_touching_the_gpu(kernel_objects, tmp_path):
     out, _ = kernel_objects

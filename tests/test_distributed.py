@@ -109,6 +109,17 @@ def test_global_batch_and_environment_are_checked():
         from_env({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
 
 
+def test_outside_torchrun_nothing_is_joined_and_a_bad_batch_never_reaches_the_rendezvous():
+    from m2s2l_edge.training.distributed import joined_from_env
+
+    with joined_from_env("cpu", 3, environ={}) as group:
+        assert group is None
+    # Three processes cannot share a global batch of 4: refused before any rendezvous is attempted (none could
+    # succeed here: no MASTER_ADDR, no peers).
+    with pytest.raises(ValueError, match="--batch 4 is the global batch and must be divisible by the 3 processes"):
+        joined_from_env("cpu", 4, environ={"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0"})
+
+
 # --- real processes ------------------------------------------------------------------------------------------------
 
 
@@ -227,6 +238,7 @@ def two(launches):
         audit[rank] = path.read_text(encoding="utf-8")
     return launch.tmp / "run", logs, audit
 
+@pytest.mark.slow
 
 def test_two_processes_take_the_steps_of_one(one, two):
     _, ref = one
@@ -250,6 +262,7 @@ def test_two_processes_take_the_steps_of_one(one, two):
         tol = {"rtol": 0.0, "atol": 1e-3} if key.endswith("items") else {"rtol": 1e-3, "atol": 1e-5}
         torch.testing.assert_close(mine[key], theirs[key], **tol, msg=lambda m, k=key: f"{k}: {m}")
 
+@pytest.mark.slow
 
 def test_rank_0_alone_writes_and_prints(two):
     out, logs, audit = two
@@ -264,6 +277,7 @@ def test_rank_0_alone_writes_and_prints(two):
         assert text not in logs[1], logs[1]
     assert len(json.loads((out / "history.json").read_text())) == 1
 
+@pytest.mark.slow
 
 def test_two_process_run_resumes_in_one_process(data, two, tmp_path):
     """Epoch 1 by two processes, epoch 2 by one: epoch 2's steps are those two processes take from the same
@@ -288,6 +302,7 @@ def test_two_process_run_resumes_in_one_process(data, two, tmp_path):
     history = json.loads((runs["one"] / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
 
+@pytest.mark.slow
 
 def test_global_batch_not_divisible_is_one_line_from_rank_0(launches):
     if "bad" not in launches:

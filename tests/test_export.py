@@ -535,3 +535,73 @@ def test_cli_export_from_checkpoint(tmp_path, tiny_checkpoint):
     assert "checkpoint tiny.ckpt" in meta.weights
     assert meta.normal_change == 0.0125  # the score's motion reference travels with the model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx", "tiny.onnx.json"]
+
+
+def test_export_options_that_do_not_go_together_are_refused_before_anything_loads(tmp_path):
+    """The rules `export` applies before loading a model, called as a script would call them."""
+    from m2s2l_edge.export.outputs import check_export_options
+
+    footage = tmp_path / "normal.mp4"
+    footage.write_bytes(b"")
+    ok = {"output_format": "onnx", "weights": None, "preset": "tiny", "plugin": None, "int8": False,
+          "calibration_data": None, "fp16": False}
+    check_export_options(**ok)
+    check_export_options(**{**ok, "int8": True, "calibration_data": footage})
+    refused = [
+        ({"output_format": "plan"}, "unknown format 'plan'; valid: onnx, engine"),
+        ({"check": False, "report_wanted": True}, "--json writes the parity report, which --no-check skips"),
+        ({"preset": None}, "give --weights"),
+        ({"plugin": Path("x.so")}, "--plugin goes with --format engine"),
+        ({"int8": True}, "--int8 needs --calibration-data"),
+        ({"calibration_data": footage}, "--calibration-data goes with --int8"),
+        ({"int8": True, "calibration_data": footage, "fp16": True}, "drop --fp16"),
+        ({"int8": True, "calibration_data": footage, "output_format": "engine"}, "m2s2l-edge build --onnx"),
+        ({"int8": True, "calibration_data": tmp_path / "none"}, "does not exist"),
+    ]
+    for change, message in refused:
+        with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(")):
+            check_export_options(**{**ok, **change})
+    check_export_options(**{**ok, "check": False})  # --no-check alone is fine: there is no report to write
+
+
+def test_export_paths_name_an_onnx_file_and_list_every_file_written(tmp_path):
+    from m2s2l_edge.export.outputs import default_export_paths, export_paths, written_files
+
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        export_paths(tmp_path, "onnx")
+    with pytest.raises(ValueError, match=r"must end in \.onnx"):
+        export_paths(tmp_path / "m.engine", "onnx")
+    assert written_files(tmp_path / "m.onnx") == (tmp_path / "m.onnx", tmp_path / "m.onnx.json")
+    assert written_files(*export_paths(tmp_path / "m.engine", "engine")) == (
+        tmp_path / "m.onnx", tmp_path / "m.onnx.json", tmp_path / "m.engine")
+    # An INT8 export quantizes an FP32 graph; its default name says int8.
+    assert default_export_paths("tiny", "onnx", scan="plugin", precision="fp32", batch=1, dynamic=False,
+                                int8=True)[0] == Path("m2s2l_tiny_plugin_int8_b1.onnx")
+
+
+def test_the_engine_an_export_builds_keeps_its_precision_and_batch():
+    from m2s2l_edge.export.engine import export_engine_config
+
+    fixed = export_engine_config(fp16=True, batch=4, dynamic=False)
+    assert (fixed.fp16, fixed.min_batch, fixed.opt_batch, fixed.max_batch) == (True, 4, 4, 4)
+    dynamic = export_engine_config(fp16=False, batch=4, dynamic=True, plugin=Path("p.so"))
+    assert (dynamic.fp16, dynamic.min_batch, dynamic.opt_batch, dynamic.max_batch) == (False, 1, 4, 4)
+    assert dynamic.plugin == Path("p.so")
+
+
+def test_export_record_says_what_was_written_and_a_failed_check_wrote_nothing(tmp_path):
+    from m2s2l_edge.export.parity import ParityReport, ParityRow
+    from m2s2l_edge.export.run import ExportResult, failed_record
+
+    row = ParityRow(inputs="random", batch=1, quantity="frame_pred", max_abs=1e-6, rel=1e-6, allowed=1e-4)
+    report = ParityReport(model="tiny", precision="fp32", scan="plugin", scan_backend="cpu",
+                          tolerance=TOLERANCES["fp32"], rows=[row])
+    record = ExportResult(tmp_path / "m.onnx", report).record()
+    assert record["written"] == str(tmp_path / "m.onnx") and "int8_vs_fp32" not in record
+    assert record["passed"] is True and record["rows"] == [row.as_dict()]
+    with_int8 = ExportResult(tmp_path / "m.onnx", report, {"clips": 3}).record()
+    assert with_int8["int8_vs_fp32"] == {"clips": 3}
+    failed = dataclasses.replace(report, rows=[dataclasses.replace(row, max_abs=1.0)])
+    assert failed_record(failed)["written"] is None and failed_record(failed)["passed"] is False
+    with pytest.raises(ValueError, match="no parity report"):
+        ExportResult(tmp_path / "m.onnx").record()

@@ -49,6 +49,17 @@ def test_paper_preset_matches_paper_efficiency():
     )
     assert total.scan == expected_scan
     assert result.groups["spatial"].scan + result.groups["temporal"].scan == expected_scan
+    # The comparison `profile` prints: only where our count and Table 1 describe the same model and input.
+    against = result.against_paper()
+    assert against == {"params_pct": 100 * (total.params / 1e6 / PAPER_PARAMS_M - 1),
+                       "flops_pct": 100 * (total.paper_flops / 1e9 / PAPER_GFLOPS - 1)}
+    assert abs(against["params_pct"]) <= 3 and result.against_paper("M2") is None
+
+
+def test_no_comparison_with_the_paper_for_another_model_or_input():
+    assert profile_model("tiny").against_paper() is None
+    assert profile_model("paper", batch=2).against_paper() is None
+    assert profile_model("paper", resolution=128).against_paper() is None
 
 
 def test_macs_scale_with_batch_and_params_do_not():

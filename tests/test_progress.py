@@ -30,3 +30,23 @@ def test_the_training_line_keeps_epoch_step_and_eta_in_80_columns():
     assert line.startswith("epoch 3/20") and "12/38" in line
     assert "ETA 0:22:24" in line  # 722 - 50 steps left at 2 s each
     assert "loss 0.1230" in line  # the terms follow, cut to the line
+
+
+def test_the_timing_bar_names_the_row_and_counts_its_calls():
+    """`profile --fps` / `table --fps`: the bar says which row is being timed and how many of its calls are done,
+    and starts over for the next row."""
+    from m2s2l_edge.cli.progress import TimingProgress
+
+    bar = TimingProgress(Console(width=100, force_terminal=False))
+    bar.row("MNAD")
+    for done in range(1, 4):
+        bar.call(done, 12)
+    line = _render(bar.progress, 100)[0]
+    assert line.startswith("timing MNAD") and "3/12 calls" in line
+    bar.row("M²S²L")
+    bar.call(1, 60)
+    line = _render(bar.progress, 100)[0]
+    assert line.startswith("timing M²S²L") and "1/60 calls" in line
+    unnamed = TimingProgress(Console(width=100, force_terminal=False))
+    unnamed.call(2, 5)  # profile --fps times one model and names no row
+    assert _render(unnamed.progress, 100)[0].startswith("timing the model")

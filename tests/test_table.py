@@ -72,6 +72,19 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
     assert "Traceback" not in r.stderr
 
 
+def test_timing_and_plot_rules_hold_for_library_callers_too():
+    from m2s2l_edge.efficiency.table import TimingConfig, check_plot_path
+
+    with pytest.raises(ValueError, match="--fp16 timing needs --device cuda"):
+        TimingConfig(device="cpu", half=True)
+    assert TimingConfig(device="cuda:1", half=True).half and not TimingConfig().half
+    for name in ("plot.jpg", "plot", ".png", "plot.png.txt"):
+        with pytest.raises(ValueError, match="the plot is a PNG file"):
+            check_plot_path(name)
+    check_plot_path("plot.png")
+    check_plot_path("PLOT.PNG")
+
+
 def test_existing_plot_is_refused_without_overwrite(tmp_path):
     png = tmp_path / "t.png"
     png.write_bytes(b"keep")

@@ -370,20 +370,21 @@ def test_cmake_commands():
 
 
 def _cmake_commands(*args, **kwargs):
-    from m2s2l_edge.cli.plugin_cmd import cmake_commands
+    from m2s2l_edge.runtime.plugin_build import cmake_commands
 
     return cmake_commands(*args, **kwargs)
 
 
 def test_plugin_build_without_cmake_or_nvcc_is_one_line(monkeypatch):
     from m2s2l_edge.cli import plugin_cmd
+    from m2s2l_edge.runtime import plugin_build
 
     monkeypatch.setattr(plugin_cmd.shutil, "which", lambda name: None)
     r = CliRunner().invoke(app, ["plugin", "build", "--kernels-only"])
     assert r.exit_code == 3 and _one_line(r.output).startswith("error: cmake not found on PATH")
 
     monkeypatch.setattr(plugin_cmd.shutil, "which", lambda name: "/usr/bin/cmake" if name == "cmake" else None)
-    monkeypatch.setattr(plugin_cmd, "_NVCC_FALLBACK", Path("/nonexistent/nvcc"))
+    monkeypatch.setattr(plugin_build, "_NVCC_FALLBACK", Path("/nonexistent/nvcc"))
     monkeypatch.delenv("CUDACXX", raising=False)
     r = CliRunner().invoke(app, ["plugin", "build", "--kernels-only"])
     assert r.exit_code == 3 and _one_line(r.output).startswith("error: nvcc (CUDA toolkit) not found")

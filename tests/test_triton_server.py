@@ -94,6 +94,7 @@ def _clips(n: int, seed: int, t: int = 4, size: int = 64) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, t, 3, size, size)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local, exports, write_avi, tmp_path):
     from m2s2l_edge.artifacts.metadata import read_metadata
@@ -121,6 +122,7 @@ def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local
     np.testing.assert_allclose(mot_s, mot_l, rtol=0, atol=1e-4)
     assert np.ptp(app_l) > 0.01  # the frames differ, so equal scores are not a constant
 
+@pytest.mark.slow
 
 def test_dynamic_batching_merges_concurrent_cameras(server, local):
     from m2s2l_edge.runtime import create_backend
@@ -159,6 +161,7 @@ def test_dynamic_batching_merges_concurrent_cameras(server, local):
         want = local.run(_clips(1, 100 * i + per_camera - 1))
         np.testing.assert_allclose(results[i][-1]["frame_pred"], want["frame_pred"], atol=1e-5)
 
+@pytest.mark.slow
 
 def test_client_reconnects_when_the_server_is_killed_and_restarted(triton_env, served_repo, local, tmp_path):
     from m2s2l_edge.runtime import create_backend
@@ -219,6 +222,7 @@ def test_unreachable_server_is_one_line(capsys):
     assert code == 1 and "expected grpc://HOST:PORT" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_unknown_model_is_one_line_naming_the_served_ones(protocol, server, capsys):
     url = server.grpc_url if protocol == "grpc" else server.http_url
@@ -226,6 +230,7 @@ def test_unknown_model_is_one_line_naming_the_served_ones(protocol, server, caps
     assert code == 1 and err.count("\n") == 1
     assert f"has no ready model 'm2s2l_nope' (ready: {tr.PYTHON_MODEL})" in err
 
+@pytest.mark.slow
 
 def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, write_avi, tmp_path):
     """``watch`` with the Triton backend (what ``watch --server URL --model NAME`` opens) on a replayed video: the
@@ -253,6 +258,7 @@ def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, wr
     np.testing.assert_allclose([s.psnr_app for s in got], [s.psnr_app for s in want], rtol=0, atol=1e-4)
     np.testing.assert_allclose([s.psnr_mot for s in got], [s.psnr_mot for s in want], rtol=0, atol=1e-4)
 
+@pytest.mark.slow
 
 def test_calibrate_and_watch_commands_through_the_server(server, exports, write_avi, tmp_path):
     """The commands themselves with ``--server URL --model NAME``: ``calibrate`` through the server stores the same
@@ -288,6 +294,7 @@ def test_calibrate_and_watch_commands_through_the_server(server, exports, write_
     summary = json.loads((tmp_path / "w.json").read_text())
     assert summary["scored_frames"] == want["count"] and summary["backend"]["name"] == "triton"
 
+@pytest.mark.slow
 
 def test_watch_server_uses_the_calibration_served_with_the_model(server, served_calibration, write_avi, tmp_path):
     """`serve triton-repo --calibration` put a calibration into the repository: `watch --server` without
@@ -350,6 +357,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop, code, last_line", [
     (15, 0, "stopped by SIGTERM; tritonserver stopped"),
     (2, 130, "error: interrupted; tritonserver stopped"),

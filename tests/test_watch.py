@@ -814,6 +814,56 @@ def test_sources_parse_and_refuse():
         parse_source("/no/such/file.avi", "c")
 
 
+def test_what_a_watch_refuses_before_its_model_loads(tmp_path, videos):
+    """The watch's rules as a script calling the library meets them: one way to give cameras, one output on stdout,
+    outputs and calibrations checked without a model, and the CLI's one line for each."""
+    from m2s2l_edge.watch.cameras import cameras_of
+    from m2s2l_edge.watch.service import WatchSettings, check_before_model, check_one_stdout
+
+    video = str(videos["normal2"])
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"cameras:\n  gate:\n    source: {video}\n")
+    for sources, config in (([video], cfg), (None, None), ([], None)):
+        with pytest.raises(ValueError, match="either as --source"):
+            cameras_of(sources, config)
+    assert [c.camera for c in cameras_of([video, video], None)] == ["cam0", "cam1"]
+    assert [c.camera for c in cameras_of(None, cfg)] == ["gate"]
+
+    settings = WatchSettings(cameras=cameras_of([video], None), events="-", scores="-")
+    with pytest.raises(ValueError, match="--events - and --scores - all want stdout"):
+        check_one_stdout(settings)
+    check_one_stdout(WatchSettings(cameras=settings.cameras, events="-"), json_out=tmp_path / "s.json")
+    with pytest.raises(ValueError, match="--scores - and --json - all want stdout"):
+        check_one_stdout(WatchSettings(cameras=settings.cameras, scores="-"), json_out="-")
+
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--snapshots"):
+        check_before_model(WatchSettings(cameras=settings.cameras, snapshots=tmp_path / "plain"))
+    with pytest.raises(FileNotFoundError):
+        check_before_model(WatchSettings(cameras=settings.cameras), tmp_path / "no_calibration.json")
+    check_before_model(WatchSettings(cameras=settings.cameras, events=str(tmp_path / "out" / "e.jsonl")))
+    assert (tmp_path / "out").is_dir()  # the events file's folder is made up front; the file appears with an event
+
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", video, "--config", str(cfg)])
+    assert r.exit_code == 1 and "either as --source" in one_error_line(r)
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", video, "--events", "-", "--json", "-"])
+    assert r.exit_code == 1 and "all want stdout" in one_error_line(r)
+
+
+def test_a_served_model_is_retried_through_a_restart_and_the_live_feed_exists_only_when_read(tmp_path, videos):
+    from m2s2l_edge.watch.cameras import cameras_from_sources
+    from m2s2l_edge.watch.service import WatchSettings, backend_options, live_feed
+
+    assert backend_options("triton")["run_retries"] >= 1000 and backend_options("onnxruntime") == {}
+    cameras = cameras_from_sources([str(videos["normal2"])])
+    assert live_feed(WatchSettings(cameras=cameras)) is None
+    viewed = live_feed(WatchSettings(cameras=cameras), ui=True)
+    reported = live_feed(WatchSettings(cameras=cameras, report=tmp_path / "r.html"))
+    assert viewed is not None and reported is not None
+    # Only the report keeps the most anomalous frames' pictures.
+    assert viewed._cams["cam0"].top is None and reported._cams["cam0"].top is not None
+
+
 def test_import_works_without_any_cv2():
     # A Jetson keeping JetPack's cv2 installs with --no-deps; even with no cv2 at all the package must import.
     code = ("import sys; sys.modules['cv2'] = None\n"

@@ -39,18 +39,6 @@ def _quiet_exporter() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _engine_config(scan: str, fp16: bool, batch: int, dynamic: bool, plugin: Path | None):
-    """`--format engine`: the build settings the export implies, checked (and TensorRT and the plugin found) before
-    the slow export. The engine computes in the export's precision; a dynamic batch gets the profile 1..--batch."""
-    from m2s2l_edge.export.engine import EngineConfig
-    from m2s2l_edge.runtime.tensorrt_lib import find_plugin_library, import_tensorrt
-
-    import_tensorrt()
-    if scan == "plugin":
-        find_plugin_library(plugin)
-    return EngineConfig(fp16=fp16, min_batch=1 if dynamic else batch, opt_batch=batch, max_batch=batch, plugin=plugin)
-
-
 def _print_report(report, stderr: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -112,85 +100,75 @@ def export(
         return f"nothing was written{f' to {target[0]}' if target else ''}"
 
     with user_errors(kept=kept):
-        from m2s2l_edge.export.outputs import (
-            check_export_options,
-            check_output_format,
-            default_export_paths,
-            export_paths,
-        )
+        from m2s2l_edge.export.outputs import check_export_options, default_export_paths, export_paths
 
-        check_output_format(output_format)
+        check_export_options(output_format=output_format, weights=weights, preset=preset, plugin=plugin, int8=int8,
+                             calibration_data=calibration_data, fp16=fp16, check=check,
+                             report_wanted=json_out is not None)
         check_json_target(json_out)
-        if json_out is not None and not check:
-            raise ValueError("--json writes the parity report, which --no-check skips")
-        from m2s2l_edge.export.onnx_export import ExportConfig, export_and_check, load_source_model
+        from m2s2l_edge.export.engine import check_build_ready, export_engine_config
+        from m2s2l_edge.export.onnx_export import ExportConfig, load_source_model
         from m2s2l_edge.export.parity import ParityError
+        from m2s2l_edge.export.run import export_model, failed_record
 
         config = ExportConfig(scan=scan, precision="fp16" if fp16 else "fp32", batch=batch, dynamic_batch=dynamic,
                               opset=opset)
-        check_export_options(output_format=output_format, weights=weights, preset=preset, plugin=plugin, int8=int8,
-                             calibration_data=calibration_data, fp16=fp16)
         if out is not None:
-            out, engine_out = export_paths(out, output_format)
-            _check_outputs(out, engine_out, overwrite)
-        engine_cfg = _engine_config(scan, fp16, batch, dynamic, plugin) if output_format == "engine" else None
+            out, engine_out = _checked_outputs(export_paths(out, output_format), overwrite)
+        engine_cfg = None
+        if output_format == "engine":
+            check_build_ready(scan, plugin)
+            engine_cfg = export_engine_config(fp16=fp16, batch=batch, dynamic=dynamic, plugin=plugin)
         _quiet_exporter()
         model, source = load_source_model(weights, preset, seed)
         if out is None:
-            out, engine_out = default_export_paths(model.cfg.name, output_format, scan=config.scan,
-                                                   precision="int8" if int8 else config.precision, batch=batch,
-                                                   dynamic=dynamic)
-            _check_outputs(out, engine_out, overwrite)
+            out, engine_out = _checked_outputs(default_export_paths(
+                model.cfg.name, output_format, scan=config.scan, precision=config.precision, batch=batch,
+                dynamic=dynamic, int8=int8), overwrite)
         target.append(out)
         from m2s2l_edge.artifacts.metadata import sidecar_path
 
         check_distinct_paths({"--out": out, "metadata": sidecar_path(out), "--json": json_out, "engine": engine_out},
                              {"--weights": weights, "--calibration-data": calibration_data})
-        comparison = None
         try:
-            if int8:
-                from m2s2l_edge.export.quantize import calibration_clips, export_int8
-
-                calibration = calibration_clips(calibration_data, model.cfg.clip_len, model.cfg.image_size)
-                path, report, comparison = export_int8(model, out, config, calibration, source=source,
-                                                       dataset=dataset, lam=lambda_, check=check, threads=threads)
-            else:
-                path, report = export_and_check(model, out, config, source=source, dataset=dataset, lam=lambda_,
-                                                check=check, threads=threads)
+            result = export_model(model, out, config, calibration_data=calibration_data if int8 else None,
+                                  source=source, dataset=dataset, lam=lambda_, check=check, threads=threads)
         except ParityError as e:
             _print_report(e.report)
-            emit_json({"passed": False, **e.report.as_dict(), "written": None}, json_out)
+            emit_json(failed_record(e.report), json_out)
             raise fail(f"{e}; nothing written to {out}", EXIT_BAD_INPUT) from None
-    if report is not None:
-        _print_report(report, stderr=err)
-    size_mb = path.stat().st_size / 1e6
-    typer.echo(f"wrote {path} ({size_mb:.1f} MB) and {path.name}.json: {config.scan} scan, "
-               f"{'int8 (Q/DQ)' if int8 else config.precision}, batch {config.batch_label}, opset {config.opset}",
-               err=err)
-    if comparison is not None:
-        agree, score = comparison["frame_pred_psnr_vs_fp32_db"], comparison["score_change_db"]
-        typer.echo(f"INT8 against FP32 on {comparison['clips']} calibration clips: frame_pred {agree['mean']:.1f} dB "
-                   f"(lowest {agree['min']:.1f}); fused score moved {score['mean']:.3f} dB on average, "
-                   f"{score['max']:.3f} at most. Calibrate `watch` anew for this model: its scores differ.", err=err)
+    _print_written(result, config, int8, err)
     if engine_cfg is not None:
         from m2s2l_edge.export.engine import build_engine
 
-        with user_errors(kept=lambda: f"kept {path}; no engine was written"):
-            eng = build_engine(path, engine_out, engine_cfg)["engine"]
+        with user_errors(kept=lambda: f"kept {result.path}; no engine was written"):
+            eng = build_engine(result.path, engine_out, engine_cfg)["engine"]
         typer.echo(f"wrote {engine_out} ({eng['precision']}, TensorRT {eng['tensorrt']}, {eng['gpu']}) and "
                    f"{engine_out.name}.json", err=err)
-    if report is not None:
+    if result.report is not None:
         with user_errors():
-            emit_json({"passed": report.passed, **report.as_dict(), "written": str(path),
-                       **({"int8_vs_fp32": comparison} if comparison is not None else {})}, json_out)
+            emit_json(result.record(), json_out)
 
 
-def _check_outputs(onnx_out: Path, engine_out: Path | None, overwrite: bool) -> None:
+def _checked_outputs(paths: tuple[Path, Path | None], overwrite: bool) -> tuple[Path, Path | None]:
     """Up front, before the slow export: every file the export writes is writable and, without --overwrite, new."""
-    from m2s2l_edge.artifacts.metadata import sidecar_path
+    from m2s2l_edge.export.outputs import written_files
 
-    check_output_file(onnx_out, overwrite=overwrite)
-    if onnx_out.suffix != ".onnx":
-        raise ValueError(f"--out {onnx_out} must end in .onnx")
-    for path in (sidecar_path(onnx_out), *((engine_out,) if engine_out is not None else ())):
+    for path in written_files(*paths):
         check_output_file(path, overwrite=overwrite)
+    return paths
+
+
+def _print_written(result, config, int8: bool, err: bool) -> None:
+    if result.report is not None:
+        _print_report(result.report, stderr=err)
+    path = result.path
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json: {config.scan} scan, "
+               f"{'int8 (Q/DQ)' if int8 else config.precision}, batch {config.batch_label}, opset {config.opset}",
+               err=err)
+    if result.comparison is not None:
+        agree, score = result.comparison["frame_pred_psnr_vs_fp32_db"], result.comparison["score_change_db"]
+        typer.echo(f"INT8 against FP32 on {result.comparison['clips']} calibration clips: frame_pred "
+                   f"{agree['mean']:.1f} dB (lowest {agree['min']:.1f}); fused score moved {score['mean']:.3f} dB on "
+                   f"average, {score['max']:.3f} at most. Calibrate `watch` anew for this model: its scores differ.",
+                   err=err)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,39 +11,13 @@ from typing import Annotated
 import typer
 
 from m2s2l_edge.cli.errors import user_errors
+from m2s2l_edge.runtime.plugin_build import LIBRARIES, cmake_commands, find_nvcc, plugin_source_dir
 
 plugin_app = typer.Typer(help="The SelectiveScan CUDA kernels and TensorRT plugin (plugins/).", no_args_is_help=True)
-
-# What the build leaves in the build folder (plugins/CMakeLists.txt).
-LIBRARIES = ("libm2s2l_plugins.so", "libm2s2l_plugins_static.so", "libm2s2l_scan_kernels.a")
-# Where JetPack and NVIDIA's installers put nvcc; it is not on PATH by default.
-_NVCC_FALLBACK = Path("/usr/local/cuda/bin/nvcc")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(plugin_app, name="plugin")
-
-
-def plugin_source_dir(cwd: Path | None = None) -> Path:
-    """plugins/ of this checkout (editable install), else of the working folder."""
-    for root in (Path(__file__).resolve().parents[2], cwd or Path.cwd()):
-        if (root / "plugins" / "CMakeLists.txt").is_file():
-            return root / "plugins"
-    raise FileNotFoundError("plugins/CMakeLists.txt not found: run from the m2s2l-edge repository root")
-
-
-def find_nvcc(env: dict | None = None) -> tuple[Path, bool]:
-    """nvcc to use and whether CMake must be told (it finds nvcc on PATH or in $CUDACXX by itself)."""
-    env = os.environ if env is None else env
-    if env.get("CUDACXX"):
-        return Path(env["CUDACXX"]), False
-    on_path = shutil.which("nvcc")
-    if on_path:
-        return Path(on_path), False
-    if _NVCC_FALLBACK.is_file():
-        return _NVCC_FALLBACK, True
-    raise RuntimeError("nvcc (CUDA toolkit) not found on PATH or in /usr/local/cuda/bin: install the CUDA toolkit "
-                       "(JetPack: sudo apt install nvidia-jetpack) and add its bin/ folder to PATH")
 
 
 def _build_ort_library() -> None:
@@ -62,34 +35,6 @@ def _build_ort_library() -> None:
     typer.echo(f"built {path}")
     typer.echo(f"register with SessionOptions.register_custom_ops_library({str(path)!r}); C++: "
                "Ort::SessionOptions::RegisterCustomOpsLibrary; Triton: model_operations { op_library_filename }")
-
-
-def cmake_commands(
-    source: Path,
-    build_dir: Path,
-    *,
-    cmake: str = "cmake",
-    nvcc: Path | None = None,
-    tensorrt_root: Path | None = None,
-    cuda_arch: str | None = None,
-    kernels_only: bool = False,
-    static_lib: bool = True,
-    jobs: int | None = None,
-) -> list[list[str]]:
-    """The configure and build command lines (plugins/CMakeLists.txt documents the options)."""
-    configure = [cmake, "-S", str(source), "-B", str(build_dir)]
-    if nvcc is not None:
-        configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    if cuda_arch:
-        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
-    # The switches are cache variables: always set, so that an earlier run's choice does not stick to this one.
-    configure.append(f"-DM2S2L_BUILD_PLUGIN={'OFF' if kernels_only else 'ON'}")
-    if not kernels_only:
-        configure.append(f"-DM2S2L_BUILD_STATIC_PLUGIN_LIB={'ON' if static_lib else 'OFF'}")
-        if tensorrt_root is not None:
-            configure.append(f"-DTensorRT_ROOT={tensorrt_root}")
-    build = [cmake, "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 1)]
-    return [configure, build]
 
 
 @plugin_app.command("build")

@@ -40,10 +40,7 @@ def profile(
     json_out: JsonOut = None,
 ) -> None:
     """Count parameters and MACs per component (the paper's FLOPs convention) and optionally measure FPS."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from m2s2l_edge.efficiency.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M, profile_model, time_forward
+    from m2s2l_edge.efficiency.profile import profile_model, time_forward
     from m2s2l_edge.ops.dispatch import BACKENDS
 
     batch = batch or 1
@@ -64,8 +61,22 @@ def profile(
     data = result.as_dict()
     if timing is not None:
         data["fps"] = timing
+    console = _print(result, timing, device=device, ablation=ablation, to_stderr=json_to_stdout(json_out))
+    with user_errors():
+        emit_json(data, json_out)
+    if json_out is not None and not json_to_stdout(json_out):
+        console.print(f"wrote {json_out}")
 
-    console = Console(stderr=json_to_stdout(json_out))  # '--json -': stdout carries the JSON only
+
+def _print(result, timing: dict | None, *, device: str | None, ablation: str | None, to_stderr: bool):
+    """The count per component, the paper's figures (and ours against them where comparable), the timing; returns
+    the console it printed to ('--json -': stderr, so that stdout carries the JSON only)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from m2s2l_edge.efficiency.profile import PAPER_FPS, PAPER_GFLOPS, PAPER_PARAMS_M
+
+    console = Console(stderr=to_stderr)
     table = Table(title=f"M²S²L '{result.preset}' at {result.resolution}×{result.resolution}, batch {result.batch}")
     for col in ("component", "params (M)", "MACs (G)", "scan (G)", "paper FLOPs (G)", "true FLOPs (G)"):
         table.add_column(col, justify="left" if col == "component" else "right")
@@ -76,24 +87,18 @@ def profile(
 
     for name, g in result.groups.items():
         add(name, g)
-    total = result.total
-    add("total (ours, measured)", total, style="bold")
+    add("total (ours, measured)", result.total, style="bold")
     console.print(table)
     console.print(
         "paper figures (Table 1, their hardware): "
         f"{PAPER_PARAMS_M} M parameters, {PAPER_GFLOPS} G FLOPs (= MACs), {PAPER_FPS} FPS"
     )
-    if result.preset == "paper" and result.resolution == 256 and result.batch == 1 and not ablation:
-        console.print(
-            f"ours vs paper: parameters {100 * (total.params / 1e6 / PAPER_PARAMS_M - 1):+.1f} %, "
-            f"FLOPs {100 * (total.paper_flops / 1e9 / PAPER_GFLOPS - 1):+.1f} %"
-        )
+    against = result.against_paper(ablation)
+    if against is not None:
+        console.print(f"ours vs paper: parameters {against['params_pct']:+.1f} %, FLOPs {against['flops_pct']:+.1f} %")
     console.print("scan counted by formula 9·B·L·D·N per call; true FLOPs = 2·MACs + scan", style="dim")
     if timing is not None:
         from m2s2l_edge.efficiency.benchmarking import format_summary
 
         console.print(format_summary(timing, title=f"forward pass on {device}"), markup=False, highlight=False)
-    with user_errors():
-        emit_json(data, json_out)
-    if json_out is not None and not json_to_stdout(json_out):
-        console.print(f"wrote {json_out}")
+    return console

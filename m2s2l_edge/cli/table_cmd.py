@@ -84,25 +84,21 @@ def table(
     to_stdout = json_to_stdout(json_out)
     written: list[str] = []
     with user_errors(kept=lambda: f"kept {', '.join(written)}" if written else "nothing was written"):
-        dev = check_device(device)
-        if fp16 and not dev.startswith("cuda"):
-            raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment path)")
+        from m2s2l_edge.efficiency.table import TimingConfig, build_table, check_plot_path, plot_table, to_markdown
+
+        timing = TimingConfig(device=check_device(device), half=fp16, batch=batch or 1, warmup=warmup,
+                              iterations=iterations, cuda_graph=cuda_graph)
         check_json_target(json_out)
         check_distinct_paths({"--markdown": markdown, "--out": out, "--json": json_out})
         if markdown is not None:
             check_output_file(markdown, overwrite=True, flag="--markdown")
         if out is not None:
-            if out.suffix.lower() != ".png":
-                raise ValueError(f"--out {out}: the plot is a PNG file (give a name ending in .png)")
+            check_plot_path(out)
             check_output_file(out, overwrite=overwrite)
-        import torch
-
-        from m2s2l_edge.efficiency.table import TimingConfig, build_table, plot_table, to_markdown
-
         if threads is not None:
+            import torch
+
             torch.set_num_threads(threads)
-        timing = TimingConfig(device=dev, half=fp16, batch=batch or 1, warmup=warmup, iterations=iterations,
-                              cuda_graph=cuda_graph)
 
         from m2s2l_edge.cli.progress import TimingProgress
 

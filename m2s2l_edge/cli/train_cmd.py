@@ -64,6 +64,7 @@ def train(
         from m2s2l_edge.cli.options import check_device, check_output_dir
         from m2s2l_edge.cli.progress import RichTrainProgress, make_train_progress
         from m2s2l_edge.config import LossConfig, TrainConfig
+        from m2s2l_edge.training.distributed import joined_from_env
         from m2s2l_edge.training.settings import training_settings
         from m2s2l_edge.training.trainer import DataConfig, RunConfig, TrainCallbacks
         from m2s2l_edge.training.trainer import train as run_training
@@ -83,7 +84,7 @@ def train(
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
                             overwrite=overwrite, keep_epochs=keep_epochs)
-        with _process_group(device, batch) as group:
+        with joined_from_env(device, batch) as group:
             if rank:  # the other ranks train as quietly as they write: rank 0 reports for the job
                 result = run_training(model_cfg, train_cfg, data_cfg, run_cfg, TrainCallbacks(), distributed=group,
                                       arch=model)
@@ -128,20 +129,6 @@ class _quiet_unless_rank0:  # noqa: N801 - a context manager, reads like a state
         if exit_code_for(exc) == EXIT_BAD_INPUT:
             raise typer.Exit(EXIT_BAD_INPUT) from None
         return False
-
-
-def _process_group(device: str, batch: int):
-    """The torchrun job this process belongs to (None outside torchrun), joined for the block; the global batch is
-    checked against the number of processes first, so a bad --batch never reaches the rendezvous."""
-    import contextlib
-
-    from m2s2l_edge.training.distributed import from_env, local_batch, process_group
-
-    env = from_env()
-    if env is None:
-        return contextlib.nullcontext()
-    local_batch(batch, env.world_size)
-    return process_group(env, device)
 
 
 def _kept(out: Path) -> str:

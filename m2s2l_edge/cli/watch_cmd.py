@@ -6,6 +6,7 @@ into exit codes (README, "Watch a camera").
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -178,6 +179,25 @@ def _ui_address(ui: str | None, ui_token: str | None):
         raise fail(str(e), EXIT_USAGE) from None
 
 
+@contextlib.contextmanager
+def _web_view(live, address, token: str | None, *, config: Path | None, media_dir: Path | None):
+    """The web view (``--ui``) for the duration of the block; up before the model loads, so that the page shows the
+    cameras starting. Nothing without an address."""
+    if address is None:
+        yield
+        return
+    from m2s2l_edge.ui.server import UIServer
+
+    view = UIServer(live, address, token=token, config_path=config, media_dir=media_dir)
+    view.start()
+    try:
+        typer.echo(f"web view: {view.shown_url}" + (" (the token: --ui-token or $M2S2L_UI_TOKEN)" if token else ""),
+                   err=True)
+        yield
+    finally:
+        view.stop()
+
+
 def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, source, config, calibration, score,
          threshold, scores, events, webhook, mqtt, snapshots, video_out, metrics_port, ui, ui_token, report, keep_mb,
          keep_hours, json_out, replay, stride, batch, read_timeout, device, threads) -> tuple[dict, list[str]]:
@@ -191,25 +211,19 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
 
     # From here on SIGTERM / SIGINT stop the watch cleanly, also while the model loads or a camera opens.
     with stop_on_signals(interrupt_startup=True) as stops:
-        from m2s2l_edge.watch.cameras import cameras_from_sources, load_cameras
-        from m2s2l_edge.watch.feeds import check_openable
+        from m2s2l_edge.watch.cameras import cameras_of
         from m2s2l_edge.watch.pipeline import WatchOptions, default_batch
         from m2s2l_edge.watch.service import (
             WatchSettings,
-            check_outputs,
-            load_calibrations,
+            backend_options,
+            check_before_model,
+            check_one_stdout,
+            live_feed,
             outputs_and_inputs,
             run_watch,
         )
 
-        if (source and config) or not (source or config):
-            raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
-        stdout = [flag for flag, target in (("--events", events), ("--scores", scores)) if target == "-"]
-        stdout += ["--json"] if json_to_stdout(json_out) else []
-        if len(stdout) > 1:
-            raise ValueError(f"{' and '.join(f'{f} -' for f in stdout)} all want stdout; send all but one to files")
-        check_json_target(json_out)
-        cameras = load_cameras(config) if config else cameras_from_sources(source)
+        cameras = cameras_of(source, config)
         settings = WatchSettings(
             cameras=cameras,
             options=WatchOptions(stride=stride, replay=replay, batch=batch or default_batch(len(cameras)),
@@ -217,38 +231,19 @@ def _run(state: dict, *, weights, onnx, engine, server, model, preset, seed, sou
             events=events, webhook=webhook, mqtt=mqtt, snapshots=snapshots, video_out=video_out,
             metrics_port=metrics_port, keep_mb=keep_mb, keep_hours=keep_hours, scores=scores, report=report,
         )
+        check_one_stdout(settings, json_out=json_out)
+        check_json_target(json_out)
         models = {"--weights": weights, "--onnx": onnx, "--engine": engine}
         check_distinct_paths(*outputs_and_inputs(settings, json_out=json_out, config=config, calibration=calibration,
                                                  models=models))
-        # Everything that can be refused without the model, before the model loads.
-        check_outputs(settings)
-        load_calibrations(settings, calibration)
-        for cam in cameras:
-            check_openable(cam.spec)
+        check_before_model(settings, calibration)
         src = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, seed=seed, server=server,
                            model=model)
-        live = view = None
-        if address is not None or report is not None:
-            from m2s2l_edge.watch.live import LiveFeed
-
-            live = LiveFeed([c.camera for c in cameras], keep_frames=report is not None)
-        try:
-            if address is not None:
-                from m2s2l_edge.ui.server import UIServer
-
-                # Up before the model loads: the page shows the cameras starting.
-                view = UIServer(live, address, token=token, config_path=config, media_dir=snapshots)
-                view.start()
-                typer.echo(f"web view: {view.shown_url}" + (" (the token: --ui-token or $M2S2L_UI_TOKEN)"
-                                                             if token else ""), err=True)
-            # A served model: a long retry budget lets the cameras keep their windows through a server restart.
-            options = {"run_retries": 1_000_000} if src.kind == "triton" else {}
-            backend = open_backend(src, device=device, threads=threads, **options)
+        live = live_feed(settings, ui=address is not None)
+        with _web_view(live, address, token, config=config, media_dir=snapshots):
+            backend = open_backend(src, device=device, threads=threads, **backend_options(src.kind))
             summary = run_watch(backend, settings, model_path=src.path, calibration=calibration,
                                 stop=stops.event, running=stops.running, live=live)
-        finally:
-            if view is not None:
-                view.stop()
         if report is not None:
             from m2s2l_edge.watch.run_report import write_watch_report
 

@@ -93,6 +93,15 @@ class ProfileResult:
             "paper": {"params_m": PAPER_PARAMS_M, "gflops": PAPER_GFLOPS, "fps": PAPER_FPS},
         }
 
+    def against_paper(self, ablation: str | None = None) -> dict[str, float] | None:
+        """Our count against the paper's Table 1, in percent (``params_pct``, ``flops_pct``), where the two describe
+        the same thing: the paper preset, the full model, 256×256, batch 1. None otherwise."""
+        if self.preset != "paper" or self.resolution != 256 or self.batch != 1 or ablation:
+            return None
+        total = self.total
+        return {"params_pct": 100 * (total.params / 1e6 / PAPER_PARAMS_M - 1),
+                "flops_pct": 100 * (total.paper_flops / 1e9 / PAPER_GFLOPS - 1)}
+
 
 def count_module(module: nn.Module, *inputs: torch.Tensor) -> tuple[int, int, dict[str, tuple[int, int]]]:
     """(params, dense MACs, {submodule path: (dense MACs, scan FLOPs)}) of one forward pass of ``module``.

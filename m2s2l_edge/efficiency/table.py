@@ -183,12 +183,12 @@ def _takes_scan_backend(name: str) -> bool:
 
 def build_component(comp: Component, *, scan_backend: str | None = None):
     """The component's module in eval mode (fresh weights), with ``scan_backend`` where it has scans."""
-    from m2s2l_edge.models.registry import create_model
+    from m2s2l_edge.models.registry import build_model
 
     kw = dict(comp.kwargs)
     if scan_backend is not None and _takes_scan_backend(comp.model):
         kw["scan_backend"] = scan_backend
-    return create_model(comp.model, **kw).eval()
+    return build_model(comp.model, **kw).eval()
 
 
 def example_inputs(model, batch: int = 1, device="cpu", dtype=None) -> tuple:
@@ -257,6 +257,12 @@ class TimingConfig:
     warmup: int = DEFAULT_WARMUP
     iterations: int = DEFAULT_ITERATIONS
     cuda_graph: bool = True
+
+    def __post_init__(self) -> None:
+        # Half-precision CPU kernels are slow and no deployment runs them: an FP16 time on a CPU would mislead.
+        if self.half and not self.device.startswith("cuda"):
+            raise ValueError("--fp16 timing needs --device cuda (half-precision CPU kernels are not a deployment "
+                             "path)")
 
 
 def time_row(spec: RowSpec, cfg: TimingConfig, on_call: Callable[[int, int], None] | None = None) -> dict:
@@ -450,6 +456,15 @@ def to_markdown(result: dict) -> str:
                  f"{t['fps_is']}. torch {m.get('torch', '?')}, {result['date']}.", ""]
     text += ["Counting: " + "; ".join(f"{k}: {v}" for k, v in conv.items()) + ".", "", "Notes:", *notes, ""]
     return "\n".join(text)
+
+
+def check_plot_path(path: str | os.PathLike) -> None:
+    """ValueError unless ``path`` names a PNG file (what :func:`plot_table` writes)."""
+    from pathlib import Path
+
+    if Path(path).suffix.lower() == ".png":
+        return
+    raise ValueError(f"--out {path}: the plot is a PNG file (give a name ending in .png)")
 
 
 def plot_table(result: dict, path: str | os.PathLike):

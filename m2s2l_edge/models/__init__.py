@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m2s2l_edge.config import ModelConfig, get_preset, preset_names
-from m2s2l_edge.models.m2s2l import M2S2L, M2S2LInference
+from m2s2l_edge.models.m2s2l import M2S2L
 
 
 def create_model(
@@ -22,4 +22,4 @@ def create_model(
     return M2S2L(cfg)
 
 
-__all__ = ["M2S2L", "M2S2LInference", "ModelConfig", "create_model", "preset_names"]
+__all__ = ["M2S2L", "ModelConfig", "create_model", "preset_names"]

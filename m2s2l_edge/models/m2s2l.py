@@ -227,13 +227,3 @@ class M2S2L(nn.Module):
         out = self.forward(clip)
         return out["frame_pred"], out["motion_pred"]
 
-
-class M2S2LInference(nn.Module):
-    """Wrapper with a tuple output, for export and runtime backends."""
-
-    def __init__(self, model: M2S2L) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.predict(clip)

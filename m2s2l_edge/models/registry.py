@@ -1,4 +1,4 @@
-"""Model registry: our model and its peers by name (``create_model("mnad")``, ``list_models(family="peer")``).
+"""Model registry: our model and its peers by name (``build_model("mnad")``, ``list_models(family="peer")``).
 
 "ours" are the M²S²L presets and ablations; "peer" are the paper's baselines rebuilt in ``baselines/``. Builders
 import their module only when called, so listing the registry is cheap.
@@ -52,7 +52,7 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}") from None
 
 
-def create_model(name: str, **kw) -> nn.Module:
+def build_model(name: str, **kw) -> nn.Module:
     """Build a registered architecture with fresh weights; ``kw`` go to its constructor."""
     return get_entry(name).build(**kw)
 

@@ -311,3 +311,14 @@ def process_group(env: DistEnv, device: str) -> Iterator[Distributed]:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def joined_from_env(device: str, global_batch: int, environ: dict[str, str] | None = None):
+    """The torchrun job this process belongs to, to join for a ``with`` block (it yields a :class:`Distributed`), or
+    a block yielding None outside torchrun. The global batch is checked against the number of processes first, so
+    a bad ``--batch`` never reaches the rendezvous."""
+    env = from_env(environ)
+    if env is None:
+        return contextlib.nullcontext()
+    local_batch(global_batch, env.world_size)
+    return process_group(env, device)

@@ -95,6 +95,13 @@ def cameras_from_sources(sources: list[str], calibration: Path | None = None) ->
     return tuple(CameraConfig(parse_source(s, f"cam{i}"), calibration=calibration) for i, s in enumerate(sources))
 
 
+def cameras_of(sources: list[str] | None, config: str | os.PathLike | None) -> tuple[CameraConfig, ...]:
+    """The cameras a watch is given: ``--source`` values (repeatable) or a ``--config`` YAML file, exactly one."""
+    if (sources and config) or not (sources or config):
+        raise ValueError("give the cameras either as --source (repeatable) or as --config cameras.yaml")
+    return load_cameras(config) if config else cameras_from_sources(sources)
+
+
 def _number(value, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{where}: expected a number, got {value!r}")

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Clip:
+class EventClip:
     """One event's clip while it is collected: its file, frames and their stream times."""
 
     path: Path
@@ -49,7 +49,7 @@ class ClipRecorder:
     horizon_s: float = 2.5  # how far back the ring reaches: the pre-roll before an event's first frame, and the
     # minimum duration between that first frame and the one that confirms the event
     _roll: deque = field(init=False, repr=False)
-    _collecting: list[Clip] = field(default_factory=list, init=False, repr=False)
+    _collecting: list[EventClip] = field(default_factory=list, init=False, repr=False)
     _writer: ClipWriter | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,11 +77,11 @@ class ClipRecorder:
                     clip.truncated = True
         self.flush(t)
 
-    def start(self, path: Path, first_time: float) -> Clip:
+    def start(self, path: Path, first_time: float) -> EventClip:
         """A clip for an event whose first frame came at stream time ``first_time``: the pre-roll from the ring on."""
         t0 = first_time - self.pre_roll_s
         pre = [(t, f) for t, f in self._roll if t >= t0]
-        clip = Clip(path, [f for _, f in pre], [t for t, _ in pre])
+        clip = EventClip(path, [f for _, f in pre], [t for t, _ in pre])
         self._collecting.append(clip)
         return clip
 
@@ -126,14 +126,14 @@ class ClipWriter:
     def __init__(self, camera: str = "", media=None) -> None:
         self.camera = camera
         self.media = media
-        self._todo: queue.Queue[Clip | None] = queue.Queue()
+        self._todo: queue.Queue[EventClip | None] = queue.Queue()
         self._done: queue.Queue[tuple[dict[str, Any], Exception | None]] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="m2s2l-clips", daemon=True)
         self._thread.start()
 
-    def submit(self, clip: Clip) -> None:
+    def submit(self, clip: EventClip) -> None:
         with self._lock:
             self._pending += 1
         self._todo.put(clip)

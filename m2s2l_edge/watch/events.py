@@ -33,7 +33,7 @@ import numpy as np
 
 from m2s2l_edge.scoring.stream import SMOOTHING, Smoother
 
-from .clips import Clip, ClipRecorder
+from .clips import ClipRecorder, EventClip
 from .regions import Polygon, RegionScorer, check_rois_fit, parse_rois
 from .types import FrameScore, config_from_mapping
 
@@ -197,7 +197,7 @@ class _Event:
     last_msg_time: float = -math.inf
     confirmed: bool = False
     roi: int | None = None
-    clip: Clip | None = None
+    clip: EventClip | None = None
     levels: tuple[float, float] = (math.nan, math.nan)
     snapshot_written: bool = False
 

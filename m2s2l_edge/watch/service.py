@@ -128,6 +128,41 @@ def outputs_and_inputs(settings: WatchSettings, *, json_out: Path | None = None,
     return outputs, inputs
 
 
+def check_one_stdout(settings: WatchSettings, *, json_out: Path | str | None = None) -> None:
+    """At most one output may go to stdout ('-'): the events, the scores table or the summary (``json_out``)."""
+    flags = [flag for flag, target in (("--events", settings.events), ("--scores", settings.scores),
+                                       ("--json", json_out)) if target is not None and str(target) == "-"]
+    if len(flags) > 1:
+        raise ValueError(f"{' and '.join(f'{f} -' for f in flags)} all want stdout; send all but one to files")
+
+
+def check_before_model(settings: WatchSettings, calibration: Path | None = None) -> None:
+    """Everything a watch can refuse without its model, checked before the model loads (a slow load, or a server
+    connection): the outputs (their folders made), every calibration file, every camera's kind of source."""
+    from m2s2l_edge.watch.feeds import check_openable
+
+    check_outputs(settings)
+    load_calibrations(settings, calibration)
+    for cam in settings.cameras:
+        check_openable(cam.spec)
+
+
+def backend_options(kind: str) -> dict:
+    """How a watch opens its backend beyond device and threads: a served model (``triton``) gets a long retry
+    budget per batch, so that the cameras keep their windows through a server restart."""
+    return {"run_retries": 1_000_000} if kind == "triton" else {}
+
+
+def live_feed(settings: WatchSettings, *, ui: bool = False):
+    """The :class:`~m2s2l_edge.watch.live.LiveFeed` a watch publishes to when something reads it (``ui``: the web
+    view; ``settings.report``: the end-of-run report, which also keeps the most anomalous frames), else None."""
+    if not ui and settings.report is None:
+        return None
+    from m2s2l_edge.watch.live import LiveFeed
+
+    return LiveFeed([c.camera for c in settings.cameras], keep_frames=settings.report is not None)
+
+
 def load_calibrations(settings: WatchSettings, default: Path | None) -> dict[str, tuple[Calibration, str] | None]:
     """Each camera's calibration (its own from --config, else ``--calibration``) and where it came from, parsed now:
     a bad file fails before the model loads."""
