@@ -13,14 +13,13 @@ same run. Without causal-conv1d only the PyTorch path is timed and the JSON says
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-from m2s2l_edge.efficiency.benchmarking import machine_info, time_callable
+from m2s2l_edge.efficiency.benchmarking import machine_info, time_callable, write_json
 from m2s2l_edge.ops import causal_conv
 
 SHAPES = [(b, 512, length) for b in (1, 8) for length in (768, 512, 256)]
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               "note": None if causal_conv.is_available() else f"causal-conv1d not installed: {causal_conv.INSTALL}",
               "rows": rows, "machine": machine_info(), "loadavg": os.getloadavg()}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0 if all(r.get("parity_ok", True) for r in rows) else 1
 
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.baseline_tree / "m2s2l_edge" / "__init__.py").is_file():
         print(f"error: {args.baseline_tree} is not a checkout of this repository (no m2s2l_edge/)", file=sys.stderr)
         return 2
-    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, write_json
 
     trees = {"this": HERE, "baseline": args.baseline_tree.resolve()}
     rounds: dict[str, list[dict]] = {k: [] for k in trees}
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
               "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

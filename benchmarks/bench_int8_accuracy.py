@@ -14,7 +14,6 @@ Build 0 chose the recipe; build 1 (same frames, other anomalies) confirms. Nothi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info
+    from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, write_json
 
     load_before = load_average()
     result = run(args.weights, args.builds, args.threads)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {row['weights']} | {root} | {b['auc_fp32']:.4f} | {b['auc_int8']:.4f} | {b['auc_change']:+.4f} "
                   f"| {b['fused_change_db']['mean']:.3f} / {b['fused_change_db']['max']:.3f} |")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -14,13 +14,12 @@ recorded before and after each row (the machine may be shared).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_callable
+from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, time_callable, write_json
 from m2s2l_edge.models import create_model
 
 
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "model_cpu_forward", "auto_backend": resolve_backend("auto", "cpu"), "rows": rows,
               "machine": machine_info(), "loadavg": load_average()}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -26,7 +26,6 @@ Exit status: 0 when every parity check passed, 1 otherwise, 2 when the kernel co
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from m2s2l_edge.efficiency.benchmarking import machine_info, time_cuda_graph, time_per_call  # noqa: E402
+from m2s2l_edge.efficiency.benchmarking import machine_info, time_cuda_graph, time_per_call, write_json  # noqa: E402
 from m2s2l_edge.ops.selective_scan import selective_scan_ref, selective_scan_torch  # noqa: E402
 
 FP32_BOUND = 1e-5
@@ -472,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print_report(report)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str))
+        write_json(out, report)
         print(f"\nJSON: {out}")
     parity_ok = all(p.get("ok") for p in report.get("parity", []) if "skipped" not in p)
     parity_ok = parity_ok and "parity" not in report["errors"]

@@ -161,7 +161,7 @@ def main() -> None:
 
     if chromium.missing():
         sys.exit(f"error: {chromium.missing()}")
-    from m2s2l_edge.efficiency.benchmarking import machine_info
+    from m2s2l_edge.efficiency.benchmarking import machine_info, write_json
 
     with tempfile.TemporaryDirectory(prefix="bench_ui-") as tmp:
         work = Path(tmp)
@@ -202,8 +202,7 @@ def main() -> None:
         "arms": arms,
         "runs": runs,
     }
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.json, result)
     print(f"\nwithout the web view: {base:.1f} frames/s (median of {a.rounds}); wrote {a.json}")
     for arm in ARMS[1:]:
         x = arms[arm]

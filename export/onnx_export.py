@@ -32,7 +32,7 @@ import torch
 
 from m2s2l_edge.artifacts import metadata as meta_mod
 from m2s2l_edge.artifacts.checkpoint import weights_digest
-from m2s2l_edge.export.outputs import FORMATS
+from m2s2l_edge.export.outputs import FORMATS, check_onnx_output
 from m2s2l_edge.export.scan_onnx import DEFAULT_SCAN_FORM, SCAN_FORMS
 from m2s2l_edge.scoring.model import resolve_lambda, stored_number
 
@@ -426,11 +426,7 @@ def export_and_check(
     """
     import onnx
 
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"output path {out} is a folder; give a file name such as {out / 'model.onnx'}")
-    if out.suffix != ".onnx":
-        raise ValueError(f"output path {out} must end in .onnx")
+    out = check_onnx_output(out)
     source = source or WeightsOrigin(f"in-memory model ({model.cfg.name})")
     dataset = dataset if dataset is not None else source.dataset
     lam_value, lam_source = resolve_lambda(dataset, lam, stored=source.lam)

@@ -3,6 +3,7 @@ before the slow work, kept here so that a script calling the exporter gets the s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Here rather than in onnx_export (which imports torch), so that `build` on a TensorRT-only machine can use this
@@ -48,17 +49,26 @@ def default_output(preset: str, scan: str, precision: str, batch: int, dynamic: 
     return Path(f"m2s2l_{preset}_{scan}_{precision}_{'dynamic' if dynamic else f'b{batch}'}.onnx")
 
 
+def check_onnx_output(out: str | os.PathLike, label: str = "output path") -> Path:
+    """``out`` as a Path, if it can name an exported ONNX: not a folder, a name ending in .onnx (``label`` names it
+    in the error: the option or "output path")."""
+    out = Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"{label} {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    if out.suffix != ".onnx":
+        raise ValueError(f"{label} {out} must end in .onnx")
+    return out
+
+
 def export_paths(out: Path, output_format: str) -> tuple[Path, Path | None]:
     """(ONNX, engine or None) for ``out``: with --format engine ``out`` names the engine and the ONNX it is built
     from goes beside it (same stem), so the engine's metadata can point at its source. Otherwise ``out`` is the
     ONNX, a file ending in .onnx."""
     out = Path(out)
+    if output_format != "engine":
+        return check_onnx_output(out, "--out"), None
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; give a file name")
-    if output_format != "engine":
-        if out.suffix != ".onnx":
-            raise ValueError(f"--out {out} must end in .onnx")
-        return out, None
     if out.suffix != ".engine":
         raise ValueError(f"with --format engine, --out names the engine (*.engine), got {out}")
     return out.with_suffix(".onnx"), out

@@ -350,9 +350,9 @@ def export_int8(model, out: str | os.PathLike, config, calibration: CalibrationD
     if config.precision != "fp32":
         raise ValueError("--int8 quantizes an FP32 export: drop --fp16 (TensorRT runs the layers left in floating "
                          "point in FP16 where its builder allows)")
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"output path {out} must end in .onnx")
+    from m2s2l_edge.export.outputs import check_onnx_output
+
+    out = check_onnx_output(out)
     sidecar = meta_mod.sidecar_path(out)
     with tempfile.TemporaryDirectory(prefix="m2s2l_int8_") as tmp, _published(out, sidecar) as (tmp_model,
                                                                                                 tmp_sidecar):

@@ -147,3 +147,17 @@ def test_profile_fps_rows_use_the_same_summary():
     assert "--- fp32 eager ---" in text and "Device: cpu" in text and "Input: clip (1, 4, 3, 64, 64) float32" in text
     with pytest.raises(ValueError, match="iterations must be >= 1"):
         time_forward("tiny", iterations=0)
+
+
+def test_write_json_makes_the_folder_and_replaces_the_file_whole(tmp_path):
+    import json
+    from pathlib import Path
+
+    from m2s2l_edge.efficiency.benchmarking import write_json
+
+    path = tmp_path / "results" / "run.json"
+    write_json(path, {"median_ms": 1.5, "where": Path("/x")})
+    assert json.loads(path.read_text()) == {"median_ms": 1.5, "where": "/x"}  # a Path is written as its text
+    write_json(path, {"median_ms": 2.0})
+    assert json.loads(path.read_text()) == {"median_ms": 2.0}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary left beside it

@@ -262,6 +262,18 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, warmup: int, it
     return {name: summarize_latencies(t, batch) for name, t in times.items()}
 
 
+def write_json(path: str | os.PathLike, result: Mapping) -> None:
+    """A benchmark's result as indented JSON at ``path`` (its folder made), written atomically: a killed run leaves
+    the previous file, never half of one. Values JSON cannot hold are written as their ``str``."""
+    import json
+    from pathlib import Path
+
+    from m2s2l_edge.io import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages (None where the OS has none): shared machines make timings noisy."""
     try:
