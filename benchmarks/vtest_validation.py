@@ -12,6 +12,7 @@ Three steps, each a sub-command:
         --labels data/vtest/frame_labels.npy --out runs/vtest_eval
     python benchmarks/vtest_validation.py score --data data/vtest --eval runs/vtest_eval --json out.json
 
+`appearance` puts each appearance video's AUC beside the size of its recoloured person at the model's resolution.
 Two more for understanding a checkpoint: `diagnose` (every score variant, and how close the predictions are to
 copying the last frame) and `ablate` (one part of the model removed at test time: either stream, the decomposition,
 the memory read-out or query, the encoder levels). `--seed 1` builds the confirmation set: the same source frames,
@@ -104,6 +105,48 @@ def cmd_score(args) -> dict:
     scores = [np.load(files[n]) for n in names]
     return {"eval": str(args.eval), "source": result.get("source"), "micro_auc_reported": result["micro_auc"],
             "auc": _auc_table(names, labels, scores, kinds)}
+
+
+def appearance_rows(meta: dict, names, labels, scores, image_size) -> list[dict]:
+    """Per appearance video: its hue, how large the recoloured person is (median pixels at the stored size and at
+    the model's ``image_size`` (H, W)) and how far up the frame (median row; higher up is farther away in vtest),
+    and the frame AUC of ``scores`` on that video alone. ``names`` / ``labels`` / ``scores``: the scored frames of
+    every test video, aligned. Raises ValueError for a build written before the region was recorded."""
+    from footage.vtest import STORE_SIZE
+
+    from m2s2l_edge.evaluation.protocol import frame_auc
+
+    rows = []
+    shrink = image_size[0] * image_size[1] / (STORE_SIZE[0] * STORE_SIZE[1])
+    by_name = {v["name"]: v for v in meta["test_videos"]}
+    for name, lab, score in zip(names, labels, scores, strict=True):
+        video = by_name[name]
+        if video["kind"] != "appearance":
+            continue
+        params = video["params"]
+        if "region_px" not in params:
+            raise ValueError("this build does not record the recoloured region's size; build it again "
+                             "(`build --out NEW --seed K` writes the same frames, deterministically)")
+        rows.append({"video": name, "hue": params["hue"], "region_px": params["region_px"],
+                     "region_px_model": round(params["region_px"] * shrink, 1), "region_row": params["region_row"],
+                     "auc": frame_auc([lab], [score]).micro})
+    return rows
+
+
+def cmd_appearance(args) -> dict:
+    """How large each recoloured person is at the model's resolution, beside its video's AUC (an eval folder)."""
+    from footage.vtest import load_meta
+
+    result = json.loads((args.eval / "results.json").read_text(encoding="utf-8"))
+    meta = load_meta(args.meta or args.data)
+    videos, labels = _test_labels(args.data, int(result["clip_len"]))
+    files = {row["name"]: args.eval / row["scores_file"] for row in result["per_video"]}
+    names = [v.name for v in videos]
+    rows = appearance_rows(meta, names, labels, [np.load(files[n]) for n in names], result["image_size"])
+    for r in rows:
+        print(f"{r['video']}: hue {r['hue']}, {r['region_px']} px stored = {r['region_px_model']} px at "
+              f"{result['image_size'][0]} px, row {r['region_row']}: AUC {r['auc']:.3f}", file=sys.stderr)
+    return {"eval": str(args.eval), "image_size": result["image_size"], "videos": rows}
 
 
 class CachedBackend:
@@ -611,6 +654,11 @@ def main(argv=None) -> int:
     e = sub.add_parser("score", help="per-kind AUC of an eval output folder")
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--eval", type=Path, required=True)
+    ap = sub.add_parser("appearance", help="per appearance video: the recoloured person's size and the video's AUC")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--eval", type=Path, required=True)
+    ap.add_argument("--meta", type=Path, default=None,
+                    help="a rebuild of the same build (same --seed) whose metadata records the region's size")
     d = sub.add_parser("diagnose", help="score variants and the copy-last-frame comparison for one checkpoint")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--weights", type=Path, required=True)
@@ -632,12 +680,13 @@ def main(argv=None) -> int:
     li.add_argument("--threads", type=int, default=1)
     li.add_argument("--reanalyse", action="store_true",
                     help="read the outputs an earlier run left in --work instead of running the commands again")
-    for p in (b, s, e, d, a, li):
+    for p in (b, s, e, ap, d, a, li):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "diagnose": cmd_diagnose,
+        commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "appearance": cmd_appearance,
+                    "diagnose": cmd_diagnose,
                     "ablate": cmd_ablate, "live": cmd_live}
         result = commands[args.command](args)
     except (ValueError, OSError) as exc:

@@ -107,6 +107,22 @@ def test_build_reads_480_frames_and_writes_labelled_kinds(tmp_path, vtest_path, 
                                                                   == 1).all()
     reverse = next(r for r in meta["test_videos"] if r["kind"] == "wrong_direction")
     assert (np.diff(reverse["sources"])[np.array(reverse["labelled"]) - 1] == -1).all()
+    # The recoloured person's size and height are recorded, and they are the pixels that differ from the same
+    # source frame shown unchanged in another video.
+    recoloured = next(r for r in meta["test_videos"] if r["kind"] == "appearance")
+    params = recoloured["params"]
+    frame = recoloured["labelled"][len(recoloured["labelled"]) // 2]
+    source = recoloured["sources"][frame]
+    plain = next((r, r["sources"].index(source)) for r in meta["test_videos"]
+                 if r["kind"] == "frozen" and source in r["sources"]
+                 and r["sources"].index(source) not in r["labelled"])
+    import cv2
+
+    a = cv2.imread(str(out / "testing" / "frames" / recoloured["name"] / f"{frame:04d}.jpg")).astype(int)
+    b = cv2.imread(str(out / "testing" / "frames" / plain[0]["name"] / f"{plain[1]:04d}.jpg")).astype(int)
+    changed = np.abs(a - b).max(axis=2) > 40
+    assert 0.5 * params["region_px"] < changed.sum() < 2 * params["region_px"]
+    assert abs(np.nonzero(changed)[0].mean() - params["region_row"]) < 30
 
 
 def test_build_is_deterministic_per_seed(tmp_path, vtest_path):
@@ -421,6 +437,28 @@ def test_ablate_interventions_zero_the_part_they_name():
     assert change.pop("none") == 0.0
     assert all(v > 0 for v in change.values()), change
     assert all(intervened.applicable(mode) for mode in module.INTERVENTIONS)
+
+
+def test_appearance_rows_give_each_recoloured_video_its_size_and_its_own_auc():
+    """benchmarks/vtest_validation.py appearance: one row per appearance video, the region scaled to the model's
+    resolution, the AUC of that video alone; a build without the recorded region is refused in one line."""
+    import vtest_validation as VV
+
+    meta = {"test_videos": [
+        {"name": "01_appearance", "kind": "appearance", "params": {"hue": 10, "region_px": 1104, "region_row": 90}},
+        {"name": "02_fast", "kind": "fast", "params": {}},
+        {"name": "03_appearance", "kind": "appearance", "params": {"hue": 99, "region_px": 276, "region_row": 140}}]}
+    lab = np.r_[np.zeros(6), np.ones(4)].astype(np.uint8)
+    good, bad = np.r_[np.zeros(6), np.ones(4)], np.r_[np.ones(6), np.zeros(4)]
+    rows = VV.appearance_rows(meta, ["01_appearance", "02_fast", "03_appearance"], [lab, lab, lab],
+                              [good, bad, bad], (64, 64))
+    assert [r["video"] for r in rows] == ["01_appearance", "03_appearance"]
+    assert [r["auc"] for r in rows] == [1.0, 0.0]
+    assert [r["region_px_model"] for r in rows] == [40.9, 10.2]  # 1104 and 276 of 384x288 pixels at 64x64
+    assert rows[1]["region_row"] == 140 and rows[0]["hue"] == 10
+    del meta["test_videos"][0]["params"]["region_px"]
+    with pytest.raises(ValueError, match="build it again"):
+        VV.appearance_rows(meta, ["01_appearance"], [lab], [good], (64, 64))
 
 
 def test_live_table_protocol_matches_events_to_segments():

@@ -290,6 +290,10 @@ def _appearance(frames: list[np.ndarray], background: np.ndarray,
         raise RuntimeError("no pedestrian could be tracked for 15 frames in the test range")
     out, labels = [f.copy() for f in frames], np.zeros(n, np.uint8)
     rows = np.arange(frames[0].shape[0])[:, None]
+    # How large and how far away the recoloured person is (the median over the tracked frames, at the stored
+    # size): a model that reads 64 px frames sees region_px · 64² / (384 · 288) pixels of it.
+    region_px = int(np.median([m.sum() for _, m in track]))
+    region_row = int(np.median([np.nonzero(m)[0].mean() for _, m in track]))
     for i, mask in track:
         hsv = cv2.cvtColor(out[i], cv2.COLOR_RGB2HSV)
         value = hsv[..., 2].astype(np.float32)
@@ -299,7 +303,8 @@ def _appearance(frames: list[np.ndarray], background: np.ndarray,
         rgb = cv2.cvtColor(recoloured, cv2.COLOR_HSV2RGB)
         out[i][mask] = rgb[mask]
         labels[i] = 1
-    return out, labels, {"hue": hue, "stripe_px": stripe, "tracked_frames": len(track)}
+    return out, labels, {"hue": hue, "stripe_px": stripe, "tracked_frames": len(track), "region_px": region_px,
+                         "region_row": region_row}
 
 
 def make_test_videos(source: Sequence[np.ndarray], cfg: VtestConfig) -> Iterator[tuple[TestVideo, list[np.ndarray]]]:
