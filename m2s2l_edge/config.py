@@ -26,6 +26,7 @@ _EARLIER_DESIGN_KEYS = frozenset({"skip_channels", "drop_fine_skips", "skip_drop
 
 _POSITIVE_INTS = ("image_size", "clip_len", "in_channels", "dim", "temporal_depth", "d_state", "expand", "d_conv",
                   "memory_items")
+DECODER_CONVS = ("dense", "separable")
 _POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels")
 
 
@@ -58,6 +59,9 @@ class ModelConfig:
     # Decoders: channels at the fused resolution, then after each ×2 upsampling (our choice).
     # Widths sized so the paper preset lands on the paper's 14.9 M parameters and 20.1 G MACs (our choice).
     decoder_channels: tuple[int, ...] = (256, 128, 96, 72, 56)
+    # The decoders' 3×3 convolutions: ``dense``, or ``separable`` (a depth-wise 3×3 then a 1×1, MobileNet's
+    # factorisation: about 1/9 of a dense 3×3's multiply-adds at these widths; an option for the CPU budget).
+    decoder_conv: str = "dense"
     # The decoders' multi-scale inputs are the spatial encoders' own feature maps (the grids of the patch sizes
     # finer than the fused one), each read through a memory bank of its own when ``level_memory`` (MNAD's read at
     # every level the decoder uses). No separate pixel path: whatever the decoders see went through a Mamba encoder.
@@ -117,6 +121,8 @@ class ModelConfig:
                 f"decoder_channels needs {self.upsample_stages + 1} entries (fused resolution, then one per ×2 "
                 f"upsampling), got {len(self.decoder_channels)}"
             )
+        if self.decoder_conv not in DECODER_CONVS:
+            raise ValueError(f"decoder_conv must be one of {', '.join(DECODER_CONVS)}, got {self.decoder_conv!r}")
         if not 0.0 <= self.corruption_prob < 1.0:
             raise ValueError(f"corruption_prob must lie in [0, 1), got {self.corruption_prob}")
         if not 0.0 < self.corruption_min_side <= 0.25:

@@ -214,6 +214,27 @@ def test_parity_with_pytorch(request, precision, scan):
 
 
 @pytest.mark.slow
+def test_separable_decoder_exports_with_parity(tmp_path):
+    """A model with depth-wise separable decoders exports (both flavours) and passes the parity check in ONNX
+    Runtime; its graph holds grouped convolutions, still one SelectiveScan node per scan call in the plugin flavour."""
+    from m2s2l_edge.models import create_model
+
+    model = create_model("tiny", seed=0, decoder_conv="separable").eval()
+    config = ExportConfig(precision="fp32", dynamic_batch=True)
+    traced = trace_onnx(model, config)
+    for scan in FLAVOURS:
+        path = tmp_path / f"sep_{scan}.onnx"
+        _, report = export_and_check(model, path, dataclasses.replace(config, scan=scan), dataset="ped2", check=True,
+                                     threads=2, traced=traced)
+        rows = report.as_dict()["rows"]
+        assert rows and max(r["rel"] for r in rows) <= 1e-4
+        graph = onnx.load(path).graph
+        groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+        assert any(g > 1 for g in groups)
+        if scan == "plugin":
+            assert sum(n.op_type == spec.OP_NAME for n in graph.node) == scan_calls(model)
+
+
 def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path, tiny_model, monkeypatch):
     """A fault in the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime fails the parity check:
     the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on

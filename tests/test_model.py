@@ -150,6 +150,42 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 1) -> int:
     return count
 
 
+def test_separable_decoder_cuts_the_decoders_work_and_folds_exactly():
+    """decoder_conv=separable: every 3×3 block convolution of both decoders becomes depth-wise + 1×1 (the head stays
+    dense), the decoders' multiply-adds fall to under half, the rest of the model is untouched, BatchNorm folding
+    stays exact, and an unknown value is refused by the config."""
+    import copy
+
+    from m2s2l_edge.config import training_recipe
+    from m2s2l_edge.efficiency.profile import profile_model
+    from m2s2l_edge.models.fold import fold_batchnorm
+
+    recipe = training_recipe("custom", "small").model
+    dense = profile_model("small", **recipe).groups
+    separable = profile_model("small", **recipe, decoder_conv="separable").groups
+    assert separable["decoders"].macs < 0.5 * dense["decoders"].macs
+    assert {k: v for k, v in separable.items() if k != "decoders"} == {k: v for k, v in dense.items()
+                                                                        if k != "decoders"}
+    model = create_model("tiny", seed=0, decoder_conv="separable")
+    convs = [m for m in model.appearance_decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels == m.out_channels and m.kernel_size == (3, 3)
+                             for m in depthwise)
+    assert model.appearance_decoder.head.groups == 1
+    n_bn = _randomise_batchnorm(model)
+    model.eval()
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded) == n_bn
+    cfg = model.cfg
+    clip = torch.rand(2, cfg.clip_len, cfg.in_channels, cfg.image_size, cfg.image_size,
+                      generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        for ref, out in zip(model.predict(clip), folded.predict(clip), strict=True):
+            assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    with pytest.raises(ValueError, match="decoder_conv must be one of dense, separable"):
+        create_model("tiny", decoder_conv="sparse")
+
+
 def test_fold_batchnorm_keeps_the_model_output():
     import copy
 

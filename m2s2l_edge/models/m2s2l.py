@@ -112,8 +112,11 @@ class M2S2L(nn.Module):
         # Decoder stage i (after the i-th ×2 upsampling) works at stride fused_stride / 2^(i+1).
         strides = [cfg.fused_stride >> (i + 1) for i in range(cfg.upsample_stages)]
         level_channels = tuple(per_level if s in levels else 0 for s in strides)
-        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=1.0)
-        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=2.0)
+        separable = cfg.decoder_conv == "separable"
+        self.appearance_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=1.0,
+                                          separable=separable)
+        self.motion_decoder = Decoder(dec_in, cfg.decoder_channels, level_channels, out_scale=2.0,
+                                      separable=separable)
         self.corruption = InputCorruption(cfg.corruption_prob, cfg.corruption_kind, cfg.corruption_min_side)
         self._level_strides = strides
 
