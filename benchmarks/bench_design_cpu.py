@@ -9,6 +9,9 @@ merged), scan backend auto, one thread. The two designs run in separate processe
 alternating round by round so that a shared machine's load falls on both alike; a round is one process timing
 ``--iterations`` calls after ``--warmup``; the figure is the median over rounds of each round's median, per clip
 (batch 1, and batch 8 divided by 8). The ratio is this tree's time over the baseline's.
+
+``--set KEY=VALUE`` (repeatable, as `train --set`) adds a third contestant in the same rounds: this tree's recipe
+with those model-config overrides (``variant``), with its own ratio to the baseline and to this tree's recipe.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from m2s2l_edge.models.fold import optimize_for_inference
 import m2s2l_edge
 assert m2s2l_edge.__file__.startswith(sys.argv[1]), m2s2l_edge.__file__
 recipe = training_recipe("custom", "small")
-cfg = get_preset("small", **recipe.model)
+cfg = get_preset("small", **{**recipe.model, **json.loads(sys.argv[4])})
 torch.manual_seed(0)
 model = M2S2L(cfg).eval()
 optimize_for_inference(model)
@@ -58,9 +61,10 @@ print(json.dumps(out))
 """
 
 
-def run_round(tree: Path, warmup: int, iterations: int) -> dict:
+def run_round(tree: Path, warmup: int, iterations: int, overrides: dict | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
-    proc = subprocess.run([sys.executable, "-c", _WORKER, str(tree), str(warmup), str(iterations)], env=env,
+    proc = subprocess.run([sys.executable, "-c", _WORKER, str(tree), str(warmup), str(iterations),
+                           json.dumps(overrides or {})], env=env,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"timing {tree} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
@@ -74,19 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
+                   help="also time this tree's recipe with these model-config overrides (repeatable)")
     args = p.parse_args(argv)
     if not (args.baseline_tree / "m2s2l_edge" / "__init__.py").is_file():
         print(f"error: {args.baseline_tree} is not a checkout of this repository (no m2s2l_edge/)", file=sys.stderr)
         return 2
     from m2s2l_edge.efficiency.benchmarking import load_average, machine_info, write_json
+    from m2s2l_edge.training.settings import parse_overrides
 
-    trees = {"this": HERE, "baseline": args.baseline_tree.resolve()}
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trees = {"this": (HERE, {}), "baseline": (args.baseline_tree.resolve(), {})}
+    if overrides:
+        trees["variant"] = (HERE, overrides)
     rounds: dict[str, list[dict]] = {k: [] for k in trees}
     load_before = load_average()
     try:
         for _ in range(args.rounds):
-            for name, tree in trees.items():
-                rounds[name].append(run_round(tree, args.warmup, args.iterations))
+            for name, (tree, changes) in trees.items():
+                rounds[name].append(run_round(tree, args.warmup, args.iterations, changes))
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -95,17 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = {k: rs[0][k] for k in ("image_size", "patch_sizes", "params")}
         for key in ("batch1_ms_per_clip", "batch8_ms_per_clip"):
             summary[name][key] = statistics.median(r[key] for r in rs)
-    ratio = {key: summary["this"][key] / summary["baseline"][key] for key in ("batch1_ms_per_clip",
-                                                                              "batch8_ms_per_clip")}
+    keys = ("batch1_ms_per_clip", "batch8_ms_per_clip")
+    ratio = {key: summary["this"][key] / summary["baseline"][key] for key in keys}
+    if overrides:
+        ratio["variant"] = {key: summary["variant"][key] / summary["baseline"][key] for key in keys}
+        ratio["variant_to_this"] = {key: summary["variant"][key] / summary["this"][key] for key in keys}
     for name in trees:
         s = summary[name]
         print(f"{name:8s} {s['image_size']} px, patches {s['patch_sizes']}, {s['params'] / 1e6:.2f} M params: "
               f"{s['batch1_ms_per_clip']:.1f} ms per clip at batch 1, {s['batch8_ms_per_clip']:.1f} at batch 8")
     print(f"ratio this / baseline: batch 1 {ratio['batch1_ms_per_clip']:.2f}, "
           f"batch 8 {ratio['batch8_ms_per_clip']:.2f}")
+    if overrides:
+        for name, r in (("variant / baseline", ratio["variant"]), ("variant / this", ratio["variant_to_this"])):
+            print(f"ratio {name}: batch 1 {r['batch1_ms_per_clip']:.2f}, batch 8 {r['batch8_ms_per_clip']:.2f}")
     result = {"benchmark": "design_cpu_per_clip", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "ratio": ratio,
-              "rounds": rounds,
+              "rounds": rounds, "variant_overrides": {k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in overrides.items()},
               "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
               "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
     if args.json:
