@@ -68,6 +68,8 @@ class ModelConfig:
     level_memory: bool = True
     # Whether the decoders get the normalised query beside each memory read-out (MNAD) or the read-out alone.
     memory_query: bool = True
+    # The same for the joined encoder maps alone (read-out only there when False; ``memory_query`` False implies it).
+    level_query: bool = True
     # Training only: the probability that a training clip gets a box of foreign content (our addition).
     corruption_prob: float = 0.0
     corruption_kind: str = "paste"

@@ -301,6 +301,11 @@ def test_decoder_levels_are_the_finer_encoder_maps_read_through_memory():
     read_only = create_model("tiny", memory_query=False)
     assert read_only.appearance_decoder.level_channels[0] == cfg.dim
     assert create_model("tiny", level_memory=False).level_memories is None
+    # level_query=False: read-out only at the joined maps, the fused features keep their query.
+    level_read_only = create_model("tiny", level_query=False)
+    assert level_read_only.appearance_decoder.level_channels[0] == cfg.dim
+    assert not level_read_only.level_memories[0].with_query and level_read_only.memories[0].with_query
+    assert all(not bank.with_query for bank in read_only.level_memories)  # memory_query=False implies it
     assert create_model("tiny", ablation="M1").cfg.level_patch_sizes == ()  # one scale: nothing finer to join
     frames = clip_for(cfg)
     out = model(frames[:, :-1])

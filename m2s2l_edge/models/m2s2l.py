@@ -104,11 +104,12 @@ class M2S2L(nn.Module):
         per_part = (2 * c if cfg.memory_query else c) if cfg.use_memory else c
         dec_in = 2 * per_part if cfg.decompose else per_part
         levels = cfg.level_patch_sizes
+        level_query = cfg.memory_query and cfg.level_query
         self.level_memories = (
-            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=cfg.memory_query) for _ in levels)
+            nn.ModuleList(MemoryBank(cfg.memory_items, c, with_query=level_query) for _ in levels)
             if cfg.use_memory and cfg.level_memory else None
         )
-        per_level = (2 * c if cfg.memory_query else c) if self.level_memories is not None else c
+        per_level = (2 * c if level_query else c) if self.level_memories is not None else c
         # Decoder stage i (after the i-th ×2 upsampling) works at stride fused_stride / 2^(i+1).
         strides = [cfg.fused_stride >> (i + 1) for i in range(cfg.upsample_stages)]
         level_channels = tuple(per_level if s in levels else 0 for s in strides)
