@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratio {name}: batch 1 {r['batch1_ms_per_clip']:.2f}, batch 8 {r['batch8_ms_per_clip']:.2f}")
     result = {"benchmark": "design_cpu_per_clip", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "ratio": ratio,
-              "rounds": rounds, "variant_overrides": {k: list(v) if isinstance(v, tuple) else v
-                                                      for k, v in overrides.items()},
+              "rounds": rounds, "variant_overrides": overrides,
               "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
               "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
     if args.json:

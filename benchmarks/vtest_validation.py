@@ -94,15 +94,21 @@ def cmd_baselines(args) -> dict:
     return {"size": args.size, "clip_len": args.clip_len, "auc": rows}
 
 
+def _eval_scores(data: Path, eval_dir: Path) -> tuple[dict, list[str], list, list]:
+    """An `eval` output folder on build ``data``: its results.json, and per test video (natural order) the name,
+    the labels of the scored frames and the scores it wrote."""
+    result = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
+    videos, labels = _test_labels(data, int(result["clip_len"]))
+    files = {row["name"]: eval_dir / row["scores_file"] for row in result["per_video"]}
+    names = [v.name for v in videos]
+    return result, names, labels, [np.load(files[n]) for n in names]
+
+
 def cmd_score(args) -> dict:
     from footage.vtest import kinds_by_video, load_meta
 
-    result = json.loads((args.eval / "results.json").read_text(encoding="utf-8"))
+    result, names, labels, scores = _eval_scores(args.data, args.eval)
     kinds = kinds_by_video(load_meta(args.data))
-    videos, labels = _test_labels(args.data, int(result["clip_len"]))
-    files = {row["name"]: args.eval / row["scores_file"] for row in result["per_video"]}
-    names = [v.name for v in videos]
-    scores = [np.load(files[n]) for n in names]
     return {"eval": str(args.eval), "source": result.get("source"), "micro_auc_reported": result["micro_auc"],
             "auc": _auc_table(names, labels, scores, kinds)}
 
@@ -137,12 +143,8 @@ def cmd_appearance(args) -> dict:
     """How large each recoloured person is at the model's resolution, beside its video's AUC (an eval folder)."""
     from footage.vtest import load_meta
 
-    result = json.loads((args.eval / "results.json").read_text(encoding="utf-8"))
-    meta = load_meta(args.meta or args.data)
-    videos, labels = _test_labels(args.data, int(result["clip_len"]))
-    files = {row["name"]: args.eval / row["scores_file"] for row in result["per_video"]}
-    names = [v.name for v in videos]
-    rows = appearance_rows(meta, names, labels, [np.load(files[n]) for n in names], result["image_size"])
+    result, names, labels, scores = _eval_scores(args.data, args.eval)
+    rows = appearance_rows(load_meta(args.meta or args.data), names, labels, scores, result["image_size"])
     for r in rows:
         print(f"{r['video']}: hue {r['hue']}, {r['region_px']} px stored = {r['region_px_model']} px at "
               f"{result['image_size'][0]} px, row {r['region_row']}: AUC {r['auc']:.3f}", file=sys.stderr)

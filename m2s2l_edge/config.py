@@ -26,8 +26,8 @@ _EARLIER_DESIGN_KEYS = frozenset({"skip_channels", "drop_fine_skips", "skip_drop
 
 _POSITIVE_INTS = ("image_size", "clip_len", "in_channels", "dim", "temporal_depth", "d_state", "expand", "d_conv",
                   "memory_items")
-DECODER_CONVS = ("dense", "separable")
 _POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels")
+DECODER_CONVS = ("dense", "separable")  # ModelConfig.decoder_conv
 
 
 @dataclass(frozen=True)

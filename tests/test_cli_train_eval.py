@@ -226,8 +226,8 @@ def test_train_refuses_to_overwrite_a_run(root, run):
 
 # --- a real kill -9 -------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch(root, tmp_path):
     """Kill the training process with SIGKILL during epoch 2; --resume restarts at epoch 2 from epoch 1's state and
     ends in the same state as an uninterrupted run."""

@@ -238,8 +238,8 @@ def two(launches):
         audit[rank] = path.read_text(encoding="utf-8")
     return launch.tmp / "run", logs, audit
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_two_processes_take_the_steps_of_one(one, two):
     _, ref = one
     out, logs, _ = two
@@ -262,8 +262,8 @@ def test_two_processes_take_the_steps_of_one(one, two):
         tol = {"rtol": 0.0, "atol": 1e-3} if key.endswith("items") else {"rtol": 1e-3, "atol": 1e-5}
         torch.testing.assert_close(mine[key], theirs[key], **tol, msg=lambda m, k=key: f"{k}: {m}")
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_rank_0_alone_writes_and_prints(two):
     out, logs, audit = two
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "last.pt", "loss.png"]
@@ -277,8 +277,8 @@ def test_rank_0_alone_writes_and_prints(two):
         assert text not in logs[1], logs[1]
     assert len(json.loads((out / "history.json").read_text())) == 1
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_two_process_run_resumes_in_one_process(data, two, tmp_path):
     """Epoch 1 by two processes, epoch 2 by one: epoch 2's steps are those two processes take from the same
     checkpoint. (Not those of the uninterrupted one-process run: over a whole epoch, Adam's ±lr first steps turn the
@@ -302,8 +302,8 @@ def test_two_process_run_resumes_in_one_process(data, two, tmp_path):
     history = json.loads((runs["one"] / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_global_batch_not_divisible_is_one_line_from_rank_0(launches):
     if "bad" not in launches:
         pytest.skip(f"the console script is not installed beside {sys.executable} (pip install -e .)")

@@ -122,8 +122,8 @@ def test_served_psnrs_match_the_local_backend_on_a_video(protocol, server, local
     np.testing.assert_allclose(mot_s, mot_l, rtol=0, atol=1e-4)
     assert np.ptp(app_l) > 0.01  # the frames differ, so equal scores are not a constant
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_dynamic_batching_merges_concurrent_cameras(server, local):
     from m2s2l_edge.runtime import create_backend
 
@@ -161,8 +161,8 @@ def test_dynamic_batching_merges_concurrent_cameras(server, local):
         want = local.run(_clips(1, 100 * i + per_camera - 1))
         np.testing.assert_allclose(results[i][-1]["frame_pred"], want["frame_pred"], atol=1e-5)
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_client_reconnects_when_the_server_is_killed_and_restarted(triton_env, served_repo, local, tmp_path):
     from m2s2l_edge.runtime import create_backend
 
@@ -230,8 +230,8 @@ def test_unknown_model_is_one_line_naming_the_served_ones(protocol, server, caps
     assert code == 1 and err.count("\n") == 1
     assert f"has no ready model 'm2s2l_nope' (ready: {tr.PYTHON_MODEL})" in err
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, write_avi, tmp_path):
     """``watch`` with the Triton backend (what ``watch --server URL --model NAME`` opens) on a replayed video: the
     same frames scored with the same raw PSNRs as with the local ONNX Runtime backend."""
@@ -258,8 +258,8 @@ def test_watch_replay_through_the_server_gives_the_local_psnrs(server, local, wr
     np.testing.assert_allclose([s.psnr_app for s in got], [s.psnr_app for s in want], rtol=0, atol=1e-4)
     np.testing.assert_allclose([s.psnr_mot for s in got], [s.psnr_mot for s in want], rtol=0, atol=1e-4)
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_calibrate_and_watch_commands_through_the_server(server, exports, write_avi, tmp_path):
     """The commands themselves with ``--server URL --model NAME``: ``calibrate`` through the server stores the same
     fused-PSNR distribution as ``calibrate --onnx`` on the same footage, and ``watch --replay`` scores every frame."""
@@ -294,8 +294,8 @@ def test_calibrate_and_watch_commands_through_the_server(server, exports, write_
     summary = json.loads((tmp_path / "w.json").read_text())
     assert summary["scored_frames"] == want["count"] and summary["backend"]["name"] == "triton"
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_watch_server_uses_the_calibration_served_with_the_model(server, served_calibration, write_avi, tmp_path):
     """`serve triton-repo --calibration` put a calibration into the repository: `watch --server` without
     --calibration uses it (the summary says so), and a calibration file given on the command line wins."""
