@@ -257,9 +257,13 @@ def test_two_processes_take_the_steps_of_one(one, two):
     assert any(k.endswith("items") for k in buffers) and any(k.endswith("running_var") for k in buffers)
     for key in buffers:
         # Adam's first steps move a weight by about ±lr whatever its gradient's size, so last-digit differences
-        # between one process's and two processes' gradients flip a few weights by 2·lr, and the items the next
-        # queries move differ by ~1e-4. Items moved without the other process's queries differ by 1.6e-2 to 0.6.
-        tol = {"rtol": 0.0, "atol": 1e-3} if key.endswith("items") else {"rtol": 1e-3, "atol": 1e-5}
+        # between one process's and two processes' gradients flip a few weights by 2·lr, and what step 2's queries
+        # and batch statistics see differs with them. How much depends on the CPU's kernels: measured 2026-12-07
+        # (AVX-512 EPYC) with this fixture's runs, items differ by up to 1.7e-3 and running statistics by up to
+        # 4.1e-5, beyond the tolerances that held on the earlier AVX2 machine. Each tolerance is 6-12x that. A process
+        # without the other's queries (SyncMemoryBank off) moves items by up to 0.59, and per-process batch
+        # statistics (GlobalBatchNorm2d off) move running statistics by up to 2.2e-2 and items by up to 0.43.
+        tol = {"rtol": 0.0, "atol": 1e-2} if key.endswith("items") else {"rtol": 0.0, "atol": 5e-4}
         torch.testing.assert_close(mine[key], theirs[key], **tol, msg=lambda m, k=key: f"{k}: {m}")
 
 
