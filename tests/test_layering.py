@@ -78,6 +78,7 @@ RANKS = {
     "m2s2l_edge.config": 0,
     "m2s2l_edge.io": 0,
     "m2s2l_edge.urls": 0,
+    "m2s2l_edge.allocator": 0,  # the C allocator's settings for CPU inference (glibc mallopt)
     "m2s2l_edge.ops": 1,
     "m2s2l_edge.layers": 2,
     "m2s2l_edge.models": 3,

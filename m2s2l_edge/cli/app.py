@@ -58,6 +58,9 @@ def _root(
     )
     _quiet_libraries(verbose)
     _redact_logs()
+    from m2s2l_edge.allocator import tune_cpu_allocator
+
+    logging.getLogger(__name__).debug(tune_cpu_allocator()[1])  # before any command allocates tensors
 
 
 class _RedactURLs(logging.Filter):
