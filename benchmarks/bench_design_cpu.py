@@ -12,6 +12,11 @@ alternating round by round so that a shared machine's load falls on both alike; 
 
 ``--set KEY=VALUE`` (repeatable, as `train --set`) adds a third contestant in the same rounds: this tree's recipe
 with those model-config overrides (``variant``), with its own ratio to the baseline and to this tree's recipe.
+
+``--allocator`` says how the C allocator is set in each process (``m2s2l_edge.allocator``): ``shipped`` (default)
+as each tree's CLI sets it (a tree that has ``tune_cpu_allocator`` applies it, an older one runs on glibc's
+defaults); ``system`` glibc's defaults in both; ``tuned`` the same raised thresholds in both, through the
+environment, so the ratio compares the designs alone.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(1)
+import os
+# Looked up in the tree itself: an editable install of this tree would otherwise supply a module the other lacks.
+if os.path.isfile(os.path.join(sys.argv[1], "m2s2l_edge", "allocator.py")):
+    from m2s2l_edge.allocator import tune_cpu_allocator
+    allocator = tune_cpu_allocator()[1]
+else:  # a tree from before the allocator settings: its CLI ran on glibc's defaults
+    allocator = ("allocator: as the environment sets it (MALLOC_*)" if any(k.startswith("MALLOC_") for k in os.environ)
+                 else "allocator: glibc's defaults (the tree has no allocator settings)")
 from m2s2l_edge.config import get_preset, training_recipe
 from m2s2l_edge.models import M2S2L
 from m2s2l_edge.models.fold import optimize_for_inference
@@ -44,7 +57,7 @@ torch.manual_seed(0)
 model = M2S2L(cfg).eval()
 optimize_for_inference(model)
 warmup, iterations = int(sys.argv[2]), int(sys.argv[3])
-out = {"image_size": cfg.image_size, "patch_sizes": list(cfg.patch_sizes),
+out = {"allocator": allocator, "image_size": cfg.image_size, "patch_sizes": list(cfg.patch_sizes),
        "params": sum(p.numel() for p in M2S2L(cfg).parameters())}
 for batch in (1, 8):
     clip = torch.rand(batch, cfg.clip_len, 3, cfg.image_size, cfg.image_size) * 2 - 1
@@ -61,8 +74,18 @@ print(json.dumps(out))
 """
 
 
-def run_round(tree: Path, warmup: int, iterations: int, overrides: dict | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
+ALLOCATOR_ENV = {
+    "shipped": {},
+    "system": {"M2S2L_MALLOC": "system"},
+    "tuned": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)},
+}
+
+
+def run_round(tree: Path, warmup: int, iterations: int, overrides: dict | None = None,
+              allocator: str = "shipped") -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "M2S2L_MALLOC")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(tree), **ALLOCATOR_ENV[allocator])
     proc = subprocess.run([sys.executable, "-c", _WORKER, str(tree), str(warmup), str(iterations),
                            json.dumps(overrides or {})], env=env,
                           capture_output=True, text=True, check=False)
@@ -78,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--allocator", choices=tuple(ALLOCATOR_ENV), default="shipped",
+                   help="the C allocator's settings in both processes (see above)")
     p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
                    help="also time this tree's recipe with these model-config overrides (repeatable)")
     args = p.parse_args(argv)
@@ -100,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for name, (tree, changes) in trees.items():
-                rounds[name].append(run_round(tree, args.warmup, args.iterations, changes))
+                rounds[name].append(run_round(tree, args.warmup, args.iterations, changes, args.allocator))
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     summary = {}
     for name, rs in rounds.items():
-        summary[name] = {k: rs[0][k] for k in ("image_size", "patch_sizes", "params")}
+        summary[name] = {k: rs[0].get(k) for k in ("allocator", "image_size", "patch_sizes", "params")}
         for key in ("batch1_ms_per_clip", "batch8_ms_per_clip"):
             summary[name][key] = statistics.median(r[key] for r in rs)
     keys = ("batch1_ms_per_clip", "batch8_ms_per_clip")
@@ -117,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in trees:
         s = summary[name]
         print(f"{name:8s} {s['image_size']} px, patches {s['patch_sizes']}, {s['params'] / 1e6:.2f} M params: "
-              f"{s['batch1_ms_per_clip']:.1f} ms per clip at batch 1, {s['batch8_ms_per_clip']:.1f} at batch 8")
+              f"{s['batch1_ms_per_clip']:.1f} ms per clip at batch 1, {s['batch8_ms_per_clip']:.1f} at batch 8; "
+              f"{s['allocator']}")
     print(f"ratio this / baseline: batch 1 {ratio['batch1_ms_per_clip']:.2f}, "
           f"batch 8 {ratio['batch8_ms_per_clip']:.2f}")
     if overrides:
@@ -125,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratio {name}: batch 1 {r['batch1_ms_per_clip']:.2f}, batch 8 {r['batch8_ms_per_clip']:.2f}")
     result = {"benchmark": "design_cpu_per_clip", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "ratio": ratio,
-              "rounds": rounds, "variant_overrides": overrides,
+              "rounds": rounds, "variant_overrides": overrides, "allocator": args.allocator,
               "baseline_tree": str(args.baseline_tree), "warmup": args.warmup, "iterations": args.iterations,
               "loadavg_before": load_before, "loadavg_after": load_average(), "machine": machine_info()}
     if args.json:
