@@ -429,10 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from m2s2l_edge.allocator import tune_cpu_allocator
     from m2s2l_edge.efficiency.benchmarking import machine_info
 
+    allocator = tune_cpu_allocator()[1]  # as every m2s2l-edge command sets it (M2S2L_MALLOC=system: glibc's defaults)
     results: dict = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:],
-                     "load_average_start": os.getloadavg()}
+                     "allocator": allocator, "load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_watch_") as tmp:
         work = Path(tmp)
         # Models are only built when a section needs them (exports take minutes on a loaded CPU).

@@ -7,9 +7,10 @@ makes and drops activations of a few MB each (the custom recipe's patch-2 encode
 pays page faults for those tensors' memory at every call. Raising both thresholds keeps the blocks in the heap and
 reuses them. Measured on machine C (``benchmarks/RESULTS.md``, "Issue 20", budget): the custom recipe's `small`
 at one thread 0.79x the time per clip at batch 1 and 0.77x at batch 8, ``bench --preset paper`` at two threads
-0.75x, with the same peak memory. The cost is memory kept by the process: freed blocks under
-:data:`MMAP_THRESHOLD` stay for reuse, and up to :data:`TRIM_THRESHOLD` of free heap is not returned; a ``watch``
-or ``eval`` reuses them at every call.
+0.75x. The cost is memory kept by the process: freed blocks under :data:`MMAP_THRESHOLD` stay for reuse, and up
+to :data:`TRIM_THRESHOLD` of free heap is not returned (the same peak in ``bench``; 51 MiB more resident in a
+``watch``, 428 against 377 MiB, flat over 20 minutes of stream). A smaller trim threshold gives back the batch-8 gain
+(16 MiB: 11.4 against 9.2 ms per clip), so it stays at 64 MiB.
 
 :func:`tune_cpu_allocator` applies it (``mallopt``, glibc only; the CLI does so for every command). It leaves the
 allocator alone where the user chose its settings (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
