@@ -879,11 +879,13 @@ def test_sigterm_while_the_model_loads_exits_0_at_once(tmp_path, video):
     assert "Traceback" not in err and not [ln for ln in err.splitlines() if ln.startswith("error:")], err
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(FFMPEG is None, reason="needs ffmpeg (Debian package ffmpeg)")
-def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp_path):
+def _sigterm_live_run(tmp_path: Path) -> dict:
+    """One watch of a live ffmpeg stream, stopped by SIGTERM two seconds after the camera came online."""
     from test_watch import _serve, _stop
 
+    from m2s2l_edge.watch.events import iso_time
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server = _serve(port)
     events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
@@ -893,7 +895,7 @@ def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp
         try:
             wait_for(lambda: events.exists() and '"online":true' in events.read_text(), 120, "the camera online")
             time.sleep(2.0)  # scoring
-            tic = time.monotonic()
+            sent, tic = time.time(), time.monotonic()
             proc.send_signal(signal.SIGTERM)
             out, err = finish(proc, 30)
             took = time.monotonic() - tic
@@ -902,12 +904,28 @@ def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp
                 proc.kill()
     finally:
         _stop(server)
-    assert proc.returncode == 0, err
-    assert took < 3.0, f"SIGTERM took {took:.1f} s"
     lines = json_lines(events)
-    assert not [m for m in lines if m.get("kind") == "signal_lost"], "a clean stop raised a signal_lost fault"
+    lost = [m for m in lines if m.get("kind") == "signal_lost"]
+    return {"proc": proc, "err": err, "took": took, "lines": lines, "summary": summary, "lost": lost,
+            # The stream itself stalled past --read-timeout before the signal (a starved ffmpeg on a loaded
+            # machine): a real fault, and one that says nothing about how the stop behaves.
+            "stalled": [m for m in lost if m["first"]["wall_time"] < iso_time(sent)]}  # ISO UTC: sorts as time
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(FFMPEG is None, reason="needs ffmpeg (Debian package ffmpeg)")
+def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp_path):
+    run = _sigterm_live_run(tmp_path / "first")
+    if run["stalled"]:  # once: a second stall in a row fails below with its messages
+        run = _sigterm_live_run(tmp_path / "second")
+    proc, err = run["proc"], run["err"]
+    assert proc.returncode == 0, err
+    assert run["took"] < 3.0, f"SIGTERM took {run['took']:.1f} s"
+    lines = run["lines"]
+    why = "the stream stalled before the stop, twice" if run["stalled"] else "raised by the stop"
+    assert not run["lost"], f"a signal_lost fault ({why}): {run['lost']}"
     assert lines[-1]["type"] == "status" and lines[-1]["online"] is False and lines[-1]["reason"] == "stopped"
-    data = json.loads(summary.read_text())
+    data = json.loads(run["summary"].read_text())
     assert data["stopped_by"] == "signal" and data["faults"] == 0 and data["scored_frames"] > 0
 
 
