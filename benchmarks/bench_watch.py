@@ -185,8 +185,9 @@ def section_live(models: dict, args) -> list[dict]:
         for n, fps in args.live:
             ports = [_free_port() for _ in range(n)]
             servers = [subprocess.Popen(
-                [ffmpeg, "-loglevel", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={fps}",
-                 "-c:v", "mpeg2video", "-q:v", "4", "-g", "10", "-f", "mpegts", "-listen", "1",
+                [ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+                 "-i", f"testsrc2=size=160x120:rate={fps}", "-c:v", "mpeg2video", "-q:v", "4", "-g", "10",
+                 "-f", "mpegts", "-listen", "1",
                  f"http://127.0.0.1:{p}/live.ts"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL) for p in ports]
             try:

@@ -907,22 +907,20 @@ def _sigterm_live_run(tmp_path: Path) -> dict:
     lines = json_lines(events)
     lost = [m for m in lines if m.get("kind") == "signal_lost"]
     return {"proc": proc, "err": err, "took": took, "lines": lines, "summary": summary, "lost": lost,
-            # The stream itself stalled past --read-timeout before the signal (a starved ffmpeg on a loaded
-            # machine): a real fault, and one that says nothing about how the stop behaves.
+            # The stream itself ended or stalled before the signal: a real fault, but one that says nothing about
+            # the stop (the server quit after 62 frames until _serve passed -nostdin).
             "stalled": [m for m in lost if m["first"]["wall_time"] < iso_time(sent)]}  # ISO UTC: sorts as time
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(FFMPEG is None, reason="needs ffmpeg (Debian package ffmpeg)")
 def test_sigterm_mid_run_on_a_live_camera_is_quick_clean_and_raises_no_fault(tmp_path):
-    run = _sigterm_live_run(tmp_path / "first")
-    if run["stalled"]:  # once: a second stall in a row fails below with its messages
-        run = _sigterm_live_run(tmp_path / "second")
+    run = _sigterm_live_run(tmp_path)
     proc, err = run["proc"], run["err"]
     assert proc.returncode == 0, err
     assert run["took"] < 3.0, f"SIGTERM took {run['took']:.1f} s"
     lines = run["lines"]
-    why = "the stream stalled before the stop, twice" if run["stalled"] else "raised by the stop"
+    why = "the stream ended or stalled before the stop" if run["stalled"] else "raised by the stop"
     assert not run["lost"], f"a signal_lost fault ({why}): {run['lost']}"
     assert lines[-1]["type"] == "status" and lines[-1]["online"] is False and lines[-1]["reason"] == "stopped"
     data = json.loads(run["summary"].read_text())

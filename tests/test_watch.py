@@ -212,9 +212,10 @@ def _listening(port: int) -> bool:
 
 def _serve(port: int) -> subprocess.Popen:
     """ffmpeg as a one-client HTTP server of an endless live MPEG-TS test pattern, paced in real time; returns once
-    it listens."""
+    it listens. ``-nostdin``: without it ffmpeg watches its standard input for keys, and after some earlier tests in
+    one pytest process it quit after 62 frames ("[q] command received") although that input is /dev/null."""
     proc = subprocess.Popen(
-        [FFMPEG, "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=25",
+        [FFMPEG, "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=25",
          "-c:v", "mpeg2video", "-q:v", "4", "-g", "5", "-f", "mpegts", "-listen", "1",
          f"http://127.0.0.1:{port}/live.ts"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
