@@ -304,6 +304,20 @@ def test_ctrl_c_during_export_keeps_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_reaches_a_command_whose_parent_blocked_it(tmp_path):
+    """The signal mask is inherited across exec: started with SIGINT blocked (as a parent thread that blocked it
+    would start it), the command still takes Ctrl-C. Before the CLI unblocked it, this export ran to its end and
+    exited 0 with the model written."""
+    out = tmp_path / "m.onnx"
+    proc = subprocess.Popen([*CLI, "export", "--preset", "tiny", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+    code, stderr = _interrupt_when(proc, lambda: any(tmp_path.glob(".m.onnx.*.tmp")), "the export started")
+    assert code == 130, stderr
+    assert _error_lines(stderr) == [f"error: interrupted; nothing was written to {out}"], stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_during_training_keeps_the_last_epoch(tmp_path):
     from m2s2l_edge.artifacts.checkpoint import read_checkpoint
     from m2s2l_edge.data import generate_dataset

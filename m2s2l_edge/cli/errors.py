@@ -48,6 +48,12 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
         installed = True
     except ValueError:  # not the main thread: leave Python's default handler in place
         pass
+    mask = None
+    if installed and hasattr(signal, "pthread_sigmask"):
+        # The signal mask is inherited across exec: a parent that blocked SIGINT or SIGTERM (some libraries do in
+        # the thread that spawns) would leave Ctrl-C and a supervisor's stop pending until the command ended on its
+        # own. The commands handle both, so they take them unblocked.
+        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _Interrupt.seen = False
     code = EXIT_OK
     try:
@@ -59,6 +65,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
     finally:
         if installed:
             signal.signal(signal.SIGINT, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if _Interrupt.seen and code != EXIT_INTERRUPTED:
         # Interrupted outside a command body (user_errors reports its own, with what was kept).
         typer.echo("error: interrupted; nothing was written", err=True)
