@@ -74,18 +74,24 @@ print(json.dumps(out))
 """
 
 
-ALLOCATOR_ENV = {
-    "shipped": {},
-    "system": {"M2S2L_MALLOC": "system"},
-    "tuned": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)},
-}
+ALLOCATOR_MODES = ("shipped", "system", "tuned")
+
+
+def allocator_env(mode: str) -> dict[str, str]:
+    """The environment variables that give both processes the allocator of ``mode`` (see the module docstring)."""
+    from m2s2l_edge import allocator
+
+    return {"shipped": {}, "system": {allocator.OPT_OUT: "system"},
+            "tuned": {"MALLOC_MMAP_THRESHOLD_": str(allocator.MMAP_THRESHOLD),
+                      "MALLOC_TRIM_THRESHOLD_": str(allocator.TRIM_THRESHOLD)}}[mode]
 
 
 def run_round(tree: Path, warmup: int, iterations: int, overrides: dict | None = None,
-              allocator: str = "shipped") -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "M2S2L_MALLOC")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(tree), **ALLOCATOR_ENV[allocator])
+              allocator_mode: str = "shipped") -> dict:
+    from m2s2l_edge.allocator import without_settings
+
+    env = without_settings(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(tree), **allocator_env(allocator_mode))
     proc = subprocess.run([sys.executable, "-c", _WORKER, str(tree), str(warmup), str(iterations),
                            json.dumps(overrides or {})], env=env,
                           capture_output=True, text=True, check=False)
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--allocator", choices=tuple(ALLOCATOR_ENV), default="shipped",
+    p.add_argument("--allocator", choices=ALLOCATOR_MODES, default="shipped",
                    help="the C allocator's settings in both processes (see above)")
     p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
                    help="also time this tree's recipe with these model-config overrides (repeatable)")

@@ -35,6 +35,12 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 _applied: str | None = None
 
 
+def without_settings(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without every variable that decides the allocator (glibc's ``MALLOC_*`` and ``GLIBC_TUNABLES``, and
+    :data:`OPT_OUT`): a child started with it gets what :func:`tune_cpu_allocator` chooses by itself."""
+    return {k: v for k, v in env.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", OPT_OUT)}
+
+
 def _libc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from m2s2l_edge.allocator import without_settings
+
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the settings are glibc's (mallopt)"
 )
@@ -43,10 +45,8 @@ print(json.dumps({"tuned": tuned, "said": said, "again": list(again), "mapped": 
 
 
 def _probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "M2S2L_MALLOC")}
-    proc = subprocess.run([sys.executable, "-c", PROBE, mode], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run([sys.executable, "-c", PROBE, mode], env={**without_settings(os.environ), **env},
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -77,10 +77,10 @@ def test_the_users_own_choice_is_left_alone(env, named):
 
 
 def test_every_command_tunes_it_and_says_so():
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "M2S2L_MALLOC"}
     for env, expected in (({}, "glibc keeps blocks under 32 MiB"),
                           ({"M2S2L_MALLOC": "system"}, "the system's defaults")):
-        proc = subprocess.run([sys.executable, "-m", "m2s2l_edge", "-v", "profile", "--help"], env={**clean, **env},
+        proc = subprocess.run([sys.executable, "-m", "m2s2l_edge", "-v", "profile", "--help"],
+                              env={**without_settings(os.environ), **env},
                               capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
         assert f"allocator: {expected}" in proc.stderr, proc.stderr[-2000:]
