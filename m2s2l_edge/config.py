@@ -44,6 +44,9 @@ class ModelConfig:
     spatial_depths: tuple[int, ...] = (1, 1, 1)
     ms_kernels: tuple[int, ...] = (3, 5, 7)  # parallel depth-wise kernels of MS-VSSB (our choice)
     mlp_ratio: float = 4.0  # MLP after SS2D in each block (VMamba's ratio; our choice)
+    # Per spatial scale (fine / medium / coarse), overriding mlp_ratio; 0 = no MLP in that scale's blocks (SS2D
+    # only). Empty: mlp_ratio everywhere. For the CPU budget: the finest scale's grid has 16x the medium one's tokens.
+    spatial_mlp_ratios: tuple[float, ...] = ()
     # Temporal stream: frame-difference windows (our choice) and Temporal Mamba Blocks per window.
     temporal_windows: tuple[int, ...] = (1, 2, 3)
     temporal_depth: int = 1
@@ -94,6 +97,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.spatial_mlp_ratios and (len(self.spatial_mlp_ratios) != len(self.patch_sizes)
+                                        or any(not r >= 0 for r in self.spatial_mlp_ratios)):
+            raise ValueError(f"spatial_mlp_ratios needs one ratio >= 0 per patch size ({len(self.patch_sizes)}), "
+                             f"got {self.spatial_mlp_ratios}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         if self.clip_len < 2:
@@ -156,6 +163,11 @@ class ModelConfig:
     @property
     def active_spatial_depths(self) -> tuple[int, ...]:
         return self.spatial_depths if self.multi_scale_spatial else (self.spatial_depths[1],)
+
+    @property
+    def active_spatial_mlp_ratios(self) -> tuple[float, ...]:
+        ratios = self.spatial_mlp_ratios or (self.mlp_ratio,) * len(self.patch_sizes)
+        return ratios if self.multi_scale_spatial else (ratios[1],)
 
     @property
     def active_windows(self) -> tuple[int, ...]:

@@ -235,6 +235,22 @@ def test_separable_decoder_exports_with_parity(tmp_path):
             assert sum(n.op_type == spec.OP_NAME for n in graph.node) == scan_calls(model)
 
 
+@pytest.mark.slow
+def test_scale_without_mlp_exports_with_parity(tmp_path):
+    """A model whose finest spatial scale has no MLP (spatial_mlp_ratios 0 there) exports in the plugin flavour and
+    passes the parity check in ONNX Runtime, with one SelectiveScan node per scan call."""
+    from m2s2l_edge.models import create_model
+
+    model = create_model("tiny", seed=0, spatial_mlp_ratios=(0.0, 2.0, 2.0)).eval()
+    path = tmp_path / "nomlp.onnx"
+    _, report = export_and_check(model, path, ExportConfig(precision="fp32", scan="plugin"), dataset="ped2",
+                                 check=True, threads=2)
+    rows = report.as_dict()["rows"]
+    assert rows and max(r["rel"] for r in rows) <= 1e-4
+    graph = onnx.load(path).graph
+    assert sum(n.op_type == spec.OP_NAME for n in graph.node) == scan_calls(model)
+
+
 def test_parity_reference_is_independent_of_the_kernel_in_onnx_runtime(tmp_path, tiny_model, monkeypatch):
     """A fault in the C++ kernel that computes the SelectiveScan nodes inside ONNX Runtime fails the parity check:
     the reference is the float64 model with the pure-PyTorch scan, never that kernel (were it, the fault would be on

@@ -186,6 +186,35 @@ def test_separable_decoder_cuts_the_decoders_work_and_folds_exactly():
         create_model("tiny", decoder_conv="sparse")
 
 
+def test_spatial_mlp_ratios_set_each_scale_own_mlp():
+    """spatial_mlp_ratios gives each spatial scale its own MLP ratio (0 = SS2D alone): the blocks of that scale have
+    no MLP and no second norm, the others the width asked; the model still runs, the multiply-adds of the spatial
+    stream fall, the M1 ablation keeps the medium scale's ratio, and a wrong length or a negative ratio is refused."""
+    from m2s2l_edge.config import get_preset, training_recipe
+    from m2s2l_edge.efficiency.profile import profile_model
+
+    model = create_model("tiny", seed=0, spatial_mlp_ratios=(0.0, 2.0, 1.0))
+    c = model.cfg.dim
+    blocks = [seq[0] for seq in model.spatial_blocks]
+    assert blocks[0].mlp is None and blocks[0].norm2 is None
+    assert blocks[1].mlp.fc1.out_features == 2 * c and blocks[2].mlp.fc1.out_features == c
+    clip = torch.rand(2, model.cfg.clip_len, 3, model.cfg.image_size, model.cfg.image_size) * 2 - 1
+    with torch.no_grad():
+        frame, motion = model.eval().predict(clip)
+    assert frame.shape == motion.shape == clip[:, 0].shape and torch.isfinite(frame).all()
+    recipe = training_recipe("custom", "small").model
+    full = profile_model("small", **{**recipe, "spatial_mlp_ratios": (4.0, 4.0, 4.0)}).groups
+    lean = profile_model("small", **{**recipe, "spatial_mlp_ratios": (0.0, 4.0, 4.0)}).groups
+    assert lean["spatial"].macs < full["spatial"].macs
+    assert {k: v for k, v in lean.items() if k != "spatial"} == {k: v for k, v in full.items() if k != "spatial"}
+    m1 = get_preset("tiny", spatial_mlp_ratios=(0.0, 2.0, 1.0)).with_ablation("M1")
+    assert m1.active_spatial_mlp_ratios == (2.0,)
+    assert get_preset("tiny").active_spatial_mlp_ratios == (get_preset("tiny").mlp_ratio,) * 3
+    for bad in ((0.0, 4.0), (4.0, -1.0, 4.0)):
+        with pytest.raises(ValueError, match="spatial_mlp_ratios needs one ratio >= 0 per patch size"):
+            get_preset("tiny", spatial_mlp_ratios=bad)
+
+
 def test_fold_batchnorm_keeps_the_model_output():
     import copy
 

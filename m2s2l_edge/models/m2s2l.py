@@ -64,8 +64,8 @@ class M2S2L(nn.Module):
         )
         self.embed_norms = nn.ModuleList(nn.LayerNorm(c) for _ in cfg.active_patch_sizes)
         self.spatial_blocks = nn.ModuleList(
-            nn.Sequential(*(MSVSSBlock(c, cfg.mlp_ratio, ms_kernels=cfg.ms_kernels, **ssm) for _ in range(depth)))
-            for depth in cfg.active_spatial_depths
+            nn.Sequential(*(MSVSSBlock(c, ratio, ms_kernels=cfg.ms_kernels, **ssm) for _ in range(depth)))
+            for depth, ratio in zip(cfg.active_spatial_depths, cfg.active_spatial_mlp_ratios, strict=True)
         )
         multi = len(cfg.active_patch_sizes) > 1
         self.spatial_fuse = ScaleAttention(c, per_position=False) if multi else None
