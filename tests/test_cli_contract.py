@@ -291,30 +291,25 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith(("INFO", "WARNING"))]
 
 
-def test_ctrl_c_during_export_keeps_nothing(tmp_path):
+def _block_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("parent", ["clean", "sigint_blocked"])
+def test_ctrl_c_during_export_keeps_nothing(tmp_path, parent):
     """SIGINT to a real `m2s2l-edge export` once it is exporting (its temporary output exists): exit 130, one line,
-    no model, no temporaries; never PyTorch's 'Create an issue' text."""
+    no model, no temporaries; never PyTorch's 'Create an issue' text. ``sigint_blocked``: the signal mask is
+    inherited across exec, so a parent (thread) that blocked SIGINT starts the command with it blocked; the command
+    still takes Ctrl-C (before the CLI unblocked it, this export ran to its end and exited 0 with the model
+    written)."""
     out = tmp_path / "m.onnx"
     proc = subprocess.Popen([*CLI, "export", "--preset", "tiny", "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_block_sigint if parent == "sigint_blocked" else None)
     code, stderr = _interrupt_when(proc, lambda: any(tmp_path.glob(".m.onnx.*.tmp")), "the export started")
     assert code == 130, stderr
     assert _error_lines(stderr) == [f"error: interrupted; nothing was written to {out}"], stderr
     assert "Create an issue" not in stderr and "Traceback" not in stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def test_ctrl_c_reaches_a_command_whose_parent_blocked_it(tmp_path):
-    """The signal mask is inherited across exec: started with SIGINT blocked (as a parent thread that blocked it
-    would start it), the command still takes Ctrl-C. Before the CLI unblocked it, this export ran to its end and
-    exited 0 with the model written."""
-    out = tmp_path / "m.onnx"
-    proc = subprocess.Popen([*CLI, "export", "--preset", "tiny", "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
-    code, stderr = _interrupt_when(proc, lambda: any(tmp_path.glob(".m.onnx.*.tmp")), "the export started")
-    assert code == 130, stderr
-    assert _error_lines(stderr) == [f"error: interrupted; nothing was written to {out}"], stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
