@@ -139,16 +139,85 @@ def appearance_rows(meta: dict, names, labels, scores, image_size) -> list[dict]
     return rows
 
 
+# A pixel of an anomalous frame belongs to the recoloured person when its saturation rose by more than this over
+# the same pixel's median in the video's normal frames (the recolour sets saturation 235/255; vtest is near grey).
+SATURATION_RISE = 0.2
+
+
+def saturation(images: np.ndarray) -> np.ndarray:
+    """max − min over colour of [-1, 1] images (N, 3, H, W), on the [0, 1] scale: (N, H, W)."""
+    x = (np.asarray(images, dtype=np.float32) + 1) / 2
+    return x.max(axis=1) - x.min(axis=1)
+
+
+def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> dict:
+    """Does a model reproduce a recoloured person's colour? For one appearance video's scored frames (labels (N,),
+    targets and frame predictions (N, 3, H, W) in [-1, 1]): at the pixels of anomalous frames whose saturation rose by
+    more than :data:`SATURATION_RISE` over the normal frames' median, the target's and the prediction's mean
+    saturation, the mean squared error there (over colour, on the [0, 1] scale) and the 99.9th percentile of the
+    error at every other pixel of the same frames (what the worst window competes with). None where no pixel rose."""
+    labels = np.asarray(labels).astype(bool)
+    sat_t, sat_p = saturation(targets), saturation(preds)
+    err = ((np.asarray(preds, np.float32) - np.asarray(targets, np.float32)) / 2) ** 2
+    err = err.mean(axis=1)
+    if labels.all() or not labels.any():
+        raise ValueError("a video needs normal and anomalous frames to find its recoloured pixels")
+    risen = sat_t[labels] > np.median(sat_t[~labels], axis=0) + SATURATION_RISE
+    row = {"px_per_frame": round(float(risen.sum() / labels.sum()), 1)}
+    if not risen.any():
+        return {**row, "target_saturation": None, "pred_saturation": None, "error_there": None,
+                "error_elsewhere_p999": None}
+    return {**row, "target_saturation": round(float(sat_t[labels][risen].mean()), 3),
+            "pred_saturation": round(float(sat_p[labels][risen].mean()), 3),
+            "error_there": round(float(err[labels][risen].mean()), 4),
+            "error_elsewhere_p999": round(float(np.percentile(err[labels][~risen], 99.9)), 4)}
+
+
+def _colour_rows(weights: Path, data: Path, names, threads: int) -> dict[str, dict]:
+    """:func:`colour_row` of each appearance video ``names`` of build ``data``, predicted by checkpoint ``weights``."""
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.evaluation.run import frame_terms
+    from m2s2l_edge.runtime import create_backend
+    from m2s2l_edge.runtime.base import backend_geometry
+
+    backend = create_backend("torch", str(weights), threads=threads)
+    clip_len, size = backend_geometry(backend)
+    videos, labels = _test_labels(data, clip_len)
+    out = {}
+    for video, lab in zip(videos, labels, strict=True):
+        if video.name not in names:
+            continue
+        kept = {"targets": [], "preds": []}
+
+        def keep(_idx, targets, frame_pred, _terms, kept=kept):
+            kept["targets"].append(targets)
+            kept["preds"].append(frame_pred)
+
+        frame_terms(backend, video, clip_len, size, 16, get_score("patch").patch_size(size[0]), keep=keep)
+        out[video.name] = colour_row(lab, np.concatenate(kept["targets"]), np.concatenate(kept["preds"]))
+    return out
+
+
 def cmd_appearance(args) -> dict:
-    """How large each recoloured person is at the model's resolution, beside its video's AUC (an eval folder)."""
+    """How large each recoloured person is at the model's resolution, beside its video's AUC (an eval folder); with
+    ``--weights``, also whether that checkpoint reproduces the person's new colour (:func:`colour_row`)."""
     from footage.vtest import load_meta
 
     result, names, labels, scores = _eval_scores(args.data, args.eval)
     rows = appearance_rows(load_meta(args.meta or args.data), names, labels, scores, result["image_size"])
+    if args.weights is not None:
+        colour = _colour_rows(args.weights, args.data, {r["video"] for r in rows}, args.threads)
+        rows = [{**r, **colour[r["video"]]} for r in rows]
     for r in rows:
-        print(f"{r['video']}: hue {r['hue']}, {r['region_px']} px stored = {r['region_px_model']} px at "
-              f"{result['image_size'][0]} px, row {r['region_row']}: AUC {r['auc']:.3f}", file=sys.stderr)
-    return {"eval": str(args.eval), "image_size": result["image_size"], "videos": rows}
+        line = (f"{r['video']}: hue {r['hue']}, {r['region_px']} px stored = {r['region_px_model']} px at "
+                f"{result['image_size'][0]} px, row {r['region_row']}: AUC {r['auc']:.3f}")
+        if r.get("target_saturation") is not None:
+            line += (f"; saturation {r['target_saturation']:.2f} in the frame, {r['pred_saturation']:.2f} predicted; "
+                     f"error {r['error_there']:.4f} there, {r['error_elsewhere_p999']:.4f} at the 99.9th percentile "
+                     "elsewhere")
+        print(line, file=sys.stderr)
+    return {"eval": str(args.eval), "weights": None if args.weights is None else str(args.weights),
+            "image_size": result["image_size"], "videos": rows}
 
 
 class CachedBackend:
@@ -661,6 +730,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", type=Path, required=True)
     ap.add_argument("--meta", type=Path, default=None,
                     help="a rebuild of the same build (same --seed) whose metadata records the region's size")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="the checkpoint the eval folder scored: also report whether it reproduces the new colour")
+    ap.add_argument("--threads", type=int, default=1)
     d = sub.add_parser("diagnose", help="score variants and the copy-last-frame comparison for one checkpoint")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--weights", type=Path, required=True)

@@ -463,6 +463,35 @@ def test_appearance_rows_give_each_recoloured_video_its_size_and_its_own_auc():
         VV.appearance_rows(meta, ["01_appearance"], [lab], [good], (64, 64))
 
 
+def test_colour_row_tells_a_model_that_copies_a_new_colour_from_one_that_refuses_it():
+    """benchmarks/vtest_validation.py appearance --weights: at the pixels whose saturation rose in the anomalous
+    frames, a prediction that copies the target has the target's saturation and no error there; one that predicts
+    the grey person it saw before has none of the saturation and the error sits there, above the rest."""
+    import vtest_validation as VV
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.uniform(-0.6, 0.2, (10, 1, 16, 16)), 3, axis=1).astype(np.float32)  # (N, 3, H, W)
+    labels = np.r_[np.zeros(6), np.ones(4)].astype(np.uint8)
+    target = grey.copy()
+    target[6:, 0, 4:8, 4:8], target[6:, 1, 4:8, 4:8], target[6:, 2, 4:8, 4:8] = 0.9, -0.7, -0.7  # a red coat
+    noisy = target + rng.normal(0, 0.02, target.shape).astype(np.float32)  # small errors everywhere else
+
+    copies = VV.colour_row(labels, target, noisy)
+    refuses = noisy.copy()
+    refuses[6:, :, 4:8, 4:8] = grey[6:, :, 4:8, 4:8]
+    refused = VV.colour_row(labels, target, refuses)
+
+    assert copies["px_per_frame"] == refused["px_per_frame"] == 16.0  # the 4x4 coat, found from saturation alone
+    assert copies["target_saturation"] == refused["target_saturation"] == 0.8
+    assert abs(copies["pred_saturation"] - 0.8) < 0.1 and refused["pred_saturation"] < 0.05
+    assert copies["error_there"] < copies["error_elsewhere_p999"]
+    assert refused["error_there"] > 10 * refused["error_elsewhere_p999"]
+    none = VV.colour_row(labels, grey, grey)  # nothing was recoloured
+    assert none["px_per_frame"] == 0.0 and none["target_saturation"] is None
+    with pytest.raises(ValueError, match="normal and anomalous"):
+        VV.colour_row(np.ones(10, np.uint8), target, noisy)
+
+
 def test_live_table_protocol_matches_events_to_segments():
     """benchmarks/vtest_validation.py live: an event counts for a segment it overlaps (or the T + window frames
     after it, where the model and the smoothing still see the anomaly); an event starting right after a cut between
