@@ -157,11 +157,10 @@ def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> di
     saturation, the mean squared error there (over colour, on the [0, 1] scale) and the 99.9th percentile of the
     error at every other pixel of the same frames (what the worst window competes with). None where no pixel rose."""
     labels = np.asarray(labels).astype(bool)
-    sat_t, sat_p = saturation(targets), saturation(preds)
-    err = ((np.asarray(preds, np.float32) - np.asarray(targets, np.float32)) / 2) ** 2
-    err = err.mean(axis=1)
     if labels.all() or not labels.any():
         raise ValueError("a video needs normal and anomalous frames to find its recoloured pixels")
+    sat_t, sat_p = saturation(targets), saturation(preds)
+    err = (((np.asarray(preds, np.float32) - np.asarray(targets, np.float32)) / 2) ** 2).mean(axis=1)  # (N, H, W)
     risen = sat_t[labels] > np.median(sat_t[~labels], axis=0) + SATURATION_RISE
     row = {"px_per_frame": round(float(risen.sum() / labels.sum()), 1)}
     if not risen.any():
