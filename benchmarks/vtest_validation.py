@@ -172,19 +172,24 @@ def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> di
             "error_elsewhere_p999": round(float(np.percentile(err[labels][~risen], 99.9)), 4)}
 
 
-def _colour_rows(weights: Path, data: Path, names, threads: int) -> dict[str, dict]:
-    """:func:`colour_row` of each appearance video ``names`` of build ``data``, predicted by checkpoint ``weights``."""
-    from m2s2l_edge.config import get_score
+def _predictions(weights: Path, data: Path, threads: int, only=None) -> list[dict]:
+    """Checkpoint ``weights`` run once over build ``data``'s test videos (those named in ``only``, default all): per
+    video its name, the labels of its scored frames, every term (:func:`m2s2l_edge.evaluation.run.frame_terms`), the
+    targets and frame predictions themselves ((N, 3, H, W), [-1, 1]) for analyses that need the images, and the
+    model's `patch` score settings and normal frame change as `eval` resolves them."""
     from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.base import backend_geometry
+    from m2s2l_edge.scoring.model import model_scoring
 
     backend = create_backend("torch", str(weights), threads=threads)
-    clip_len, size = backend_geometry(backend)
+    scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend), score="patch",
+                            dataset="custom")
+    clip_len, size, patch = scoring.clip_len, scoring.image_size, scoring.patch
     videos, labels = _test_labels(data, clip_len)
-    out = {}
+    out = []
     for video, lab in zip(videos, labels, strict=True):
-        if video.name not in names:
+        if only is not None and video.name not in only:
             continue
         kept = {"targets": [], "preds": []}
 
@@ -192,8 +197,10 @@ def _colour_rows(weights: Path, data: Path, names, threads: int) -> dict[str, di
             kept["targets"].append(targets)
             kept["preds"].append(frame_pred)
 
-        frame_terms(backend, video, clip_len, size, 16, get_score("patch").patch_size(size[0]), keep=keep)
-        out[video.name] = colour_row(lab, np.concatenate(kept["targets"]), np.concatenate(kept["preds"]))
+        terms = frame_terms(backend, video, clip_len, size, 16, patch, keep=keep)
+        out.append({"name": video.name, "labels": lab, "terms": terms, "patch": patch, "score": scoring.score,
+                    "normal_change": scoring.normal_change,
+                    "targets": np.concatenate(kept["targets"]), "preds": np.concatenate(kept["preds"])})
     return out
 
 
@@ -205,7 +212,8 @@ def cmd_appearance(args) -> dict:
     result, names, labels, scores = _eval_scores(args.data, args.eval)
     rows = appearance_rows(load_meta(args.meta or args.data), names, labels, scores, result["image_size"])
     if args.weights is not None:
-        colour = _colour_rows(args.weights, args.data, {r["video"] for r in rows}, args.threads)
+        colour = {v["name"]: colour_row(v["labels"], v["targets"], v["preds"])
+                  for v in _predictions(args.weights, args.data, args.threads, {r["video"] for r in rows})}
         rows = [{**r, **colour[r["video"]]} for r in rows]
     for r in rows:
         line = (f"{r['video']}: hue {r['hue']}, {r['region_px']} px stored = {r['region_px_model']} px at "
@@ -217,6 +225,136 @@ def cmd_appearance(args) -> dict:
         print(line, file=sys.stderr)
     return {"eval": str(args.eval), "weights": None if args.weights is None else str(args.weights),
             "image_size": result["image_size"], "videos": rows}
+
+
+# --- rescore: frame-term variants on the same predictions (issue 20, session 6; none adopted) ------------------
+
+
+def local_mean_error(pred, target, k: int):
+    """Squared error of the k×k box means of prediction and target ([-1, 1] tensors (N, 3, H, W)), mean over colour,
+    on the [0, 1] scale: (N, H/k, W/k). Zero-mean detail errors cancel inside a box, a colour shift does not."""
+    import torch.nn.functional as F
+
+    return ((F.avg_pool2d(pred, k) - F.avg_pool2d(target, k)) / 2).pow(2).mean(dim=1)
+
+
+def chroma_error(pred, target):
+    """The squared error with its grey part (the mean over colour) removed, mean over colour: (N, H, W)."""
+    d = (pred - target) / 2
+    return (d - d.mean(dim=1, keepdim=True)).pow(2).mean(dim=1)
+
+
+def saturation_deficit(pred, target):
+    """max(0, saturation(target) − saturation(prediction))², the colour the prediction lacks: (N, H, W)."""
+    def sat(x):
+        return ((x + 1) / 2).amax(dim=1) - ((x + 1) / 2).amin(dim=1)
+
+    return (sat(target) - sat(pred)).clamp(min=0).pow(2)
+
+
+def shift_tolerant_error(pred, target, r: int):
+    """Per pixel the smallest squared error (mean over colour, [0, 1] scale) of the prediction shifted by up to ``r``
+    pixels each way (edges replicated) against the target: (N, H, W). A person predicted a pixel off costs little."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = target.shape[-2:]
+    padded = F.pad(pred, (r, r, r, r), mode="replicate")
+    errors = [((padded[..., dy:dy + h, dx:dx + w] - target) / 2).pow(2).mean(dim=1)
+              for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+    return torch.stack(errors).amin(dim=0)
+
+
+# name → (error map from (pred, target), window in pixels → window in map cells, how it joins the shipped score):
+# "replace" patch_app by its worst window's PSNR, "geo" average the two in dB, "add w" / "floor add w" / "floor max"
+# combine a per-video min-max of its (Gaussian σ 2) smoothed negative PSNR with the shipped `patch` score.
+RESCORE_VARIANTS = {
+    **{f"local mean k={k}": (lambda p, t, k=k: local_mean_error(p, t, k), lambda w, k=k: max(1, w // k), "replace")
+       for k in (2, 4)},
+    **{f"local mean k={k}, geo": (lambda p, t, k=k: local_mean_error(p, t, k), lambda w, k=k: max(1, w // k), "geo")
+       for k in (2, 4)},
+    **{f"{name}, {how}": (fn, lambda w: w, how)
+       for name, fn in (("chroma", chroma_error), ("saturation deficit", saturation_deficit))
+       for how in ("geo", "add 0.25", "add 0.5", "floor add 0.25", "floor max")},
+    **{f"shift-tolerant r={r}": (lambda p, t, r=r: shift_tolerant_error(p, t, r), lambda w: w, "replace")
+       for r in (1, 2)},
+}
+
+
+def rescore_video(video: dict, variant: str) -> np.ndarray:
+    """One video's scores (a :func:`_predictions` entry, scored as `eval` scores it) with the frame term of
+    ``variant`` (a key of :data:`RESCORE_VARIANTS`, or "shipped")."""
+    import torch
+    from scipy.ndimage import gaussian_filter1d
+
+    from m2s2l_edge.scoring.terms import TERMS, psnr_of_mse, worst_window
+    from m2s2l_edge.scoring.video import min_max, quantile_floor, video_scores
+
+    cfg, normal_change = video["score"], video["normal_change"]
+    terms = {k: video["terms"][k] for k in TERMS}
+    if variant == "shipped":
+        return video_scores(terms, cfg, normal_change)
+    error, window, how = RESCORE_VARIANTS[variant]
+    pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
+    db = psnr_of_mse(worst_window(error(pred, target), window(video["patch"]))).numpy().astype(np.float64)
+    if how in ("replace", "geo"):
+        terms["patch_app"] = db if how == "replace" else (terms["patch_app"] + db) / 2
+        return video_scores(terms, cfg, normal_change)
+    base, extra = video_scores(terms, cfg, normal_change), min_max(gaussian_filter1d(-db, 2.0, mode="nearest"))
+    if how.startswith("floor"):
+        extra = quantile_floor(extra, 0.5)
+    if how == "floor max":
+        return np.maximum(base, extra)
+    w = float(how.split()[-1])
+    return min_max((1 - w) * base + w * extra)
+
+
+def reversal_profile(videos: list[dict], kinds: dict) -> dict[str, list[float]]:
+    """Robust z-scores (each video's median and MAD) of the worst-window error in each time-reversed video, split into
+    its first 4 reversed frames, the rest of the reversed stretch, the 4 frames after it and every other frame."""
+    out = {"first_4_reversed": [], "rest_of_reversed": [], "4_after": [], "other": []}
+    for v in videos:
+        if kinds[v["name"]] != "wrong_direction" or not np.any(v["labels"]):
+            continue
+        e = -np.asarray(v["terms"]["patch_app"], np.float64)
+        z = (e - np.median(e)) / (1.4826 * np.median(np.abs(e - np.median(e))) + 1e-12)
+        idx = np.nonzero(v["labels"])[0]
+        first, last = int(idx[0]), int(idx[-1])
+        rest = np.ones(len(z), bool)
+        rest[first:last + 5] = False
+        for key, part in (("first_4_reversed", z[first:first + 4]), ("rest_of_reversed", z[first + 4:last + 1]),
+                          ("4_after", z[last + 1:last + 5]), ("other", z[rest])):
+            out[key] += part.tolist()
+    return out
+
+
+def cmd_rescore(args) -> dict:
+    """Every :data:`RESCORE_VARIANTS` entry and the shipped `patch` score on each checkpoint × build (each model run
+    once per build), means over them per kind; and where time-reversed videos score high."""
+    import statistics
+
+    from footage.vtest import kinds_by_video, load_meta
+
+    variants = ["shipped", *RESCORE_VARIANTS]
+    rows: dict[str, list[dict]] = {v: [] for v in variants}
+    reversal: dict[str, list[float]] = {}
+    for weights in args.weights:
+        for data in args.data:
+            kinds = kinds_by_video(load_meta(data))
+            videos = _predictions(weights, data, args.threads)
+            names, labels = [v["name"] for v in videos], [v["labels"] for v in videos]
+            for variant in variants:
+                scores = [rescore_video(v, variant) for v in videos]
+                rows[variant].append({"weights": str(weights), "data": str(data),
+                                      **_auc_table(names, labels, scores, kinds)})
+            for key, values in reversal_profile(videos, kinds).items():
+                reversal.setdefault(key, []).extend(values)
+            logging.getLogger("vtest").info("%s on %s: shipped all %.4f", weights, data, rows["shipped"][-1]["all"])
+    keys = [k for k in rows["shipped"][0] if k not in ("weights", "data")]
+    mean = {v: {k: statistics.mean(r[k] for r in rows[v]) for k in keys} for v in variants}
+    return {"score": "patch", "mean": mean, "rows": rows,
+            "reversal_z": {k: {"frames": len(v), "median": float(np.median(v)), "mean": float(np.mean(v))}
+                           for k, v in reversal.items()}}
 
 
 class CachedBackend:
@@ -738,6 +876,11 @@ def main(argv=None) -> int:
     d.add_argument("--lam", type=float, default=0.5)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--terms", type=Path, default=None, help="also save every per-frame term here (.npz)")
+    rs = sub.add_parser("rescore", help="frame-term variants (local means, colour, shift-tolerant) on the same "
+                        "predictions, and where time-reversed videos score")
+    rs.add_argument("--data", type=Path, action="append", required=True, help="a build (repeat)")
+    rs.add_argument("--weights", type=Path, action="append", required=True, help="a checkpoint (repeat)")
+    rs.add_argument("--threads", type=int, default=1)
     a = sub.add_parser("ablate", help="zero one part of a trained model at test time: what carries the prediction")
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--weights", type=Path, required=True)
@@ -753,14 +896,13 @@ def main(argv=None) -> int:
     li.add_argument("--threads", type=int, default=1)
     li.add_argument("--reanalyse", action="store_true",
                     help="read the outputs an earlier run left in --work instead of running the commands again")
-    for p in (b, s, e, ap, d, a, li):
+    for p in (b, s, e, ap, d, rs, a, li):
         p.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {"build": cmd_build, "baselines": cmd_baselines, "score": cmd_score, "appearance": cmd_appearance,
-                    "diagnose": cmd_diagnose,
-                    "ablate": cmd_ablate, "live": cmd_live}
+                    "diagnose": cmd_diagnose, "rescore": cmd_rescore, "ablate": cmd_ablate, "live": cmd_live}
         result = commands[args.command](args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

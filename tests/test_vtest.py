@@ -492,6 +492,33 @@ def test_colour_row_tells_a_model_that_copies_a_new_colour_from_one_that_refuses
         VV.colour_row(np.ones(10, np.uint8), target, noisy)
 
 
+def test_rescore_error_maps_keep_what_they_are_meant_to_and_forgive_the_rest():
+    """benchmarks/vtest_validation.py rescore: the local-mean error cancels a zero-mean detail error but not a colour
+    shift; the chroma error ignores a grey (brightness-only) error; the saturation deficit sees only colour the
+    prediction lacks; the shift-tolerant error forgives a one-pixel misplacement at r = 1 and not at r = 0."""
+    import vtest_validation as VV
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 0.4 - 0.2  # zero mean over 2x2 boxes
+    assert VV.local_mean_error(target + checker, target, 2).max() < 1e-10
+    assert VV.local_mean_error(target + torch.tensor([0.3, 0.0, 0.0])[:, None, None], target, 2).min() > 1e-3
+    assert VV.chroma_error(target + 0.3, target).max() < 1e-10  # the same change in every channel: grey
+    assert VV.chroma_error(target + torch.tensor([0.3, 0.0, 0.0])[:, None, None], target).min() > 1e-3
+
+    grey = torch.full((1, 3, 4, 4), -0.2)
+    red = grey.clone()
+    red[:, 0] = 0.8
+    assert VV.saturation_deficit(red, red).max() == 0 and VV.saturation_deficit(red, grey).max() == 0
+    assert torch.allclose(VV.saturation_deficit(grey, red), torch.full((1, 4, 4), 0.25))  # (0.5 - 0)^2
+
+    moved = torch.roll(target, shifts=1, dims=-1)
+    inner = (..., slice(2, -2), slice(2, -2))  # away from the replicated edges
+    assert VV.shift_tolerant_error(moved, target, 1)[inner].max() < 1e-10
+    assert VV.shift_tolerant_error(moved, target, 0)[inner].mean() > 1e-2
+    assert set(VV.RESCORE_VARIANTS) >= {"local mean k=2", "saturation deficit, add 0.25", "shift-tolerant r=2"}
+
+
 def test_live_table_protocol_matches_events_to_segments():
     """benchmarks/vtest_validation.py live: an event counts for a segment it overlaps (or the T + window frames
     after it, where the model and the smoothing still see the anomaly); an event starting right after a cut between
