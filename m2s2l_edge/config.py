@@ -28,6 +28,7 @@ _POSITIVE_INTS = ("image_size", "clip_len", "in_channels", "dim", "temporal_dept
                   "memory_items")
 _POSITIVE_TUPLES = ("patch_sizes", "spatial_depths", "ms_kernels", "temporal_windows", "decoder_channels")
 DECODER_CONVS = ("dense", "separable")  # ModelConfig.decoder_conv
+SPATIAL_INPUTS = ("clip", "last")  # ModelConfig.spatial_input
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class ModelConfig:
     # Per spatial scale (fine / medium / coarse), overriding mlp_ratio; 0 = no MLP in that scale's blocks (SS2D
     # only). Empty: mlp_ratio everywhere. For the CPU budget: the finest scale's grid has 16x the medium one's tokens.
     spatial_mlp_ratios: tuple[float, ...] = ()
+    # What the spatial encoders embed: ``clip`` (all T input frames stacked on channels, so they see motion too) or
+    # ``last`` (the last input frame alone: appearance; motion then reaches the model through the temporal stream).
+    spatial_input: str = "clip"
     # Temporal stream: frame-difference windows (our choice) and Temporal Mamba Blocks per window.
     temporal_windows: tuple[int, ...] = (1, 2, 3)
     temporal_depth: int = 1
@@ -130,6 +134,8 @@ class ModelConfig:
                 f"decoder_channels needs {self.upsample_stages + 1} entries (fused resolution, then one per ×2 "
                 f"upsampling), got {len(self.decoder_channels)}"
             )
+        if self.spatial_input not in SPATIAL_INPUTS:
+            raise ValueError(f"spatial_input must be one of {', '.join(SPATIAL_INPUTS)}, got {self.spatial_input!r}")
         if self.decoder_conv not in DECODER_CONVS:
             raise ValueError(f"decoder_conv must be one of {', '.join(DECODER_CONVS)}, got {self.decoder_conv!r}")
         if not 0.0 <= self.corruption_prob < 1.0:

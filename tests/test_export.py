@@ -236,13 +236,16 @@ def test_separable_decoder_exports_with_parity(tmp_path):
 
 
 @pytest.mark.slow
-def test_scale_without_mlp_exports_with_parity(tmp_path):
-    """A model whose finest spatial scale has no MLP (spatial_mlp_ratios 0 there) exports in the plugin flavour and
-    passes the parity check in ONNX Runtime, with one SelectiveScan node per scan call."""
+@pytest.mark.parametrize("option", [{"spatial_mlp_ratios": (0.0, 2.0, 2.0)}, {"spatial_input": "last"}],
+                         ids=["no-mlp-on-the-finest-scale", "spatial-input-last"])
+def test_design_options_export_with_parity(tmp_path, option):
+    """A model whose finest spatial scale has no MLP (spatial_mlp_ratios 0 there), or whose spatial encoders see the
+    last frame alone (spatial_input=last), exports in the plugin flavour and passes the parity check in ONNX Runtime,
+    with one SelectiveScan node per scan call."""
     from m2s2l_edge.models import create_model
 
-    model = create_model("tiny", seed=0, spatial_mlp_ratios=(0.0, 2.0, 2.0)).eval()
-    path = tmp_path / "nomlp.onnx"
+    model = create_model("tiny", seed=0, **option).eval()
+    path = tmp_path / "option.onnx"
     _, report = export_and_check(model, path, ExportConfig(precision="fp32", scan="plugin"), dataset="ped2",
                                  check=True, threads=2)
     rows = report.as_dict()["rows"]

@@ -320,6 +320,39 @@ def test_the_clip_reaches_the_decoders_only_through_the_encoders():
     assert not torch.equal(a, b)
 
 
+def test_spatial_input_last_leaves_the_motion_to_the_temporal_stream():
+    """spatial_input=last: the spatial encoders embed the last input frame alone, so changing the earlier frames
+    leaves every spatial map as it was while the prediction still moves (the temporal stream sees them); with the
+    default (clip) the same change moves the spatial maps. An unknown value is refused."""
+    def maps_of(model, clip):
+        """The spatial encoders' maps in a forward of ``clip``, and its frame prediction."""
+        kept = []
+
+        def spatial_maps(stacked, encode=model._spatial_maps):
+            kept.append(encode(stacked))
+            return kept[-1]
+
+        model._spatial_maps = spatial_maps
+        with torch.no_grad():
+            frame, _ = model.predict(clip)
+        del model._spatial_maps
+        return kept[-1], frame
+
+    for spatial_input in ("last", "clip"):
+        model = create_model("tiny", seed=0, spatial_input=spatial_input).eval()
+        a = clip_for(model.cfg)[:1, :-1]
+        b = a.clone()
+        b[:, :-1] = torch.flip(b[:, :-1], dims=(-1,))  # every frame but the last one changed
+        maps_a, frame_a = maps_of(model, a)
+        maps_b, frame_b = maps_of(model, b)
+        same = all(torch.equal(x, y) for x, y in zip(maps_a, maps_b, strict=True))
+        assert same == (spatial_input == "last")
+        assert not torch.equal(frame_a, frame_b)
+    assert create_model("tiny", spatial_input="last").patch_embeds[0].in_channels == 3
+    with pytest.raises(ValueError, match="spatial_input must be one of clip, last"):
+        get_preset("tiny", spatial_input="first")
+
+
 def test_decoder_levels_are_the_finer_encoder_maps_read_through_memory():
     cfg = get_preset("tiny")
     model = create_model("tiny", seed=0)

@@ -398,10 +398,12 @@ def test_input_corruption_acts_on_training_clips_only_and_is_validated():
         get_preset("tiny", corruption_prob=1.0)
     with pytest.raises(ValueError, match="corruption_min_side"):
         get_preset("tiny", corruption_min_side=0.5)
-    newer = ("corruption_min_side", "decoder_conv", "level_query")  # fields added after checkpoints were written
+    # fields added after checkpoints were written
+    newer = ("corruption_min_side", "decoder_conv", "level_query", "spatial_input")
     legacy = {k: v for k, v in get_preset("tiny").to_dict().items() if k not in newer}
     loaded = ModelConfig.from_dict(legacy)
-    assert (loaded.corruption_min_side, loaded.decoder_conv, loaded.level_query) == (0.125, "dense", True)
+    assert (loaded.corruption_min_side, loaded.decoder_conv, loaded.level_query, loaded.spatial_input) == (
+        0.125, "dense", True, "clip")
 
 
 def test_ablate_interventions_zero_the_part_they_name():

@@ -58,9 +58,10 @@ class M2S2L(nn.Module):
         ssm = dict(d_state=cfg.d_state, expand=cfg.expand, dt_min=cfg.dt_min, dt_max=cfg.dt_max,
                    scan_backend=cfg.scan_backend)
 
-        # Spatial stream.
+        # Spatial stream: all T frames stacked on channels, or the last one alone (cfg.spatial_input).
+        frames = t if cfg.spatial_input == "clip" else 1
         self.patch_embeds = nn.ModuleList(
-            nn.Conv2d(cfg.in_channels * t, c, p, stride=p) for p in cfg.active_patch_sizes
+            nn.Conv2d(cfg.in_channels * frames, c, p, stride=p) for p in cfg.active_patch_sizes
         )
         self.embed_norms = nn.ModuleList(nn.LayerNorm(c) for _ in cfg.active_patch_sizes)
         self.spatial_blocks = nn.ModuleList(
@@ -184,7 +185,8 @@ class M2S2L(nn.Module):
         self.check_input(clip)
         clip = self.corruption(clip)  # training only: foreign boxes in the input, the target stays clean
         b, t, ch, h, w = clip.shape
-        stacked = clip.reshape(b, t * ch, h, w)  # (B, 3T, H, W)
+        # (B, 3T, H, W), or (B, 3, H, W) with the last frame alone
+        stacked = clip.reshape(b, t * ch, h, w) if self.cfg.spatial_input == "clip" else clip[:, -1]
         maps = self._spatial_maps(stacked)
         fused = self.fuse(torch.cat([self._spatial(maps), self._temporal(clip)], dim=1))  # (B, C, h, w)
 
