@@ -172,11 +172,35 @@ def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> di
             "error_elsewhere_p999": round(float(np.percentile(err[labels][~risen], 99.9)), 4)}
 
 
-def _predictions(weights: Path, data: Path, threads: int, only=None) -> list[dict]:
-    """Checkpoint ``weights`` run once over build ``data``'s test videos (those named in ``only``, default all): per
-    video its name, the labels of its scored frames, every term (:func:`m2s2l_edge.evaluation.run.frame_terms`), the
-    targets and frame predictions themselves ((N, 3, H, W), [-1, 1]) for analyses that need the images, and the
-    model's `patch` score settings and normal frame change as `eval` resolves them."""
+def context_row(video: dict) -> dict:
+    """What else moves with one appearance video's labels (a :func:`_predictions` entry): the mean frame change in its
+    anomalous and normal frames (a recoloured person may come with a busier or a quieter scene), and the video's own
+    AUC of the unsmoothed worst-window error and of the worst window of the saturation deficit."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from m2s2l_edge.scoring.terms import error_map, worst_window
+
+    labels = np.asarray(video["labels"]).astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("a video needs normal and anomalous frames")
+    change = np.asarray(video["terms"]["change"], np.float64)
+    pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
+    error = worst_window(error_map(pred, target), video["patch"]).numpy()
+    return {"change_anomalous": round(float(change[labels].mean()), 5),
+            "change_normal": round(float(change[~labels].mean()), 5),
+            "error_auc": round(float(roc_auc_score(labels, error)), 3),
+            "saturation_deficit_auc": round(float(roc_auc_score(labels, _saturation_worst(video))), 3)}
+
+
+def _predictions(weights: Path, data: Path, threads: int, only=None, split: str = "test") -> list[dict]:
+    """Checkpoint ``weights`` run once over build ``data``'s test videos (those named in ``only``, default all), or
+    with ``split="train"`` its training video (labels all 0): per video its name, the labels of its scored frames,
+    every term (:func:`m2s2l_edge.evaluation.run.frame_terms`), the targets and frame predictions themselves
+    ((N, 3, H, W), [-1, 1]) for analyses that need the images, and the model's `patch` score settings and normal
+    frame change as `eval` resolves them."""
+    from m2s2l_edge.data import discover
+    from m2s2l_edge.evaluation.protocol import drop_unpredicted
     from m2s2l_edge.evaluation.run import frame_terms
     from m2s2l_edge.runtime import create_backend
     from m2s2l_edge.runtime.base import backend_geometry
@@ -186,7 +210,11 @@ def _predictions(weights: Path, data: Path, threads: int, only=None) -> list[dic
     scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend), score="patch",
                             dataset="custom")
     clip_len, size, patch = scoring.clip_len, scoring.image_size, scoring.patch
-    videos, labels = _test_labels(data, clip_len)
+    if split == "train":
+        videos = discover(data, "custom", "train")
+        labels = drop_unpredicted([np.zeros(len(v), np.uint8) for v in videos], clip_len)
+    else:
+        videos, labels = _test_labels(data, clip_len)
     out = []
     for video, lab in zip(videos, labels, strict=True):
         if only is not None and video.name not in only:
@@ -212,7 +240,7 @@ def cmd_appearance(args) -> dict:
     result, names, labels, scores = _eval_scores(args.data, args.eval)
     rows = appearance_rows(load_meta(args.meta or args.data), names, labels, scores, result["image_size"])
     if args.weights is not None:
-        colour = {v["name"]: colour_row(v["labels"], v["targets"], v["preds"])
+        colour = {v["name"]: {**colour_row(v["labels"], v["targets"], v["preds"]), **context_row(v)}
                   for v in _predictions(args.weights, args.data, args.threads, {r["video"] for r in rows})}
         rows = [{**r, **colour[r["video"]]} for r in rows]
     for r in rows:
@@ -222,6 +250,10 @@ def cmd_appearance(args) -> dict:
             line += (f"; saturation {r['target_saturation']:.2f} in the frame, {r['pred_saturation']:.2f} predicted; "
                      f"error {r['error_there']:.4f} there, {r['error_elsewhere_p999']:.4f} at the 99.9th percentile "
                      "elsewhere")
+        if "change_anomalous" in r:
+            line += (f"; frame change {r['change_anomalous']:.4f} anomalous, {r['change_normal']:.4f} normal; AUC of "
+                     f"the raw worst window {r['error_auc']:.3f}, of the saturation deficit "
+                     f"{r['saturation_deficit_auc']:.3f}")
         print(line, file=sys.stderr)
     return {"eval": str(args.eval), "weights": None if args.weights is None else str(args.weights),
             "image_size": result["image_size"], "videos": rows}
@@ -281,9 +313,91 @@ RESCORE_VARIANTS = {
 }
 
 
-def rescore_video(video: dict, variant: str) -> np.ndarray:
+# --- calibrated on the training video (session 7; none adopted) ------------------------------------------------
+
+ACTIVITY_FLOOR = 1e-3  # the frame change a log is taken of is floored here (a stalled frame changes by ~0)
+
+
+def activity_fit(terms: dict, stall_ratio: float) -> tuple[float, float]:
+    """(a, b) of patch_app ≈ a + b·ln(max(change, :data:`ACTIVITY_FLOOR`)) by least squares over the frames that are
+    not stalled: how much worse the worst window gets the more the scene moves."""
+    from m2s2l_edge.scoring.video import stalled
+
+    change, worst = (np.asarray(terms[k], np.float64) for k in ("change", "patch_app"))
+    keep = ~stalled(change, stall_ratio)
+    x = np.stack([np.ones(int(keep.sum())), np.log(np.maximum(change[keep], ACTIVITY_FLOOR))], axis=1)
+    a, b = np.linalg.lstsq(x, worst[keep], rcond=None)[0]
+    return float(a), float(b)
+
+
+def activity_residual(terms: dict, ab: tuple[float, float]) -> dict:
+    """``terms`` with patch_app replaced by its residual against what the frame's change predicts
+    (:func:`activity_fit`)."""
+    a, b = ab
+    change = np.maximum(np.asarray(terms["change"], np.float64), ACTIVITY_FLOOR)
+    return {**terms, "patch_app": np.asarray(terms["patch_app"], np.float64) - (a + b * np.log(change))}
+
+
+def colour_exceedance(values: np.ndarray, reference: np.ndarray, q: float) -> np.ndarray:
+    """How far each frame's value lies beyond the ``q``-quantile of the reference (training) frames, in units of that
+    quantile's distance from their median: max(0, (x − x_q) / (x_q − median)). Zero wherever the reference had as
+    much."""
+    ref = np.asarray(reference, np.float64)
+    hi, mid = float(np.quantile(ref, q)), float(np.median(ref))
+    return np.maximum(0.0, (np.asarray(values, np.float64) - hi) / max(hi - mid, 1e-12))
+
+
+def _saturation_worst(video: dict) -> np.ndarray:
+    """The worst window of a :func:`_predictions` entry's saturation deficit per frame (cached in the entry)."""
+    import torch
+
+    from m2s2l_edge.scoring.terms import worst_window
+
+    if "saturation_worst" not in video:
+        pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
+        video["saturation_worst"] = worst_window(saturation_deficit(pred, target), video["patch"]).numpy()
+    return video["saturation_worst"].astype(np.float64)
+
+
+def _activity_scores(video: dict, train: dict | None) -> np.ndarray:
+    """`patch` with the activity residual as its frame term; (a, b) fitted on ``train`` (the training video), or on
+    the video itself when None."""
+    from m2s2l_edge.scoring.terms import TERMS
+    from m2s2l_edge.scoring.video import video_scores
+
+    cfg = video["score"]
+    terms = {k: video["terms"][k] for k in TERMS}
+    ab = activity_fit(terms if train is None else train["terms"], cfg.stall_ratio)
+    return video_scores(activity_residual(terms, ab), cfg, video["normal_change"])
+
+
+def _colour_scores(video: dict, train: dict, q: float, w: float) -> np.ndarray:
+    """min-max(shipped `patch` score + w · the smoothed :func:`colour_exceedance` of the saturation deficit's worst
+    window against the training video's): a video with no exceedance keeps its scores."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from m2s2l_edge.scoring.terms import TERMS
+    from m2s2l_edge.scoring.video import min_max, video_scores
+
+    cfg = video["score"]
+    base = video_scores({k: video["terms"][k] for k in TERMS}, cfg, video["normal_change"])
+    e = colour_exceedance(_saturation_worst(video), _saturation_worst(train), q)
+    return min_max(base + w * gaussian_filter1d(e, cfg.smooth_sigma, mode="nearest"))
+
+
+# name → scores from (test video, training video), both :func:`_predictions` entries of the same model.
+CALIBRATED_VARIANTS = {
+    "activity residual, training fit": _activity_scores,
+    "activity residual, per-video fit": lambda video, _train: _activity_scores(video, None),
+    **{f"colour exceedance Q={q} w={w}": (lambda video, train, q=q, w=w: _colour_scores(video, train, q, w))
+       for q in (0.99, 1.0) for w in (0.5, 1.0)},
+}
+
+
+def rescore_video(video: dict, variant: str, train: dict | None = None) -> np.ndarray:
     """One video's scores (a :func:`_predictions` entry, scored as `eval` scores it) with the frame term of
-    ``variant`` (a key of :data:`RESCORE_VARIANTS`, or "shipped")."""
+    ``variant`` (a key of :data:`RESCORE_VARIANTS` or :data:`CALIBRATED_VARIANTS`, which need ``train``, the same
+    model's entry for the training video; or "shipped")."""
     import torch
     from scipy.ndimage import gaussian_filter1d
 
@@ -294,6 +408,10 @@ def rescore_video(video: dict, variant: str) -> np.ndarray:
     terms = {k: video["terms"][k] for k in TERMS}
     if variant == "shipped":
         return video_scores(terms, cfg, normal_change)
+    if variant in CALIBRATED_VARIANTS:
+        if train is None:
+            raise ValueError(f"{variant!r} is calibrated on the training video: pass its predictions")
+        return CALIBRATED_VARIANTS[variant](video, train)
     error, window, how = RESCORE_VARIANTS[variant]
     pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
     db = psnr_of_mse(worst_window(error(pred, target), window(video["patch"]))).numpy().astype(np.float64)
@@ -329,22 +447,24 @@ def reversal_profile(videos: list[dict], kinds: dict) -> dict[str, list[float]]:
 
 
 def cmd_rescore(args) -> dict:
-    """Every :data:`RESCORE_VARIANTS` entry and the shipped `patch` score on each checkpoint × build (each model run
-    once per build), means over them per kind; and where time-reversed videos score high."""
+    """Every :data:`RESCORE_VARIANTS` and :data:`CALIBRATED_VARIANTS` entry and the shipped `patch` score on each
+    checkpoint × build (each model run once per build's test videos and once over its training video), means over
+    them per kind; and where time-reversed videos score high."""
     import statistics
 
     from footage.vtest import kinds_by_video, load_meta
 
-    variants = ["shipped", *RESCORE_VARIANTS]
+    variants = ["shipped", *RESCORE_VARIANTS, *CALIBRATED_VARIANTS]
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     reversal: dict[str, list[float]] = {}
     for weights in args.weights:
         for data in args.data:
             kinds = kinds_by_video(load_meta(data))
             videos = _predictions(weights, data, args.threads)
+            (train,) = _predictions(weights, data, args.threads, split="train")
             names, labels = [v["name"] for v in videos], [v["labels"] for v in videos]
             for variant in variants:
-                scores = [rescore_video(v, variant) for v in videos]
+                scores = [rescore_video(v, variant, train) for v in videos]
                 rows[variant].append({"weights": str(weights), "data": str(data),
                                       **_auc_table(names, labels, scores, kinds)})
             for key, values in reversal_profile(videos, kinds).items():
@@ -876,8 +996,9 @@ def main(argv=None) -> int:
     d.add_argument("--lam", type=float, default=0.5)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--terms", type=Path, default=None, help="also save every per-frame term here (.npz)")
-    rs = sub.add_parser("rescore", help="frame-term variants (local means, colour, shift-tolerant) on the same "
-                        "predictions, and where time-reversed videos score")
+    rs = sub.add_parser("rescore", help="frame-term variants (local means, colour, shift-tolerant, and calibrated on "
+                        "the training video: activity residual, colour exceedance) on the same predictions, and "
+                        "where time-reversed videos score")
     rs.add_argument("--data", type=Path, action="append", required=True, help="a build (repeat)")
     rs.add_argument("--weights", type=Path, action="append", required=True, help="a checkpoint (repeat)")
     rs.add_argument("--threads", type=int, default=1)

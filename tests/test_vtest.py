@@ -468,7 +468,9 @@ def test_appearance_rows_give_each_recoloured_video_its_size_and_its_own_auc():
 def test_colour_row_tells_a_model_that_copies_a_new_colour_from_one_that_refuses_it():
     """benchmarks/vtest_validation.py appearance --weights: at the pixels whose saturation rose in the anomalous
     frames, a prediction that copies the target has the target's saturation and no error there; one that predicts
-    the grey person it saw before has none of the saturation and the error sits there, above the rest."""
+    the grey person it saw before has none of the saturation and the error sits there, above the rest. The context
+    row reports the frame change inside and outside the recoloured stretch and the video's AUC of the raw worst window
+    and of the saturation deficit."""
     import vtest_validation as VV
 
     rng = np.random.default_rng(0)
@@ -488,6 +490,14 @@ def test_colour_row_tells_a_model_that_copies_a_new_colour_from_one_that_refuses
     assert abs(copies["pred_saturation"] - 0.8) < 0.1 and refused["pred_saturation"] < 0.05
     assert copies["error_there"] < copies["error_elsewhere_p999"]
     assert refused["error_there"] > 10 * refused["error_elsewhere_p999"]
+    def video(preds):
+        return {"labels": labels, "targets": target, "preds": preds, "patch": 4,
+                "terms": {"change": np.r_[np.full(6, 0.01), np.full(4, 0.004)]}}  # a quieter scene while recoloured
+
+    context = VV.context_row(video(refuses))
+    assert (context["change_anomalous"], context["change_normal"]) == (0.004, 0.01)
+    assert context["error_auc"] == context["saturation_deficit_auc"] == 1.0  # the refused coat tops every frame
+    assert VV.context_row(video(noisy))["error_auc"] < 0.8  # a copied coat leaves only the noise every frame has
     none = VV.colour_row(labels, grey, grey)  # nothing was recoloured
     assert none["px_per_frame"] == 0.0 and none["target_saturation"] is None
     with pytest.raises(ValueError, match="normal and anomalous"):
@@ -519,6 +529,51 @@ def test_rescore_error_maps_keep_what_they_are_meant_to_and_forgive_the_rest():
     assert VV.shift_tolerant_error(moved, target, 1)[inner].max() < 1e-10
     assert VV.shift_tolerant_error(moved, target, 0)[inner].mean() > 1e-2
     assert set(VV.RESCORE_VARIANTS) >= {"local mean k=2", "saturation deficit, add 0.25", "shift-tolerant r=2"}
+
+
+def test_rescore_calibrated_variants_take_out_what_they_fit_and_leave_quiet_videos_alone():
+    """benchmarks/vtest_validation.py rescore, the variants calibrated on the training video: the activity fit
+    recovers a worst-window PSNR that falls linearly in ln(change), ignoring stalled frames, and its residual is then
+    flat; the colour exceedance is zero up to the training frames' quantile and counts beyond it in units of the
+    quantile's distance from their median; a video that never lacks more colour than the training frames keeps the
+    shipped scores exactly, one that does scores highest where it does."""
+    import vtest_validation as VV
+
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.scoring.terms import TERMS
+
+    rng = np.random.default_rng(0)
+    change = rng.uniform(0.002, 0.02, 60)
+    worst = 9.0 - 3.5 * np.log(change)
+    terms = {k: rng.normal(30, 1, 60) for k in TERMS} | {"change": change.copy(), "patch_app": worst.copy()}
+    terms["change"][10] = 0.0  # a stalled frame: set aside by the fit
+    terms["patch_app"][10] = 99.0
+    a, b = VV.activity_fit(terms, stall_ratio=0.1)
+    assert abs(a - 9.0) < 1e-6 and abs(b + 3.5) < 1e-6
+    residual = VV.activity_residual(terms, (a, b))["patch_app"]
+    assert np.abs(np.delete(residual, 10)).max() < 1e-6
+
+    reference = np.linspace(0.0, 1.0, 101)  # median 0.5, 0.99-quantile 0.99
+    e = VV.colour_exceedance(np.array([0.2, 0.99, 1.48]), reference, 0.99)
+    np.testing.assert_allclose(e, [0.0, 0.0, 1.0], atol=1e-9)
+
+    cfg = get_score("patch")
+    train = {"saturation_worst": reference * 0.01}
+
+    def video(saturation):
+        return {"score": cfg, "normal_change": 0.01, "terms": {k: v.copy() for k, v in terms.items()},
+                "saturation_worst": np.asarray(saturation, np.float64)}
+
+    quiet = video(np.full(60, 0.005))
+    shipped = VV.rescore_video(quiet, "shipped")
+    for variant in ("colour exceedance Q=0.99 w=0.5", "colour exceedance Q=1.0 w=1.0"):
+        np.testing.assert_array_equal(VV.rescore_video(quiet, variant, train), shipped)
+    coloured = np.full(60, 0.005)
+    coloured[40:46] = 0.05  # five times the training maximum
+    scores = VV.rescore_video(video(coloured), "colour exceedance Q=1.0 w=1.0", train)
+    assert 40 <= int(np.argmax(scores)) < 46 and not np.array_equal(scores, shipped)
+    with pytest.raises(ValueError, match="calibrated on the training video"):
+        VV.rescore_video(quiet, "activity residual, training fit")
 
 
 def test_live_table_protocol_matches_events_to_segments():
