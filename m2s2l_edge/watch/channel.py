@@ -72,19 +72,36 @@ class ClipChannel:
         self._order: list[str] = []
         self._next = 0
         self.closed = False
+        # Per camera: clips put in, and clips out again (taken by the scheduler, or replaced while waiting).
+        self._put: dict[str, int] = {}
+        self._out: dict[str, int] = {}
 
     def add_camera(self, camera: str) -> None:
         with self.cond:
             self._queues[camera] = deque()
             self._order.append(camera)
+            self._put[camera] = self._out[camera] = 0
+
+    def put_count(self, camera: str) -> int:
+        """How many clips ``camera`` has put in so far (a mark for :meth:`settled`)."""
+        with self.cond:
+            return self._put[camera]
+
+    def settled(self, camera: str, mark: int) -> bool:
+        """Whether every one of ``camera``'s first ``mark`` clips has left the channel (taken, or replaced by a newer
+        one): the scheduler has them, so once it has scored its batch, nothing captured before the mark waits."""
+        with self.cond:
+            return self._out[camera] >= mark
 
     def put_live(self, clip: Clip) -> bool:
         """Queue a live camera's ``clip`` in place of the one still waiting; True when one was replaced (dropped)."""
         with self.cond:
             q = self._queues[clip.camera]
             replaced = bool(q)
+            self._out[clip.camera] += len(q)
             q.clear()
             q.append(clip)
+            self._put[clip.camera] += 1
             self.cond.notify_all()
             return replaced
 
@@ -97,6 +114,7 @@ class ClipChannel:
                     return False
                 self.cond.wait(0.1)
             q.append(clip)
+            self._put[clip.camera] += 1
             self.cond.notify_all()
             return True
 
@@ -137,6 +155,7 @@ class ClipChannel:
                 q = self._queues[camera]
                 if q:
                     out.append(q.popleft())
+                    self._out[camera] += 1
                     progressed = True
             self._next = (self._next + 1) % max(n, 1)
 

@@ -303,6 +303,7 @@ class Watch:
         # Capture threads → loop: status changes and fault messages, in the order they happened (unbounded, but
         # each entry is a few small dicts and the loop drains it before every batch).
         self._inbox: queue.Queue[tuple] = queue.Queue()
+        self._waiting: list[tuple] = []  # status items whose camera still has clips from before them to score
         self.hooks = hooks or WatchHooks()
         calibrations = calibrations or {}
         capture_cfg = options.capture_config(self.model)
@@ -345,7 +346,9 @@ class Watch:
                 and not (not status.online and run.capture.stop_event.is_set())):
             with run.lock:
                 messages = run.detector.set_online(status.online, status.wall_time, status.stream_time, status.reason)
-        self._inbox.put(("status", status, messages))
+        # The clips this camera captured before the status are still to be scored: the loop handles the status
+        # after them (a tracker closed for a lost signal must not see frames from before the loss afterwards).
+        self._inbox.put(("status", status, messages, self.channel.put_count(status.camera)))
 
     # --- the loop -------------------------------------------------------------------------------------------------
 
@@ -453,6 +456,11 @@ class Watch:
         self._inbox.put(("call", fn))
 
     def _drain_inbox(self) -> None:
+        """Handle what the capture threads and the user sent. A camera's status waits (in order, per camera) until
+        the clips it captured before it have been scored."""
+        waiting, self._waiting = self._waiting, []
+        for item in waiting:
+            self._status_or_wait(item)
         while True:
             try:
                 item = self._inbox.get_nowait()
@@ -464,16 +472,26 @@ class Watch:
             if item[0] == "messages":
                 self._emit(self.cameras[item[1]], item[2])
                 continue
-            _, status, fault_messages = item
-            run = self.cameras[status.camera]
-            logger.info("camera %s %s (%s)", status.camera, "online" if status.online else "offline", status.reason)
-            self.hooks.status(status)
-            messages: list[dict] = []
-            if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
-                # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
-                # stopping ends its events with the shutdown's reason instead).
-                messages += run.tracker.close("signal_lost")
-            self._emit(run, messages + fault_messages)
+            self._status_or_wait(item)
+
+    def _status_or_wait(self, item: tuple) -> None:
+        camera, mark = item[1].camera, item[3]
+        if any(w[1].camera == camera for w in self._waiting) or not self.channel.settled(camera, mark):
+            self._waiting.append(item)
+        else:
+            self._status(item)
+
+    def _status(self, item: tuple) -> None:
+        _, status, fault_messages, _mark = item
+        run = self.cameras[status.camera]
+        logger.info("camera %s %s (%s)", status.camera, "online" if status.online else "offline", status.reason)
+        self.hooks.status(status)
+        messages: list[dict] = []
+        if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
+            # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
+            # stopping ends its events with the shutdown's reason instead).
+            messages += run.tracker.close("signal_lost")
+        self._emit(run, messages + fault_messages)
 
     def _check_rois(self) -> None:
         for run in self.cameras.values():
@@ -487,6 +505,9 @@ class Watch:
 
     def _close_all(self, reason: str) -> None:
         self._drain_inbox()
+        waiting, self._waiting = self._waiting, []  # stopped with clips unscored: the statuses go out now
+        for item in waiting:
+            self._status(item)
         for run in self.cameras.values():
             messages: list[dict] = []
             if run.tracker is not None:
