@@ -181,6 +181,78 @@ def test_watch_scores_table_has_evals_columns_and_values(tmp_path, exports, vide
     assert "no threshold yet" in r.output and "peak score" in r.output
 
 
+def test_channel_marks_tell_when_a_cameras_earlier_clips_have_left():
+    """ClipChannel.put_count / settled: the watch loop handles a camera's status (offline: its events end) only after
+    the clips the camera captured before it have left the channel, taken for scoring or replaced by a newer one."""
+    import threading
+
+    from m2s2l_edge.watch.channel import Clip, ClipChannel
+
+    def clip(camera, i):
+        return Clip(camera, i, i / 10, 0.0, 0.0, np.zeros((2, 3, 4, 4), np.float32), np.zeros((4, 4, 3), np.uint8))
+
+    channel, stop = ClipChannel(), threading.Event()
+    for camera in ("file", "live"):
+        channel.add_camera(camera)
+    for i in range(3):
+        assert channel.put_file(clip("file", i), limit=8, stop=stop)
+    mark = channel.put_count("file")
+    assert mark == 3 and not channel.settled("file", mark) and channel.settled("live", 0)
+    taken = channel.take(2, 0.0)
+    assert [c.frame_index for c in taken] == [0, 1] and channel.settled("file", 2) and not channel.settled("file", 3)
+    assert [c.frame_index for c in channel.take(4, 0.0)] == [2] and channel.settled("file", mark)
+    channel.put_live(clip("live", 0))
+    assert channel.put_live(clip("live", 1))  # replaced the waiting one: it is out, dropped
+    assert channel.put_count("live") == 2 and channel.settled("live", 1) and not channel.settled("live", 2)
+
+
+def test_eval_with_a_calibration_scores_each_video_as_watch_does(tmp_path, videos):
+    """`eval --calibration C` scores a video as the camera calibrated by C scores it live: frame by frame the same
+    smoothed calibrated score as `watch --replay --calibration C --scores` (its last frames too: the loop scores a
+    file's last clips before it handles the file's end), no per-video normalisation; results.json says so, gives C's
+    threshold and counts the frames at or above it; a score other than C's, or the stream score
+    without a calibration, is refused in one line."""
+    from m2s2l_edge.artifacts.checkpoint import save_checkpoint
+    from m2s2l_edge.models import create_model
+
+    weights = tmp_path / "tiny.pt"
+    save_checkpoint(weights, create_model("tiny", seed=0))
+    model, cal = ["--weights", str(weights)], tmp_path / "cam.calib.json"
+    r = CliRunner().invoke(app, ["calibrate", *model, "--source", str(videos["normal"]), "--out", str(cal)])
+    assert r.exit_code == 0, r.output
+    table = tmp_path / "watch.csv"
+    r = CliRunner().invoke(app, ["watch", *model, "--source", str(videos["test"]), "--replay", "--calibration",
+                                 str(cal), "--scores", str(table)])
+    assert r.exit_code == 0, r.output
+    labels = tmp_path / "labels.npy"
+    np.save(labels, videos["labels"])
+    common = [*model, "--data", str(videos["test"]), "--labels", str(labels), "--no-plots"]
+    r = CliRunner().invoke(app, ["eval", *common, "--calibration", str(cal), "--out", str(tmp_path / "eval"),
+                                 "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    ev, wa = _csv(tmp_path / "eval" / "scores" / "test.csv"), _csv(table)
+    np.testing.assert_array_equal(wa["frame"].astype(int), ev["frame"].astype(int))
+    np.testing.assert_allclose(ev["score"].astype(float), wa["score"].astype(float), rtol=0, atol=2e-3)
+    result = json.loads((tmp_path / "e.json").read_text())
+    threshold = json.loads(cal.read_text())["threshold"]
+    assert result["normalisation"].startswith(f"camera calibration {cal} (stream score, mean of 5 frames")
+    assert result["threshold"] == threshold and result["score"]["method"] == "stream"
+    (video,) = result["per_video"]
+    assert video["frames_above_threshold"] == int((wa["score"].astype(float) >= threshold).sum()) > 0
+    assert "frames at or above the threshold" in r.output
+    # The same footage normalised per video is another score (every video spans 0..1 there).
+    r = CliRunner().invoke(app, ["eval", *common, "--out", str(tmp_path / "eval2"), "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    per_video = _csv(tmp_path / "eval2" / "scores" / "test.csv")["score"].astype(float)
+    assert per_video.min() == 0.0 and per_video.max() == 1.0 and ev["score"].astype(float).max() > 1.5
+    assert json.loads((tmp_path / "p.json").read_text())["threshold"] is None
+    r = CliRunner().invoke(app, ["eval", *common, "--calibration", str(cal), "--score", "patch", "--out",
+                                 str(tmp_path / "eval3")])
+    assert r.exit_code == 1 and "fitted for the stream score, not --score patch" in one_error_line(r)
+    r = CliRunner().invoke(app, ["eval", *common, "--score", "stream", "--out", str(tmp_path / "eval4")])
+    assert r.exit_code == 1 and "give eval the camera's --calibration FILE" in one_error_line(r)
+
+
 def test_two_cameras_share_backend_calls_but_never_a_clip(backend, videos):
     scores, summary = _watch_scores(backend, [videos["normal2"], videos["test"]], batch=4)
     assert summary["backend"]["mean_batch"] > 1.5  # clips of both cameras went into the same calls

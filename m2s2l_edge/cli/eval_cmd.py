@@ -76,8 +76,13 @@ def eval_(
     score: Annotated[str | None, typer.Option(
         help="Anomaly score: paper (frame PSNRs, the published protocol) or patch (worst-patch PSNRs, stalled "
              "frames flagged, a median floor and a two-sided motion term, normalised per video; our addition). "
-             "Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom. (stream: watch, calibrate.)",
+             "Default: paper on ped2/avenue/shanghaitech/synthetic, patch on custom. (stream: with --calibration.)",
     )] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        help="A camera's calibration (from `m2s2l-edge calibrate`, for this model): score every video as that "
+             "camera scores it live (its score, normal statistics and smoothing; no per-video normalisation), so "
+             "the AUC is the one watch would reach on this footage. Frames at or above its threshold are counted per "
+             "video.")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Score every test video; report the micro (published protocol) and macro frame-level AUC when there are
@@ -93,7 +98,12 @@ def eval_(
         from m2s2l_edge.runtime import check_preset
 
         dataset = dataset or "custom"
-        score = eval_score(dataset, score)
+        cal = None
+        if calibration is not None:
+            from m2s2l_edge.watch.calibration import load
+
+            cal = load(calibration)
+        score = eval_score(dataset, score, calibrated=None if cal is None else cal.score)
         source = model_source(weights=weights, onnx=onnx, engine=engine, preset=preset, allow_fresh=False)
         if plugin is not None and source.kind != "tensorrt":
             raise ValueError("--plugin goes with --engine")
@@ -107,11 +117,22 @@ def eval_(
         options = {"plugin": plugin} if plugin is not None else {}
         runner = open_backend(source, device=device, threads=threads, **options)
         check_preset(runner, source.path, preset)
+        if cal is not None:  # the rule watch --calibration follows: the same model, score, λ, T and resolution
+            from m2s2l_edge.watch.calibration import check_matches, identity_of
+            from m2s2l_edge.watch.scorer import resolve_scoring
+
+            if lambda_ is not None and lambda_ != cal.score_config.lam:
+                raise ValueError(f"--lambda {lambda_} differs from the λ the calibration {calibration} was fitted "
+                                 f"with ({cal.score_config.lam}): leave --lambda out")
+            check_matches(cal, identity_of(resolve_scoring(runner, cal.score), source.path),
+                          f"calibration file {calibration}")
         from m2s2l_edge.cli.progress import run_with_progress
         from m2s2l_edge.cli.report import print_result
 
         result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console, score=score,
-                                   lam=lambda_, dataset=dataset, top_frames=REPORT_FRAMES)
+                                   lam=lambda_ if cal is None else cal.score_config.lam, dataset=dataset,
+                                   top_frames=REPORT_FRAMES, calibration=cal,
+                                   calibration_source=None if calibration is None else str(calibration))
         meta = run_record(runner, dataset=dataset, data=data, kind=source.kind, source=source.path)
         paths = write_outputs(result, out, meta=meta, plots=plots, replace=overwrite)
         print_result(result, paths, console, meta.get("selective_scan"))

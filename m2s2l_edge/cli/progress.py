@@ -77,9 +77,9 @@ def _clock(seconds: float) -> str:
 
 
 def run_with_progress(backend, videos, labels, batch_size: int, console=None, *, score=None, lam=None, dataset=None,
-                      top_frames: int = 0):
+                      top_frames: int = 0, calibration=None, calibration_source: str | None = None):
     """evaluate() with one rich progress bar over every predicted frame of the test set (``score``, ``lam``,
-    ``dataset`` and ``top_frames`` as evaluate takes them)."""
+    ``dataset``, ``top_frames`` and ``calibration`` as evaluate takes them)."""
     from m2s2l_edge.evaluation.run import evaluate
     from m2s2l_edge.runtime.base import backend_geometry
 
@@ -89,6 +89,7 @@ def run_with_progress(backend, videos, labels, batch_size: int, console=None, *,
         task = progress.add_task("scoring", total=total)
         return evaluate(
             backend, videos, labels, lam, batch_size=batch_size, score=score, dataset=dataset, top_frames=top_frames,
+            calibration=calibration, calibration_source=calibration_source,
             on_video=lambda i, name, n: progress.update(task, description=f"video {name} ({i + 1}/{len(videos)})"),
             on_batch=lambda n: progress.advance(task, n),
         )

@@ -36,6 +36,9 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
                   f"{result.predicted_frames} frames scored in {result.seconds:.1f} s")
     if getattr(result, "motion_reference", None):
         console.print(f"motion term: normal frame change from {result.motion_reference}")
+    if getattr(result, "calibration", None) is not None:
+        above = sum(int((v.scores >= result.threshold).sum()) for v in result.videos)
+        console.print(f"normalised by the {result.normalisation}; {above} frames at or above the threshold")
     if scan_path:
         console.print(scan_path)
     if paths:

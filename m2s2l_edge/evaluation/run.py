@@ -52,15 +52,25 @@ def check_video_score(name: str, shown: str) -> None:
                          f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
 
 
-def eval_score(dataset: str, score: str | None = None) -> str:
+def eval_score(dataset: str, score: str | None = None, calibrated: str | None = None) -> str:
     """The score eval computes on ``dataset``: ``score`` when given (checked), else the data set's default (the
-    published ``paper`` on the paper's data sets and the synthetic one, our ``patch`` on custom footage)."""
+    published ``paper`` on the paper's data sets and the synthetic one, our ``patch`` on custom footage). With a
+    camera's calibration (``calibrated``: the score it was fitted for) the score is that one, and another ``score``
+    is refused."""
     from m2s2l_edge.config import default_score_name, get_score
 
+    if calibrated is not None:
+        if score is not None and score != calibrated:
+            raise ValueError(f"the calibration was fitted for the {calibrated} score, not --score {score}: leave "
+                             f"--score out, or calibrate for {score} (which eval normalises per video instead)")
+        return calibrated
     if score is None:
         return default_score_name(dataset)
     get_score(score)  # an unknown name fails before any work
-    check_video_score(score, f"--score {score}")
+    if score not in VIDEO_SCORES:
+        raise ValueError(f"--score {score} is calibrated per camera on normal footage, not per video: give eval the "
+                         f"camera's --calibration FILE (from `m2s2l-edge calibrate`), or score with "
+                         f"{' or '.join(VIDEO_SCORES)}")
     return score
 
 
@@ -99,6 +109,23 @@ class EvalResult:
     scoring: ModelScoring  # the score, λ, T, resolution and normal frame change the run used
     seconds: float
     predicted_frames: int
+    calibration: object | None = None  # a camera's calibration the scores were normalised by (None: per video)
+    calibration_source: str | None = None  # where it came from, e.g. the file
+
+    @property
+    def normalisation(self) -> str:
+        """How the scores were normalised: per video (min-max, the published protocol) or by a camera's
+        calibration (the scores watch computes live: no per-video normalisation, which a camera cannot have)."""
+        if self.calibration is None:
+            return "per video (min-max over each video, the published protocol)"
+        cal = self.calibration
+        where = f" {self.calibration_source}" if self.calibration_source else ""
+        return (f"camera calibration{where} ({cal.score} score, {cal.smoothing} of {cal.window} frames; threshold "
+                f"{cal.threshold:.3f}): the scores watch computes live, no per-video normalisation")
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.calibration is None else float(self.calibration.threshold)
 
     @property
     def lam(self) -> float:
@@ -143,6 +170,8 @@ class EvalResult:
             "lambda": self.lam,
             "lambda_source": self.scoring.lam_source,
             "score": dataclasses.asdict(self.score),
+            "normalisation": self.normalisation,
+            "threshold": self.threshold,
             "normal_change": self.normal_change,
             "motion_reference": self.motion_reference,
             "clip_len": self.clip_len,
@@ -154,6 +183,9 @@ class EvalResult:
                 {"name": v.name, "frames": v.frames, "scored_frames": len(v.targets),
                  "anomalous_scored_frames": None if v.labels is None else int(v.scored_labels.sum()), "auc": v.auc,
                  "fused_psnr_mean": float(np.mean(v.fused)) if len(v.fused) else None,
+                 **({} if self.threshold is None else {
+                     "peak_score": float(np.max(v.scores)) if len(v.scores) else None,
+                     "frames_above_threshold": int(np.sum(np.asarray(v.scores) >= self.threshold))}),
                  "top_frames": [{"frame": f.index, **f.info} for f in v.top_frames]}
                 for v in self.videos
             ],
@@ -204,6 +236,8 @@ def evaluate(
     score: str | ScoreConfig | None = None,
     dataset: str | None = None,
     top_frames: int = 0,
+    calibration=None,
+    calibration_source: str | None = None,
 ) -> EvalResult:
     """Score every test video with ``backend`` and compute the frame-level AUCs.
 
@@ -220,8 +254,13 @@ def evaluate(
             score's terms, at least a few frames apart), with their input, prediction and error map as small JPEGs
             (``VideoResult.top_frames``, for the HTML report); 0 keeps none.
 
+        calibration: a camera's calibration (:class:`m2s2l_edge.watch.calibration.Calibration`: its score
+            settings, NormalStats, smoothing and threshold); each video is then scored as that camera scores it live
+            (:func:`m2s2l_edge.scoring.stream.camera_scores`), with no per-video normalisation, and the score is the
+            calibration's. ``calibration_source`` names it in the results.
+
     Raises ValueError for labels that do not fit the videos, a λ outside [0, 1] and a score that needs a camera's
-    calibration (``stream``: watch and calibrate).
+    calibration (``stream``) given none.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -234,11 +273,15 @@ def evaluate(
             raise ValueError(f"label/frame count mismatch for video {v.name!r}: {len(np.asarray(lab).reshape(-1))} "
                              f"labels for {len(v)} frames")
     from m2s2l_edge.scoring.model import model_scoring
+    from m2s2l_edge.scoring.stream import camera_scores
     from m2s2l_edge.scoring.video import score_fused, video_scores
 
+    if calibration is not None:
+        score = calibration.score_config
     scoring = model_scoring(getattr(backend, "metadata", None) or {}, backend_geometry(backend),
                             score=score or "paper", lam=lam, dataset=dataset)
-    check_video_score(scoring.score.method, f"the {scoring.score_name} score")
+    if calibration is None:
+        check_video_score(scoring.score.method, f"the {scoring.score_name} score")
     clip_len, size = scoring.clip_len, scoring.image_size
     tic = time.perf_counter()
     results: list[VideoResult] = []
@@ -260,7 +303,11 @@ def evaluate(
     if predicted == 0:
         raise ValueError(f"no frame can be scored: every video has at most {clip_len} frames, and a prediction needs "
                          f"{clip_len} past frames plus the frame itself")
-    scores = [video_scores(r.terms, scoring.score, scoring.normal_change) for r in results]
+    if calibration is None:
+        scores = [video_scores(r.terms, scoring.score, scoring.normal_change) for r in results]
+    else:  # each video as one continuous stretch of the camera's footage
+        scores = [camera_scores(r.terms, calibration.stats, calibration.score_config, calibration.smoothing,
+                                calibration.window) if len(r.targets) else np.zeros(0) for r in results]
     for r, s in zip(results, scores, strict=True):
         r.scores = s
         r.fused = score_fused(r.terms, scoring.score) if len(r.targets) else np.zeros(0)
@@ -268,7 +315,7 @@ def evaluate(
             f.info["score"] = round(float(s[int(np.searchsorted(r.targets, f.index))]), 6)
     if labels is None:
         logger.info("%d frames of %d unlabelled videos scored in %.1f s", predicted, len(results), seconds)
-        return EvalResult(None, results, scoring, seconds, predicted)
+        return EvalResult(None, results, scoring, seconds, predicted, calibration, calibration_source)
     kept = drop_unpredicted([r.labels for r in results], clip_len)
     for r, k in zip(results, kept, strict=True):
         assert len(r.scores) == len(k), (r.name, len(r.scores), len(k))  # iter_video_clips predicts frames T .. N-1
@@ -277,7 +324,7 @@ def evaluate(
         r.auc = a
     logger.info("micro AUC %.4f, macro AUC %.4f over %d of %d videos; %d frames in %.1f s",
                 auc.micro, auc.macro, auc.videos_in_macro, len(results), predicted, seconds)
-    return EvalResult(auc, results, scoring, seconds, predicted)
+    return EvalResult(auc, results, scoring, seconds, predicted, calibration, calibration_source)
 
 
 def _keep_worst(keeper: TopFrames, scoring: ModelScoring):

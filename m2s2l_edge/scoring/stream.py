@@ -88,6 +88,15 @@ def calibrated_scores(terms: dict[str, np.ndarray], stats: NormalStats, cfg) -> 
     return a
 
 
+def camera_scores(terms: dict[str, np.ndarray], stats: NormalStats, cfg, smoothing: str = "mean",
+                  window: int = 5) -> np.ndarray:
+    """What a camera's threshold is compared with, for one continuous stretch of footage: the
+    :func:`calibrated_scores` smoothed over past frames as the event tracker smooths them (``smoothing``,
+    ``window``: the calibration's). ``eval --calibration`` scores each video with it, so offline scores are the ones
+    ``watch`` would show for that video."""
+    return smooth(calibrated_scores(terms, stats, cfg), smoothing, window)
+
+
 class Smoother:
     """Smoothing over past frames only, one value at a time: trailing ``mean`` or ``median`` over ``window`` values,
     ``ema`` (α = 2 / (window + 1)), or ``none``; the first values use what exists so far. The event tracker smooths
