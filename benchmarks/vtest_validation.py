@@ -817,7 +817,7 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarray], eval_scores: list | None, *,
-             fps: float, clip_len: int, window: int) -> dict:
+             fps: float, clip_len: int, window: int, camera_scores: list | None = None) -> dict:
     """Event- and frame-level figures of one model's live run (see the protocol note above ``LIVE_TRAIN``)."""
     names, labels, starts, kinds = stream["names"], stream["labels"], stream["starts"], stream["kinds"]
     grace = clip_len + window
@@ -872,13 +872,21 @@ def live_row(stream: dict, events: list[dict], watch_scores: dict[str, np.ndarra
         "normal_peak": float(max((by_frame[f] for f in np.flatnonzero(normal) if f in by_frame), default=np.nan)),
         "auc_watch": frame_aucs(names, kept, w_scores, kinds),
         "auc_eval": None if eval_scores is None else frame_aucs(names, kept, eval_scores, kinds),
+        # eval --calibration: each video scored as the calibrated camera scores it, smoothing restarted per video
+        "auc_eval_camera": None if camera_scores is None else frame_aucs(names, kept, camera_scores, kinds),
     }
 
 
 def live_markdown(rows: list[dict]) -> str:
     """The live table for RESULTS.md: one row per build and seed, then each build's totals over its seeds."""
     head = ("| build | seed | threshold | segments detected (all / four kinds) | per kind | false events (normal h) | "
-            "false / h | cut events | median delay s | frame AUC watch all / four | frame AUC eval all / four |")
+            "false / h | cut events | median delay s | frame AUC watch all / four | frame AUC eval all / four | "
+            "frame AUC eval --calibration all / four |")
+
+    def camera(rs: list[dict], kind: str) -> str:
+        values = [r["auc_eval_camera"][kind] for r in rs if r.get("auc_eval_camera")]
+        return f"{np.mean(values):.3f}" if len(values) == len(rs) else "–"
+
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
 
     def cells(r: dict) -> str:
@@ -888,7 +896,8 @@ def live_markdown(rows: list[dict]) -> str:
         return (f"{r['threshold']:.2f} | {r['detected']}/{r['segments']} / {r['detected_four_kinds']}/"
                 f"{r['segments_four_kinds']} | {kinds} | {r['false_events']} ({r['normal_hours']:.3f}) | {fph} | "
                 f"{r['cut_events']} | {delay} | {r['auc_watch']['all']:.3f} / {r['auc_watch']['four_kinds']:.3f} | "
-                f"{r['auc_eval']['all']:.3f} / {r['auc_eval']['four_kinds']:.3f} |")
+                f"{r['auc_eval']['all']:.3f} / {r['auc_eval']['four_kinds']:.3f} | "
+                f"{camera([r], 'all')} / {camera([r], 'four_kinds')} |")
 
     for r in rows:
         lines.append(f"| {r['build']} | {r['seed']} | {cells(r)}")
@@ -903,7 +912,8 @@ def live_markdown(rows: list[dict]) -> str:
                      f"{np.mean([r['auc_watch']['all'] for r in mine]):.3f} / "
                      f"{np.mean([r['auc_watch']['four_kinds'] for r in mine]):.3f} | "
                      f"{np.mean([r['auc_eval']['all'] for r in mine]):.3f} / "
-                     f"{np.mean([r['auc_eval']['four_kinds'] for r in mine]):.3f} |")
+                     f"{np.mean([r['auc_eval']['four_kinds'] for r in mine]):.3f} | "
+                     f"{camera(mine, 'all')} / {camera(mine, 'four_kinds')} |")
     return "\n".join(lines)
 
 
@@ -917,6 +927,13 @@ def _run_live(args, model: list, data: Path, build: Path, out: Path, log: Path) 
          "--json", out / "summary.json", log=log)
     _cli("eval", *model, "--data", data, "--dataset", "custom", "--labels", data / "frame_labels.npy",
          "--out", out / "eval", "--overwrite", "--no-plots", log=log)
+    _eval_camera(model, data, out, log)
+
+
+def _eval_camera(model: list, data: Path, out: Path, log: Path) -> None:
+    """eval with the run's calibration: every test video scored as the calibrated camera scores it."""
+    _cli("eval", *model, "--data", data, "--dataset", "custom", "--labels", data / "frame_labels.npy",
+         "--calibration", out / "cam.calib.json", "--out", out / "eval_camera", "--overwrite", "--no-plots", log=log)
 
 
 def cmd_live(args) -> dict:
@@ -946,21 +963,24 @@ def cmd_live(args) -> dict:
             model = ["--weights", weights, "--threads", args.threads]
             if not (args.reanalyse and (out / "eval" / "results.json").is_file()):
                 _run_live(args, model, data, build, out, log)
+            elif not (out / "eval_camera" / "results.json").is_file():  # a run from before eval --calibration
+                _eval_camera(model, data, out, log)
             cal = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
             events = [json.loads(x) for x in (out / "events.jsonl").read_text(encoding="utf-8").splitlines()]
             eval_scores = [np.load(out / "eval" / "scores" / f"{n}.npy") for n in stream["names"]]
+            camera_scores = [np.load(out / "eval_camera" / "scores" / f"{n}.npy") for n in stream["names"]]
             row = live_row(stream, events, _read_csv(out / "scores.csv"), eval_scores, fps=fps,
-                           clip_len=summary["model"]["clip_len"], window=cal["window"])
+                           clip_len=summary["model"]["clip_len"], window=cal["window"], camera_scores=camera_scores)
             result = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
             row.update(build=k, data=str(data), seed=seed, weights=str(weights), score=args.score,
                        threshold=cal["threshold"], calibration_warning=cal["warning"], eval_score=result["score"],
                        eval_micro_auc=result["micro_auc"], seconds=time.perf_counter() - tic)
             logging.getLogger("vtest").info(
                 "build %d seed %d: recall %d/%d (four kinds %d/%d), %d false events in %.3f h, %d cut events, "
-                "AUC watch %.3f eval %.3f", k, seed, row["detected"], row["segments"], row["detected_four_kinds"],
-                row["segments_four_kinds"], row["false_events"], row["normal_hours"], row["cut_events"],
-                row["auc_watch"]["all"], row["auc_eval"]["all"])
+                "AUC watch %.3f eval %.3f eval --calibration %.3f", k, seed, row["detected"], row["segments"],
+                row["detected_four_kinds"], row["segments_four_kinds"], row["false_events"], row["normal_hours"],
+                row["cut_events"], row["auc_watch"]["all"], row["auc_eval"]["all"], row["auc_eval_camera"]["all"])
             rows.append(row)
     table = live_markdown(rows)
     print(table, file=sys.stderr)

@@ -609,3 +609,10 @@ def test_live_table_protocol_matches_events_to_segments():
     # Normal footage: 80 frames less the first T, the segments with their grace and the cut's span.
     assert row["normal_hours"] == pytest.approx((80 - T - (5 + 9) - (5 + 9) - (T + window)) / fps / 3600)
     assert row["auc_watch"]["all"] == row["auc_eval"]["all"] == 1.0
+    assert row["auc_eval_camera"] is None
+    inverted = [1.0 - s for s in eval_scores]  # eval --calibration's scores get their own column
+    row = VV.live_row(stream, events, {"frame": frames, "score": score}, eval_scores, fps=fps, clip_len=T,
+                      window=window, camera_scores=inverted)
+    assert row["auc_eval_camera"]["all"] == 0.0
+    row.update(build=0, seed=0, threshold=2.0)
+    assert VV.live_markdown([row]).splitlines()[2].endswith("| 1.000 / 1.000 | 0.000 / 0.000 |")
