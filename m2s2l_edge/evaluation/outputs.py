@@ -139,8 +139,16 @@ def eval_report(result: EvalResult, meta: dict, stems: dict[str, str] | None = N
         # and Python another in the ROC's title.
         facts[:0] = [["micro AUC", f"{auc.micro:.4f}"],
                      ["macro AUC", None if d["macro_auc"] is None else f"{d['macro_auc']:.4f}"]]
-    notes = ["Scores are normalised within each video (0 = its most normal frame, 1 = its most anomalous), so a curve "
-             "ranks frames within its video; the fused PSNR (dB, lower = predicted worse) compares across videos."]
+    if result.calibration is None:
+        notes = ["Scores are normalised within each video (0 = its most normal frame, 1 = its most anomalous), so a "
+                 "curve ranks frames within its video; the fused PSNR (dB, lower = predicted worse) compares across "
+                 "videos."]
+    else:
+        facts.append(["normalisation", result.normalisation])
+        notes = [f"Scores are the calibrated camera's (0 = a typical normal frame of its calibration footage, in "
+                 f"robust σ of it; its threshold is {result.threshold:.3f}), smoothed over past frames as watch "
+                 "smooths them: they compare across videos, and a frame at or above the threshold would be part of an "
+                 "event live."]
     if auc is None:
         notes.append("No labels: no AUC was computed (pass --labels to compute one).")
     notes.append(f"Frames shown: per video, the {max((len(v.top_frames) for v in result.videos), default=0)} frames "

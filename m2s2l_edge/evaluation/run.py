@@ -48,8 +48,9 @@ logger = logging.getLogger(__name__)
 def check_video_score(name: str, shown: str) -> None:
     """ValueError unless score ``name`` (``shown`` names it in the message) is one eval computes (per video)."""
     if name not in VIDEO_SCORES:
-        raise ValueError(f"{shown} is calibrated per camera on normal footage, not per video: use it with watch and "
-                         f"calibrate; eval scores with {' or '.join(VIDEO_SCORES)}")
+        raise ValueError(f"{shown} is calibrated per camera on normal footage, not per video: give eval the "
+                         f"camera's --calibration FILE (from `m2s2l-edge calibrate`), or score with "
+                         f"{' or '.join(VIDEO_SCORES)}")
 
 
 def eval_score(dataset: str, score: str | None = None, calibrated: str | None = None) -> str:
@@ -67,10 +68,7 @@ def eval_score(dataset: str, score: str | None = None, calibrated: str | None = 
     if score is None:
         return default_score_name(dataset)
     get_score(score)  # an unknown name fails before any work
-    if score not in VIDEO_SCORES:
-        raise ValueError(f"--score {score} is calibrated per camera on normal footage, not per video: give eval the "
-                         f"camera's --calibration FILE (from `m2s2l-edge calibrate`), or score with "
-                         f"{' or '.join(VIDEO_SCORES)}")
+    check_video_score(score, f"--score {score}")
     return score
 
 
