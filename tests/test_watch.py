@@ -210,8 +210,8 @@ def test_eval_with_a_calibration_scores_each_video_as_watch_does(tmp_path, video
     """`eval --calibration C` scores a video as the camera calibrated by C scores it live: frame by frame the same
     smoothed calibrated score as `watch --replay --calibration C --scores` (its last frames too: the loop scores a
     file's last clips before it handles the file's end), no per-video normalisation; results.json says so, gives C's
-    threshold and counts the frames at or above it; a score other than C's, or the stream score
-    without a calibration, is refused in one line."""
+    threshold and counts the frames at or above it; a score other than C's, the stream score without a
+    calibration, or a calibration of other weights is refused in one line."""
     from m2s2l_edge.artifacts.checkpoint import save_checkpoint
     from m2s2l_edge.models import create_model
 
@@ -252,6 +252,11 @@ def test_eval_with_a_calibration_scores_each_video_as_watch_does(tmp_path, video
     assert r.exit_code == 1 and "fitted for the stream score, not --score patch" in one_error_line(r)
     r = CliRunner().invoke(app, ["eval", *common, "--score", "stream", "--out", str(tmp_path / "eval4")])
     assert r.exit_code == 1 and "give eval the camera's --calibration FILE" in one_error_line(r)
+    other = tmp_path / "other.pt"  # other weights: the calibration belongs to a model, as in watch
+    save_checkpoint(other, create_model("tiny", seed=1))
+    r = CliRunner().invoke(app, ["eval", "--weights", str(other), *common[2:], "--calibration", str(cal), "--out",
+                                 str(tmp_path / "eval5")])
+    assert r.exit_code == 1 and f"calibration file {cal} does not fit this model" in one_error_line(r)
 
 
 def test_two_cameras_share_backend_calls_but_never_a_clip(backend, videos):
