@@ -259,6 +259,26 @@ def test_eval_with_a_calibration_scores_each_video_as_watch_does(tmp_path, video
     assert r.exit_code == 1 and f"calibration file {cal} does not fit this model" in one_error_line(r)
 
 
+def test_an_event_open_at_a_files_end_ends_once_with_end_of_input(tmp_path, videos):
+    """A replayed file whose anomaly (a frozen stretch) lasts to its last frame: one event, scored to the last frame
+    and ended "end_of_input" (the file ended; no signal was lost), not ended early and opened again by the frames
+    still being scored when the file's end arrived."""
+    from m2s2l_edge.data.synthetic import AnomalyEvent, render_video
+
+    frozen = render_video(size=64, frames=120, seed=0, index=2, split="test", events=(AnomalyEvent("frozen", 80, 40),))
+    path = write_avi(tmp_path / "frozen_to_the_end.avi", frozen.frames)
+    cal, events = tmp_path / "cam.calib.json", tmp_path / "events.jsonl"
+    r = CliRunner().invoke(app, ["calibrate", "--preset", "tiny", "--source", str(videos["normal"]), "--out", str(cal)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(path), "--replay", "--calibration",
+                                 str(cal), "--events", str(events), "--batch", "4"])
+    assert r.exit_code == 0, r.output
+    anomaly = [m for m in map(json.loads, events.read_text().splitlines()) if m.get("kind") == "anomaly"]
+    assert [m["state"] for m in anomaly if m["state"] != "update"] == ["start", "end"], anomaly
+    end = anomaly[-1]
+    assert end["end_reason"] == "end_of_input" and end["last"]["frame"] == 119
+
+
 def test_two_cameras_share_backend_calls_but_never_a_clip(backend, videos):
     scores, summary = _watch_scores(backend, [videos["normal2"], videos["test"]], batch=4)
     assert summary["backend"]["mean_batch"] > 1.5  # clips of both cameras went into the same calls

@@ -33,6 +33,8 @@ from m2s2l_edge.watch.feeds import Feed, SourceSpec, open_feed
 from m2s2l_edge.watch.types import CameraStatus
 
 logger = logging.getLogger(__name__)
+# The status reason of a file (or any finite feed) that has delivered its last frame.
+END_OF_STREAM = "end of stream"
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class CameraCapture:
         finally:
             feed.release()
             if self.stats.online:
-                self._set_online(False, "end of stream" if feed.ended else "stopped")
+                self._set_online(False, END_OF_STREAM if feed.ended else "stopped")
             self.stats.first_attempt_done = True
             self.finished.set()
 

@@ -27,7 +27,7 @@ from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
 from m2s2l_edge.watch.cameras import CameraConfig
-from m2s2l_edge.watch.capture import CameraCapture, CaptureConfig, wait_first_frames
+from m2s2l_edge.watch.capture import END_OF_STREAM, CameraCapture, CaptureConfig, wait_first_frames
 from m2s2l_edge.watch.channel import ClipChannel
 from m2s2l_edge.watch.regions import check_rois_fit
 from m2s2l_edge.watch.scorer import ClipScorer, RawScore, resolve_scoring
@@ -488,9 +488,10 @@ class Watch:
         self.hooks.status(status)
         messages: list[dict] = []
         if not status.online and run.tracker is not None and not run.capture.stop_event.is_set():
-            # An event cannot outlive the signal that showed it: end it, reason "signal_lost" (a camera we are
-            # stopping ends its events with the shutdown's reason instead).
-            messages += run.tracker.close("signal_lost")
+            # An event cannot outlive the signal that showed it: end it, reason "signal_lost", or "end_of_input"
+            # where a file delivered its last frame (a camera we are stopping ends its events with the shutdown's
+            # reason instead).
+            messages += run.tracker.close("end_of_input" if status.reason == END_OF_STREAM else "signal_lost")
         self._emit(run, messages + fault_messages)
 
     def _check_rois(self) -> None:
