@@ -85,13 +85,13 @@ class ClipChannel:
     def put_count(self, camera: str) -> int:
         """How many clips ``camera`` has put in so far (a mark for :meth:`settled`)."""
         with self.cond:
-            return self._put[camera]
+            return self._put.get(camera, 0)
 
     def settled(self, camera: str, mark: int) -> bool:
         """Whether every one of ``camera``'s first ``mark`` clips has left the channel (taken, or replaced by a newer
         one): the scheduler has them, so once it has scored its batch, nothing captured before the mark waits."""
         with self.cond:
-            return self._out[camera] >= mark
+            return self._out.get(camera, 0) >= mark
 
     def put_live(self, clip: Clip) -> bool:
         """Queue a live camera's ``clip`` in place of the one still waiting; True when one was replaced (dropped)."""
