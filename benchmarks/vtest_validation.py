@@ -318,24 +318,43 @@ RESCORE_VARIANTS = {
 ACTIVITY_FLOOR = 1e-3  # the frame change a log is taken of is floored here (a stalled frame changes by ~0)
 
 
-def activity_fit(terms: dict, stall_ratio: float) -> tuple[float, float]:
-    """(a, b) of patch_app ≈ a + b·ln(max(change, :data:`ACTIVITY_FLOOR`)) by least squares over the frames that are
-    not stalled: how much worse the worst window gets the more the scene moves."""
+def activity_fit(terms: dict, stall_ratio: float, activity: np.ndarray | None = None) -> tuple[float, float]:
+    """(a, b) of patch_app ≈ a + b·ln(max(activity, :data:`ACTIVITY_FLOOR`)) by least squares over the frames that
+    are not stalled: how much worse the worst window gets the more the scene moves. ``activity``: per frame (default
+    the frame change itself)."""
     from m2s2l_edge.scoring.video import stalled
 
     change, worst = (np.asarray(terms[k], np.float64) for k in ("change", "patch_app"))
+    act = change if activity is None else np.asarray(activity, np.float64)
     keep = ~stalled(change, stall_ratio)
-    x = np.stack([np.ones(int(keep.sum())), np.log(np.maximum(change[keep], ACTIVITY_FLOOR))], axis=1)
+    x = np.stack([np.ones(int(keep.sum())), np.log(np.maximum(act[keep], ACTIVITY_FLOOR))], axis=1)
     a, b = np.linalg.lstsq(x, worst[keep], rcond=None)[0]
     return float(a), float(b)
 
 
-def activity_residual(terms: dict, ab: tuple[float, float]) -> dict:
-    """``terms`` with patch_app replaced by its residual against what the frame's change predicts
-    (:func:`activity_fit`)."""
+def activity_residual(terms: dict, ab: tuple[float, float], activity: np.ndarray | None = None) -> dict:
+    """``terms`` with patch_app replaced by its residual against what the frame's activity predicts
+    (:func:`activity_fit`; ``activity`` as there)."""
     a, b = ab
-    change = np.maximum(np.asarray(terms["change"], np.float64), ACTIVITY_FLOOR)
-    return {**terms, "patch_app": np.asarray(terms["patch_app"], np.float64) - (a + b * np.log(change))}
+    act = np.maximum(np.asarray(terms["change"] if activity is None else activity, np.float64), ACTIVITY_FLOOR)
+    return {**terms, "patch_app": np.asarray(terms["patch_app"], np.float64) - (a + b * np.log(act))}
+
+
+def trimmed_activity(frames: np.ndarray, window: int, trim: float) -> np.ndarray:
+    """The scene's activity without its busiest spots: per frame of consecutive ``frames`` ((N, 3, H, W), [-1, 1]),
+    the mean absolute change from the frame before (mean over colour) in every ``window``-px window (stride
+    window/2), averaged over the windows below their (1 − ``trim``) quantile. The first frame repeats the second's
+    value (it has no frame before it here). (N,)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(frames, np.float32))
+    change = (x[1:] - x[:-1]).abs().mean(dim=1, keepdim=True)  # (N-1, 1, H, W)
+    windows = F.avg_pool2d(change, window, stride=max(1, window // 2)).flatten(1).double()  # (N-1, W)
+    cut = torch.quantile(windows, 1.0 - trim, dim=1, keepdim=True)
+    kept = torch.where(windows <= cut, windows, torch.zeros_like(windows))
+    out = (kept.sum(dim=1) / (windows <= cut).sum(dim=1)).numpy()
+    return np.concatenate([out[:1], out]) if len(out) else np.zeros(len(frames))
 
 
 def colour_exceedance(values: np.ndarray, reference: np.ndarray, q: float) -> np.ndarray:
@@ -385,9 +404,29 @@ def _colour_scores(video: dict, train: dict, q: float, w: float) -> np.ndarray:
     return min_max(base + w * gaussian_filter1d(e, cfg.smooth_sigma, mode="nearest"))
 
 
+def _trimmed_activity_scores(video: dict, train: dict, trim: float) -> np.ndarray:
+    """`patch` with the frame term's residual against the :func:`trimmed_activity` (fitted on ``train``)."""
+    from m2s2l_edge.scoring.terms import TERMS
+    from m2s2l_edge.scoring.video import video_scores
+
+    cfg = video["score"]
+
+    def activity(entry: dict) -> np.ndarray:
+        key = f"trimmed_activity_{trim}"
+        if key not in entry:
+            entry[key] = trimmed_activity(entry["targets"], entry["patch"], trim)
+        return entry[key]
+
+    ab = activity_fit(train["terms"], cfg.stall_ratio, activity(train))
+    terms = {k: video["terms"][k] for k in TERMS}
+    return video_scores(activity_residual(terms, ab, activity(video)), cfg, video["normal_change"])
+
+
 # name → scores from (test video, training video), both :func:`_predictions` entries of the same model.
 CALIBRATED_VARIANTS = {
     "activity residual, training fit": _activity_scores,
+    **{f"trimmed activity residual f={f}": (lambda video, train, f=f: _trimmed_activity_scores(video, train, f))
+       for f in (0.02, 0.1, 0.25)},
     "activity residual, per-video fit": lambda video, _train: _activity_scores(video, None),
     **{f"colour exceedance Q={q} w={w}": (lambda video, train, q=q, w=w: _colour_scores(video, train, q, w))
        for q in (0.99, 1.0) for w in (0.5, 1.0)},

@@ -534,7 +534,7 @@ def test_rescore_error_maps_keep_what_they_are_meant_to_and_forgive_the_rest():
 def test_rescore_calibrated_variants_take_out_what_they_fit_and_leave_quiet_videos_alone():
     """benchmarks/vtest_validation.py rescore, the variants calibrated on the training video: the activity fit
     recovers a worst-window PSNR that falls linearly in ln(change), ignoring stalled frames, and its residual is then
-    flat; the colour exceedance is zero up to the training frames' quantile and counts beyond it in units of the
+    flat; the trimmed activity leaves out a spot that changes alone and keeps a change of the whole scene; the colour exceedance is zero up to the training frames' quantile and counts beyond it in units of the
     quantile's distance from their median; a video that never lacks more colour than the training frames keeps the
     shipped scores exactly, one that does scores highest where it does."""
     import vtest_validation as VV
@@ -553,6 +553,14 @@ def test_rescore_calibrated_variants_take_out_what_they_fit_and_leave_quiet_vide
     residual = VV.activity_residual(terms, (a, b))["patch_app"]
     assert np.abs(np.delete(residual, 10)).max() < 1e-6
 
+    frames = np.random.default_rng(1).normal(0, 0.01, (4, 3, 32, 32)).astype(np.float32)
+    spot = frames.copy()
+    spot[2:, :, :4, :4] += 1.0  # one bright spot appears in frame 2: a few windows change a lot
+    scene = frames + np.arange(4, dtype=np.float32)[:, None, None, None] * 0.1  # the whole scene changes
+    quiet = VV.trimmed_activity(frames, 4, 0.02)
+    np.testing.assert_allclose(VV.trimmed_activity(spot, 4, 0.02), quiet, rtol=0.05)  # trimmed away
+    assert VV.trimmed_activity(spot, 4, 0.0)[2] > 1.5 * quiet[2]  # kept without trimming
+    assert np.all(VV.trimmed_activity(scene, 4, 0.02)[1:] > 5 * quiet[1:])  # activity everywhere stays
     reference = np.linspace(0.0, 1.0, 101)  # median 0.5, 0.99-quantile 0.99
     e = VV.colour_exceedance(np.array([0.2, 0.99, 1.48]), reference, 0.99)
     np.testing.assert_allclose(e, [0.0, 0.0, 1.0], atol=1e-9)
