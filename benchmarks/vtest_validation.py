@@ -159,8 +159,12 @@ def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> di
     labels = np.asarray(labels).astype(bool)
     if labels.all() or not labels.any():
         raise ValueError("a video needs normal and anomalous frames to find its recoloured pixels")
+    import torch
+
+    from m2s2l_edge.scoring.terms import error_map
+
     sat_t, sat_p = saturation(targets), saturation(preds)
-    err = (((np.asarray(preds, np.float32) - np.asarray(targets, np.float32)) / 2) ** 2).mean(axis=1)  # (N, H, W)
+    err = error_map(*(torch.from_numpy(np.asarray(x, np.float32)) for x in (preds, targets))).numpy()  # (N, H, W)
     risen = sat_t[labels] > np.median(sat_t[~labels], axis=0) + SATURATION_RISE
     row = {"px_per_frame": round(float(risen.sum() / labels.sum()), 1)}
     if not risen.any():
@@ -175,21 +179,17 @@ def colour_row(labels: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> di
 def context_row(video: dict) -> dict:
     """What else moves with one appearance video's labels (a :func:`_predictions` entry): the mean frame change in its
     anomalous and normal frames (a recoloured person may come with a busier or a quieter scene), and the video's own
-    AUC of the unsmoothed worst-window error and of the worst window of the saturation deficit."""
-    import torch
+    AUC of the unsmoothed worst-window error (its PSNR, the `patch_app` term, negated) and of the worst window of the
+    saturation deficit."""
     from sklearn.metrics import roc_auc_score
-
-    from m2s2l_edge.scoring.terms import error_map, worst_window
 
     labels = np.asarray(video["labels"]).astype(bool)
     if labels.all() or not labels.any():
         raise ValueError("a video needs normal and anomalous frames")
     change = np.asarray(video["terms"]["change"], np.float64)
-    pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
-    error = worst_window(error_map(pred, target), video["patch"]).numpy()
     return {"change_anomalous": round(float(change[labels].mean()), 5),
             "change_normal": round(float(change[~labels].mean()), 5),
-            "error_auc": round(float(roc_auc_score(labels, error)), 3),
+            "error_auc": round(float(roc_auc_score(labels, -np.asarray(video["terms"]["patch_app"]))), 3),
             "saturation_deficit_auc": round(float(roc_auc_score(labels, _saturation_worst(video))), 3)}
 
 
@@ -366,28 +366,43 @@ def colour_exceedance(values: np.ndarray, reference: np.ndarray, q: float) -> np
     return np.maximum(0.0, (np.asarray(values, np.float64) - hi) / max(hi - mid, 1e-12))
 
 
+def _cached(entry: dict, key: str, compute) -> np.ndarray:
+    """``entry[key]``, computed once by ``compute()`` (a per-frame series derived from a :func:`_predictions` entry,
+    which several variants read)."""
+    if key not in entry:
+        entry[key] = np.asarray(compute(), np.float64)
+    return entry[key]
+
+
 def _saturation_worst(video: dict) -> np.ndarray:
-    """The worst window of a :func:`_predictions` entry's saturation deficit per frame (cached in the entry)."""
+    """The worst window of a :func:`_predictions` entry's saturation deficit per frame."""
     import torch
 
     from m2s2l_edge.scoring.terms import worst_window
 
-    if "saturation_worst" not in video:
+    def compute():
         pred, target = (torch.from_numpy(np.asarray(video[k], np.float32)) for k in ("preds", "targets"))
-        video["saturation_worst"] = worst_window(saturation_deficit(pred, target), video["patch"]).numpy()
-    return video["saturation_worst"].astype(np.float64)
+        return worst_window(saturation_deficit(pred, target), video["patch"]).numpy()
+
+    return _cached(video, "saturation_worst", compute)
 
 
-def _activity_scores(video: dict, train: dict | None) -> np.ndarray:
-    """`patch` with the activity residual as its frame term; (a, b) fitted on ``train`` (the training video), or on
-    the video itself when None."""
+def _activity_scores(video: dict, train: dict | None, trim: float | None = None) -> np.ndarray:
+    """`patch` with the activity residual as its frame term: against the frame change, or with ``trim`` against the
+    :func:`trimmed_activity`; (a, b) fitted on ``train`` (the training video), or on the video itself when None."""
     from m2s2l_edge.scoring.terms import TERMS
     from m2s2l_edge.scoring.video import video_scores
 
-    cfg = video["score"]
+    def activity(entry: dict) -> np.ndarray | None:
+        if trim is None:
+            return None
+        return _cached(entry, f"trimmed_activity_{trim}",
+                       lambda: trimmed_activity(entry["targets"], entry["patch"], trim))
+
+    cfg, fitted_on = video["score"], video if train is None else train
+    ab = activity_fit(fitted_on["terms"], cfg.stall_ratio, activity(fitted_on))
     terms = {k: video["terms"][k] for k in TERMS}
-    ab = activity_fit(terms if train is None else train["terms"], cfg.stall_ratio)
-    return video_scores(activity_residual(terms, ab), cfg, video["normal_change"])
+    return video_scores(activity_residual(terms, ab, activity(video)), cfg, video["normal_change"])
 
 
 def _colour_scores(video: dict, train: dict, q: float, w: float) -> np.ndarray:
@@ -404,28 +419,10 @@ def _colour_scores(video: dict, train: dict, q: float, w: float) -> np.ndarray:
     return min_max(base + w * gaussian_filter1d(e, cfg.smooth_sigma, mode="nearest"))
 
 
-def _trimmed_activity_scores(video: dict, train: dict, trim: float) -> np.ndarray:
-    """`patch` with the frame term's residual against the :func:`trimmed_activity` (fitted on ``train``)."""
-    from m2s2l_edge.scoring.terms import TERMS
-    from m2s2l_edge.scoring.video import video_scores
-
-    cfg = video["score"]
-
-    def activity(entry: dict) -> np.ndarray:
-        key = f"trimmed_activity_{trim}"
-        if key not in entry:
-            entry[key] = trimmed_activity(entry["targets"], entry["patch"], trim)
-        return entry[key]
-
-    ab = activity_fit(train["terms"], cfg.stall_ratio, activity(train))
-    terms = {k: video["terms"][k] for k in TERMS}
-    return video_scores(activity_residual(terms, ab, activity(video)), cfg, video["normal_change"])
-
-
 # name → scores from (test video, training video), both :func:`_predictions` entries of the same model.
 CALIBRATED_VARIANTS = {
     "activity residual, training fit": _activity_scores,
-    **{f"trimmed activity residual f={f}": (lambda video, train, f=f: _trimmed_activity_scores(video, train, f))
+    **{f"trimmed activity residual f={f}": (lambda video, train, f=f: _activity_scores(video, train, f))
        for f in (0.02, 0.1, 0.25)},
     "activity residual, per-video fit": lambda video, _train: _activity_scores(video, None),
     **{f"colour exceedance Q={q} w={w}": (lambda video, train, q=q, w=w: _colour_scores(video, train, q, w))
@@ -496,11 +493,15 @@ def cmd_rescore(args) -> dict:
     variants = ["shipped", *RESCORE_VARIANTS, *CALIBRATED_VARIANTS]
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     reversal: dict[str, list[float]] = {}
+    trains: dict[tuple[str, str], dict] = {}  # builds share their training frames: one pass per model
     for weights in args.weights:
         for data in args.data:
             kinds = kinds_by_video(load_meta(data))
             videos = _predictions(weights, data, args.threads)
-            (train,) = _predictions(weights, data, args.threads, split="train")
+            key = (str(weights), _training_digest(data))
+            if key not in trains:
+                (trains[key],) = _predictions(weights, data, args.threads, split="train")
+            train = trains[key]
             names, labels = [v["name"] for v in videos], [v["labels"] for v in videos]
             for variant in variants:
                 scores = [rescore_video(v, variant, train) for v in videos]

@@ -490,9 +490,13 @@ def test_colour_row_tells_a_model_that_copies_a_new_colour_from_one_that_refuses
     assert abs(copies["pred_saturation"] - 0.8) < 0.1 and refused["pred_saturation"] < 0.05
     assert copies["error_there"] < copies["error_elsewhere_p999"]
     assert refused["error_there"] > 10 * refused["error_elsewhere_p999"]
-    def video(preds):
+    def video(preds):  # a _predictions entry: its patch_app term is the worst 4-px window's PSNR, as eval's
+        from m2s2l_edge.scoring.terms import patch_psnr
+
+        worst = patch_psnr(torch.from_numpy(preds), torch.from_numpy(target), 4).numpy()
         return {"labels": labels, "targets": target, "preds": preds, "patch": 4,
-                "terms": {"change": np.r_[np.full(6, 0.01), np.full(4, 0.004)]}}  # a quieter scene while recoloured
+                "terms": {"change": np.r_[np.full(6, 0.01), np.full(4, 0.004)],  # a quieter scene while recoloured
+                          "patch_app": worst}}
 
     context = VV.context_row(video(refuses))
     assert (context["change_anomalous"], context["change_normal"]) == (0.004, 0.01)
