@@ -538,8 +538,9 @@ def test_rescore_error_maps_keep_what_they_are_meant_to_and_forgive_the_rest():
 def test_rescore_calibrated_variants_take_out_what_they_fit_and_leave_quiet_videos_alone():
     """benchmarks/vtest_validation.py rescore, the variants calibrated on the training video: the activity fit
     recovers a worst-window PSNR that falls linearly in ln(change), ignoring stalled frames, and its residual is then
-    flat; the trimmed activity leaves out a spot that changes alone and keeps a change of the whole scene; the colour exceedance is zero up to the training frames' quantile and counts beyond it in units of the
-    quantile's distance from their median; a video that never lacks more colour than the training frames keeps the
+    flat; the trimmed activity leaves out a spot that changes alone and keeps a change of the whole scene; the
+    colour exceedance is zero up to the training frames' quantile and counts beyond it in units of the quantile's
+    distance from their median; a video that never lacks more colour than the training frames keeps the
     shipped scores exactly, one that does scores highest where it does."""
     import vtest_validation as VV
 

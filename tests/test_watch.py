@@ -239,7 +239,7 @@ def test_eval_with_a_calibration_scores_each_video_as_watch_does(tmp_path, video
     assert result["threshold"] == threshold and result["score"]["method"] == "stream"
     (video,) = result["per_video"]
     assert video["frames_above_threshold"] == int((wa["score"].astype(float) >= threshold).sum()) > 0
-    assert "frames at or above the threshold" in r.output
+    assert "frames at or above the threshold" in r.output and "concatenated; scored as the camera" in r.output
     assert "Scores are the calibrated camera" in (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
     # The same footage normalised per video is another score (every video spans 0..1 there).
     r = CliRunner().invoke(app, ["eval", *common, "--out", str(tmp_path / "eval2"), "--json", str(tmp_path / "p.json")])

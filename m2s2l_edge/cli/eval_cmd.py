@@ -130,8 +130,7 @@ def eval_(
         from m2s2l_edge.cli.report import print_result
 
         result = run_with_progress(runner, videos, label_arrays, batch or DEFAULT_BATCH, console, score=score,
-                                   lam=lambda_ if cal is None else cal.score_config.lam, dataset=dataset,
-                                   top_frames=REPORT_FRAMES, calibration=cal,
+                                   lam=lambda_, dataset=dataset, top_frames=REPORT_FRAMES, calibration=cal,
                                    calibration_source=None if calibration is None else str(calibration))
         meta = run_record(runner, dataset=dataset, data=data, kind=source.kind, source=source.path)
         paths = write_outputs(result, out, meta=meta, plots=plots, replace=overwrite)

@@ -29,7 +29,8 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
         console.print(table)
         skipped = len(auc.skipped)
         note = f" ({skipped} single-class video{'s' if skipped != 1 else ''} skipped)" if skipped else ""
-        console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; the published protocol)")
+        how = "the published protocol" if getattr(result, "calibration", None) is None else "scored as the camera"
+        console.print(f"[bold]micro AUC {auc.micro:.4f}[/bold]  (all videos concatenated; {how})")
         macro = "n/a" if auc.videos_in_macro == 0 else f"{auc.macro:.4f}"
         console.print(f"macro AUC {macro}  (mean over {auc.videos_in_macro} of {len(result.videos)} videos{note})")
     console.print(f"score {result.scoring.score_name}, λ = {result.lam} ({result.scoring.lam_source}), "
@@ -37,7 +38,7 @@ def print_result(result, paths: dict, console=None, scan_path: str | None = None
     if getattr(result, "motion_reference", None):
         console.print(f"motion term: normal frame change from {result.motion_reference}")
     if getattr(result, "calibration", None) is not None:
-        above = sum(int((v.scores >= result.threshold).sum()) for v in result.videos)
+        above = sum(result.frames_above_threshold(v) for v in result.videos)
         console.print(f"normalised by the {result.normalisation}; {above} frames at or above the threshold")
     if scan_path:
         console.print(scan_path)

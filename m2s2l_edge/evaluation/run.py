@@ -125,6 +125,10 @@ class EvalResult:
     def threshold(self) -> float | None:
         return None if self.calibration is None else float(self.calibration.threshold)
 
+    def frames_above_threshold(self, video: VideoResult) -> int | None:
+        """How many of ``video``'s frames score at or above the calibration's threshold (None: no calibration)."""
+        return None if self.threshold is None else int(np.sum(np.asarray(video.scores) >= self.threshold))
+
     @property
     def lam(self) -> float:
         return self.scoring.lam
@@ -183,7 +187,7 @@ class EvalResult:
                  "fused_psnr_mean": float(np.mean(v.fused)) if len(v.fused) else None,
                  **({} if self.threshold is None else {
                      "peak_score": float(np.max(v.scores)) if len(v.scores) else None,
-                     "frames_above_threshold": int(np.sum(np.asarray(v.scores) >= self.threshold))}),
+                     "frames_above_threshold": self.frames_above_threshold(v)}),
                  "top_frames": [{"frame": f.index, **f.info} for f in v.top_frames]}
                 for v in self.videos
             ],
