@@ -7,7 +7,7 @@ import torch
 
 from m2s2l_edge.config import ABLATIONS, LOSS_SETS, LossConfig, ModelConfig, get_preset, preset_names
 from m2s2l_edge.models import create_model
-from m2s2l_edge.models.losses import total_loss
+from m2s2l_edge.models.losses import foreground_weights, intensity_loss, total_loss
 
 
 def clip_for(cfg: ModelConfig, batch: int = 2) -> torch.Tensor:
@@ -52,6 +52,43 @@ def test_loss_sets(loss_set, expected):
     _, terms = total_loss(model(frames[:, :-1]), frames[:, :-1], frames[:, -1], LossConfig().with_loss_set(loss_set))
     assert set(terms) - {"compact", "separate"} == expected
     assert set(LOSS_SETS) == {"L1", "L2", "L3"}
+
+
+def test_foreground_weight_counts_the_moving_pixels_more():
+    """LossConfig.foreground_weight: the intensity term weighs the pixels that change from the last input frame,
+    and their 3x3 neighbours, 1 + w times; with w = 0 an error costs the same wherever it is."""
+    last = torch.zeros(1, 3, 16, 16)
+    target = last.clone()
+    target[:, :, 6:8, 6:8] = 0.5  # a 2x2 object appears; a change of 0.04 elsewhere stays under the threshold
+    target[:, :, 12, 2] = 0.04
+    expected = torch.ones(16, 16)
+    expected[5:9, 5:9] = 5.0
+    assert torch.equal(foreground_weights(target, last, 4.0, 0.05)[0, 0], expected)
+
+    def frame_term(y: int, x: int, weight: float) -> float:
+        pred = target.clone()
+        pred[:, :, y, x] += 0.1  # one wrong pixel, inside the object or on the static background
+        outputs = {"frame_pred": pred, "motion_pred": torch.zeros_like(pred)}
+        clip = torch.stack([last, last], dim=1)
+        return total_loss(outputs, clip, target, LossConfig(foreground_weight=weight).with_loss_set("L1"))[1]["frame"]
+
+    # The same error inside the object (its gradient term alike: both pixels have the same neighbourhood change
+    # in the error) and on the background: equal with w = 0, the moving one dearer with w = 4.
+    assert frame_term(6, 6, 0.0) == pytest.approx(frame_term(2, 12, 0.0), rel=1e-6)
+    assert frame_term(6, 6, 4.0) > frame_term(2, 12, 4.0) + 1e-5
+    # The intensity term alone: exactly 1 + w times, normalised by the weights' sum.
+    pred_in, pred_out = target.clone(), target.clone()
+    pred_in[:, :, 6, 6] += 0.1
+    pred_out[:, :, 2, 12] += 0.1
+    w = foreground_weights(target, last, 4.0, 0.05)
+    ratio = intensity_loss(pred_in, target, w) / intensity_loss(pred_out, target, w)
+    assert float(ratio) == pytest.approx(5.0, rel=1e-5)
+    assert float(intensity_loss(pred_out, target, w)) == pytest.approx(3 * 0.01 / (3 * float(w.sum())), rel=1e-5)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="foreground weight"):
+            LossConfig(foreground_weight=bad)
+    with pytest.raises(ValueError, match="foreground threshold"):
+        LossConfig(foreground_threshold=0.0)
 
 
 @pytest.mark.parametrize("preset", ["small", "paper"])

@@ -71,3 +71,11 @@ def test_resume_refuses_another_architecture(root, tmp_path):
 def test_unknown_architecture_is_refused(root, tmp_path):
     result = invoke("train", "--data", root, *TRAIN, "--model", "memae", "--epochs", 1, "--out", tmp_path / "r")
     assert result.exit_code == 1 and "cannot be trained here; valid: m2s2l, mnad, ffp" in result.stderr
+
+
+def test_foreground_weight_is_refused_for_a_peer(root, tmp_path):
+    """The peers train with their own objective: --foreground-weight (M²S²L's frame loss) would silently do nothing."""
+    result = invoke("train", "--data", root, *TRAIN, "--model", "mnad", "--foreground-weight", 4, "--epochs", 1,
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 1 and result.stderr.startswith("error:") and "own objective" in result.stderr
+    assert not (tmp_path / "r" / "last.pt").exists()

@@ -323,6 +323,7 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
         assert state["config"][key] == value
     assert state["extra"]["train_config"]["lr"] == recipe.lr
     assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size
+    assert state["extra"]["train_config"]["loss"]["foreground_weight"] == recipe.foreground_weight
     # The motion term's reference: the median change between consecutive training frames at the model's size,
     # recomputed here from the frame files with OpenCV alone.
     import cv2
@@ -334,10 +335,12 @@ def test_train_on_custom_data_applies_the_recipe_unless_options_say_otherwise(cu
     assert state["extra"]["normal_change"] == pytest.approx(float(np.median(changes)), rel=0.25)
 
     result = _invoke("train", "--data", custom_root, "--dataset", "custom", "--preset", "small", "--epochs", 1,
-                     "--stride", 4, "--set", "image_size=32", "--lr", "5e-4", "--out", tmp_path / "b")
+                     "--stride", 4, "--set", "image_size=32", "--lr", "5e-4", "--foreground-weight", 2.5,
+                     "--out", tmp_path / "b")
     assert result.exit_code == 0, result.stdout + result.stderr
     state = read_checkpoint(tmp_path / "b" / "last.pt")
     assert state["config"]["image_size"] == 32 and state["extra"]["train_config"]["lr"] == 5e-4
+    assert state["extra"]["train_config"]["loss"]["foreground_weight"] == 2.5
     assert state["extra"]["train_config"]["batch_size"] == recipe.batch_size  # what no option set stays the recipe's
 
     # eval on custom data: the validated patch score by default, the published one on request.

@@ -115,6 +115,7 @@ VOCABULARY: dict[str, str] = {
     "--epochs": "training epochs (the total, also when resuming)",
     "--lr": "initial learning rate",
     "--lr-step": "halve the learning rate every N epochs",
+    "--foreground-weight": "weigh the frame loss's moving pixels 1 + W times the static background",
     "--amp": "mixed precision (with --no-amp)",
     "--no-amp": "no mixed precision",
     "--workers": "DataLoader worker processes",

@@ -37,6 +37,9 @@ def train(
                                "data: the validated recipe's).")] = None,
     lr: Annotated[float | None, typer.Option(
         help="Initial Adam learning rate (default 2e-4, our choice; custom data: the validated recipe's).")] = None,
+    foreground_weight: Annotated[float | None, typer.Option(
+        min=0.0, help="Weigh the moving pixels of the frame loss 1 + W times the static background (0: a plain "
+                      "mean; default 0; custom data: the validated recipe's).")] = None,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
     device: Device = None,
@@ -74,13 +77,13 @@ def train(
         # --overwrite), checked there before any work.
         check_output_dir(out, overwrite=True)
         settings = training_settings(dataset, preset, arch=model, ablation=ablation, overrides=set_, batch=batch,
-                                     lr=lr)
+                                     lr=lr, foreground_weight=foreground_weight)
         model_cfg, batch = settings.model, settings.batch
         if settings.note:
             typer.echo(f"{dataset} data, preset {preset}: recipe {settings.note} (where not set by an option)",
                        err=True)
         train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=settings.lr, lr_step_epochs=lr_step,
-                                loss=LossConfig().with_loss_set(loss_set))
+                                loss=LossConfig(foreground_weight=settings.foreground_weight).with_loss_set(loss_set))
         data_cfg = DataConfig(str(data), dataset, name=name, stride=stride)
         run_cfg = RunConfig(str(out), device=device, amp=amp, workers=workers, seed=seed, resume=resume,
                             overwrite=overwrite, keep_epochs=keep_epochs)

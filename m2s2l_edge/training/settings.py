@@ -14,6 +14,7 @@ class TrainingSettings:
     model: ModelConfig
     batch: int
     lr: float
+    foreground_weight: float  # LossConfig.foreground_weight
     note: str  # the recipe filled in where no option was given ("": the plain defaults)
 
 
@@ -54,10 +55,15 @@ def build_model_config(preset: str, ablation: str | None, overrides: dict) -> Mo
 
 def training_settings(dataset: str, preset: str, *, arch: str = "m2s2l", ablation: str | None = None,
                       overrides: list[str] | None = None, batch: int | None = None,
-                      lr: float | None = None) -> TrainingSettings:
-    """The run's model config, batch and learning rate. The recipe for the kind of data (config.training_recipe)
-    applies to M²S²L only: the peers were not validated with it and keep the plain defaults."""
+                      lr: float | None = None, foreground_weight: float | None = None) -> TrainingSettings:
+    """The run's model config, batch, learning rate and foreground weight. The recipe for the kind of data
+    (config.training_recipe) applies to M²S²L only: the peers were not validated with it and keep the plain
+    defaults, and they train with their own objective, which has no foreground weight."""
+    if arch != "m2s2l" and foreground_weight:
+        raise ValueError(f"--foreground-weight weighs M²S²L's frame loss; {arch} trains with its own objective")
     recipe = training_recipe(dataset, preset) if arch == "m2s2l" else Recipe()
     model = build_model_config(preset, ablation, {**recipe.model, **parse_overrides(overrides)})
     return TrainingSettings(model=model, batch=recipe.batch_size if batch is None else batch,
-                            lr=recipe.lr if lr is None else lr, note=recipe.note)
+                            lr=recipe.lr if lr is None else lr,
+                            foreground_weight=recipe.foreground_weight if foreground_weight is None
+                            else foreground_weight, note=recipe.note)
