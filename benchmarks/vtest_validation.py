@@ -994,8 +994,9 @@ def cmd_live(args) -> dict:
             run.mkdir(parents=True, exist_ok=True)
             weights = trained.get((digest, seed), run) / "last.pt"
             if not weights.is_file():
+                fg = () if args.foreground_weight is None else ("--foreground-weight", args.foreground_weight)
                 _cli("train", "--data", data, "--dataset", "custom", "--preset", args.preset, "--epochs", args.epochs,
-                     "--seed", seed, "--out", run, "--overwrite", log=log)
+                     "--seed", seed, "--out", run, "--overwrite", *fg, log=log)
             trained.setdefault((digest, seed), weights.parent)
             out = run / f"live_{args.score}"
             out.mkdir(exist_ok=True)
@@ -1072,6 +1073,8 @@ def main(argv=None) -> int:
     li.add_argument("--work", type=Path, required=True, help="runs b<K>_s<SEED>/ (trained here when missing)")
     li.add_argument("--preset", default="small")
     li.add_argument("--epochs", type=int, default=20)
+    li.add_argument("--foreground-weight", type=float, default=None,
+                    help="train's --foreground-weight for the models trained here (default: train's recipe)")
     li.add_argument("--score", default="stream", help="the watch / calibrate score (stream or paper)")
     li.add_argument("--fps", type=float, default=10.0, help="vtest.avi's frame rate")
     li.add_argument("--threads", type=int, default=1)

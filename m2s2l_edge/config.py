@@ -363,16 +363,16 @@ class Recipe:
 # (RESULTS.md "Issue 20", session 5): no MLP on the 32x32 scale, the 8x8 and 4x4 scales' MLPs twice as wide
 # (ratio 8), the full-resolution decoder stage 16 wide: 0.84x / 0.79x the CPU time per clip (batch 1 / 8), adopted
 # by a two-seed rule; five seeds put its cost at 0.045 AUC (standard error 0.024) on the recoloured pedestrian
-# (session 6). The frame loss weighs moving pixels 5x (foreground weight 4; session 8): +0.023 AUC over seeds 0-4
-# and +0.019 over fresh seeds 5-9 on the selection builds, by a rule fixed before each. The paper preset was not
-# validated on custom footage and keeps the plain defaults (and the paper's budget).
+# (session 6). A frame loss that weighs moving pixels 5x (`--foreground-weight 4`, session 8) gains offline (+0.021
+# AUC over ten seeds) but loses live: calibrated on the footage it was trained on, the camera's thresholds rise 2-6x
+# and fewer segments are raised, so the recipe leaves it off. The paper preset was not validated on custom footage
+# and keeps the plain defaults (and the paper's budget).
 _CUSTOM_SMALL = {"image_size": 64, "patch_sizes": (2, 8, 16), "decoder_channels": (64, 48, 32, 16), "expand": 1,
                  "mlp_ratio": 4.0, "spatial_mlp_ratios": (0.0, 8.0, 8.0), "corruption_prob": 0.5}
 _CUSTOM_RECIPE = {
-    "small": Recipe(model=_CUSTOM_SMALL, lr=5e-4, batch_size=4, foreground_weight=4.0,
+    "small": Recipe(model=_CUSTOM_SMALL, lr=5e-4, batch_size=4,
                     note="image_size=64, patch_sizes=2,8,16, expand=1, spatial_mlp_ratios=0,8,8, "
-                         "decoder_channels=64,48,32,16, corruption_prob=0.5, lr 5e-4, batch 4, "
-                         "foreground weight 4"),
+                         "decoder_channels=64,48,32,16, corruption_prob=0.5, lr 5e-4, batch 4"),
 }
 
 
