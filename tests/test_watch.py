@@ -457,6 +457,30 @@ def test_short_footage_warns_and_its_threshold_stays_within_reach(seconds):
     assert cal.stats.center == pytest.approx(np.median(x))
 
 
+def test_a_threshold_above_what_a_frozen_picture_scores_is_warned():
+    """A stream calibration on footage the model fits very tightly (its PSNR barely varies, a few harder frames)
+    puts the threshold above the level a stalled picture scores: a frozen camera would raise no event, and the
+    calibration says so. On footage with an ordinary spread it does not."""
+    from m2s2l_edge.config import get_score
+    from m2s2l_edge.scoring.stream import smooth
+    from m2s2l_edge.watch.calibration import fit, stall_level
+
+    rng = np.random.default_rng(2)
+    n, cfg = 3000, get_score("stream")
+    change = 0.02 + rng.normal(0.0, 0.002, n)
+    for spread, warned in ((1.0, False), (0.05, True)):
+        x = 30.0 + rng.normal(0.0, spread, n)
+        x[::50] -= 3.0
+        cal = fit({**_terms(x), "change": change}, cfg, fps=10.0, normal_change=0.02)
+        level = stall_level(cal.score_config, cal.stats)
+        # The level is what a frozen stretch's smoothed score settles at, whatever its PSNRs.
+        frozen = {**_terms(np.linspace(10.0, 40.0, 20)), "change": np.zeros(20)}
+        assert smooth(cal.scores(frozen), cal.smoothing, cal.window)[-1] == pytest.approx(level)
+        assert (cal.threshold >= level) == warned, (cal.threshold, level)
+        assert ("a stalled camera would raise no event" in cal.warning) == warned
+    assert stall_level(get_score("paper"), cal.stats) is None  # the published score has no stall rule
+
+
 def test_a_flat_short_tail_never_extrapolates_to_an_unreachable_threshold():
     """The audit's case: a few seconds whose tail has almost no slope extrapolated to 2.4e15."""
     from m2s2l_edge.watch.calibration import threshold_for_rate
@@ -574,6 +598,10 @@ def test_threshold_option_overrides_every_camera_and_the_table_shows_it(tmp_path
         outcome[threshold] = (cam, r.output)
     low, high = outcome["0.5"], outcome["1e6"]
     assert low[0]["events"] > 0 and high[0]["events"] == 0
+    # A threshold no frozen picture reaches is said so; the calibration's own (below it) says nothing of the kind.
+    assert "a stalled camera would raise no event" in high[0]["calibration_warning"]
+    assert "a stalled camera would raise no event" in high[1]
+    assert "stalled camera" not in (low[0]["calibration_warning"] or "")
     # A run with no event says why: the threshold, where it came from, and a peak below it.
     assert "threshold 1000000.00 (--threshold)" in high[1] and "0 frames at or above the threshold" in high[1]
     r = CliRunner().invoke(app, ["watch", "--preset", "tiny", "--source", str(videos["test"]), "--replay",

@@ -40,6 +40,7 @@ import numpy as np
 from m2s2l_edge.config import ScoreConfig
 from m2s2l_edge.scoring.model import ModelScoring
 from m2s2l_edge.scoring.stream import NormalStats, calibrated_scores, fit_stats, smooth
+from m2s2l_edge.scoring.terms import TERMS
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.events import EventConfig
 
@@ -214,6 +215,28 @@ def highest_score(cal: Calibration) -> float:
     worst = {"psnr_app": LOWEST_APP_DB, "patch_app": LOWEST_APP_DB, "psnr_mot": LOWEST_MOT_DB,
              "patch_mot": LOWEST_MOT_DB}
     return float(max(cal.frame_score({**worst, "change": c}) for c in CHANGE_RANGE))
+
+
+def stall_level(cfg: ScoreConfig, stats: NormalStats) -> float | None:
+    """What a stalled picture scores, held for the smoothing window (the level a frozen camera's smoothed score
+    settles at); None where the score has no stall rule (``paper``, ``stall_ratio`` 0, or no normal change)."""
+    if cfg.method == "paper" or cfg.stall_ratio <= 0 or stats.change_ref <= 0:
+        return None
+    frozen = {k: np.zeros(1) for k in TERMS}  # the PSNRs do not matter: a stalled frame's score is the stall rule's
+    return float(calibrated_scores(frozen, stats, cfg)[0])
+
+
+STALL_NOTE_START = "the threshold "  # how stall_note's warning begins (the last note of a calibration's warning)
+
+
+def stall_note(threshold: float, level: float | None) -> str:
+    """A warning when ``threshold`` lies at or above a stalled picture's level (a frozen camera raises no event);
+    "" otherwise."""
+    if level is None or threshold < level:
+        return ""
+    return (f"{STALL_NOTE_START}{threshold:.3g} is at or above what a frozen picture scores ({level:.3g}), so a "
+            "stalled camera would raise no event; calibrate on normal footage the model was not trained on, or set a "
+            "lower --threshold")
 
 
 def _finite(v) -> bool:
@@ -397,6 +420,8 @@ def fit(terms: dict[str, np.ndarray], score: ModelScoring | ScoreConfig, *, fps:
     smoothed = np.concatenate([smooth(scores[a:b], smoothing, window) for a, b in zip(bounds[:-1], bounds[1:],
                                                                                       strict=True)])
     threshold, method, warning = threshold_for_rate(smoothed, fps, false_alarms_per_hour)
+    frozen = stall_note(threshold, stall_level(cfg, stats))
+    warning = "; ".join(w for w in (warning, frozen) if w)
     quantiles = {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(scores, QUANTILES), strict=True)}
     fused = score_fused(terms, cfg)
     logger.debug("calibration: fused PSNR mean %.3f dB, std %.3f dB over %d frames", fused.mean(), fused.std(), n)

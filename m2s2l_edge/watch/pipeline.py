@@ -25,7 +25,15 @@ from m2s2l_edge.scoring.model import ModelScoring
 from m2s2l_edge.scoring.stream import calibrated_scores, fit_stats
 from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
-from m2s2l_edge.watch.calibration import Calibration, ModelIdentity, check_matches, fit
+from m2s2l_edge.watch.calibration import (
+    STALL_NOTE_START,
+    Calibration,
+    ModelIdentity,
+    check_matches,
+    fit,
+    stall_level,
+    stall_note,
+)
 from m2s2l_edge.watch.cameras import CameraConfig
 from m2s2l_edge.watch.capture import END_OF_STREAM, CameraCapture, CaptureConfig, wait_first_frames
 from m2s2l_edge.watch.channel import ClipChannel
@@ -192,9 +200,15 @@ class CameraScorer:
 
     def summary(self) -> dict:
         cal = self.calibration
+        warning = cal.warning if cal is not None else ""
+        if cal is not None and self.threshold != cal.threshold:
+            # --threshold, YAML or an override: the frozen-picture check (the calibration's last note) is redone
+            kept = "" if warning.startswith(STALL_NOTE_START) else warning.split("; " + STALL_NOTE_START)[0]
+            frozen = stall_note(self.threshold, stall_level(cal.score_config, cal.stats))
+            warning = "; ".join(w for w in (kept, frozen) if w)
         return {
             "calibration": self.state,
-            "calibration_warning": (cal.warning or None) if cal is not None else None,
+            "calibration_warning": warning or None,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
         }
