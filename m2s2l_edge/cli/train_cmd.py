@@ -38,8 +38,8 @@ def train(
     lr: Annotated[float | None, typer.Option(
         help="Initial Adam learning rate (default 2e-4, our choice; custom data: the validated recipe's).")] = None,
     foreground_weight: Annotated[float | None, typer.Option(
-        min=0.0, help="Weigh the moving pixels of the frame loss 1 + W times the static background (0: a plain "
-                      "mean; default 0; custom data: the validated recipe's).")] = None,
+        min=0.0, help="Weigh the frame loss's moving pixels (and their neighbours) 1 + W times the static "
+                      "background (default 0: a plain mean; our footage: more found offline, less live).")] = None,
     lr_step: Annotated[int, typer.Option(min=1, help="Halve the learning rate every N epochs (paper: 20).")] = 20,
     stride: Annotated[int, typer.Option(min=1, help="Step between the start frames of training clips.")] = 1,
     device: Device = None,
