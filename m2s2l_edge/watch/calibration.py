@@ -226,15 +226,12 @@ def stall_level(cfg: ScoreConfig, stats: NormalStats) -> float | None:
     return float(calibrated_scores(frozen, stats, cfg)[0])
 
 
-STALL_NOTE_START = "the threshold "  # how stall_note's warning begins (the last note of a calibration's warning)
-
-
 def stall_note(threshold: float, level: float | None) -> str:
     """A warning when ``threshold`` lies at or above a stalled picture's level (a frozen camera raises no event);
     "" otherwise."""
     if level is None or threshold < level:
         return ""
-    return (f"{STALL_NOTE_START}{threshold:.3g} is at or above what a frozen picture scores ({level:.3g}), so a "
+    return (f"the threshold {threshold:.3g} is at or above what a frozen picture scores ({level:.3g}), so a "
             "stalled camera would raise no event; calibrate on normal footage the model was not trained on, or set a "
             "lower --threshold")
 

@@ -26,7 +26,6 @@ from m2s2l_edge.scoring.stream import calibrated_scores, fit_stats
 from m2s2l_edge.scoring.terms import TERMS, region_terms
 from m2s2l_edge.scoring.video import score_fused
 from m2s2l_edge.watch.calibration import (
-    STALL_NOTE_START,
     Calibration,
     ModelIdentity,
     check_matches,
@@ -200,12 +199,11 @@ class CameraScorer:
 
     def summary(self) -> dict:
         cal = self.calibration
-        warning = cal.warning if cal is not None else ""
-        if cal is not None and self.threshold != cal.threshold:
-            # --threshold, YAML or an override: the frozen-picture check (the calibration's last note) is redone
-            kept = "" if warning.startswith(STALL_NOTE_START) else warning.split("; " + STALL_NOTE_START)[0]
-            frozen = stall_note(self.threshold, stall_level(cal.score_config, cal.stats))
-            warning = "; ".join(w for w in (kept, frozen) if w)
+        warning = ""
+        if cal is not None:  # the frozen-picture check is made against the threshold in force (--threshold, YAML)
+            level = stall_level(cal.score_config, cal.stats)
+            footage = cal.warning.removesuffix(stall_note(cal.threshold, level)).removesuffix("; ")
+            warning = "; ".join(w for w in (footage, stall_note(self.threshold, level)) if w)
         return {
             "calibration": self.state,
             "calibration_warning": warning or None,
